@@ -1,0 +1,49 @@
+# quicfleet — the two commands a user needs: `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .stamps
+APT_LIST := deploy/apt-packages.txt
+
+.PHONY: deps run test lint typecheck unit integration e2e bench clean
+
+$(STAMPS)/apt: $(APT_LIST)
+	@mkdir -p $(STAMPS)
+	@bash deploy/install-apt.sh $(APT_LIST)
+	@touch $@
+
+$(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+deps: $(STAMPS)/venv
+
+run: deps ## the whole system on embedded defaults (local NATS, local libvirt)
+	$(BIN)/quicfleet up
+
+lint: deps
+	$(BIN)/ruff check .
+
+typecheck: deps
+	$(BIN)/mypy shared services
+
+unit: deps
+	$(BIN)/pytest -m unit tests
+
+integration: deps
+	$(BIN)/pytest -m integration tests
+
+e2e: deps
+	$(BIN)/pytest -m e2e tests
+
+test: lint typecheck ## ruff, mypy and every test tier
+	$(BIN)/pytest tests
+
+bench: deps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(STAMPS) .run .mypy_cache .ruff_cache .pytest_cache

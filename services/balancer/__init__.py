@@ -1,0 +1,1 @@
+"""quicfleet balancer service."""

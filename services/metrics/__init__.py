@@ -1,0 +1,1 @@
+"""quicfleet metrics service."""

@@ -1,0 +1,1 @@
+"""The public and internal NATS contract: subjects and one pydantic model per subject."""

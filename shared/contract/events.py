@@ -1,0 +1,53 @@
+"""Events: facts that already happened, named in the past tense, published without a reply."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from shared.contract.base import Address, Message, Name, Reason, RequestId, utcnow
+
+
+class VmState(StrEnum):
+    """Where a backend VM is in its life; each state has its own `fleet.vm.<state>` subject."""
+
+    REQUESTED = "requested"
+    CLONING = "cloning"
+    BOOTING = "booting"
+    READY = "ready"
+    DRAINING = "draining"
+    DESTROYED = "destroyed"
+    FAILED = "failed"
+
+
+LIVE_STATES = frozenset({VmState.REQUESTED, VmState.CLONING, VmState.BOOTING, VmState.READY, VmState.DRAINING})
+"""States that hold (or will hold) a VM in libvirt and so count against the fleet size."""
+
+
+class VmStateChanged(Message):
+    """`fleet.vm.<state>`: a VM entered `state` (the subject's last token repeats it)."""
+
+    vm: Name
+    state: VmState
+    address: Address | None = None
+    at: datetime = Field(default_factory=utcnow)
+    reason: Reason | None = None
+    request_id: RequestId | None = None
+    host: Name | None = Field(default=None, description="Provisioner host that owns the VM.")
+
+
+class ScalingDecided(Message):
+    """`fleet.scaler.decision`: the leader changed (or chose to hold) the fleet size, and why."""
+
+    at: datetime = Field(default_factory=utcnow)
+    current: Annotated[int, Field(ge=0, le=100_000)]
+    desired: Annotated[int, Field(ge=0, le=100_000)]
+    reason: Reason
+    signal: Annotated[str, Field(max_length=32)] | None = None
+    observed: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    target: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    leader: Name | None = None
+    epoch: Annotated[int, Field(ge=0)] = 0

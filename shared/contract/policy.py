@@ -1,0 +1,78 @@
+"""The autoscaling policy: what the scaler aims for and how fast it may move."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import Field, create_model, model_validator
+from pydantic.fields import FieldInfo
+
+from shared.contract.base import Model
+
+MAX_FLEET = 1000
+"""No policy may ask for more VMs than this, whatever the caller sends."""
+
+Seconds = Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)]
+Replicas = Annotated[int, Field(ge=0, le=MAX_FLEET, strict=True)]
+
+
+class Signal(StrEnum):
+    """The load signal that target tracking follows."""
+
+    OUTSTANDING = "outstanding"
+    RPS = "rps"
+    P95_LATENCY = "p95_latency"
+
+
+class ScalingPolicy(Model):
+    """A complete policy; `fleet.cmd.policy` replies with one."""
+
+    min_replicas: Replicas = 1
+    max_replicas: Replicas = 10
+    signal: Signal = Signal.OUTSTANDING
+    target: Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)] = 8.0
+    tolerance: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.1
+    scale_up_stabilization_s: Seconds = 0
+    scale_down_stabilization_s: Seconds = 300
+    scale_up_max_step: Annotated[int, Field(ge=1, le=MAX_FLEET, strict=True)] = 4
+    scale_up_period_s: Seconds = 15
+    scale_down_max_step: Annotated[int, Field(ge=1, le=MAX_FLEET, strict=True)] = 1
+    scale_down_period_s: Seconds = 60
+    cooldown_s: Seconds = 0
+    warmup_s: Seconds = 10
+    manual_hold_s: Seconds = 300
+    stale_after_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 5
+    drain_timeout_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 30
+    evaluation_interval_s: Annotated[float, Field(ge=0.05, le=300, allow_inf_nan=False)] = 1
+    failure_backoff_s: Seconds = 5
+    failure_backoff_max_s: Seconds = 300
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        return self
+
+
+class PolicyPatchBase(Model):
+    """Behaviour of `PolicyPatch`, whose fields are derived from `ScalingPolicy`."""
+
+    def apply(self, policy: ScalingPolicy) -> ScalingPolicy:
+        """Return `policy` with this patch's fields set; raises ValueError when the result is inconsistent."""
+        merged = policy.model_dump() | self.model_dump(exclude_none=True)
+        return ScalingPolicy.model_validate(merged)
+
+
+def _optional(field: FieldInfo) -> Any:
+    """The field's type with its constraints kept, made optional with a None default."""
+    kind: Any = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    return (kind | None, None)
+
+
+PolicyPatch: type[PolicyPatchBase] = create_model(
+    "PolicyPatch",
+    __base__=PolicyPatchBase,
+    __doc__="`fleet.cmd.policy`: the policy fields to change; omitted fields keep their value.",
+    **{name: _optional(field) for name, field in ScalingPolicy.model_fields.items()},
+)

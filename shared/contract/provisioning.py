@@ -1,0 +1,50 @@
+"""Internal commands to the provisioner (sent by the leader scaler) and what it answers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field
+
+from shared.contract.base import Address, Message, Model, Name, RequestId
+from shared.contract.events import VmState
+
+Epoch = Annotated[int, Field(ge=0, le=2**53)]
+
+
+class CreateVm(Message):
+    """`fleet.prov.create`: clone and boot one VM. A repeated `request_id` makes no second VM."""
+
+    request_id: RequestId
+    epoch: Epoch = Field(description="Leader epoch of the sender; stale epochs are refused.")
+
+
+class DestroyVm(Message):
+    """`fleet.prov.destroy`: destroy one of our VMs (idempotent: already gone is fine)."""
+
+    vm: Name
+    request_id: RequestId
+    epoch: Epoch
+
+
+class ListVms(Message):
+    """`fleet.prov.list`: every provisioner answers with the VMs libvirt says it owns."""
+
+
+class VmRecord(Model):
+    """One VM as its provisioner knows it."""
+
+    vm: Name
+    state: VmState
+    address: Address | None = None
+    since: datetime
+    request_id: RequestId | None = None
+    host: Name | None = None
+
+
+class VmList(Model):
+    """Result of `ListVms`, `CreateVm` and `DestroyVm` replies (one host's VMs)."""
+
+    host: Name
+    vms: Annotated[list[VmRecord], Field(max_length=2000)] = []

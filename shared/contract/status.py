@@ -1,0 +1,55 @@
+"""The fleet's desired state (kept by the scaler) and the `fleet.cmd.status` answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field
+
+from shared.contract.base import Address, Message, Model, Name, utcnow
+from shared.contract.events import VmState
+from shared.contract.load import FleetLoaded
+from shared.contract.policy import MAX_FLEET, ScalingPolicy
+from shared.contract.provisioning import Epoch
+
+
+class DesiredState(Message):
+    """`fleet.scaler.state` and the KV record: what the fleet should look like."""
+
+    desired: Annotated[int, Field(ge=0, le=MAX_FLEET)] = 0
+    policy: ScalingPolicy = Field(default_factory=ScalingPolicy)
+    hold_until: datetime | None = Field(default=None, description="Autoscaling paused until (manual scale).")
+    epoch: Epoch = 0
+    leader: Name | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class VmStatus(Model):
+    """One VM in a status reply."""
+
+    name: Name
+    state: VmState
+    address: Address | None = None
+    since: datetime
+    outstanding: Annotated[float, Field(ge=0)] | None = None
+
+
+class BalancerStatus(Model):
+    """One live balancer in a status reply."""
+
+    id: Name
+    address: Address | None = None
+    last_seen: datetime
+
+
+class FleetStatus(Model):
+    """Result of `fleet.cmd.status`."""
+
+    desired: Annotated[int, Field(ge=0, le=MAX_FLEET)]
+    policy: ScalingPolicy
+    hold_until: datetime | None = None
+    leader: Name | None = None
+    vms: list[VmStatus] = []
+    balancers: list[BalancerStatus] = []
+    load: FleetLoaded | None = None

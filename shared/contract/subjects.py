@@ -1,0 +1,99 @@
+"""Every NATS subject quicfleet uses, built from one configurable prefix.
+
+Services never spell a subject themselves; they ask a `Subjects` instance, so a prefix change
+(two fleets on one NATS) is one setting.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from shared.contract.events import VmState
+
+PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """Subject names for one fleet; `prefix` defaults to `fleet`."""
+
+    prefix: str = "fleet"
+
+    def __post_init__(self) -> None:
+        if not PREFIX_PATTERN.match(self.prefix):
+            raise ValueError(f"subject prefix {self.prefix!r} must be dot-separated tokens of [A-Za-z0-9_-]")
+
+    def _s(self, rest: str) -> str:
+        return f"{self.prefix}.{rest}"
+
+    # public commands (requests, answered by the scaler)
+    @property
+    def cmd_scale(self) -> str:
+        return self._s("cmd.scale")
+
+    @property
+    def cmd_policy(self) -> str:
+        return self._s("cmd.policy")
+
+    @property
+    def cmd_status(self) -> str:
+        return self._s("cmd.status")
+
+    @property
+    def cmd_drain(self) -> str:
+        return self._s("cmd.drain")
+
+    # public events
+    def vm(self, state: VmState) -> str:
+        """`fleet.vm.<state>`: one VM changed state."""
+        return self._s(f"vm.{state.value}")
+
+    @property
+    def vm_all(self) -> str:
+        return self._s("vm.*")
+
+    @property
+    def load(self) -> str:
+        """`fleet.load`: the metrics service's periodic fleet load snapshot."""
+        return self._s("load")
+
+    @property
+    def scaler_decision(self) -> str:
+        return self._s("scaler.decision")
+
+    # internal: provisioner commands (requests, queue group per hypervisor host)
+    @property
+    def prov_create(self) -> str:
+        return self._s("prov.create")
+
+    @property
+    def prov_destroy(self) -> str:
+        return self._s("prov.destroy")
+
+    @property
+    def prov_list(self) -> str:
+        """Ask every provisioner for the VMs libvirt says it owns (scatter-gather request)."""
+        return self._s("prov.list")
+
+    # internal: balancer traffic
+    @property
+    def balancer_report(self) -> str:
+        """Each balancer's per-second load report, for metrics and the scaler."""
+        return self._s("balancer.report")
+
+    @property
+    def balancer_drain(self) -> str:
+        """Broadcast: every balancer stops routing new requests to a VM."""
+        return self._s("balancer.drain")
+
+    @property
+    def balancer_drained(self) -> str:
+        """A balancer says it has no request in flight to a draining VM."""
+        return self._s("balancer.drained")
+
+    # internal: scaler coordination
+    @property
+    def scaler_state(self) -> str:
+        """The leader scaler's desired state, published on every change (balancers, CLI)."""
+        return self._s("scaler.state")

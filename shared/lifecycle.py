@@ -1,0 +1,127 @@
+"""Process lifecycle: SIGTERM/SIGINT -> stop taking work -> drain -> exit 0.
+
+Each service is an async context manager (`__aenter__` connects and starts, `__aexit__` drains);
+`run_service` is the only place that owns the event loop and the signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Self
+
+import structlog
+
+log = structlog.get_logger("shared.lifecycle")
+
+
+class TaskGroupService:
+    """Base for services: owns background tasks and cancels them on exit."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.failed = asyncio.Event()
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run a background loop; if it dies unexpectedly the failure is logged and `failed` set."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("task.crashed", task=task.get_name(), error=repr(error), exc_info=error)
+            self.failed.set()
+
+    async def cancel_tasks(self) -> None:
+        """Cancel every background task and wait for them to finish."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def start(self) -> None:
+        """Connect and begin work; subclasses extend."""
+
+    async def stop(self) -> None:
+        """Stop taking work and drain; subclasses extend, then call this."""
+        await self.cancel_tasks()
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+
+def install_uvloop() -> bool:
+    """Use uvloop when it is installed (a proxy gains ~3x from it); report whether it is."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+async def serve_until_signal(
+    make: Callable[[], AbstractAsyncContextManager[Any]], grace_s: float = 10.0
+) -> int:
+    """Enter the service, wait for SIGTERM/SIGINT (or a crashed task), drain within `grace_s`."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    service = make()
+    running = await service.__aenter__()
+    failed: asyncio.Event = getattr(running, "failed", None) or asyncio.Event()
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(failed.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waiters:
+        waiter.cancel()
+    code = 1 if failed.is_set() and not stop.is_set() else 0
+    log.info("service.stopping", reason="crash" if code else "signal")
+    try:
+        await asyncio.wait_for(service.__aexit__(None, None, None), timeout=grace_s)
+    except TimeoutError:
+        log.warning("service.drain_timeout", grace_s=grace_s)
+    log.info("service.stopped", code=code)
+    return code
+
+
+def run_service(make: Callable[[], AbstractAsyncContextManager[Any]], grace_s: float = 10.0) -> int:
+    """Run a service in a fresh event loop until a signal; return the process exit code."""
+    uv = install_uvloop()
+    log.info("service.starting", uvloop=uv)
+    return asyncio.run(serve_until_signal(make, grace_s))
+
+
+def service_main(
+    service: str,
+    load: Callable[[], Any],
+    bootstrap: Callable[[Any], AbstractAsyncContextManager[Any]],
+) -> int:
+    """A service's `__main__`: read settings (exit 2 naming a bad variable), log, run until a signal."""
+    from shared.logging import configure_logging
+    from shared.settings import SettingsError
+
+    try:
+        settings = load()
+    except SettingsError as error:
+        print(f"quicfleet {service}: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format, service=service)
+    return run_service(lambda: bootstrap(settings), settings.shutdown_grace_s)

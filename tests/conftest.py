@@ -1,0 +1,46 @@
+"""Fixtures shared by every tier: a real nats-server per test on a free loopback port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from shared.bus import Bus, connect
+from shared.contract.subjects import Subjects
+from shared.natsserver import NatsServer
+from shared.settings import ServiceSettings
+
+settings.register_profile("quicfleet", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("quicfleet")
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real nats-server with JetStream on 127.0.0.1, stopped after the test."""
+    workdir = tmp_path / "nats"
+    workdir.mkdir()
+    server = NatsServer(workdir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings_env(nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """QUICFLEET_* variables pointing at the test's nats-server (for settings and subprocesses)."""
+    env = {"QUICFLEET_NATS_URL": nats_server.url, "QUICFLEET_LOG_FORMAT": "json", "QUICFLEET_INSTANCE": "test"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
+    """A test client on the nats-server, for sending commands and watching events."""
+    settings = ServiceSettings(nats_url=nats_server.url)
+    client = Bus(await connect(settings, "quicfleet-test"), Subjects())
+    yield client
+    await client.drain()
