@@ -4,13 +4,13 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
-APT_LIST := deploy/apt-packages.txt
+APT_LISTS := $(wildcard deploy/apt/*.txt)
 
-.PHONY: deps run test lint typecheck unit integration e2e bench clean
+.PHONY: deps run test lint typecheck unit integration e2e bench clean template
 
-$(STAMPS)/apt: $(APT_LIST)
+$(STAMPS)/apt: $(APT_LISTS) deploy/install-apt.sh
 	@mkdir -p $(STAMPS)
-	@bash deploy/install-apt.sh $(APT_LIST)
+	@bash deploy/install-apt.sh $(APT_LISTS)
 	@touch $@
 
 $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
@@ -47,3 +47,6 @@ bench: deps
 
 clean:
 	rm -rf $(STAMPS) .run .mypy_cache .ruff_cache .pytest_cache
+
+template: deps ## build the Debian test template VM and define it in libvirt
+	bash deploy/template/build.sh

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Install the Debian packages listed in $1 that are missing (root + apt only; else say why and go on).
+# Install the Debian packages listed in the given files (default deploy/apt/*.txt) that are missing.
+# Needs root and apt-get; elsewhere it says what it could not install and goes on.
 set -euo pipefail
-list=${1:-deploy/apt-packages.txt}
-mapfile -t wanted < <(grep -v '^\s*#' "$list" | awk 'NF {print $1}')
+lists=("$@")
+[ ${#lists[@]} -gt 0 ] || lists=(deploy/apt/*.txt)
+mapfile -t wanted < <(cat "${lists[@]}" | grep -v '^\s*#' | awk 'NF {print $1}' | sort -u)
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,0 +1,57 @@
+"""Development TLS certificates: a self-signed key pair so HTTP/3 works before a real one exists."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def _san(names: tuple[str, ...]) -> x509.SubjectAlternativeName:
+    entries: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            entries.append(x509.DNSName(name))
+    return x509.SubjectAlternativeName(entries)
+
+
+def make_self_signed(cert_path: Path, key_path: Path, names: tuple[str, ...] = DEFAULT_NAMES, days: int = 365) -> None:
+    """Write a self-signed ECDSA P-256 certificate and key (PEM) valid for `names`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(_san(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_path.chmod(0o600)
+
+
+def ensure_dev_certificate(directory: Path, names: tuple[str, ...] = DEFAULT_NAMES) -> tuple[Path, Path]:
+    """Return (cert, key) in `directory`, generating them on first use."""
+    cert, key = directory / "dev-cert.pem", directory / "dev-key.pem"
+    if not (cert.exists() and key.exists()):
+        make_self_signed(cert, key, names)
+    return cert, key
