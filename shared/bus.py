@@ -6,6 +6,7 @@ models into bytes and bytes back into models, so bad payloads are caught in one 
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -151,6 +152,32 @@ class Bus:
         except (TimeoutError, nats.errors.TimeoutError):
             raise BusError(ErrorCode.UNAVAILABLE, f"no reply on {subject} within {timeout:g} s") from None
         return parse_reply(msg.data, result)
+
+    async def gather(self, subject: str, model: BaseModel, result: type[R], window: float = 1.0) -> list[R]:
+        """Scatter-gather: send one request, collect every valid ok reply that arrives within `window`.
+
+        For questions every replica answers (e.g. each provisioner listing its VMs). Error or
+        malformed replies are logged and left out.
+        """
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        replies: list[R] = []
+        try:
+            await self.nc.publish(subject, encode(model), reply=inbox)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + window
+            while (remaining := deadline - loop.time()) > 0:
+                try:
+                    msg = await sub.next_msg(timeout=remaining)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    break
+                try:
+                    replies.append(parse_reply(msg.data, result))
+                except BusError as error:
+                    log.warning("bus.gather_bad_reply", subject=subject, error=error.message)
+        finally:
+            await sub.unsubscribe()
+        return replies
 
     async def drain(self) -> None:
         """Finish what is in flight, unsubscribe, and close the connection."""

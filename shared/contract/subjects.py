@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from shared.contract.events import VmState
 
 PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+HOST_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""A provisioner host name, used as one subject token (no dots or wildcards)."""
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,14 @@ class Subjects:
     # internal: provisioner commands (requests, queue group per hypervisor host)
     @property
     def prov_create(self) -> str:
+        """Any one provisioner takes a create (queue group); it answers with the new `VmRecord`."""
         return self._s("prov.create")
 
-    @property
-    def prov_destroy(self) -> str:
-        return self._s("prov.destroy")
+    def prov_destroy(self, host: str) -> str:
+        """Destroy goes to the one provisioner that owns the VM (its host is in every VM event)."""
+        if not HOST_TOKEN.match(host):
+            raise ValueError(f"host {host!r} cannot be a subject token")
+        return self._s(f"prov.{host}.destroy")
 
     @property
     def prov_list(self) -> str:

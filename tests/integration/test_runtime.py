@@ -122,3 +122,12 @@ def test_bad_setting_exits_2_naming_the_variable(settings_env: dict[str, str]) -
     )
     assert proc.returncode == 2
     assert b"QUICFLEET_LOG_LEVEL" in proc.stderr
+
+
+async def test_gather_collects_every_replica_reply(bus: Bus, settings_env: dict[str, str]) -> None:
+    """A scatter-gather request returns one result per answering replica within the window."""
+    async with scaler_bootstrap(ScalerSettings()), scaler_bootstrap(ScalerSettings()):
+        # both replicas share the micro queue group, so one answers: gather sees exactly one reply
+        results = await bus.gather(bus.subjects.cmd_status, GetStatus(), FleetStatus, window=0.5)
+    assert len(results) == 1
+    assert results[0].desired == 0

@@ -96,6 +96,9 @@ def test_subjects_follow_the_prefix() -> None:
     assert subjects.cmd_scale == "blue.cmd.scale"
     assert subjects.vm(events.VmState.READY) == "blue.vm.ready"
     assert subjects.vm_all == "blue.vm.*"
+    assert subjects.prov_destroy("host-1") == "blue.prov.host-1.destroy"
+    with pytest.raises(ValueError):
+        subjects.prov_destroy("a.b")
     with pytest.raises(ValueError):
         Subjects("bad prefix")
 
