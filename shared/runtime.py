@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import structlog
+from nats.errors import Error as NatsError
 from nats.micro.service import Service
 
 from shared.bus import Bus, connect
@@ -63,7 +64,10 @@ class BusService(TaskGroupService):
 
     async def stop(self) -> None:
         if self.micro is not None:
-            await self.micro.stop()
+            try:
+                await self.micro.stop()
+            except (NatsError, TimeoutError) as error:
+                log.warning("service.unregister_failed", error=str(error) or type(error).__name__)
             self.micro = None
         await self.on_stop()
         await self.cancel_tasks()
