@@ -1,18 +1,99 @@
-"""The metrics service (skeleton: registers on NATS and drains on SIGTERM)."""
+"""The metrics service: NATS in (reports, VM events, decisions), `fleet.load` and HTTP out.
+
+Thin glue around `MetricsState`: each handler feeds one message to the core and writes one log
+line; a ticker takes a snapshot every `metrics_interval_s` and publishes it.
+
+Several replicas may run side by side: each sees the same reports and publishes its own
+`fleet.load`. The snapshot holds nothing replica-specific, so the scaler may take any of them
+(they agree up to the moment each was taken); it just sees more than one per interval.
+"""
 
 from __future__ import annotations
 
+import asyncio
+
+import structlog
+from nats.aio.msg import Msg
+
+from services.metrics.http import HttpServer, make_app
 from services.metrics.settings import MetricsSettings
+from services.metrics.state import MetricsState
 from shared.bus import Bus
+from shared.contract.base import utcnow
+from shared.contract.events import ScalingDecided, VmStateChanged
+from shared.contract.load import BalancerReported
+from shared.contract.status import DesiredState
+from shared.logging import bind_message
 from shared.runtime import BusService
+
+log = structlog.get_logger("services.metrics")
 
 
 class MetricsService(BusService):
-    """quicfleet's metrics."""
+    """quicfleet's metrics: one view of the fleet's load for the scaler, Prometheus and people."""
 
     name = "metrics"
-    description = "quicfleet metrics"
+    description = "quicfleet metrics: fleet load snapshots, /metrics and the dashboard"
 
     def __init__(self, settings: MetricsSettings, bus: Bus | None = None) -> None:
         super().__init__(settings, bus)
         self.settings: MetricsSettings = settings
+        self.state = MetricsState(settings.metrics_window_s, settings.metrics_history_s, settings.metrics_interval_s)
+        self.http: HttpServer | None = None
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def on_start(self) -> None:
+        s = self.subjects
+        await self.bus.subscribe(s.balancer_report, BalancerReported, self.on_report)
+        await self.bus.subscribe(s.vm_all, VmStateChanged, self.on_vm)
+        await self.bus.subscribe(s.scaler_decision, ScalingDecided, self.on_decision)
+        await self.bus.subscribe(s.scaler_state, DesiredState, self.on_desired)
+        app = make_app(self.state, lambda: self._bus is not None and self._bus.connected)
+        self.http = HttpServer(app, self.settings.metrics_host, self.settings.metrics_port)
+        await self.http.start()
+        self.spawn(self._publish_loop(), "metrics.publish")
+
+    async def on_stop(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
+
+    async def on_report(self, report: BalancerReported, _msg: Msg) -> None:
+        bind_message(subject=self.subjects.balancer_report, balancer=report.balancer)
+        outcome = self.state.aggregator.observe(report, self._now())
+        log.debug("report.observed", outcome=outcome.value, backends=len(report.backends))
+
+    async def on_vm(self, event: VmStateChanged, msg: Msg) -> None:
+        bind_message(subject=msg.subject, vm=event.vm, state=event.state.value)
+        applied = self.state.fleet.vm_changed(event, self._now())
+        log.info("vm.observed", applied=applied)
+
+    async def on_decision(self, decision: ScalingDecided, _msg: Msg) -> None:
+        bind_message(subject=self.subjects.scaler_decision, leader=decision.leader)
+        self.state.fleet.decided(decision)
+        log.info("decision.observed", current=decision.current, desired=decision.desired)
+
+    async def on_desired(self, state: DesiredState, _msg: Msg) -> None:
+        bind_message(subject=self.subjects.scaler_state, leader=state.leader, epoch=state.epoch)
+        applied = self.state.fleet.desired_changed(state)
+        log.debug("desired.observed", desired=state.desired, applied=applied)
+
+    async def _publish_loop(self) -> None:
+        """Publish a snapshot every interval, on a fixed schedule (a slow tick does not shift later ones)."""
+        interval = self.settings.metrics_interval_s
+        next_at = self._now() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - self._now()))
+            next_at = max(next_at + interval, self._now())
+            await self.publish_snapshot()
+
+    async def publish_snapshot(self) -> None:
+        """Take one snapshot, publish it on `fleet.load`, log what went stale."""
+        bind_message(subject=self.subjects.load)
+        snapshot, expired = self.state.tick(self._now(), utcnow())
+        await self.bus.publish(self.subjects.load, snapshot)
+        if expired.balancers or expired.vms:
+            log.info("metrics.expired", balancers=expired.balancers, vms=expired.vms)
+        log.debug("load.published", rps=snapshot.rps, balancers=snapshot.balancers, vms=len(snapshot.vms))

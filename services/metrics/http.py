@@ -1,0 +1,83 @@
+"""The HTTP side: `/metrics`, `/healthz`, the dashboard page and its JSON, on aiohttp.
+
+Thin glue: every handler reads the metrics core and renders it; nothing here computes load.
+Static assets (the page, its script and the vendored uPlot) are served from the package, so
+the dashboard works on machines with no internet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from services.metrics import dashboard
+from services.metrics.exposition import make_registry, render
+from services.metrics.state import MetricsState
+
+log = structlog.get_logger("services.metrics.http")
+
+STATIC = Path(__file__).parent / "static"
+MAX_POINTS_PARAM = 100_000
+
+
+def make_app(state: MetricsState, healthy: Callable[[], bool]) -> web.Application:
+    """The aiohttp application; `healthy` says whether the service is connected to NATS."""
+    registry = make_registry(state)
+
+    async def metrics(_request: web.Request) -> web.Response:
+        body = render(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_request: web.Request) -> web.Response:
+        ok = healthy()
+        return web.json_response({"ok": ok, "nats": "connected" if ok else "disconnected"}, status=200 if ok else 503)
+
+    async def api(request: web.Request) -> web.Response:
+        points = _points(request.query.get("points"))
+        return web.json_response(dashboard.payload(state, points))
+
+    async def index(_request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/dashboard", api)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC, follow_symlinks=False)
+    return app
+
+
+def _points(raw: str | None) -> int | None:
+    """The `points` query parameter: a bounded count, or None (all) when absent or not a number."""
+    if raw is None or not raw.isdigit():
+        return None
+    return min(int(raw), MAX_POINTS_PARAM)
+
+
+class HttpServer:
+    """Starts and stops the aiohttp server; knows the port it really bound (0 = any free port)."""
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self.runner = web.AppRunner(app, access_log=None)
+        self.host = host
+        self.port = port
+
+    async def start(self) -> None:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, self.port)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+        log.info("http.listening", host=self.host, port=self.port)
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
