@@ -32,6 +32,7 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 def settings_env(nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """QUICFLEET_* variables pointing at the test's nats-server (for settings and subprocesses)."""
     env = {"QUICFLEET_NATS_URL": nats_server.url, "QUICFLEET_LOG_FORMAT": "json", "QUICFLEET_INSTANCE": "test"}
+    env["QUICFLEET_METRICS_PORT"] = "0"  # any free port: parallel runs never fight over 9090
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
