@@ -1,30 +1,95 @@
-"""The scaler service (skeleton: answers the public commands from in-memory state)."""
+"""The scaler service: thin asyncio glue around the pure core (`decide`, `reconcile`, reducers).
+
+Every replica folds events into its `FleetState`, answers the public commands and stores
+their effect in KV. Only the lease holder evaluates and acts. Evaluation runs on every load
+snapshot (so the reaction to a load change is one message, not one polling period) and at
+least every `evaluation_interval_s`.
+"""
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import replace
 
+import structlog
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+
+from services.scaler import edits
+from services.scaler.actuator import Actuator
+from services.scaler.decide import decide
+from services.scaler.lease import Lease
+from services.scaler.model import AutoscaleMemory, Decision, FleetState, LoadView
 from services.scaler.settings import ScalerSettings
+from services.scaler.store import DesiredStore
+from services.scaler.track import (
+    forget,
+    load_view,
+    on_create_failed,
+    on_drained,
+    on_lists,
+    on_record,
+    on_report,
+    on_vm_event,
+)
 from shared.bus import Bus
-from shared.contract.base import ErrorCode
 from shared.contract.commands import DrainVm, GetStatus, PolicyPatch, ScaleFleet
-from shared.contract.policy import ScalingPolicy
+from shared.contract.draining import BackendDrained
+from shared.contract.events import ScalingDecided, VmStateChanged
+from shared.contract.load import BalancerReported, FleetLoaded
+from shared.contract.policy import PolicyPatchBase, ScalingPolicy
+from shared.contract.provisioning import ListVms, VmList, VmRecord
 from shared.contract.status import DesiredState, FleetStatus
 from shared.endpoints import Endpoint
-from shared.errors import BusError, describe_validation_error
+from shared.errors import BusError
+from shared.kv import open_bucket
 from shared.runtime import BusService
+
+log = structlog.get_logger("services.scaler")
+
+Reducer = Callable[[FleetState], FleetState]
 
 
 class ScalerService(BusService):
-    """quicfleet's scaler: owns the desired fleet size and the policy."""
+    """quicfleet's scaler: owns the desired fleet size and the policy, and acts when it leads."""
 
     name = "scaler"
     description = "quicfleet scaler: desired fleet size, policy and public commands"
 
-    def __init__(self, settings: ScalerSettings, bus: Bus | None = None) -> None:
+    def __init__(
+        self, settings: ScalerSettings, bus: Bus | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         super().__init__(settings, bus)
         self.settings: ScalerSettings = settings
-        self.state = DesiredState()
+        self.clock = clock
+        self.fleet = FleetState(desired=0, policy=ScalingPolicy(), leader=settings.scaler_id)
+        self.load: LoadView | None = None
+        self.snapshot: FleetLoaded | None = None
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._store: DesiredStore | None = None
+        self._lease: Lease | None = None
+        self._actuator: Actuator | None = None
+
+    @property
+    def store(self) -> DesiredStore:
+        if self._store is None:
+            raise RuntimeError("scaler is not started")
+        return self._store
+
+    @property
+    def lease(self) -> Lease:
+        if self._lease is None:
+            raise RuntimeError("scaler is not started")
+        return self._lease
+
+    @property
+    def leading(self) -> bool:
+        return self._lease is not None and self._lease.leading
 
     def endpoints(self) -> list[Endpoint]:
         s = self.subjects
@@ -35,27 +100,180 @@ class ScalerService(BusService):
             Endpoint("drain", s.cmd_drain, DrainVm, self.drain),
         ]
 
+    async def on_start(self) -> None:
+        kv = await open_bucket(self.bus.nc, self.settings.scaler_bucket)
+        self._store = DesiredStore(kv)
+        await self._store.refresh()
+        self._lease = Lease(kv, self.settings.scaler_id, self.settings.lease_ttl_s)
+        self._actuator = Actuator(self.bus, self, self.spawn, self.settings.scaler_request_timeout_s)
+        await self._subscribe()
+        self.spawn(self._lease_loop(), "scaler-lease")
+        self.spawn(self._control_loop(), "scaler-control")
+        self.spawn(self._resync_loop(), "scaler-resync")
+
+    async def on_stop(self) -> None:
+        self._stopping = True
+        if self._lease is not None:
+            await self._lease.release()
+
+    async def _subscribe(self) -> None:
+        s, bus = self.subjects, self.bus
+        await bus.subscribe(s.vm_all, VmStateChanged, self._on_vm)
+        await bus.subscribe(s.load, FleetLoaded, self._on_load)
+        await bus.subscribe(s.balancer_report, BalancerReported, self._on_report)
+        await bus.subscribe(s.balancer_drained, BackendDrained, self._on_drained)
+        await bus.subscribe(s.scaler_state, DesiredState, self._on_state)
+
+    # --- events (every replica) ---
+
+    async def _mutate(self, reducer: Reducer) -> None:
+        async with self._lock:
+            self.fleet = reducer(self.fleet)
+
+    async def _on_vm(self, event: VmStateChanged, _msg: Msg) -> None:
+        await self._mutate(lambda f: on_vm_event(f, event, self.clock()))
+        log.info("scaler.vm_event", vm=event.vm, state=event.state.value, host=event.host)
+        self._wake.set()
+
+    async def _on_load(self, snapshot: FleetLoaded, _msg: Msg) -> None:
+        self.snapshot, self.load = snapshot, load_view(snapshot, self.clock())
+        log.debug("scaler.load", rps=snapshot.rps, outstanding=snapshot.outstanding)
+        self._wake.set()
+
+    async def _on_report(self, report: BalancerReported, _msg: Msg) -> None:
+        await self._mutate(lambda f: on_report(f, report, self.clock()))
+        log.debug("scaler.balancer_report", balancer=report.balancer)
+
+    async def _on_drained(self, event: BackendDrained, _msg: Msg) -> None:
+        await self._mutate(lambda f: on_drained(f, event))
+        log.info("scaler.backend_drained", vm=event.vm, balancer=event.balancer, timed_out=event.timed_out)
+        self._wake.set()
+
+    async def _on_state(self, state: DesiredState, _msg: Msg) -> None:
+        await self.store.refresh()
+        log.debug("scaler.state_seen", desired=state.desired)
+        self._wake.set()
+
+    # --- feedback from the actuator (leader) ---
+
+    def created(self, request_id: str, record: VmRecord | None) -> None:
+        if record is not None:
+            self.spawn(self._mutate(lambda f: on_record(f, record, self.clock())), "scaler-created")
+
+    def create_failed(self, request_id: str) -> None:
+        self.spawn(self._mutate(lambda f: on_create_failed(f, request_id, self.clock())), "scaler-create-failed")
+
+    async def destroyed(self, vm: str) -> None:
+        await self._mutate(lambda f: forget(f, vm))
+        if vm in self.store.current.draining:
+            await self._store_change(lambda s: edits.forget_drained(s, vm))
+
+    # --- public commands (any replica) ---
+
     async def status(self, _cmd: GetStatus) -> FleetStatus:
-        return FleetStatus(desired=self.state.desired, policy=self.state.policy)
+        lease = self.lease
+        return edits.status(self.store.current, self.fleet, lease.holder, lease.epoch, self.snapshot, self.clock())
 
     async def scale(self, cmd: ScaleFleet) -> DesiredState:
-        policy = self.state.policy
-        if not policy.min_replicas <= cmd.replicas <= policy.max_replicas:
-            raise BusError(
-                ErrorCode.INVALID,
-                f"replicas {cmd.replicas} is outside the policy's bounds "
-                f"[{policy.min_replicas}, {policy.max_replicas}]",
+        return await self._store_change(lambda s: edits.scale(s, cmd, self.clock()))
+
+    async def set_policy(self, patch: PolicyPatchBase) -> ScalingPolicy:
+        return (await self._store_change(lambda s: edits.set_policy(s, patch))).policy
+
+    async def drain(self, cmd: DrainVm) -> DesiredState:
+        return await self._store_change(lambda s: edits.drain(s, cmd, self.fleet, self.clock()))
+
+    async def _store_change(self, edit: Callable[[DesiredState], DesiredState]) -> DesiredState:
+        state = await self.store.change(edit)
+        await self.bus.publish(self.subjects.scaler_state, state)
+        self._wake.set()
+        return state
+
+    # --- loops ---
+
+    async def _lease_loop(self) -> None:
+        """Renew or try to take the lease; a new term starts from a fresh view of the fleet."""
+        while not self._stopping:
+            if await self.lease.tick() and not self._stopping:
+                await self._elected()
+            await asyncio.sleep(self.lease.renew_every_s if self.leading else self.settings.lease_ttl_s / 8)
+
+    async def _elected(self) -> None:
+        now, lease = self.clock(), self.lease
+        await self._resync()
+        async with self._lock:
+            self.fleet = replace(
+                self.fleet, epoch=lease.epoch, leader=lease.me, pending={}, drains={},
+                memory=AutoscaleMemory.seeded(self.store.current.desired, now),
             )
-        self.state = self.state.model_copy(update={"desired": cmd.replicas})
-        return self.state
-
-    async def set_policy(self, patch: PolicyPatch) -> ScalingPolicy:
         try:
-            policy = patch.apply(self.state.policy)
-        except ValidationError as error:
-            raise BusError(ErrorCode.INVALID, describe_validation_error(error)) from None
-        self.state = self.state.model_copy(update={"policy": policy})
-        return policy
+            await self._store_change(lambda s: s.model_copy(update={"leader": lease.me, "epoch": lease.epoch}))
+        except (BusError, NatsError, TimeoutError) as error:
+            log.warning("scaler.elected_store_failed", error=str(error) or type(error).__name__)
+        log.info("scaler.elected", epoch=lease.epoch)
 
-    async def drain(self, cmd: DrainVm) -> None:
-        raise BusError(ErrorCode.NOT_FOUND, f"no VM named {cmd.vm} in the fleet")
+    async def _control_loop(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.store.current.policy.evaluation_interval_s)
+            self._wake.clear()
+            try:
+                await self.store.refresh()
+                if self.leading:
+                    await self._evaluate()
+            except (NatsError, TimeoutError, BusError) as error:
+                log.warning("scaler.evaluate_failed", error=str(error) or type(error).__name__)
+
+    async def _evaluate(self) -> None:
+        """One decision: store a new size first (revision-checked), then send the commands."""
+        async with self._lock:
+            stored = self.store.current
+            self.fleet = _with_desired(self.fleet, stored)
+            decision = decide(self.fleet, self.load, self.clock())
+            if decision.changed:
+                update = {"desired": decision.desired, "leader": self.lease.me, "epoch": self.lease.epoch}
+                if not await self.store.write(stored.model_copy(update=update), self.store.revision):
+                    log.info("scaler.decision_superseded")
+                    return
+            self.fleet = decision.state
+        if self._actuator is not None:
+            self._actuator.send(decision.commands, self.fleet)
+        if decision.changed or decision.commands:
+            await self._announce(decision)
+
+    async def _announce(self, decision: Decision) -> None:
+        """Publish the decision (and the new desired state) and log it once."""
+        sig = decision.signals
+        event = ScalingDecided(
+            current=decision.previous_desired, desired=decision.desired, reason=decision.reason[:500],
+            signal=sig.signal, observed=sig.observed, target=sig.target, leader=self.lease.me, epoch=self.lease.epoch,
+        )
+        await self.bus.publish(self.subjects.scaler_decision, event)
+        if decision.changed:
+            await self.bus.publish(self.subjects.scaler_state, self.store.current)
+        log.info(
+            "scaler.decided", current=event.current, desired=event.desired, reason=event.reason,
+            commands=[type(c).__name__ for c in decision.commands], epoch=event.epoch,
+        )
+
+    async def _resync_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self._resync()
+            except (NatsError, TimeoutError) as error:
+                log.warning("scaler.resync_failed", error=str(error) or type(error).__name__)
+            await asyncio.sleep(self.settings.scaler_resync_s)
+
+    async def _resync(self) -> None:
+        """Ask every provisioner what it runs; libvirt is the source of truth for the VM list."""
+        lists = await self.bus.gather(self.subjects.prov_list, ListVms(), VmList, window=1.0)
+        if lists:
+            await self._mutate(lambda f: on_lists(f, [(vl.host, vl.vms) for vl in lists], self.clock()))
+
+
+def _with_desired(fleet: FleetState, stored: DesiredState) -> FleetState:
+    """The KV desired state (which any replica may have changed) copied into the fleet view."""
+    hold = stored.hold_until.timestamp() if stored.hold_until else None
+    return replace(
+        fleet, desired=stored.desired, policy=stored.policy, hold_until=hold, drain_requests=frozenset(stored.draining)
+    )

@@ -23,6 +23,9 @@ class DesiredState(Message):
     epoch: Epoch = 0
     leader: Name | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+    draining: Annotated[list[Name], Field(max_length=MAX_FLEET)] = Field(
+        default=[], description="VMs a `fleet.cmd.drain` asked to remove, until they are destroyed."
+    )
 
 
 class VmStatus(Model):
@@ -50,6 +53,7 @@ class FleetStatus(Model):
     policy: ScalingPolicy
     hold_until: datetime | None = None
     leader: Name | None = None
+    epoch: Epoch = 0
     vms: list[VmStatus] = []
     balancers: list[BalancerStatus] = []
     load: FleetLoaded | None = None

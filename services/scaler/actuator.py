@@ -1,0 +1,108 @@
+"""Sends the core's commands over NATS and feeds the answers back; the leader's only hands.
+
+Each command runs as its own task so a slow provisioner never delays the next evaluation.
+Every request carries the leader's epoch: a provisioner that has seen a newer leader refuses
+it (`conflict`), which fences a deposed leader that has not noticed yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+import structlog
+from pydantic import RootModel
+
+from services.scaler.model import Command, CreateCommand, DestroyCommand, DrainCommand, FleetState
+from shared.bus import Bus
+from shared.contract.base import ErrorCode
+from shared.contract.draining import DrainBackend
+from shared.contract.events import VmState, VmStateChanged
+from shared.contract.provisioning import CreateVm, DestroyVm, VmList, VmRecord
+from shared.errors import BusError
+from shared.logging import bind_message
+
+log = structlog.get_logger("services.scaler.actuator")
+
+
+class ProvisionerReply(RootModel[VmRecord | VmList]):
+    """A create or destroy reply: one `VmRecord` (the contract), or a host's `VmList`."""
+
+    def record(self, vm: str | None = None) -> VmRecord | None:
+        """The record of the VM the command was about."""
+        if isinstance(self.root, VmRecord):
+            return self.root
+        matches = [r for r in self.root.vms if vm is None or r.vm == vm]
+        return matches[-1].model_copy(update={"host": matches[-1].host or self.root.host}) if matches else None
+
+
+class Feedback(Protocol):
+    """What the service does with the outcome of a command."""
+
+    def created(self, request_id: str, record: VmRecord | None) -> None: ...
+
+    def create_failed(self, request_id: str) -> None: ...
+
+    async def destroyed(self, vm: str) -> None: ...
+
+
+class Actuator:
+    """Turns `CreateCommand`, `DrainCommand` and `DestroyCommand` into NATS traffic."""
+
+    def __init__(
+        self, bus: Bus, feedback: Feedback, spawn: Callable[[Coroutine[Any, Any, None], str], object],
+        timeout_s: float,
+    ) -> None:
+        self.bus, self.feedback, self.spawn, self.timeout_s = bus, feedback, spawn, timeout_s
+
+    def send(self, commands: tuple[Command, ...], fleet: FleetState) -> None:
+        """Start every command; each logs its own outcome."""
+        for command in commands:
+            if isinstance(command, CreateCommand):
+                self.spawn(self._create(command, fleet.epoch), f"create-{command.request_id}")
+            elif isinstance(command, DrainCommand):
+                self.spawn(self._drain(command, fleet), f"drain-{command.vm}")
+            else:
+                self.spawn(self._destroy(command, fleet.epoch), f"destroy-{command.vm}")
+
+    async def _create(self, command: CreateCommand, epoch: int) -> None:
+        bind_message(command="create", request_id=command.request_id, epoch=epoch)
+        request = CreateVm(request_id=command.request_id, epoch=epoch)
+        try:
+            reply = await self.bus.request(self.bus.subjects.prov_create, request, ProvisionerReply, self.timeout_s)
+        except BusError as error:
+            log.warning("scaler.create_failed", code=error.code.value, error=error.message)
+            self.feedback.create_failed(command.request_id)
+            return
+        record = reply.record()
+        log.info("scaler.create_sent", vm=record.vm if record else None)
+        self.feedback.created(command.request_id, record)
+
+    async def _drain(self, command: DrainCommand, fleet: FleetState) -> None:
+        bind_message(command="drain", vm=command.vm, request_id=command.request_id)
+        vm = fleet.vms.get(command.vm)
+        drain = DrainBackend(vm=command.vm, deadline_s=command.deadline_s, request_id=command.request_id)
+        await self.bus.publish(self.bus.subjects.balancer_drain, drain)
+        event = VmStateChanged(
+            vm=command.vm, state=VmState.DRAINING, address=vm.address if vm else None,
+            host=vm.host if vm else None, request_id=command.request_id, reason="scale-in",
+        )
+        await self.bus.publish(self.bus.subjects.vm(VmState.DRAINING), event)
+        log.info("scaler.drain_sent", deadline_s=command.deadline_s)
+
+    async def _destroy(self, command: DestroyCommand, epoch: int) -> None:
+        bind_message(command="destroy", vm=command.vm, host=command.host, request_id=command.request_id)
+        request = DestroyVm(vm=command.vm, request_id=command.request_id, epoch=epoch)
+        try:
+            subject = self.bus.subjects.prov_destroy(command.host)
+            await self.bus.request(subject, request, ProvisionerReply, self.timeout_s)
+        except BusError as error:
+            if error.code is not ErrorCode.NOT_FOUND:
+                log.warning("scaler.destroy_failed", code=error.code.value, error=error.message)
+                return
+            log.info("scaler.destroy_not_found")
+        except ValueError:
+            log.warning("scaler.destroy_bad_host")
+            return
+        log.info("scaler.destroyed")
+        await self.feedback.destroyed(command.vm)

@@ -1,0 +1,193 @@
+"""Target tracking with a dead band, stabilization windows, rate limits and a cooldown.
+
+The shape follows the Kubernetes HPA (desired = ceil(n x observed / target), the highest
+recommendation over the scale-down window), with two changes that matter on a VM fleet:
+VMs still booting or warming count as capacity but their load is left out (a booting VM
+has no load yet, which would otherwise read as "the fleet is idle"), and a missing or
+stale load snapshot holds the size: no data is never a reason to scale down.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from services.scaler.model import CAPACITY_STATES, AutoscaleMemory, FleetState, LoadView, Signals, VmView
+from shared.contract.events import VmState
+from shared.contract.policy import ScalingPolicy, Signal
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The autoscaler's answer: the new desired size, why, and what to remember."""
+
+    desired: int
+    reason: str
+    memory: AutoscaleMemory
+    signals: Signals
+
+
+def clamp(size: int, policy: ScalingPolicy) -> int:
+    """The size pulled into [min_replicas, max_replicas]."""
+    return max(policy.min_replicas, min(policy.max_replicas, size))
+
+
+def is_warm(vm: VmView, policy: ScalingPolicy, now: float) -> bool:
+    """Ready for at least the warm-up time: its load is representative."""
+    return vm.state is VmState.READY and vm.ready_at is not None and now - vm.ready_at >= policy.warmup_s
+
+
+def capacity(state: FleetState, now: float) -> tuple[list[VmView], int]:
+    """Warm VMs (their load counts) and how many more are booting, warming or requested."""
+    leaving = set(state.drains) | state.drain_requests
+    counted = [vm for vm in state.vms.values() if vm.state in CAPACITY_STATES and vm.name not in leaving]
+    warm = [vm for vm in counted if is_warm(vm, state.policy, now)]
+    return warm, len(counted) - len(warm) + len(state.pending)
+
+
+def observe(signal: Signal, warm: list[VmView], load: LoadView) -> float | None:
+    """The per-VM value of `signal` over warm VMs; None when the snapshot has nothing for them."""
+    views = [load.vms[vm.name] for vm in warm if vm.name in load.vms]
+    if not views:
+        return _fleet_wide(signal, len(warm), load)
+    if signal is Signal.OUTSTANDING:
+        return sum(v.outstanding for v in views) / len(views)
+    if signal is Signal.RPS:
+        return sum(v.rps for v in views) / len(views)
+    return _weighted_p95([(v.p95_s, v.rps) for v in views]) or load.p95_s
+
+
+def _fleet_wide(signal: Signal, warm: int, load: LoadView) -> float | None:
+    """Without per-VM figures, spread the fleet totals over the warm VMs."""
+    if warm == 0:
+        return None
+    if signal is Signal.OUTSTANDING:
+        return load.outstanding / warm
+    if signal is Signal.RPS:
+        return load.rps / warm
+    return load.p95_s
+
+
+def _weighted_p95(pairs: list[tuple[float | None, float]]) -> float | None:
+    """Request-weighted mean of per-VM p95 latencies (VMs without a figure are skipped)."""
+    known = [(p95, max(rps, 1e-9)) for p95, rps in pairs if p95 is not None]
+    if not known:
+        return None
+    return sum(p * w for p, w in known) / sum(w for _, w in known)
+
+
+def recommend(policy: ScalingPolicy, observed: float, warm: int, warming: int, current: int) -> int:
+    """ceil(warm x ratio), inside the tolerance band the current size; warming VMs count as capacity.
+
+    Scaling up, warming VMs are assumed empty (the warm VMs' load alone says how many are
+    needed); scaling down, they are assumed at target, so a fleet still booting is not shrunk.
+    """
+    ratio = observed / policy.target
+    if abs(ratio - 1.0) <= policy.tolerance:
+        return current
+    if ratio > 1.0:
+        return math.ceil(warm * ratio - 1e-9)
+    return math.ceil(warm * ratio + warming - 1e-9)
+
+
+def stabilize(memory: AutoscaleMemory, policy: ScalingPolicy, current: int, now: float) -> int:
+    """Lowest recommendation over the scale-up window, highest over the scale-down window (HPA)."""
+    up = [r for t, r in memory.recommendations if t >= now - policy.scale_up_stabilization_s] or [current]
+    down = [r for t, r in memory.recommendations if t >= now - policy.scale_down_stabilization_s] or [current]
+    size = current
+    size = max(size, min(up))
+    return min(size, max(down))
+
+
+def rate_limit(memory: AutoscaleMemory, policy: ScalingPolicy, current: int, wanted: int, now: float) -> int:
+    """At most `scale_up_max_step` added per up period and `scale_down_max_step` removed per down period."""
+    if wanted > current:
+        added = sum(d for t, d in memory.actions if d > 0 and t > now - policy.scale_up_period_s)
+        return min(wanted, current + max(0, policy.scale_up_max_step - added))
+    if wanted < current:
+        removed = -sum(d for t, d in memory.actions if d < 0 and t > now - policy.scale_down_period_s)
+        return max(wanted, current - max(0, policy.scale_down_max_step - removed))
+    return current
+
+
+def remember(memory: AutoscaleMemory, policy: ScalingPolicy, now: float, rec: int, delta: int) -> AutoscaleMemory:
+    """Add this tick's recommendation (and action), forgetting what no window can see any more."""
+    keep = max(policy.scale_up_stabilization_s, policy.scale_down_stabilization_s)
+    recs = (*((t, r) for t, r in memory.recommendations if t > now - keep), (now, rec))
+    span = max(policy.scale_up_period_s, policy.scale_down_period_s, policy.cooldown_s)
+    actions = tuple((t, d) for t, d in memory.actions if t > now - span)
+    return replace(memory, recommendations=recs, actions=actions + (((now, delta),) if delta else ()))
+
+
+def in_cooldown(memory: AutoscaleMemory, policy: ScalingPolicy, now: float) -> bool:
+    """An autoscaling action happened less than `cooldown_s` ago."""
+    return any(now - t < policy.cooldown_s for t, _ in memory.actions)
+
+
+def autoscale(state: FleetState, load: LoadView | None, now: float) -> Outcome:
+    """The new desired size from the load, or the current one with the reason to hold.
+
+    Bounds are enforced here only on fresh data (the command handlers clamp on a policy
+    change): the first size comes from a command or from the first load snapshot.
+    """
+    policy, current = state.policy, state.desired
+    signals = Signals(signal=policy.signal.value, target=policy.target)
+    hold = _hold_reason(state, load, now)
+    if hold is not None or load is None:
+        return Outcome(current, hold or "no load data: hold", state.memory, signals)
+    bounded = clamp(current, policy)
+    if bounded != current:
+        return Outcome(bounded, f"bounds [{policy.min_replicas}, {policy.max_replicas}]", state.memory, signals)
+    return _track(state, load, now, signals)
+
+
+def _hold_reason(state: FleetState, load: LoadView | None, now: float) -> str | None:
+    """Why autoscaling must not act right now, if it must not."""
+    policy = state.policy
+    if state.hold_until is not None and now < state.hold_until:
+        return f"manual scale: autoscaling held for {state.hold_until - now:.0f} s"
+    if load is None:
+        return "no load data: hold"
+    if now - load.at > policy.stale_after_s:
+        return f"load data {now - load.at:.1f} s old (stale after {policy.stale_after_s:g} s): hold"
+    if in_cooldown(state.memory, policy, now):
+        return "cooldown after the last action"
+    return None
+
+
+def _track(state: FleetState, load: LoadView, now: float, signals: Signals) -> Outcome:
+    """Target tracking proper: observe, recommend, stabilize, limit, bound."""
+    policy, current = state.policy, state.desired
+    warm, warming = capacity(state, now)
+    observed = observe(policy.signal, warm, load)
+    if observed is None:
+        return _from_zero(state, load, warming, signals)
+    rec = clamp(recommend(policy, observed, len(warm), warming, current), policy)
+    memory = remember(state.memory, policy, now, rec, 0)
+    wanted = stabilize(memory, policy, current, now)
+    size = clamp(rate_limit(memory, policy, current, wanted, now), policy)
+    memory = remember(state.memory, policy, now, rec, size - current)
+    signals = replace(signals, observed=observed, recommendation=rec)
+    return Outcome(size, _explain(policy, observed, rec, wanted, size, current), memory, signals)
+
+
+def _from_zero(state: FleetState, load: LoadView, warming: int, signals: Signals) -> Outcome:
+    """No warm VM to measure: hold, unless the fleet is empty and traffic is waiting."""
+    policy, current = state.policy, state.desired
+    demand = load.outstanding if policy.signal is Signal.OUTSTANDING else load.rps
+    if warming or current > 0 or demand <= 0:
+        return Outcome(current, "no warm VM to measure: hold", state.memory, signals)
+    size = clamp(max(1, math.ceil(demand / policy.target)) if policy.signal is not Signal.P95_LATENCY else 1, policy)
+    return Outcome(size, f"traffic ({demand:g}) with no VM: start {size}", state.memory, signals)
+
+
+def _explain(policy: ScalingPolicy, observed: float, rec: int, wanted: int, size: int, current: int) -> str:
+    """One line a person can follow: the signal against the target, and each step's result."""
+    text = f"{policy.signal.value} {observed:.3g} per VM vs target {policy.target:g}: recommend {rec}"
+    if wanted != rec:
+        text += f", stabilized to {wanted}"
+    if size != wanted:
+        text += f", rate-limited to {size}"
+    if size == current:
+        text += " (hold)"
+    return text

@@ -1,0 +1,25 @@
+"""The scaler's pure core: `decide(state, load, now) -> Decision(commands, reason, state)`.
+
+One call per evaluation: the autoscaler picks the desired size from the load, then the
+reconciler turns "desired vs what exists" into creates, drains and destroys. No I/O, no clock:
+the leader's loop, the unit tests and the replay benchmark all drive the same function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from services.scaler.autoscale import autoscale
+from services.scaler.model import Decision, FleetState, LoadView
+from services.scaler.reconcile import reconcile
+
+
+def decide(state: FleetState, load: LoadView | None, now: float) -> Decision:
+    """Choose the desired size and the commands that move the fleet towards it."""
+    outcome = autoscale(state, load, now)
+    sized = replace(state, desired=outcome.desired, memory=outcome.memory)
+    commands, reconciled, note = reconcile(sized, now)
+    reason = outcome.reason if not commands else f"{outcome.reason}; {note}"
+    return Decision(
+        commands=commands, reason=reason, state=reconciled, previous_desired=state.desired, signals=outcome.signals
+    )

@@ -1,0 +1,181 @@
+"""The scaler's in-memory view of the fleet and the commands its pure core returns.
+
+Everything here is plain frozen data; time is a float of seconds (the glue passes wall-clock
+`time.time()`), so the core can be driven by hand in tests and in the replay benchmark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from shared.contract.events import VmState
+from shared.contract.policy import ScalingPolicy
+
+CAPACITY_STATES = frozenset({VmState.REQUESTED, VmState.CLONING, VmState.BOOTING, VmState.READY})
+"""States of a VM that counts towards the fleet size (draining VMs are on their way out)."""
+
+
+@dataclass(frozen=True)
+class VmView:
+    """One VM as the scaler knows it from provisioner events and lists."""
+
+    name: str
+    state: VmState
+    since: float
+    created: float
+    ready_at: float | None = None
+    host: str | None = None
+    address: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BalancerView:
+    """One balancer from its last report: when we heard it and its in-flight count per VM."""
+
+    id: str
+    last_seen: float
+    interval_s: float = 1.0
+    address: str | None = None
+    outstanding: Mapping[str, int] = field(default_factory=dict)
+
+    def live(self, now: float) -> bool:
+        """A balancer silent for about three report intervals is gone."""
+        return now - self.last_seen <= 3 * self.interval_s + 0.5
+
+
+@dataclass(frozen=True)
+class DrainView:
+    """A VM being drained: which balancers still have to say it is drained, and until when."""
+
+    vm: str
+    started: float
+    deadline: float
+    waiting: frozenset[str]
+    destroy_sent_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Failures:
+    """Consecutive VM creation failures; the next create waits an exponentially growing delay."""
+
+    count: int = 0
+    last_at: float = 0.0
+
+    def next_create_at(self, policy: ScalingPolicy) -> float:
+        """When the next create may go out (at once when nothing failed)."""
+        if self.count == 0:
+            return 0.0
+        delay = min(policy.failure_backoff_s * 2.0 ** min(self.count - 1, 60), policy.failure_backoff_max_s)
+        return self.last_at + delay
+
+
+@dataclass(frozen=True)
+class AutoscaleMemory:
+    """What the stabilization window and the rate limits need to remember."""
+
+    recommendations: tuple[tuple[float, int], ...] = ()
+    actions: tuple[tuple[float, int], ...] = ()
+
+    @classmethod
+    def seeded(cls, desired: int, now: float) -> AutoscaleMemory:
+        """A fresh leader remembers the current size as a recommendation, so it cannot scale down at once."""
+        return cls(recommendations=((now, desired),))
+
+
+@dataclass(frozen=True)
+class VmLoadView:
+    """The load of one VM, as the metrics service saw it."""
+
+    rps: float = 0.0
+    outstanding: float = 0.0
+    p95_s: float | None = None
+
+
+@dataclass(frozen=True)
+class LoadView:
+    """The latest fleet load snapshot, stamped with the local time it arrived."""
+
+    at: float
+    rps: float = 0.0
+    outstanding: float = 0.0
+    p95_s: float | None = None
+    vms: Mapping[str, VmLoadView] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FleetState:
+    """Everything `decide` reads: desired size, policy, VMs, drains, balancers, failures, memory."""
+
+    desired: int
+    policy: ScalingPolicy
+    hold_until: float | None = None
+    vms: Mapping[str, VmView] = field(default_factory=dict)
+    pending: Mapping[str, float] = field(default_factory=dict)
+    drains: Mapping[str, DrainView] = field(default_factory=dict)
+    drain_requests: frozenset[str] = frozenset()
+    balancers: Mapping[str, BalancerView] = field(default_factory=dict)
+    failures: Failures = Failures()
+    memory: AutoscaleMemory = AutoscaleMemory()
+    seq: int = 0
+    epoch: int = 0
+    leader: str = "scaler"
+
+
+@dataclass(frozen=True)
+class CreateCommand:
+    """Ask a provisioner for one more VM."""
+
+    request_id: str
+
+
+@dataclass(frozen=True)
+class DrainCommand:
+    """Ask every balancer to stop routing to `vm` and tell the world it is draining."""
+
+    vm: str
+    deadline_s: float
+    request_id: str
+
+
+@dataclass(frozen=True)
+class DestroyCommand:
+    """Ask the VM's own provisioner to destroy it."""
+
+    vm: str
+    host: str
+    request_id: str
+
+
+Command = CreateCommand | DrainCommand | DestroyCommand
+
+
+@dataclass(frozen=True)
+class Signals:
+    """The numbers behind a decision, published with it."""
+
+    signal: str
+    observed: float | None = None
+    target: float | None = None
+    recommendation: int | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What `decide` returns: commands to send, why, and the state to keep."""
+
+    commands: tuple[Command, ...]
+    reason: str
+    state: FleetState
+    previous_desired: int
+    signals: Signals
+
+    @property
+    def desired(self) -> int:
+        return self.state.desired
+
+    @property
+    def changed(self) -> bool:
+        """The desired size moved (worth a `ScalingDecided` event and a KV write)."""
+        return self.state.desired != self.previous_desired

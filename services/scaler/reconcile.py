@@ -1,0 +1,133 @@
+"""Desired size vs the VMs that exist: which creates, drains and destroys to send now.
+
+Pure: the leader calls it after every decision with the state and `now`. VMs in flight
+(requested, cloning, booting, or a create with no reply yet) count, so a slow boot never
+leads to a second create; VMs being drained do not count, they are on their way out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from services.scaler.model import (
+    CAPACITY_STATES,
+    Command,
+    CreateCommand,
+    DestroyCommand,
+    DrainCommand,
+    DrainView,
+    FleetState,
+    VmView,
+)
+from shared.contract.events import VmState
+
+DESTROY_RETRY_S = 15.0
+"""A destroy with no answer (no `destroyed` event, no reply) is sent again after this long."""
+
+
+def counted(state: FleetState) -> list[VmView]:
+    """VMs that are, or will be, serving and are not leaving."""
+    leaving = set(state.drains) | state.drain_requests
+    return [vm for vm in state.vms.values() if vm.state in CAPACITY_STATES and vm.name not in leaving]
+
+
+def outstanding(state: FleetState, vm: str, now: float) -> int:
+    """Requests in flight to `vm` across every live balancer."""
+    return sum(b.outstanding.get(vm, 0) for b in state.balancers.values() if b.live(now))
+
+
+def pick_victims(state: FleetState, count: int, now: float) -> list[VmView]:
+    """Scale-in order: fewest outstanding requests first, the oldest VM on a tie."""
+    ranked = sorted(counted(state), key=lambda vm: (outstanding(state, vm.name, now), vm.created, vm.name))
+    return ranked[:count]
+
+
+def _next_id(state: FleetState, kind: str) -> tuple[FleetState, str]:
+    """A request id unique per leader term: the epoch and a counter."""
+    seq = state.seq + 1
+    return replace(state, seq=seq), f"{state.leader}-e{state.epoch}-{kind}{seq}"
+
+
+def reconcile(state: FleetState, now: float) -> tuple[tuple[Command, ...], FleetState, str]:
+    """Commands that move the fleet towards `state.desired`, the updated state, and a note."""
+    commands: list[Command] = []
+    state = _collect_failed(state, now)
+    state = _start_drains(state, sorted(state.drain_requests - set(state.drains)), now, commands)
+    state, note = _resize(state, now, commands)
+    state = _finish_drains(state, now, commands)
+    return tuple(commands), state, note
+
+
+def _resize(state: FleetState, now: float, commands: list[Command]) -> tuple[FleetState, str]:
+    """Create the missing VMs, or drain the surplus."""
+    have = len(counted(state)) + len(state.pending)
+    if have < state.desired:
+        return _create(state, state.desired - have, now, commands)
+    surplus = have - state.desired
+    if surplus > 0:
+        victims = [vm.name for vm in pick_victims(state, surplus, now)]
+        state = _start_drains(state, victims, now, commands)
+        return state, f"draining {', '.join(victims)}" if victims else "surplus is still being created"
+    return state, "fleet matches desired size"
+
+
+def _create(state: FleetState, missing: int, now: float, commands: list[Command]) -> tuple[FleetState, str]:
+    """Ask for `missing` VMs, or one at a time after failures, and none while backing off."""
+    ready_at = state.failures.next_create_at(state.policy)
+    if now < ready_at:
+        return state, f"{missing} missing; backing off {ready_at - now:.1f} s after {state.failures.count} failure(s)"
+    if state.failures.count and state.pending:
+        return state, f"{missing} missing; one create at a time after failures"
+    count = 1 if state.failures.count else missing
+    pending = dict(state.pending)
+    for _ in range(count):
+        state, request_id = _next_id(state, "c")
+        pending[request_id] = now
+        commands.append(CreateCommand(request_id))
+    return replace(state, pending=pending), f"creating {count}"
+
+
+def _start_drains(state: FleetState, names: list[str], now: float, commands: list[Command]) -> FleetState:
+    """Drain each named VM: balancers stop routing to it; it is destroyed once they all report."""
+    drains = dict(state.drains)
+    live = frozenset(b.id for b in state.balancers.values() if b.live(now))
+    timeout = state.policy.drain_timeout_s
+    for name in names:
+        if name not in state.vms or name in drains:
+            continue
+        state, request_id = _next_id(state, "d")
+        drains[name] = DrainView(vm=name, started=now, deadline=now + timeout, waiting=live)
+        commands.append(DrainCommand(vm=name, deadline_s=timeout, request_id=request_id))
+    return replace(state, drains=drains)
+
+
+def _collect_failed(state: FleetState, now: float) -> FleetState:
+    """Failed VMs go straight to destroy (no drain: nothing routes to them)."""
+    failed = [vm.name for vm in state.vms.values() if vm.state is VmState.FAILED and vm.name not in state.drains]
+    if not failed:
+        return state
+    drains = dict(state.drains)
+    for name in failed:
+        drains[name] = DrainView(vm=name, started=now, deadline=now, waiting=frozenset())
+    return replace(state, drains=drains)
+
+
+def _finish_drains(state: FleetState, now: float, commands: list[Command]) -> FleetState:
+    """Destroy each drained VM (every live balancer reported, or its deadline passed)."""
+    live = {b.id for b in state.balancers.values() if b.live(now)}
+    drains = dict(state.drains)
+    for name, drain in state.drains.items():
+        vm = state.vms.get(name)
+        if vm is None or vm.host is None or not _due(drain, live, now):
+            continue
+        state, request_id = _next_id(state, "x")
+        drains[name] = replace(drain, destroy_sent_at=now)
+        commands.append(DestroyCommand(vm=name, host=vm.host, request_id=request_id))
+    return replace(state, drains=drains)
+
+
+def _due(drain: DrainView, live: set[str], now: float) -> bool:
+    """Drained (or out of time) and not already being destroyed recently."""
+    if drain.destroy_sent_at is not None:
+        return now - drain.destroy_sent_at >= DESTROY_RETRY_S
+    return not (drain.waiting & live) or now >= drain.deadline

@@ -1,0 +1,131 @@
+"""Pure reducers: fold provisioner events, VM lists, balancer reports and load into `FleetState`.
+
+Every replica runs these (followers too, so their status answers are current); only the
+leader acts on the result. A VM's warm-up is measured from the local time its `ready`
+event arrived, so clock skew between hosts cannot make a booting VM look warm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from services.scaler.model import BalancerView, Failures, FleetState, LoadView, VmLoadView, VmView
+from shared.contract.draining import BackendDrained
+from shared.contract.events import VmState, VmStateChanged
+from shared.contract.load import BalancerReported, FleetLoaded
+from shared.contract.provisioning import VmRecord
+
+
+def seconds(at: datetime) -> float:
+    """A contract timestamp as float seconds since the epoch."""
+    return at.timestamp()
+
+
+@dataclass(frozen=True)
+class Known:
+    """What an event or record says about a VM besides its state (None: not said)."""
+
+    host: str | None = None
+    address: str | None = None
+    request_id: str | None = None
+
+    def onto(self, vm: VmView) -> VmView:
+        """The VM with every field this report knows filled in."""
+        return replace(
+            vm, host=self.host or vm.host, address=self.address or vm.address,
+            request_id=self.request_id or vm.request_id,
+        )
+
+
+def upsert(state: FleetState, name: str, vm_state: VmState, at: float, now: float, known: Known) -> FleetState:
+    """Record that `name` is in `vm_state`; readiness resets the failure backoff, failure grows it."""
+    old = state.vms.get(name)
+    if old is None:
+        vm = known.onto(VmView(name=name, state=vm_state, since=at, created=min(at, now)))
+    else:
+        vm = known.onto(old if old.state is vm_state else replace(old, state=vm_state, since=at))
+    if vm_state is VmState.READY and (old is None or old.state is not VmState.READY):
+        vm = replace(vm, ready_at=now)
+    vms = dict(state.vms) | {name: vm}
+    pending = {k: t for k, t in state.pending.items() if k != vm.request_id}
+    return replace(state, vms=vms, pending=pending, failures=_failures(state, old, vm_state, now))
+
+
+def _failures(state: FleetState, old: VmView | None, vm_state: VmState, now: float) -> Failures:
+    """A VM becoming ready clears the streak; one newly failed adds to it."""
+    if vm_state is VmState.READY:
+        return Failures()
+    if vm_state is VmState.FAILED and (old is None or old.state is not VmState.FAILED):
+        return Failures(count=state.failures.count + 1, last_at=now)
+    return state.failures
+
+
+def forget(state: FleetState, name: str) -> FleetState:
+    """The VM is gone: drop it and its drain."""
+    vms = {k: v for k, v in state.vms.items() if k != name}
+    drains = {k: v for k, v in state.drains.items() if k != name}
+    return replace(state, vms=vms, drains=drains)
+
+
+def on_vm_event(state: FleetState, event: VmStateChanged, now: float) -> FleetState:
+    """A `fleet.vm.<state>` event."""
+    if event.state is VmState.DESTROYED:
+        pending = {k: t for k, t in state.pending.items() if k != event.request_id}
+        return replace(forget(state, event.vm), pending=pending)
+    return upsert(
+        state, event.vm, event.state, seconds(event.at), now, Known(event.host, event.address, event.request_id)
+    )
+
+
+def on_record(state: FleetState, record: VmRecord, now: float) -> FleetState:
+    """One VM from a create/destroy reply or a list."""
+    if record.state is VmState.DESTROYED:
+        return forget(state, record.vm)
+    return upsert(
+        state, record.vm, record.state, seconds(record.since), now,
+        Known(record.host, record.address, record.request_id),
+    )
+
+
+def on_lists(state: FleetState, lists: Iterable[tuple[str, list[VmRecord]]], now: float) -> FleetState:
+    """Every answering host's VMs: add or update them, forget that host's VMs it no longer has."""
+    for host, records in lists:
+        listed = {r.vm for r in records}
+        for vm in [v for v in state.vms.values() if v.host == host and v.name not in listed]:
+            state = forget(state, vm.name)
+        for record in records:
+            state = on_record(state, record if record.host else record.model_copy(update={"host": host}), now)
+    return state
+
+
+def on_create_failed(state: FleetState, request_id: str, now: float) -> FleetState:
+    """A create was refused or went unanswered: count it as a failure for the backoff."""
+    pending = {k: t for k, t in state.pending.items() if k != request_id}
+    return replace(state, pending=pending, failures=Failures(count=state.failures.count + 1, last_at=now))
+
+
+def on_report(state: FleetState, report: BalancerReported, now: float) -> FleetState:
+    """A balancer's per-second report: it is alive, and this is what it has in flight per VM."""
+    view = BalancerView(
+        id=report.balancer, last_seen=now, interval_s=report.interval_s, address=report.address,
+        outstanding={b.vm: b.outstanding for b in report.backends},
+    )
+    alive = {k: b for k, b in state.balancers.items() if b.live(now)}
+    return replace(state, balancers=alive | {report.balancer: view})
+
+
+def on_drained(state: FleetState, event: BackendDrained) -> FleetState:
+    """One balancer has nothing in flight to a draining VM."""
+    drain = state.drains.get(event.vm)
+    if drain is None:
+        return state
+    drains = dict(state.drains) | {event.vm: replace(drain, waiting=drain.waiting - {event.balancer})}
+    return replace(state, drains=drains)
+
+
+def load_view(snapshot: FleetLoaded, now: float) -> LoadView:
+    """A `fleet.load` snapshot, stamped with the local time it arrived (staleness uses our clock)."""
+    vms = {v.vm: VmLoadView(rps=v.rps, outstanding=v.outstanding, p95_s=v.p95_s) for v in snapshot.vms}
+    return LoadView(at=now, rps=snapshot.rps, outstanding=snapshot.outstanding, p95_s=snapshot.p95_s, vms=vms)
