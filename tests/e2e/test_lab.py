@@ -1,0 +1,60 @@
+"""The lab on its own, no service code: a clone of the template boots, gets a DHCP lease and
+answers over HTTP/3 inside the namespace; a stopped lab leaves nothing behind."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from shared.lab import Lab, LabInfo, netns
+from tests.e2e import vms
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def conn(lab: LabInfo) -> Iterator[Any]:
+    connection = libvirt.open(lab.libvirt_uri)
+    yield connection
+    connection.close()
+
+
+def test_clone_of_template_answers_over_http3_with_its_lease_address(lab: LabInfo, lab_handle: Lab, conn: Any) -> None:
+    """A linked clone gets a DHCP lease and its Caddy answers `Server Address: <lease>:443` over HTTP/3."""
+    name = vms.unique("smoke-")
+    try:
+        domain = vms.clone(conn, lab.template, name)
+        domain.create()
+        address = vms.lease_address(domain)
+        answer = vms.h3_get(lab_handle.wrap([]), f"https://{address}:443/")
+    finally:
+        vms.remove(conn, name)
+    assert answer["status"] == 200
+    assert answer["http_version"] == 30
+    assert answer["body"] == f"Server Address: {address}:443"
+    assert answer["headers"].get("quic-status") == "quic"
+    assert 'h3=":443"' in answer["headers"].get("alt-svc", "")
+
+
+def test_stopped_lab_leaves_no_domain_volume_network_process_or_namespace(tmp_path: Path, lab: LabInfo) -> None:
+    """Stopping a lab with a running clone removes its domain, volumes, daemons, qemu and namespace, twice safely."""
+    other = Lab(tmp_path / "other", name=f"{lab.namespace}-b")
+    info = other.start()
+    connection = libvirt.open(info.libvirt_uri)
+    domain = vms.clone(connection, info.template, "doomed")
+    domain.create()
+    connection.close()
+    assert netns.pids(info.namespace), "the lab should run daemons and qemu in its namespace"
+    other.stop()
+    other.stop()
+    assert not netns.exists(info.namespace)
+    assert not any((tmp_path / "other" / "pool").iterdir())
+    leftover = subprocess.run(
+        ["pgrep", "-f", str(tmp_path / "other")], capture_output=True, text=True, check=False
+    ).stdout
+    assert leftover.strip() == ""
