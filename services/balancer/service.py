@@ -1,18 +1,127 @@
-"""The balancer service (skeleton: registers on NATS and drains on SIGTERM)."""
+"""The balancer service: HTTP/3 data plane plus its NATS side (membership, drains, reports)."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+from datetime import UTC, datetime
+
+import structlog
+from nats.aio.msg import Msg
+
+from services.balancer.checks import check_all
+from services.balancer.core.drain import DrainOver
+from services.balancer.membership import apply_event, apply_listing
+from services.balancer.reporting import build_report
+from services.balancer.router import Router
+from services.balancer.server import ProxyServer, start_server
 from services.balancer.settings import BalancerSettings
+from services.balancer.wiring import make_limits, make_router, make_server_config
+from services.balancer.workers import Workers
 from shared.bus import Bus
+from shared.contract.draining import BackendDrained, DrainBackend
+from shared.contract.events import VmStateChanged
+from shared.contract.load import BalancerReported
+from shared.contract.provisioning import ListVms, VmList
+from shared.logging import bind_message
 from shared.runtime import BusService
+
+log = structlog.get_logger("balancer.service")
 
 
 class BalancerService(BusService):
-    """quicfleet's balancer."""
+    """quicfleet's balancer: serves HTTP/3 on UDP and follows the fleet over NATS."""
 
     name = "balancer"
-    description = "quicfleet balancer"
+    description = "quicfleet HTTP/3 balancer"
 
     def __init__(self, settings: BalancerSettings, bus: Bus | None = None) -> None:
         super().__init__(settings, bus)
         self.settings: BalancerSettings = settings
+        self.balancer_id = f"{settings.instance[:50]}-{secrets.token_hex(3)}"
+        self.started_at = datetime.now(UTC)
+        self.router: Router | None = None
+        self.server: ProxyServer | None = None
+        self.port = settings.listen_port
+        self.workers = Workers()
+
+    @property
+    def address(self) -> str:
+        return self.settings.advertise_address or f"{self.settings.listen_host}:{self.port}"
+
+    async def on_start(self) -> None:
+        self.router = make_router(self.settings, self._drained)
+        await self.bus.subscribe(self.subjects.vm_all, VmStateChanged, self._vm_event)
+        await self.bus.subscribe(self.subjects.balancer_drain, DrainBackend, self._drain_request)
+        await self._learn_fleet()
+        config = make_server_config(self.settings)
+        self.server, self.port = await start_server(
+            self.settings.listen_host, self.settings.listen_port, config, self.router, make_limits(self.settings)
+        )
+        self.workers.start(self.settings, self.port)
+        self.spawn(self._report_loop(), "balancer-report")
+        self.spawn(self._health_loop(), "balancer-health")
+        log.info("balancer.listening", balancer=self.balancer_id, address=self.address, backends=len(self.router.table))
+
+    async def on_stop(self) -> None:
+        await self.workers.stop()
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        if self.router is not None:
+            self.router.close()
+
+    async def _learn_fleet(self) -> None:
+        """Ask the provisioners which VMs exist, so a restarted balancer serves at once."""
+        assert self.router is not None
+        lists = await self.bus.gather(self.subjects.prov_list, ListVms(), VmList, self.settings.balancer_list_window_s)
+        added = apply_listing(self.router, lists, self.router.loop.time())
+        log.info("balancer.fleet_listed", hosts=len(lists), added=added)
+
+    async def _vm_event(self, event: VmStateChanged, _msg: Msg) -> None:
+        assert self.router is not None
+        bind_message(subject=_msg.subject, vm=event.vm, state=event.state.value, request_id=event.request_id)
+        outcome = apply_event(self.router, event, self.router.loop.time())
+        log.info("vm.event_handled", outcome=outcome, address=event.address)
+
+    async def _drain_request(self, command: DrainBackend, _msg: Msg) -> None:
+        assert self.router is not None
+        bind_message(subject=_msg.subject, vm=command.vm, request_id=command.request_id)
+        known = self.router.table.get(command.vm) is not None
+        self.router.drain(command.vm, command.deadline_s, command.request_id)
+        log.info("drain.started", known=known, deadline_s=command.deadline_s)
+
+    def _drained(self, over: DrainOver) -> None:
+        """Publish one `BackendDrained` per request that asked (a drain event counts as one)."""
+        for request_id in dict.fromkeys(over.request_ids):
+            message = BackendDrained(
+                vm=over.vm, balancer=self.balancer_id, timed_out=over.timed_out, request_id=request_id
+            )
+            self.spawn(self._publish_drained(message), "balancer-drained")
+
+    async def _publish_drained(self, message: BackendDrained) -> None:
+        await self.bus.publish(self.subjects.balancer_drained, message)
+        log.info("drain.finished", vm=message.vm, timed_out=message.timed_out, request_id=message.request_id)
+
+    async def _report_loop(self) -> None:
+        interval = self.settings.balancer_report_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            await self.bus.publish(self.subjects.balancer_report, self.report())
+
+    def report(self) -> BalancerReported:
+        """This balancer's load report right now."""
+        assert self.router is not None
+        connections = self.server.connections if self.server is not None else 0
+        return build_report(
+            self.balancer_id, self.address, self.started_at, self.settings.balancer_report_interval_s,
+            connections, self.router.table.backends.values(), self.router.loop.time(),
+        )
+
+    async def _health_loop(self) -> None:
+        assert self.router is not None
+        path = self.settings.health_path.encode()
+        while True:
+            await asyncio.sleep(self.settings.health_interval_s)
+            await check_all(self.router, path, self.settings.health_timeout_s)
+

@@ -1,7 +1,65 @@
-"""Settings of the balancer service (QUICFLEET_* environment variables)."""
+"""Settings of the balancer service (QUICFLEET_* environment variables).
+
+Every field is prefixed (`balancer_`, `listen_`, `upstream_`, `health_`, `ejection_`, `quic_`) so
+one environment can hold the settings of all four services without clashes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from shared.settings import ServiceSettings
+
+Policy = Literal["p2c", "round_robin", "least_outstanding", "hash"]
 
 
 class BalancerSettings(ServiceSettings):
     """The balancer's settings on top of the shared NATS and logging ones."""
+
+    listen_host: str = Field("127.0.0.1", description="UDP address clients connect to.")
+    listen_port: int = Field(8443, ge=0, le=65535, description="UDP port (0 picks a free one).")
+    advertise_address: str | None = Field(None, description="host:port reported to metrics (default listen).")
+    tls_cert: Path | None = Field(None, description="Certificate chain (PEM); a dev cert is made when unset.")
+    tls_key: Path | None = Field(None, description="Private key (PEM) of tls_cert.")
+    balancer_state_dir: Path = Field(Path(".run/balancer"), description="Where the dev certificate is kept.")
+    balancer_workers: int = Field(1, ge=1, le=64, description="Processes sharing the UDP port (SO_REUSEPORT).")
+    balancer_policy: Policy = Field("p2c", description="How a backend is chosen.")
+    balancer_hash_key: str = Field("client", description="`client` (address) or a request header name.")
+    balancer_slow_start_s: float = Field(10.0, ge=0, le=3600, description="Ramp-up window of a new VM.")
+    balancer_retry_budget: float = Field(0.2, ge=0, le=1, description="Retries allowed as a share of requests.")
+    balancer_backend_header: bool = Field(True, description="Add x-quicfleet-backend naming the VM.")
+    balancer_report_interval_s: float = Field(1.0, gt=0, le=3600, description="Seconds between load reports.")
+    balancer_list_window_s: float = Field(1.0, gt=0, le=30, description="How long to gather fleet lists.")
+    upstream_protocol: Literal["http1", "http3"] = Field("http1", description="Protocol spoken to VMs.")
+    upstream_tls: bool = Field(False, description="TLS on HTTP/1.1 upstream connections.")
+    upstream_verify_tls: bool = Field(False, description="Verify backend certificates.")
+    upstream_port: int | None = Field(None, ge=1, le=65535, description="Override the port of VM addresses.")
+    upstream_pool_size: int = Field(64, ge=1, le=10_000, description="Idle HTTP/1.1 connections kept per VM.")
+    upstream_connect_timeout_s: float = Field(2.0, gt=0, le=300)
+    upstream_first_byte_timeout_s: float = Field(30.0, gt=0, le=3600)
+    upstream_idle_timeout_s: float = Field(60.0, gt=0, le=3600)
+    health_interval_s: float = Field(2.0, gt=0, le=3600)
+    health_timeout_s: float = Field(1.0, gt=0, le=300)
+    health_rise: int = Field(2, ge=1, le=100)
+    health_fall: int = Field(2, ge=1, le=100)
+    health_path: str = Field("/", pattern=r"^/[\x21-\x7e]*$", max_length=512)
+    ejection_consecutive: int = Field(3, ge=1, le=1000, description="Failures in a row that eject a VM.")
+    ejection_base_s: float = Field(5.0, gt=0, le=3600, description="First ejection; doubles each time.")
+    ejection_max_s: float = Field(60.0, gt=0, le=86400)
+    listen_max_connections: int = Field(10_000, ge=1, le=1_000_000)
+    listen_max_streams_per_connection: int = Field(128, ge=1, le=100_000)
+    listen_max_header_bytes: int = Field(16_384, ge=256, le=1_048_576)
+    listen_max_body_bytes: int = Field(64 * 1024 * 1024, ge=0, le=2**40)
+    listen_idle_timeout_s: float = Field(60.0, gt=0, le=3600)
+    quic_retry: Literal["always", "threshold"] = Field("threshold", description="When to demand Retry.")
+    quic_retry_threshold: int = Field(256, ge=0, le=1_000_000, description="Half-open handshakes before Retry.")
+    quic_ack_delay_ms: float = Field(0.0, ge=0, le=25, description="Delay before a QUIC ACK is sent.")
+    quic_max_datagram_size: int = Field(1350, ge=1200, le=65_000)
+
+    @property
+    def advertised(self) -> str:
+        """The address reported to the fleet (where clients should connect)."""
+        return self.advertise_address or f"{self.listen_host}:{self.listen_port}"

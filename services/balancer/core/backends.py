@@ -1,0 +1,116 @@
+"""The backend set as this balancer sees it: membership, drain flags, health, slow start, counters.
+
+Membership comes from the provisioner's events; routability combines them with health and
+drains. Counters live on the record itself so the request path touches one object per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.balancer.core.health import Health, HealthPolicy
+from shared.contract.load import LATENCY_BOUNDS_S
+from shared.histogram import bucket_of
+
+MIN_WEIGHT = 0.05
+"""A VM in slow start still gets a trickle, so its first requests warm it up."""
+
+
+@dataclass(slots=True, eq=False)
+class Backend:
+    """One VM: where it listens, whether it may get requests, and what it has served."""
+
+    vm: str
+    host: str
+    port: int
+    ready_since: float
+    health: Health
+    draining: bool = False
+    outstanding: int = 0
+    requests: int = 0
+    errors: int = 0
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS_S) + 1))
+    latency_sum_s: float = 0.0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def routable(self, now: float) -> bool:
+        return not self.draining and self.health.usable(now)
+
+    def weight(self, now: float, slow_start_s: float) -> float:
+        """Share multiplier in (0, 1]: ramps linearly over the slow-start window."""
+        if slow_start_s <= 0:
+            return 1.0
+        return max(MIN_WEIGHT, min(1.0, (now - self.ready_since) / slow_start_s))
+
+    def began(self) -> None:
+        self.outstanding += 1
+
+    def ended(self, seconds: float, failed: bool) -> None:
+        """Count a finished request (a failure still counts its latency)."""
+        self.outstanding -= 1
+        self.requests += 1
+        if failed:
+            self.errors += 1
+        self.latency_counts[bucket_of(seconds)] += 1
+        self.latency_sum_s += max(0.0, seconds)
+
+
+def split_address(address: str, port_override: int | None = None) -> tuple[str, int]:
+    """`host:port` (IPv6 in brackets) into parts, with an optional port override."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise ValueError(f"{address!r} is not host:port")
+    return host, port_override or int(port)
+
+
+class BackendTable:
+    """Every known VM by name; the only place that decides who is a candidate."""
+
+    def __init__(self, health: HealthPolicy, slow_start_s: float = 0.0, port_override: int | None = None) -> None:
+        self.health_policy = health
+        self.slow_start_s = slow_start_s
+        self.port_override = port_override
+        self.backends: dict[str, Backend] = {}
+
+    def __len__(self) -> int:
+        return len(self.backends)
+
+    def get(self, vm: str) -> Backend | None:
+        return self.backends.get(vm)
+
+    def ready(self, vm: str, address: str, now: float, fresh: bool = True) -> Backend:
+        """A VM is ready at `address`; a known one keeps its counters and leaves any drain.
+
+        `fresh=False` (learned from a fleet listing at start) skips slow start: those VMs
+        were already serving before this balancer started.
+        """
+        host, port = split_address(address, self.port_override)
+        backend = self.backends.get(vm)
+        if backend is None or (backend.host, backend.port) != (host, port):
+            since = now if fresh else now - self.slow_start_s
+            backend = Backend(vm, host, port, since, Health(self.health_policy))
+            if vm in self.backends:
+                old = self.backends[vm]
+                backend.requests, backend.errors = old.requests, old.errors
+                backend.latency_counts, backend.latency_sum_s = old.latency_counts, old.latency_sum_s
+            self.backends[vm] = backend
+        backend.draining = False
+        return backend
+
+    def drain(self, vm: str) -> Backend | None:
+        """Stop new requests to a VM at once; in-flight ones continue."""
+        backend = self.backends.get(vm)
+        if backend is not None:
+            backend.draining = True
+        return backend
+
+    def remove(self, vm: str) -> Backend | None:
+        return self.backends.pop(vm, None)
+
+    def candidates(self, now: float) -> list[Backend]:
+        """Backends that may take a new request right now."""
+        return [b for b in self.backends.values() if b.routable(now)]

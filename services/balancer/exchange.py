@@ -1,0 +1,192 @@
+"""One proxied request: the client's HTTP/3 stream on one side, an upstream call on the other.
+
+The exchange is a small state machine driven by callbacks (client data, upstream headers, data,
+end, failure, its own timer). It retries an idempotent request once on another backend when the
+first one failed before any response byte, and turns failures into 502/504 before the response
+started or a stream reset after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Protocol
+
+from aioquic.h3.connection import ErrorCode
+
+from services.balancer.core.backends import Backend
+from services.balancer.headers import Headers, response_headers
+from services.balancer.upstream import TIMEOUT, Call, Upstream, UpstreamRequest
+
+if TYPE_CHECKING:
+    from services.balancer.router import Router
+
+BACKLOG_HIGH = 512 * 1024
+"""Unacknowledged response bytes on a client stream above which the upstream is paused."""
+BACKLOG_LOW = 128 * 1024
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+
+
+class ClientStream(Protocol):
+    """What an exchange needs from the client connection that carries it."""
+
+    def send_headers(self, stream_id: int, headers: Headers, end: bool) -> None: ...
+
+    def send_data(self, stream_id: int, data: bytes, end: bool) -> None: ...
+
+    def reset(self, stream_id: int, code: int) -> None: ...
+
+    def backlog(self, stream_id: int) -> int: ...
+
+    def watch(self, exchange: Exchange) -> None: ...
+
+    def done(self, exchange: Exchange) -> None: ...
+
+
+class Exchange:
+    """A client request and its (at most two) upstream attempts."""
+
+    def __init__(
+        self, client: ClientStream, stream_id: int, request: UpstreamRequest, client_ip: str, router: Router
+    ) -> None:
+        self.client = client
+        self.stream_id = stream_id
+        self.request = request
+        self.client_ip = client_ip
+        self.router = router
+        self.loop = router.loop
+        self.backend: Backend | None = None
+        self.call: Call | None = None
+        self.attempts = 0
+        self.started_at = self.loop.time()
+        self.last_activity = self.started_at
+        self.attempt_started = self.started_at
+        self.status = 0
+        self.response_started = False
+        self.finished = False
+        self.body_bytes = 0
+        self.paused = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def retryable(self) -> bool:
+        return self.request.method in IDEMPOTENT and not self.request.has_body and self.attempts < 2
+
+    def attach(self, backend: Backend, upstream: Upstream) -> None:
+        """Send the request to `backend` (first attempt or the retry)."""
+        self.backend = backend
+        self.attempts += 1
+        self.last_activity = self.attempt_started = self.loop.time()
+        backend.began()
+        if self._timer is None:
+            self._timer = self.loop.call_at(self.last_activity + self.router.options.first_byte_timeout_s, self._tick)
+        self.call = upstream.request(self.request, self)
+
+    # client side
+    def client_data(self, data: bytes, end: bool) -> None:
+        """Request body from the client, forwarded as it comes (size-limited)."""
+        if self.finished:
+            return
+        self.body_bytes += len(data)
+        if self.body_bytes > self.router.options.max_body_bytes:
+            self._abort_call()
+            self.respond(413, b"request body too large\n", failed=False)
+            return
+        if self.call is not None:
+            self.call.send_body(data, end)
+
+    def client_reset(self) -> None:
+        """The client cancelled the stream or went away."""
+        if not self.finished:
+            self._abort_call()
+            self._finish(failed=False)
+
+    def resume_if_drained(self) -> bool:
+        """Resume a paused upstream once the client acknowledged enough; True when resumed."""
+        if self.paused and self.client.backlog(self.stream_id) < BACKLOG_LOW:
+            self.paused = False
+            if self.call is not None:
+                self.call.resume()
+            return True
+        return self.finished
+
+    # upstream side (Sink)
+    def on_headers(self, status: int, headers: Headers) -> None:
+        if self.finished:
+            return
+        self.status = status
+        self.response_started = True
+        self.last_activity = self.loop.time()
+        options = self.router.options
+        name = self.backend.vm.encode() if options.backend_header and self.backend else None
+        self.client.send_headers(self.stream_id, response_headers(status, headers, options.via, name), end=False)
+
+    def on_data(self, data: bytes) -> None:
+        if self.finished:
+            return
+        self.last_activity = self.loop.time()
+        self.client.send_data(self.stream_id, data, end=False)
+        if not self.paused and self.client.backlog(self.stream_id) > BACKLOG_HIGH and self.call is not None:
+            self.paused = True
+            self.call.pause()
+            self.client.watch(self)
+
+    def on_end(self) -> None:
+        if self.finished:
+            return
+        self.client.send_data(self.stream_id, b"", end=True)
+        self._finish(failed=self.status >= 500)
+
+    def on_failed(self, reason: str) -> None:
+        if self.finished:
+            return
+        backend = self.backend
+        if backend is not None and not self.response_started and self.router.retry(self, backend, reason):
+            return
+        self._abort_call()
+        if self.response_started:
+            self.client.reset(self.stream_id, ErrorCode.H3_INTERNAL_ERROR)
+            self._finish(failed=True, upstream_failed=True)
+        elif reason == TIMEOUT:
+            self.respond(504, b"upstream timed out\n", failed=True, upstream_failed=True)
+        else:
+            self.respond(502, b"upstream failed\n", failed=True, upstream_failed=True)
+
+    # endings
+    def respond(self, status: int, body: bytes, failed: bool, upstream_failed: bool = False) -> None:
+        """Answer the client from the balancer itself (no backend response reached it)."""
+        self.status = status
+        headers = [(b":status", str(status).encode()), (b"content-type", b"text/plain"),
+                   (b"content-length", str(len(body)).encode()), (b"via", self.router.options.via)]
+        self.client.send_headers(self.stream_id, headers, end=False)
+        self.client.send_data(self.stream_id, body, end=True)
+        self._finish(failed=failed, upstream_failed=upstream_failed)
+
+    def end_attempt(self, failed: bool, upstream_failed: bool) -> None:
+        """Account the current attempt on its backend (latency, counters, health)."""
+        backend, self.backend, self.call = self.backend, None, None
+        if backend is not None:
+            self.router.attempt_over(backend, self.loop.time() - self.attempt_started, failed, upstream_failed)
+
+    def _finish(self, failed: bool, upstream_failed: bool = False) -> None:
+        self.finished = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.end_attempt(failed, upstream_failed)
+        self.client.done(self)
+
+    def _abort_call(self) -> None:
+        if self.call is not None:
+            self.call.abort()
+
+    def _tick(self) -> None:
+        """Timer: first-byte timeout before the response, idle timeout during it."""
+        self._timer = None
+        if self.finished:
+            return
+        options = self.router.options
+        limit = options.idle_timeout_s if self.response_started else options.first_byte_timeout_s
+        due = self.last_activity + limit
+        if self.loop.time() >= due:
+            self.on_failed(TIMEOUT)
+        else:
+            self._timer = self.loop.call_at(due, self._tick)

@@ -1,0 +1,141 @@
+"""Glue between exchanges and the pure core: pick a backend, retry, account, finish drains.
+
+The router owns the backend table, the picker, the retry budget, the drain book and one
+upstream per backend. It runs on the event loop thread only; nothing here blocks or awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from services.balancer.core.backends import Backend, BackendTable
+from services.balancer.core.drain import DrainBook, DrainOver
+from services.balancer.core.policy import Picker
+from services.balancer.core.retry import RetryBudget
+from services.balancer.exchange import Exchange
+from services.balancer.upstream import Upstream
+
+log = structlog.get_logger("balancer.router")
+
+UpstreamFactory = Callable[[Backend], Upstream]
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    """Per-request knobs taken from settings once."""
+
+    via: bytes = b"3 quicfleet"
+    backend_header: bool = True
+    first_byte_timeout_s: float = 30.0
+    idle_timeout_s: float = 60.0
+    max_body_bytes: int = 64 * 1024 * 1024
+    hash_header: bytes | None = None
+
+
+class Router:
+    """Routes exchanges to backends and keeps the books."""
+
+    def __init__(
+        self,
+        table: BackendTable,
+        picker: Picker,
+        budget: RetryBudget,
+        upstreams: UpstreamFactory,
+        options: ProxyOptions,
+        on_drained: Callable[[DrainOver], None],
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.table = table
+        self.picker = picker
+        self.budget = budget
+        self.make_upstream = upstreams
+        self.options = options
+        self.on_drained = on_drained
+        self.drains = DrainBook()
+        self.upstreams: dict[str, tuple[Backend, Upstream]] = {}
+
+    def key_of(self, exchange: Exchange) -> bytes:
+        """The consistent-hash key: a request header when configured, else the client address."""
+        if self.options.hash_header is not None:
+            for name, value in exchange.request.headers:
+                if name == self.options.hash_header:
+                    return value
+        return exchange.client_ip.encode()
+
+    def dispatch(self, exchange: Exchange, exclude: Backend | None = None) -> None:
+        """Send an exchange to a backend, or answer 503 when none may take it."""
+        now = self.loop.time()
+        candidates = self.table.candidates(now)
+        if exclude is not None and len(candidates) > 1:
+            candidates = [b for b in candidates if b is not exclude]
+        key = self.key_of(exchange) if self.picker.policy == "hash" else b""
+        backend = self.picker.pick(candidates, now, key)
+        if backend is None:
+            exchange.respond(503, b"no backend available\n", failed=False)
+            return
+        if exclude is None:
+            self.budget.request(now)
+        exchange.attach(backend, self.upstream_for(backend))
+
+    def upstream_for(self, backend: Backend) -> Upstream:
+        """The backend's upstream, re-made when the VM's address changed."""
+        entry = self.upstreams.get(backend.vm)
+        if entry is not None and entry[0] is backend:
+            return entry[1]
+        if entry is not None:
+            entry[1].close()
+        upstream = self.make_upstream(backend)
+        self.upstreams[backend.vm] = (backend, upstream)
+        return upstream
+
+    def retry(self, exchange: Exchange, backend: Backend, reason: str) -> bool:
+        """Retry an idempotent request that failed before any response byte, within the budget."""
+        if not exchange.retryable or not self.budget.try_retry(self.loop.time()):
+            return False
+        exchange.end_attempt(failed=True, upstream_failed=True)
+        log.info("request.retried", backend=backend.vm, reason=reason)
+        self.dispatch(exchange, exclude=backend)
+        return True
+
+    def attempt_over(self, backend: Backend, seconds: float, failed: bool, upstream_failed: bool) -> None:
+        """Count an attempt; feed passive health; finish a drain that waited for it."""
+        backend.ended(seconds, failed)
+        now = self.loop.time()
+        if upstream_failed:
+            if backend.health.request_failed(now):
+                log.warning("backend.ejected", backend=backend.vm, ejections=backend.health.ejections)
+        else:
+            backend.health.request_succeeded(now)
+        if backend.draining and backend.outstanding == 0:
+            self.check_drains()
+
+    def drain(self, vm: str, deadline_s: float, request_id: str | None) -> None:
+        """Stop new requests to `vm` now and remember who waits for the end of its drain."""
+        self.table.drain(vm)
+        self.drains.start(vm, self.loop.time(), deadline_s, request_id)
+        self.check_drains()
+
+    def check_drains(self) -> None:
+        for over in self.drains.finished(self.loop.time(), self._outstanding):
+            self.on_drained(over)
+
+    def _outstanding(self, vm: str) -> int:
+        backend = self.table.get(vm)
+        return backend.outstanding if backend is not None else 0
+
+    def remove(self, vm: str) -> None:
+        """A VM is gone: forget it (in-flight requests fail on their own) and close its upstream."""
+        self.table.remove(vm)
+        entry = self.upstreams.pop(vm, None)
+        if entry is not None:
+            entry[1].close()
+        self.check_drains()
+
+    def close(self) -> None:
+        for _, upstream in self.upstreams.values():
+            upstream.close()
+        self.upstreams.clear()

@@ -1,0 +1,269 @@
+"""The client-facing HTTP/3 server: aioquic's QUIC core, one protocol object per client connection.
+
+`ProxyServer` adds what the balancer needs around aioquic's `QuicServer`: a socket bound with
+SO_REUSEPORT (so several worker processes share the port), a connection limit, and QUIC Retry
+either always or only while many handshakes are half-open (a spoofed-source flood).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import structlog
+from aioquic._buffer import Buffer
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import QuicServer
+from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+from aioquic.h3.exceptions import H3Error
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, ProtocolNegotiated, QuicEvent, StreamReset
+from aioquic.quic.packet import QuicErrorCode, pull_quic_header
+
+from services.balancer.exchange import Exchange
+from services.balancer.headers import Headers, end_to_end, forwarding, header_bytes
+from services.balancer.quictune import set_ack_delay, stream_backlog
+from services.balancer.router import Router
+from services.balancer.upstream import UpstreamRequest
+
+log = structlog.get_logger("balancer.server")
+
+
+class ProxyServer(QuicServer):
+    """aioquic's server plus limits, Retry policy and connection counts."""
+
+    def __init__(self, *, router: Router, limits: Limits, **kwargs: Any) -> None:
+        super().__init__(retry=True, create_protocol=ClientProtocol, **kwargs)
+        self.router = router
+        self.limits = limits
+        self.connections = 0
+        self.half_open = 0
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        """Demand Retry only in `threshold` mode above the half-open limit (long-header packets only)."""
+        if self.limits.retry_always or not (isinstance(data, bytes) and data and data[0] & 0x80):
+            super().datagram_received(data, addr)
+            return
+        handler = self._retry
+        cid_length = self._configuration.connection_id_length
+        if self.half_open < self.limits.retry_threshold and not _has_token(data, cid_length):
+            self._retry = None  # type: ignore[assignment]
+        try:
+            super().datagram_received(data, addr)
+        finally:
+            self._retry = handler
+
+
+def _has_token(data: bytes, cid_length: int) -> bool:
+    """Whether an Initial packet carries a token (so it must be validated as a Retry token)."""
+    try:
+        header = pull_quic_header(Buffer(data=data), host_cid_length=cid_length)
+    except ValueError:
+        return False
+    return bool(header.token)
+
+
+class Limits:
+    """Client-facing limits taken from settings once."""
+
+    def __init__(
+        self, max_connections: int, max_streams: int, max_header_bytes: int,
+        retry_always: bool, retry_threshold: int, ack_delay_s: float,
+    ) -> None:
+        self.max_connections = max_connections
+        self.max_streams = max_streams
+        self.max_header_bytes = max_header_bytes
+        self.retry_always = retry_always
+        self.retry_threshold = retry_threshold
+        self.ack_delay_s = ack_delay_s
+
+
+class ClientProtocol(QuicConnectionProtocol):
+    """One client connection: HTTP/3 requests become exchanges."""
+
+    def __init__(self, quic: Any, stream_handler: Any = None) -> None:
+        super().__init__(quic, stream_handler)
+        self.http: H3Connection | None = None
+        self.exchanges: dict[int, Exchange] = {}
+        self.watched: list[Exchange] = []
+        self.server: ProxyServer | None = None
+        self._scheduled = False
+        self._half_open = True
+        self._counted = False
+        self.peer_ip = "unknown"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.server = transport.get_protocol()  # type: ignore[assignment]
+        assert self.server is not None
+        set_ack_delay(self._quic, self.server.limits.ack_delay_s)
+        if self.server.connections >= self.server.limits.max_connections:
+            self._half_open = False
+            self._quic.close(error_code=QuicErrorCode.CONNECTION_REFUSED, reason_phrase="too many connections")
+            return
+        self._counted = True
+        self.server.connections += 1
+        self.server.half_open += 1
+
+    # aioquic events
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
+            self.http = H3Connection(self._quic)
+        elif isinstance(event, HandshakeCompleted):
+            self._handshake_over()
+        elif isinstance(event, StreamReset):
+            self._client_reset(event.stream_id)
+        elif isinstance(event, ConnectionTerminated):
+            self._terminated()
+            return
+        if self.http is not None:
+            try:
+                for http_event in self.http.handle_event(event):
+                    self._http_event(http_event)
+            except H3Error:
+                log.info("client.protocol_error")
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        self.peer_ip = str(addr[0])
+        super().datagram_received(data, addr)
+        if self.watched:
+            self.watched = [e for e in self.watched if not e.resume_if_drained()]
+
+    def _handshake_over(self) -> None:
+        if self._half_open and self.server is not None:
+            self._half_open = False
+            self.server.half_open -= 1
+
+    def _terminated(self) -> None:
+        self._handshake_over()
+        if self._counted and self.server is not None:
+            self._counted = False
+            self.server.connections -= 1
+        for exchange in list(self.exchanges.values()):
+            exchange.client_reset()
+
+    def _client_reset(self, stream_id: int) -> None:
+        exchange = self.exchanges.get(stream_id)
+        if exchange is not None:
+            exchange.client_reset()
+
+    def _http_event(self, event: H3Event) -> None:
+        if isinstance(event, HeadersReceived):
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is None:
+                self._new_request(event.stream_id, event.headers, event.stream_ended)
+            elif event.stream_ended:
+                exchange.client_data(b"", True)
+        elif isinstance(event, DataReceived):
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is not None:
+                exchange.client_data(event.data, event.stream_ended)
+
+    def _new_request(self, stream_id: int, headers: Headers, ended: bool) -> None:
+        assert self.server is not None
+        limits = self.server.limits
+        if len(self.exchanges) >= limits.max_streams:
+            self.reset(stream_id, ErrorCode.H3_REQUEST_REJECTED)
+            return
+        if header_bytes(headers) > limits.max_header_bytes:
+            self._refuse(stream_id, 431, b"request header fields too large\n")
+            return
+        pseudo = {n: v for n, v in headers if n.startswith(b":")}
+        method, path = pseudo.get(b":method"), pseudo.get(b":path")
+        if not method or not path or method == b"CONNECT":
+            self._refuse(stream_id, 400, b"bad request\n")
+            return
+        self._start(stream_id, headers, pseudo, ended)
+
+    def _start(self, stream_id: int, headers: Headers, pseudo: dict[bytes, bytes], ended: bool) -> None:
+        router = self.server.router  # type: ignore[union-attr]
+        client_ip = self.peer_ip
+        authority = pseudo.get(b":authority", b"")
+        fields = [(n, v) for n, v in end_to_end(headers) if n != b"expect"]
+        request = UpstreamRequest(
+            method=pseudo[b":method"], path=pseudo[b":path"], authority=authority,
+            headers=forwarding(fields, client_ip, authority, router.options.via), has_body=not ended,
+        )
+        exchange = Exchange(self, stream_id, request, client_ip, router)
+        self.exchanges[stream_id] = exchange
+        router.dispatch(exchange)
+
+    def _refuse(self, stream_id: int, status: int, body: bytes) -> None:
+        headers = [(b":status", str(status).encode()), (b"content-length", str(len(body)).encode())]
+        self.send_headers(stream_id, headers, False)
+        self.send_data(stream_id, body, True)
+
+    # ClientStream for exchanges
+    def send_headers(self, stream_id: int, headers: Headers, end: bool) -> None:
+        if self.http is not None:
+            try:
+                self.http.send_headers(stream_id, headers, end_stream=end)
+            except (H3Error, AssertionError, ValueError):
+                return
+            self.schedule()
+
+    def send_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        if self.http is not None:
+            try:
+                self.http.send_data(stream_id, data, end_stream=end)
+            except (H3Error, AssertionError, ValueError):
+                return
+            self.schedule()
+
+    def reset(self, stream_id: int, code: int) -> None:
+        try:
+            self._quic.reset_stream(stream_id, code)
+        except (AssertionError, ValueError):
+            return
+        self.schedule()
+
+    def backlog(self, stream_id: int) -> int:
+        return stream_backlog(self._quic, stream_id)
+
+    def watch(self, exchange: Exchange) -> None:
+        self.watched.append(exchange)
+
+    def done(self, exchange: Exchange) -> None:
+        self.exchanges.pop(exchange.stream_id, None)
+
+    def schedule(self) -> None:
+        """Coalesce the sends of one loop iteration into one transmit (fewer, fuller datagrams)."""
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        self.transmit()
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A UDP socket bound with SO_REUSEPORT so worker processes share one port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+async def start_server(
+    host: str, port: int, config: QuicConfiguration, router: Router, limits: Limits
+) -> tuple[ProxyServer, int]:
+    """Listen on UDP; returns the server and the bound port."""
+    loop = asyncio.get_running_loop()
+    sock = reuseport_socket(host, port)
+    _, server = await loop.create_datagram_endpoint(
+        lambda: ProxyServer(router=router, limits=limits, configuration=config), sock=sock
+    )
+    return server, sock.getsockname()[1]
+
+
+def server_config(cert: str, key: str, idle_timeout_s: float, max_datagram_size: int) -> QuicConfiguration:
+    config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN, idle_timeout=idle_timeout_s)
+    config.max_datagram_size = max_datagram_size
+    config.load_cert_chain(cert, key)
+    return config

@@ -1,0 +1,230 @@
+"""HTTP/3 upstream: one long-lived aioquic client connection per backend, many concurrent streams.
+
+The UDP socket is connected to the backend, so an ICMP port-unreachable (the VM's server died)
+fails the calls at once instead of after a QUIC timeout. A lost connection is re-opened on the
+next request; requests that arrive while it is being opened wait for the handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+import structlog
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent, StreamReset
+
+from services.balancer.quictune import set_ack_delay
+from services.balancer.upstream import CONNECT, RESET, Sink, UpstreamRequest
+
+log = structlog.get_logger("balancer.upstream.h3")
+
+
+class H3Call:
+    """One request stream on the backend's QUIC connection."""
+
+    __slots__ = ("_body", "_ended", "aborted", "client", "request", "sink", "stream_id")
+
+    def __init__(self, request: UpstreamRequest, sink: Sink) -> None:
+        self.request = request
+        self.sink = sink
+        self.client: _H3ClientProtocol | None = None
+        self.stream_id = -1
+        self._body: list[tuple[bytes, bool]] = []
+        self._ended = not request.has_body
+        self.aborted = False
+
+    def attach(self, client: _H3ClientProtocol) -> None:
+        self.client = client
+        self.stream_id = client.open(self)
+        for data, end in self._body:
+            client.send_data(self.stream_id, data, end)
+        self._body.clear()
+
+    def send_body(self, data: bytes, end: bool) -> None:
+        if self._ended:
+            return
+        self._ended = end
+        if self.client is None:
+            self._body.append((data, end))
+        else:
+            self.client.send_data(self.stream_id, data, end)
+
+    def pause(self) -> None:
+        """QUIC flow control towards the VM is aioquic's; nothing to do per call."""
+
+    def resume(self) -> None:
+        """See `pause`."""
+
+    def abort(self) -> None:
+        self.aborted = True
+        if self.client is not None:
+            self.client.cancel(self.stream_id)
+
+
+class _H3ClientProtocol(QuicConnectionProtocol):
+    """aioquic client glue: H3 events to calls."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.http = H3Connection(self._quic)
+        self.calls: dict[int, H3Call] = {}
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.dead = False
+        self._scheduled = False
+
+    def open(self, call: H3Call) -> int:
+        stream_id = self._quic.get_next_available_stream_id()
+        self.calls[stream_id] = call
+        request = call.request
+        headers = [
+            (b":method", request.method), (b":scheme", b"https"),
+            (b":authority", request.authority), (b":path", request.path), *request.headers,
+        ]
+        self.http.send_headers(stream_id, headers, end_stream=not request.has_body)
+        self.schedule()
+        return stream_id
+
+    def send_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        if stream_id in self.calls and not self.dead:
+            self.http.send_data(stream_id, data, end_stream=end)
+            self.schedule()
+
+    def cancel(self, stream_id: int) -> None:
+        if self.calls.pop(stream_id, None) is not None and not self.dead:
+            self._quic.reset_stream(stream_id, ErrorCode.H3_REQUEST_CANCELLED)
+            self.schedule()
+
+    def schedule(self) -> None:
+        """Coalesce sends of one loop iteration into one transmit."""
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self.dead:
+            self.transmit()
+
+    def error_received(self, exc: Exception) -> None:
+        """ICMP unreachable on the connected socket: the backend is gone."""
+        self._die(CONNECT if not self.ready.done() else RESET)
+        self._quic.close()
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, HandshakeCompleted) and not self.ready.done():
+            self.ready.set_result(None)
+        elif isinstance(event, ConnectionTerminated):
+            self._die(CONNECT if not self.ready.done() else RESET)
+        elif isinstance(event, StreamReset):
+            self._fail_stream(event.stream_id)
+        for http_event in self.http.handle_event(event):
+            self._http_event(http_event)
+
+    def _http_event(self, event: H3Event) -> None:
+        call = self.calls.get(getattr(event, "stream_id", -1))
+        if call is None:
+            return
+        if isinstance(event, HeadersReceived):
+            status = next((int(v) for n, v in event.headers if n == b":status"), 0)
+            if status >= 200:
+                call.sink.on_headers(status, [(n, v) for n, v in event.headers if not n.startswith(b":")])
+        elif isinstance(event, DataReceived) and event.data:
+            call.sink.on_data(event.data)
+        if getattr(event, "stream_ended", False) and self.calls.pop(call.stream_id, None) is not None:
+            call.sink.on_end()
+
+    def _fail_stream(self, stream_id: int) -> None:
+        call = self.calls.pop(stream_id, None)
+        if call is not None and not call.aborted:
+            call.sink.on_failed(RESET)
+
+    def _die(self, reason: str) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(reason))
+            self.ready.exception()  # mark retrieved: waiters get it from `wait`
+        calls, self.calls = list(self.calls.values()), {}
+        for call in calls:
+            if not call.aborted:
+                call.sink.on_failed(reason)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._die(RESET)
+        super().connection_lost(exc)
+
+
+class H3Upstream:
+    """The one QUIC connection to a backend, opened on demand and re-opened when lost."""
+
+    def __init__(self, host: str, port: int, connect_timeout_s: float, verify: bool, ack_delay_s: float) -> None:
+        self.host = host
+        self.port = port
+        self.connect_timeout_s = connect_timeout_s
+        self.config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, idle_timeout=30.0)
+        self.config.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
+        self.config.max_datagram_size = 1350
+        self.ack_delay_s = ack_delay_s
+        self.client: _H3ClientProtocol | None = None
+        self.waiting: list[H3Call] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def request(self, request: UpstreamRequest, sink: Sink) -> H3Call:
+        call = H3Call(request, sink)
+        client = self.client
+        if client is not None and not client.dead and client.ready.done():
+            call.attach(client)
+            return call
+        self.waiting.append(call)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._connect())
+        return call
+
+    async def _connect(self) -> None:
+        try:
+            self.client = await self._open()
+            await asyncio.wait_for(asyncio.shield(self.client.ready), self.connect_timeout_s)
+        except (OSError, TimeoutError, ConnectionError) as error:
+            log.debug("upstream.connect_failed", backend=f"{self.host}:{self.port}", error=str(error) or "timeout")
+            if self.client is not None:
+                self.client.close()
+            self.client = None
+            self._release(None)
+        else:
+            self._release(self.client)
+        finally:
+            self._task = None
+
+    async def _open(self) -> _H3ClientProtocol:
+        loop = asyncio.get_running_loop()
+        quic = QuicConnection(configuration=self.config)
+        set_ack_delay(quic, self.ack_delay_s)
+        _, client = await loop.create_datagram_endpoint(
+            lambda: _H3ClientProtocol(quic), remote_addr=(self.host, self.port)
+        )
+        client.connect((self.host, self.port))
+        return client
+
+    def _release(self, client: _H3ClientProtocol | None) -> None:
+        waiting, self.waiting = self.waiting, []
+        for call in waiting:
+            if call.aborted:
+                continue
+            if client is None:
+                call.sink.on_failed(CONNECT)
+            else:
+                call.attach(client)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self.client is not None:
+            self.client.close()
+            self.client = None

@@ -1,0 +1,78 @@
+"""Settings into objects: the router with its core pieces, the server config, the limits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aioquic.quic.configuration import QuicConfiguration
+
+from services.balancer.core.backends import Backend, BackendTable
+from services.balancer.core.drain import DrainOver
+from services.balancer.core.health import HealthPolicy
+from services.balancer.core.policy import Picker
+from services.balancer.core.retry import RetryBudget
+from services.balancer.router import ProxyOptions, Router
+from services.balancer.server import Limits, server_config
+from services.balancer.settings import BalancerSettings
+from services.balancer.upstream import Upstream
+from services.balancer.upstream_h1 import H1Pool, client_tls
+from services.balancer.upstream_h3 import H3Upstream
+from shared.certs import ensure_dev_certificate
+
+
+def upstream_factory(settings: BalancerSettings) -> Callable[[Backend], Upstream]:
+    """Makes the configured kind of upstream for a backend."""
+    tls = client_tls(settings.upstream_verify_tls) if settings.upstream_tls else None
+    ack_delay_s = settings.quic_ack_delay_ms / 1000
+
+    def make(backend: Backend) -> Upstream:
+        if settings.upstream_protocol == "http3":
+            return H3Upstream(
+                backend.host, backend.port, settings.upstream_connect_timeout_s, settings.upstream_verify_tls,
+                ack_delay_s,
+            )
+        return H1Pool(backend.host, backend.port, tls, settings.upstream_connect_timeout_s, settings.upstream_pool_size)
+
+    return make
+
+
+def make_router(settings: BalancerSettings, on_drained: Callable[[DrainOver], None]) -> Router:
+    """The router and its pure core, configured from settings (needs a running loop)."""
+    health = HealthPolicy(
+        rise=settings.health_rise, fall=settings.health_fall, ejection_consecutive=settings.ejection_consecutive,
+        ejection_base_s=settings.ejection_base_s, ejection_max_s=settings.ejection_max_s,
+    )
+    table = BackendTable(health, settings.balancer_slow_start_s, settings.upstream_port)
+    picker = Picker(settings.balancer_policy, settings.balancer_slow_start_s)
+    hash_header = None if settings.balancer_hash_key == "client" else settings.balancer_hash_key.lower().encode()
+    options = ProxyOptions(
+        via=f"3 quicfleet-{settings.instance[:40]}".encode(),
+        backend_header=settings.balancer_backend_header,
+        first_byte_timeout_s=settings.upstream_first_byte_timeout_s,
+        idle_timeout_s=settings.upstream_idle_timeout_s,
+        max_body_bytes=settings.listen_max_body_bytes,
+        hash_header=hash_header,
+    )
+    budget = RetryBudget(ratio=settings.balancer_retry_budget)
+    return Router(table, picker, budget, upstream_factory(settings), options, on_drained)
+
+
+def make_limits(settings: BalancerSettings) -> Limits:
+    return Limits(
+        max_connections=settings.listen_max_connections,
+        max_streams=settings.listen_max_streams_per_connection,
+        max_header_bytes=settings.listen_max_header_bytes,
+        retry_always=settings.quic_retry == "always",
+        retry_threshold=settings.quic_retry_threshold,
+        ack_delay_s=settings.quic_ack_delay_ms / 1000,
+    )
+
+
+def make_server_config(settings: BalancerSettings) -> QuicConfiguration:
+    """The server's QUIC configuration with the configured or a development certificate."""
+    if settings.tls_cert and settings.tls_key:
+        cert, key = str(settings.tls_cert), str(settings.tls_key)
+    else:
+        dev_cert, dev_key = ensure_dev_certificate(settings.balancer_state_dir)
+        cert, key = str(dev_cert), str(dev_key)
+    return server_config(cert, key, settings.listen_idle_timeout_s, settings.quic_max_datagram_size)

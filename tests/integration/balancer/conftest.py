@@ -1,0 +1,56 @@
+"""Fixtures of the balancer integration tests: a running balancer service and backends to feed it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.balancer.bootstrap import bootstrap
+from services.balancer.service import BalancerService
+from services.balancer.settings import BalancerSettings
+from shared.bus import Bus
+from shared.contract.events import VmState, VmStateChanged
+from tests.support import wait_until
+
+StartBalancer = Callable[..., Any]
+
+
+@pytest.fixture
+def start_balancer(settings_env: dict[str, str], tmp_path: Path) -> StartBalancer:
+    """`async with start_balancer(**settings) as service:` a balancer on a free UDP port."""
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[BalancerService]:
+        values: dict[str, Any] = {
+            "listen_port": 0, "balancer_state_dir": tmp_path / "balancer", "balancer_list_window_s": 0.2,
+            "balancer_slow_start_s": 0, "health_interval_s": 60, "health_path": "/healthz",
+            "balancer_report_interval_s": 0.5,
+        }
+        async with bootstrap(BalancerSettings(**(values | overrides))) as service:
+            yield service
+
+    return start
+
+
+async def announce(bus: Bus, service: BalancerService, vm: str, address: str, state: VmState = VmState.READY) -> None:
+    """Publish a VM event as the provisioner would, and wait until the balancer applied it."""
+    await bus.publish(bus.subjects.vm(state), VmStateChanged(vm=vm, state=state, address=address))
+    router = service.router
+    assert router is not None
+
+    def applied() -> bool:
+        backend = router.table.get(vm)
+        if state is VmState.READY:
+            return backend is not None and backend.address == address and not backend.draining
+        if state is VmState.DRAINING:
+            return backend is not None and backend.draining
+        return backend is None
+
+    await wait_until(applied, timeout=10, what=f"{vm} {state.value}")
+
+
+Announce = Callable[[Bus, BalancerService, str, str], Awaitable[None]]
