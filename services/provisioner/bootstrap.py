@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from services.provisioner.fleet import Probe
+from services.provisioner.libvirt_adapter import LibvirtHypervisor
+from services.provisioner.ports import Hypervisor
+from services.provisioner.readiness import ReadinessProbe
 from services.provisioner.service import ProvisionerService
 from services.provisioner.settings import ProvisionerSettings
 from shared.bus import Bus
 
 
-def bootstrap(settings: ProvisionerSettings, bus: Bus | None = None) -> ProvisionerService:
+def bootstrap(
+    settings: ProvisionerSettings, bus: Bus | None = None, hv: Hypervisor | None = None, probe: Probe | None = None
+) -> ProvisionerService:
     """Build the provisioner service; nothing connects until it is entered."""
-    return ProvisionerService(settings, bus=bus)
+    hypervisor = hv or LibvirtHypervisor(settings.libvirt_uri)
+    readiness = probe or ReadinessProbe(
+        path=settings.ready_path, verify_tls=settings.ready_verify_tls, ca_file=settings.ready_ca_file,
+        timeout_s=settings.ready_timeout_s,
+    )
+    return ProvisionerService(settings, hypervisor, readiness, bus=bus)

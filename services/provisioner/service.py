@@ -1,18 +1,117 @@
-"""The provisioner service (skeleton: registers on NATS and drains on SIGTERM)."""
+"""The provisioner service: NATS endpoints and loops around `Fleet` and the libvirt adapter.
+
+Commands come from the leader scaler (`fleet.prov.*`); every state change goes out as a
+`fleet.vm.<state>` event. libvirt lifecycle events arrive on libvirt's thread and are handed
+to the event loop through a queue; a periodic reconcile rebuilds the picture from libvirt.
+"""
 
 from __future__ import annotations
 
+import asyncio
+
+import structlog
+
+from services.provisioner.fleet import Fleet, Probe
+from services.provisioner.machine import VmEntry, to_event
+from services.provisioner.ports import DomainEvent, Hypervisor, HypervisorError, TemplateMissing
 from services.provisioner.settings import ProvisionerSettings
 from shared.bus import Bus
+from shared.contract.provisioning import CreateVm, DestroyVm, ListVms, VmList, VmRecord
+from shared.endpoints import Endpoint
 from shared.runtime import BusService
+
+log = structlog.get_logger("provisioner.service")
 
 
 class ProvisionerService(BusService):
-    """quicfleet's provisioner."""
+    """quicfleet's provisioner: the only process that talks to libvirt."""
 
     name = "provisioner"
-    description = "quicfleet provisioner"
+    description = "quicfleet provisioner: clones, boots and destroys backend VMs through libvirt"
 
-    def __init__(self, settings: ProvisionerSettings, bus: Bus | None = None) -> None:
+    def __init__(self, settings: ProvisionerSettings, hv: Hypervisor, probe: Probe, bus: Bus | None = None) -> None:
         super().__init__(settings, bus)
         self.settings: ProvisionerSettings = settings
+        self.hv = hv
+        self.fleet = Fleet(settings, hv, probe, self._publish)
+        self._events: asyncio.Queue[DomainEvent] = asyncio.Queue()
+
+    def endpoints(self) -> list[Endpoint]:
+        subjects = self.subjects
+        host = self.settings.host
+        return [
+            Endpoint("create", subjects.prov_create, CreateVm, self._create, queue="provisioner"),
+            Endpoint("destroy", subjects.prov_destroy(host), DestroyVm, self._destroy, queue=f"provisioner-{host}"),
+            Endpoint("list", subjects.prov_list, ListVms, self._list, queue=f"provisioner-{host}"),
+        ]
+
+    async def on_start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await self._connect(loop)
+        await self._check_template()
+        await self._reconcile()
+        self.spawn(self._consume_events(), "libvirt-events")
+        self.spawn(self._reconcile_loop(), "reconcile")
+
+    async def on_stop(self) -> None:
+        await self.fleet.stop()
+        await asyncio.to_thread(self.hv.close)
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> bool:
+        def sink(event: DomainEvent) -> None:
+            loop.call_soon_threadsafe(self._events.put_nowait, event)
+
+        try:
+            await asyncio.to_thread(self.hv.open, sink)
+        except HypervisorError as error:
+            log.error("libvirt.unreachable", uri=self.hv.describe(), error=str(error))
+            return False
+        return True
+
+    async def _check_template(self) -> None:
+        """A missing template is logged loudly at start; the service stays up and answers `unavailable`."""
+        try:
+            await asyncio.to_thread(self.hv.template, self.settings.template)
+        except TemplateMissing as error:
+            log.error("template.missing", template=self.settings.template, uri=self.hv.describe(), error=str(error))
+        except HypervisorError as error:
+            log.error("template.unreadable", template=self.settings.template, error=str(error))
+
+    async def _publish(self, entry: VmEntry) -> None:
+        await self.bus.publish(self.subjects.vm(entry.state), to_event(entry, self.settings.host))
+
+    async def _create(self, command: CreateVm) -> VmRecord:
+        structlog.contextvars.bind_contextvars(vm_request=command.request_id, epoch=command.epoch)
+        record = await self.fleet.create(command)
+        structlog.contextvars.bind_contextvars(vm=record.vm, state=record.state.value)
+        return record
+
+    async def _destroy(self, command: DestroyVm) -> VmRecord:
+        structlog.contextvars.bind_contextvars(vm=command.vm, vm_request=command.request_id, epoch=command.epoch)
+        return await self.fleet.destroy(command)
+
+    async def _list(self, _command: ListVms) -> VmList:
+        result = self.fleet.records()
+        structlog.contextvars.bind_contextvars(vms=len(result.vms))
+        return result
+
+    async def _consume_events(self) -> None:
+        while True:
+            event = await self._events.get()
+            structlog.contextvars.clear_contextvars()
+            await self.fleet.on_domain_event(event)
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval_s)
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        """One reconcile; libvirt being unreachable is logged and retried next period."""
+        structlog.contextvars.clear_contextvars()
+        try:
+            await self.fleet.reconcile()
+        except Exception as error:  # noqa: BLE001 - the loop must outlive any one bad reconcile
+            log.error("reconcile.failed", error=getattr(error, "message", None) or type(error).__name__)
+            return
+        log.info("reconcile.done", vms=len(self.fleet.live()))

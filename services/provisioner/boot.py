@@ -1,0 +1,124 @@
+"""One VM's way from `requested` to `ready`: plan, clone, start, find its address, probe it.
+
+Each VM runs as one task. Blocking libvirt steps run in a thread and are finished even when the
+task is cancelled (a destroy arriving mid-clone), so the teardown that follows never races a
+half-done define or start. Any failure becomes `failed` with a reason, then a clean teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, TypeVar
+
+import structlog
+
+from services.provisioner import execute
+from services.provisioner.addresses import pick_address
+from services.provisioner.clone import ClonePlanError, interface_count, plan_clone, random_macs
+from services.provisioner.ports import Hypervisor, HypervisorError, Template, TemplateMissing
+from services.provisioner.tags import VmTag
+from shared.contract.base import ErrorCode
+from shared.contract.events import VmState
+from shared.errors import BusError
+
+if TYPE_CHECKING:
+    from services.provisioner.fleet import Fleet
+
+log = structlog.get_logger("provisioner.boot")
+T = TypeVar("T")
+_FIRST_DELAY_S = 0.2
+_MAX_DELAY_S = 3.0
+
+
+class NotReady(Exception):
+    """The VM did not answer HTTP/3 before its deadline; the message says what was last seen."""
+
+
+async def load_template(hv: Hypervisor, template: str) -> Template:
+    """The template, or an `unavailable` reply naming the template and the libvirt URI."""
+    try:
+        return await asyncio.to_thread(hv.template, template)
+    except TemplateMissing as error:
+        raise BusError(ErrorCode.UNAVAILABLE, f"cannot clone: {error}") from None
+    except HypervisorError as error:
+        message = f"cannot read template '{template}' on {hv.describe()}: {error}"
+        raise BusError(ErrorCode.UNAVAILABLE, message) from None
+
+
+async def finish(call: Callable[[], T]) -> T:
+    """Run a blocking step in a thread to its end, even if the waiting task is cancelled meanwhile."""
+    future = asyncio.ensure_future(asyncio.to_thread(call))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        raise
+
+
+async def provision(fleet: Fleet, name: str, template: Template) -> None:
+    """Clone and boot `name` (at most `provisioner_max_in_flight` at once), then wait for readiness."""
+    try:
+        async with fleet.slots:
+            await _clone_and_start(fleet, name, template)
+            await _wait_ready(fleet, name)
+    except (ClonePlanError, HypervisorError, NotReady) as error:
+        await fleet.remove(name, reason=str(error))
+
+
+async def watch_ready(fleet: Fleet, name: str) -> None:
+    """For a VM adopted after a restart: wait for readiness, remove it if it never comes."""
+    try:
+        await _wait_ready(fleet, name)
+    except (HypervisorError, NotReady) as error:
+        await fleet.remove(name, reason=str(error))
+
+
+async def _clone_and_start(fleet: Fleet, name: str, template: Template) -> None:
+    await fleet.advance(name, VmState.CLONING)
+    entry = fleet.entries[name]
+    settings = fleet.settings
+    tag = VmTag(settings.fleet_id, entry.request_id, entry.created_at, settings.host, entry.address)
+    macs = random_macs(interface_count(template.xml))
+    plan = plan_clone(template.xml, name, macs, tag, template.sources, settings.clone_mode)
+    fleet.entries[name] = replace(entry, macs=plan.macs, volumes=plan.tag.volumes)
+    await finish(lambda: execute.define_and_create_storage(fleet.hv, plan))
+    await finish(lambda: execute.start(fleet.hv, plan))
+    await fleet.advance(name, VmState.BOOTING)
+
+
+async def _wait_ready(fleet: Fleet, name: str) -> None:
+    """Find the address and probe it with backoff until ready or `boot_timeout_s` runs out."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + fleet.settings.boot_timeout_s
+    delay = _FIRST_DELAY_S
+    while True:
+        address = fleet.entries[name].address or await _discover(fleet, name)
+        last = await fleet.probe(address) if address else _no_address(fleet, name)
+        if address and last is None:
+            await fleet.advance(name, VmState.READY, address=address)
+            return
+        if loop.time() + delay > deadline:
+            raise NotReady(f"not ready within {fleet.settings.boot_timeout_s:g} s: {last}")
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, _MAX_DELAY_S)
+
+
+async def _discover(fleet: Fleet, name: str) -> str | None:
+    strategy = fleet.settings.address_strategy
+    if strategy == "static":
+        return None
+    interfaces = await asyncio.to_thread(fleet.hv.interface_addresses, name, strategy)
+    return pick_address(interfaces, fleet.entries[name].macs, fleet.settings.backend_port)
+
+
+def _no_address(fleet: Fleet, name: str) -> str:
+    settings = fleet.settings
+    macs = ", ".join(fleet.entries[name].macs) or "none"
+    if settings.address_strategy == "static":
+        return "no static address was assigned"
+    where = "the guest agent"
+    if settings.address_strategy == "lease":
+        where = f"a DHCP lease on network '{settings.network}'"
+    return f"no address from {where} for MAC(s) {macs}"

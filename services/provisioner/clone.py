@@ -1,0 +1,229 @@
+"""Plan a clone in memory: the new domain XML and the volumes to make, before touching libvirt.
+
+Like virt-manager's cloner, planning is separate from execution so that every decision (name,
+MACs, disk paths, reset device paths, our tag) is a pure function of the template, testable on
+XML fixtures, and an execution failure never leaves a half-decided clone.
+"""
+
+from __future__ import annotations
+
+import random
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from services.provisioner.tags import VmTag, tag_element
+
+CloneMode = Literal["linked", "full"]
+_PATHED = ("serial", "console", "parallel", "channel")
+
+
+class ClonePlanError(ValueError):
+    """The template cannot be cloned as it is; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class SourceVolume:
+    """A template disk's volume as libvirt knows it (found by the adapter, used by the plan)."""
+
+    path: str
+    pool: str
+    pool_dir: str
+    capacity: int
+    format: str = "qcow2"
+
+
+@dataclass(frozen=True)
+class VolumePlan:
+    """One volume to create: an overlay backed by `source` (linked) or a copy of it (full)."""
+
+    name: str
+    pool: str
+    path: str
+    source: str
+    xml: str
+    mode: CloneMode
+
+
+@dataclass(frozen=True)
+class ClonePlan:
+    """Everything execution needs: define `domain_xml`, create `volumes`, start `name`."""
+
+    name: str
+    domain_xml: str
+    volumes: tuple[VolumePlan, ...]
+    macs: tuple[str, ...]
+    tag: VmTag
+
+
+def random_macs(count: int, rng: random.Random | None = None) -> tuple[str, ...]:
+    """`count` distinct MACs in QEMU's locally administered 52:54:00 range."""
+    source = rng or random.SystemRandom()
+    macs: list[str] = []
+    while len(macs) < count:
+        mac = "52:54:00:" + ":".join(f"{source.randrange(256):02x}" for _ in range(3))
+        if mac not in macs:
+            macs.append(mac)
+    return tuple(macs)
+
+
+def template_disk_paths(template_xml: str) -> list[str]:
+    """Source files of the template's writable disks (the ones a clone needs its own copy of)."""
+    return [path for _disk, path in _clonable_disks(_parse(template_xml))]
+
+
+def interface_count(template_xml: str) -> int:
+    return len(_parse(template_xml).findall("devices/interface"))
+
+
+def plan_clone(
+    template_xml: str,
+    name: str,
+    macs: Sequence[str],
+    tag: VmTag,
+    sources: Mapping[str, SourceVolume],
+    mode: CloneMode = "linked",
+) -> ClonePlan:
+    """The clone of `template_xml` called `name`; raises ClonePlanError when it cannot be made."""
+    domain = _parse(template_xml)
+    domain.attrib.pop("id", None)
+    _set_name(domain, name)
+    _drop_uuids(domain)
+    _set_macs(domain, macs)
+    volumes = tuple(_retarget_disks(domain, name, sources, mode))
+    _reset_device_paths(domain)
+    full_tag = VmTag(tag.fleet, tag.request_id, tag.created_at, tag.host, tag.address, tuple(v.path for v in volumes))
+    _set_tag(domain, full_tag)
+    return ClonePlan(name, ET.tostring(domain, encoding="unicode"), volumes, tuple(macs), full_tag)
+
+
+def _parse(template_xml: str) -> ET.Element:
+    try:
+        domain = ET.fromstring(template_xml)
+    except ET.ParseError as error:
+        raise ClonePlanError(f"template XML does not parse: {error}") from None
+    if domain.tag != "domain":
+        raise ClonePlanError(f"template XML root is <{domain.tag}>, not <domain>")
+    return domain
+
+
+def _set_name(domain: ET.Element, name: str) -> None:
+    element = domain.find("name")
+    if element is None:
+        element = ET.SubElement(domain, "name")
+    element.text = name
+    for title in domain.findall("title"):
+        domain.remove(title)
+
+
+def _drop_uuids(domain: ET.Element) -> None:
+    """No UUID: libvirt assigns a fresh one, and SMBIOS must not repeat the template's."""
+    for uuid in domain.findall("uuid"):
+        domain.remove(uuid)
+    for system in domain.findall("sysinfo/system"):
+        for entry in system.findall("entry"):
+            if entry.get("name") == "uuid":
+                system.remove(entry)
+
+
+def _set_macs(domain: ET.Element, macs: Sequence[str]) -> None:
+    interfaces = domain.findall("devices/interface")
+    if len(macs) != len(interfaces):
+        raise ClonePlanError(f"template has {len(interfaces)} interface(s) but {len(macs)} MAC(s) were given")
+    for interface, mac in zip(interfaces, macs, strict=True):
+        for old in interface.findall("mac") + interface.findall("target"):
+            interface.remove(old)
+        ET.SubElement(interface, "mac", address=mac)
+
+
+def _clonable_disks(domain: ET.Element) -> list[tuple[ET.Element, str]]:
+    disks = []
+    for disk in domain.findall("devices/disk"):
+        if disk.get("device", "disk") != "disk" or disk.find("readonly") is not None:
+            continue
+        if disk.find("shareable") is not None:
+            continue
+        source = disk.find("source")
+        if disk.get("type", "file") != "file" or source is None or not source.get("file"):
+            raise ClonePlanError(f"template disk {_target(disk)} is not a file disk; only file disks can be cloned")
+        disks.append((disk, source.get("file", "")))
+    return disks
+
+
+def _target(disk: ET.Element) -> str:
+    target = disk.find("target")
+    return target.get("dev", "?") if target is not None else "?"
+
+
+def _retarget_disks(
+    domain: ET.Element, name: str, sources: Mapping[str, SourceVolume], mode: CloneMode
+) -> list[VolumePlan]:
+    plans = []
+    for disk, path in _clonable_disks(domain):
+        source = sources.get(path)
+        if source is None:
+            raise ClonePlanError(f"template disk {path} is not a volume in a libvirt storage pool")
+        plan = _volume_plan(source, f"{name}-{_target(disk)}.qcow2", mode)
+        disk.find("source").set("file", plan.path)  # type: ignore[union-attr]
+        _set_driver_format(disk, "qcow2" if mode == "linked" else source.format)
+        plans.append(plan)
+    return plans
+
+
+def _volume_plan(source: SourceVolume, volume_name: str, mode: CloneMode) -> VolumePlan:
+    volume = ET.Element("volume")
+    ET.SubElement(volume, "name").text = volume_name
+    ET.SubElement(volume, "capacity", unit="bytes").text = str(source.capacity)
+    target = ET.SubElement(volume, "target")
+    ET.SubElement(target, "format", type="qcow2" if mode == "linked" else source.format)
+    if mode == "linked":
+        backing = ET.SubElement(volume, "backingStore")
+        ET.SubElement(backing, "path").text = source.path
+        ET.SubElement(backing, "format", type=source.format)
+    path = f"{source.pool_dir.rstrip('/')}/{volume_name}"
+    return VolumePlan(volume_name, source.pool, path, source.path, ET.tostring(volume, encoding="unicode"), mode)
+
+
+def _set_driver_format(disk: ET.Element, fmt: str) -> None:
+    driver = disk.find("driver")
+    if driver is None:
+        driver = ET.SubElement(disk, "driver", name="qemu")
+    driver.set("type", fmt)
+
+
+def _reset_device_paths(domain: ET.Element) -> None:
+    """Graphics ports, pty/socket paths and tap names belong to the template's run: let libvirt pick."""
+    for graphics in domain.findall("devices/graphics"):
+        for attribute in ("port", "tlsPort", "websocket", "socket"):
+            graphics.attrib.pop(attribute, None)
+        if graphics.get("type") in {"vnc", "spice"}:
+            graphics.set("autoport", "yes")
+        for listen in graphics.findall("listen"):
+            listen.attrib.pop("socket", None)
+    for kind in _PATHED:
+        for device in domain.findall(f"devices/{kind}"):
+            if device.get("type") not in {"pty", "unix"}:
+                continue
+            device.attrib.pop("tty", None)
+            for source in device.findall("source"):
+                source.attrib.pop("path", None)
+
+
+def _set_tag(domain: ET.Element, tag: VmTag) -> None:
+    metadata = domain.find("metadata")
+    if metadata is None:
+        metadata = ET.Element("metadata")
+        domain.insert(_after_header(domain), metadata)
+    for old in [child for child in metadata if child.tag == tag_element(tag).tag]:
+        metadata.remove(old)
+    metadata.append(tag_element(tag))
+
+
+def _after_header(domain: ET.Element) -> int:
+    """Index just after `<name>`/`<title>`/`<description>`, where libvirt itself puts metadata."""
+    index = 0
+    for position, child in enumerate(domain):
+        if child.tag in {"name", "uuid", "genid", "title", "description"}:
+            index = position + 1
+    return index

@@ -1,0 +1,250 @@
+"""The provisioner's bookkeeping: one entry per VM, every state change published, commands checked.
+
+`Fleet` owns the table of VMs and the rules around commands (leader epoch, request ids, the VM
+ceiling, ownership). The long work of one VM (clone, boot, readiness) lives in `boot.py`; the
+pure decisions live in `machine.py`, `clone.py`, `reconcile.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
+
+import structlog
+
+from services.provisioner.addresses import free_static, parse_static_pool
+from services.provisioner.boot import load_template, provision, watch_ready
+from services.provisioner.execute import teardown
+from services.provisioner.machine import IN_LIBVIRT, VmEntry, adopted, can_become, requested, to_record, transition
+from services.provisioner.ports import DomainEvent, DomainEventKind, DomainView, Hypervisor, HypervisorError
+from services.provisioner.reconcile import Adopt, Forget, Remove, is_ours, plan_reconcile
+from services.provisioner.settings import ProvisionerSettings
+from shared.contract.base import ErrorCode, utcnow
+from shared.contract.events import LIVE_STATES, VmState
+from shared.contract.provisioning import CreateVm, DestroyVm, VmList, VmRecord
+from shared.errors import BusError
+
+log = structlog.get_logger("provisioner.fleet")
+
+Publish = Callable[[VmEntry], Awaitable[None]]
+Probe = Callable[[str], Awaitable[str | None]]
+_EVENT_REASONS = {
+    DomainEventKind.CRASHED: "the VM crashed (libvirt reported it)",
+    DomainEventKind.STOPPED: "the VM was powered off outside quicfleet",
+    DomainEventKind.UNDEFINED: "the VM was undefined outside quicfleet",
+}
+_KEEP_FINISHED = 1000
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Fleet:
+    """This host's VMs and the commands that change them."""
+
+    def __init__(
+        self, settings: ProvisionerSettings, hv: Hypervisor, probe: Probe, publish: Publish,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.hv = hv
+        self.probe = probe
+        self._publish = publish
+        self.clock = clock
+        self.entries: dict[str, VmEntry] = {}
+        self.by_request: dict[str, str] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.removing: set[str] = set()
+        self.epoch = 0
+        self.slots = asyncio.Semaphore(settings.provisioner_max_in_flight)
+        self.pool = parse_static_pool(settings.static_addresses, settings.backend_port)
+
+    # --- state table -------------------------------------------------------------------------
+    async def advance(self, name: str, to: VmState, *, address: str | None = None, reason: str | None = None) -> None:
+        """Move a VM to `to` and publish it (refused transitions are logged and skipped)."""
+        entry = self.entries[name]
+        if not can_become(entry, to):
+            log.info("vm.transition_skipped", vm=name, state=entry.state.value, to=to.value)
+            return
+        await self.put(transition(entry, to, self.clock(), address=address, reason=reason))
+
+    async def put(self, entry: VmEntry) -> None:
+        self.entries[entry.name] = entry
+        if entry.request_id:
+            self.by_request[entry.request_id] = entry.name
+        log.info("vm.state", vm=entry.name, state=entry.state.value, address=entry.address, reason=entry.reason)
+        await self._publish(entry)
+        self._prune()
+
+    def _prune(self) -> None:
+        finished = [e for e in self.entries.values() if e.finished]
+        for entry in sorted(finished, key=lambda e: e.since)[: max(0, len(finished) - _KEEP_FINISHED)]:
+            del self.entries[entry.name]
+            if entry.request_id and self.by_request.get(entry.request_id) == entry.name:
+                del self.by_request[entry.request_id]
+
+    def live(self) -> list[VmEntry]:
+        return [e for e in self.entries.values() if e.state in LIVE_STATES]
+
+    def records(self) -> VmList:
+        return VmList(host=self.settings.host, vms=[to_record(e, self.settings.host) for e in self.live()])
+
+    async def republish(self) -> None:
+        """Announce every live VM again, so a restarted subscriber learns the fleet."""
+        for entry in self.live():
+            await self._publish(entry)
+
+    # --- commands ----------------------------------------------------------------------------
+    def check_epoch(self, epoch: int) -> None:
+        if epoch < self.epoch:
+            raise BusError(
+                ErrorCode.CONFLICT, f"epoch {epoch} is older than {self.epoch}: a newer scaler leader is in charge"
+            )
+        self.epoch = epoch
+
+    async def create(self, command: CreateVm) -> VmRecord:
+        """Accept a create: reply at once with the `requested` record; the clone runs in the background."""
+        self.check_epoch(command.epoch)
+        known = self.by_request.get(command.request_id)
+        if known is not None:
+            return to_record(self.entries[known], self.settings.host)
+        self._check_room()
+        template = await load_template(self.hv, self.settings.template)
+        name = f"{self.settings.vm_prefix}{uuid.uuid4().hex[:8]}"
+        await self.put(requested(name, command.request_id, self.clock(), self._static_address()))
+        self._spawn(name, provision(self, name, template))
+        return to_record(self.entries[name], self.settings.host)
+
+    def _check_room(self) -> None:
+        held = sum(1 for entry in self.entries.values() if entry.state in IN_LIBVIRT)
+        if held >= self.settings.max_vms:
+            raise BusError(
+                ErrorCode.UNAVAILABLE,
+                f"host {self.settings.host} already holds {held} VM(s), its ceiling (max_vms={self.settings.max_vms})",
+            )
+
+    def _static_address(self) -> str | None:
+        if self.settings.address_strategy != "static":
+            return None
+        used = [e.address for e in self.entries.values() if e.state in IN_LIBVIRT]
+        address = free_static(self.pool, used)
+        if address is None:
+            raise BusError(ErrorCode.UNAVAILABLE, f"all {len(self.pool)} static addresses are in use")
+        return address
+
+    async def destroy(self, command: DestroyVm) -> VmRecord:
+        """Tear one of our VMs down; already gone is fine, someone else's is `not_found`."""
+        self.check_epoch(command.epoch)
+        name = command.vm
+        view = await _call(self.hv.domain, name)
+        entry = self.entries.get(name)
+        if view is not None and not is_ours(view, self.settings.fleet_id, self.settings.host):
+            raise BusError(ErrorCode.NOT_FOUND, f"{name} is not a VM of fleet {self.settings.fleet_id} on this host")
+        if view is None and entry is None:
+            return self._gone(name, command.request_id)
+        if entry is None and view is not None and view.tag is not None:
+            entry = adopted(name, VmState.BOOTING, self.clock(), view.tag, view.macs)
+            self.entries[name] = entry
+        await self.remove(name, reason=None)
+        return to_record(self.entries[name], self.settings.host)
+
+    def _gone(self, name: str, request_id: str) -> VmRecord:
+        if not name.startswith(self.settings.vm_prefix):
+            raise BusError(ErrorCode.NOT_FOUND, f"{name} is not a VM of fleet {self.settings.fleet_id} on this host")
+        return VmRecord(vm=name, state=VmState.DESTROYED, since=self.clock(), request_id=request_id,
+                        host=self.settings.host)
+
+    # --- removal -----------------------------------------------------------------------------
+    async def remove(self, name: str, reason: str | None) -> None:
+        """Stop any work on the VM, publish `failed` when `reason` is given, tear down, publish `destroyed`."""
+        await self._cancel(name)
+        self.removing.add(name)
+        try:
+            if reason is not None:
+                await self.advance(name, VmState.FAILED, reason=reason)
+            problems = await asyncio.to_thread(teardown, self.hv, name, self.entries[name].volumes)
+            if problems:
+                raise BusError(ErrorCode.UNAVAILABLE, f"could not fully remove {name}: " + "; ".join(problems))
+            await self.advance(name, VmState.DESTROYED)
+        finally:
+            self.removing.discard(name)
+
+    async def _cancel(self, name: str) -> None:
+        task = self.tasks.pop(name, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.wait([task])
+
+    def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=f"vm-{name}")
+        self.tasks[name] = task
+        task.add_done_callback(lambda done: self._finished(name, done))
+
+    def _finished(self, name: str, task: asyncio.Task[None]) -> None:
+        if self.tasks.get(name) is task:
+            del self.tasks[name]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("vm.task_crashed", vm=name, error=type(task.exception()).__name__, exc_info=task.exception())
+
+    async def stop(self) -> None:
+        """Stop working on VMs (the next start's reconcile finishes or cleans them)."""
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- libvirt events and reconcile ----------------------------------------------------------
+    async def on_domain_event(self, event: DomainEvent) -> None:
+        """A VM stopped, crashed or vanished behind our back: report it failed and clean it up."""
+        entry = self.entries.get(event.name)
+        reason = _EVENT_REASONS.get(event.kind)
+        if entry is None or reason is None or event.name in self.removing:
+            return
+        if entry.state in {VmState.BOOTING, VmState.READY, VmState.DRAINING}:
+            log.warning("vm.lost", vm=event.name, event=event.kind.value, detail=event.detail)
+            await self._quietly(self.remove(event.name, reason))
+
+    async def reconcile(self) -> None:
+        """Bring the table in line with libvirt, then republish every live VM."""
+        views = await _call(self.hv.domains)
+        actions = plan_reconcile(views, self.entries, self.tasks, self.settings.fleet_id, self.settings.host)
+        for action in actions:
+            await self._quietly(self._apply(action))
+        await self.republish()
+
+    async def _apply(self, action: Adopt | Remove | Forget) -> None:
+        if isinstance(action, Adopt):
+            await self._adopt(action.view)
+        elif isinstance(action, Remove):
+            self._track(action.view)
+            await self.remove(action.view.name, action.reason)
+        else:
+            await self.advance(action.name, VmState.FAILED, reason=action.reason)
+            await self.advance(action.name, VmState.DESTROYED)
+
+    def _track(self, view: DomainView) -> None:
+        if view.name not in self.entries and view.tag is not None:
+            self.entries[view.name] = adopted(view.name, VmState.BOOTING, self.clock(), view.tag, view.macs)
+
+    async def _adopt(self, view: DomainView) -> None:
+        assert view.tag is not None
+        log.info("vm.adopted", vm=view.name, request_id=view.tag.request_id)
+        await self.put(adopted(view.name, VmState.BOOTING, self.clock(), view.tag, view.macs))
+        self._spawn(view.name, watch_ready(self, view.name))
+
+    async def _quietly(self, work: Awaitable[None]) -> None:
+        """Event and reconcile work is logged on failure; it must not stop the loop that runs it."""
+        try:
+            await work
+        except (BusError, HypervisorError) as error:
+            log.error("vm.cleanup_failed", error=getattr(error, "message", str(error)))
+
+
+async def _call(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a blocking hypervisor call in a thread; its failure becomes an `unavailable` reply."""
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except HypervisorError as error:
+        raise BusError(ErrorCode.UNAVAILABLE, str(error)) from None

@@ -1,0 +1,273 @@
+"""The `Hypervisor` port on libvirt-python: blocking calls, lifecycle events, reconnects.
+
+libvirt delivers events only while an event loop implementation runs; the default one runs on
+one daemon thread per process (it must be registered before the first connection opens), and the
+service marshals each event onto its asyncio loop. A close callback marks the connection broken
+and the next call opens a new one, so a libvirtd restart costs one failed call at most.
+"""
+
+from __future__ import annotations
+
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import libvirt
+import structlog
+
+from services.provisioner.clone import SourceVolume, VolumePlan, template_disk_paths
+from services.provisioner.ports import (
+    AddressSource,
+    DomainEvent,
+    DomainEventKind,
+    DomainView,
+    EventSink,
+    HypervisorError,
+    Template,
+    TemplateMissing,
+)
+from services.provisioner.tags import NAMESPACE, parse_tag
+
+log = structlog.get_logger("provisioner.libvirt")
+
+_event_thread_lock = threading.Lock()
+_event_threads: list[threading.Thread] = []
+_KINDS = {
+    libvirt.VIR_DOMAIN_EVENT_STARTED: DomainEventKind.STARTED,
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: DomainEventKind.STOPPED,
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: DomainEventKind.CRASHED,
+    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: DomainEventKind.UNDEFINED,
+}
+_SOURCES = {
+    "lease": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+    "agent": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+}
+
+
+def ensure_event_thread() -> None:
+    """Register libvirt's default event loop and run it on a daemon thread (once per process)."""
+    with _event_thread_lock:
+        if _event_threads:
+            return
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors arrive as exceptions
+        libvirt.virEventRegisterDefaultImpl()
+        thread = threading.Thread(target=_run_events, name="libvirt-events", daemon=True)
+        thread.start()
+        _event_threads.append(thread)
+
+
+def _run_events() -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
+class LibvirtHypervisor:
+    """A libvirt connection for one URI; thread-safe (libvirt connections are)."""
+
+    def __init__(self, uri: str, keepalive_s: int = 5) -> None:
+        self.uri = uri
+        self.keepalive_s = keepalive_s
+        self._conn: libvirt.virConnect | None = None
+        self._broken = False
+        self._callback_id: int | None = None
+        self._on_event: EventSink | None = None
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return self.uri
+
+    def open(self, on_event: EventSink) -> None:
+        self._on_event = on_event
+        with self._lock:
+            self._reopen()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _reopen(self) -> None:
+        ensure_event_thread()
+        self._drop()
+        with _errors(f"cannot connect to {self.uri}"):
+            conn = libvirt.open(self.uri)
+        self._conn, self._broken = conn, False
+        self._watch(conn)
+        log.info("libvirt.connected", uri=self.uri)
+
+    def _watch(self, conn: libvirt.virConnect) -> None:
+        """Close callback and keepalive where the driver has them (the test driver has neither)."""
+        try:
+            conn.registerCloseCallback(self._closed, None)
+            conn.setKeepAlive(self.keepalive_s, 3)
+        except libvirt.libvirtError:
+            pass
+        if self._on_event is not None:
+            self._callback_id = conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None
+            )
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if self._callback_id is not None:
+                conn.domainEventDeregisterAny(self._callback_id)
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+        self._callback_id = None
+
+    def _closed(self, _conn: Any, reason: int, _opaque: Any) -> None:
+        log.warning("libvirt.connection_closed", uri=self.uri, reason=reason)
+        self._broken = True
+
+    def _lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+        kind = _KINDS.get(event)
+        if kind is DomainEventKind.STOPPED and detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED:
+            kind = DomainEventKind.CRASHED
+        if kind is not None and self._on_event is not None:
+            self._on_event(DomainEvent(dom.name(), kind, str(detail)))
+
+    @property
+    def conn(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is None or self._broken:
+                self._reopen()
+            assert self._conn is not None
+            return self._conn
+
+    def _lookup(self, name: str) -> libvirt.virDomain | None:
+        try:
+            return self.conn.lookupByName(name)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise HypervisorError(f"looking up domain {name}: {_message(error)}") from None
+
+    def template(self, name: str) -> Template:
+        dom = self._lookup(name)
+        if dom is None:
+            raise TemplateMissing(f"template domain '{name}' does not exist on {self.uri}")
+        with _errors(f"reading template {name}"):
+            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            sources = {path: self._source_volume(name, path) for path in template_disk_paths(xml)}
+        return Template(name, xml, sources)
+
+    def _source_volume(self, template: str, path: str) -> SourceVolume:
+        try:
+            volume = self.conn.storageVolLookupByPath(path)
+        except libvirt.libvirtError:
+            raise TemplateMissing(
+                f"disk {path} of template '{template}' is not a volume of any storage pool on {self.uri}"
+            ) from None
+        pool = volume.storagePoolLookupByVolume()
+        pool_dir = ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or ""
+        fmt = ET.fromstring(volume.XMLDesc(0)).find("target/format")
+        return SourceVolume(path, pool.name(), pool_dir, volume.info()[1], fmt.get("type", "raw") if fmt else "raw")
+
+    def define(self, xml: str) -> None:
+        with _errors("defining the clone"):
+            self.conn.defineXML(xml)
+
+    def create_volume(self, plan: VolumePlan) -> str:
+        with _errors(f"creating volume {plan.name} in pool {plan.pool}"):
+            pool = self.conn.storagePoolLookupByName(plan.pool)
+            if plan.mode == "linked":
+                return str(pool.createXML(plan.xml, 0).path())
+            source = self.conn.storageVolLookupByPath(plan.source)
+            return str(pool.createXMLFrom(plan.xml, source, 0).path())
+
+    def start(self, name: str) -> None:
+        with _errors(f"starting {name}"):
+            self.conn.lookupByName(name).create()
+
+    def stop(self, name: str) -> bool:
+        dom = self._lookup(name)
+        if dom is None:
+            return False
+        with _errors(f"powering off {name}"):
+            if dom.isActive():
+                dom.destroy()
+        return True
+
+    def undefine(self, name: str) -> bool:
+        dom = self._lookup(name)
+        if dom is None:
+            return False
+        with _errors(f"undefining {name}"):
+            dom.undefine()
+        return True
+
+    def delete_volume(self, path: str) -> bool:
+        try:
+            volume = self.conn.storageVolLookupByPath(path)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return False
+            raise HypervisorError(f"looking up volume {path}: {_message(error)}") from None
+        with _errors(f"deleting volume {path}"):
+            volume.delete(0)
+        return True
+
+    def domains(self) -> list[DomainView]:
+        with _errors("listing domains"):
+            listed = self.conn.listAllDomains(0)
+        views = (self._view(dom) for dom in listed)
+        return [view for view in views if view is not None]
+
+    def domain(self, name: str) -> DomainView | None:
+        dom = self._lookup(name)
+        return None if dom is None else self._view(dom)
+
+    def _view(self, dom: libvirt.virDomain) -> DomainView | None:
+        """None when the domain vanished while we looked at it."""
+        try:
+            name, active = dom.name(), bool(dom.isActive())
+            tag = _tag_of(dom)
+            macs = _macs(dom.XMLDesc(0)) if tag is not None else ()
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise HypervisorError(f"reading domain: {_message(error)}") from None
+        return DomainView(name, active, tag, macs)
+
+    def interface_addresses(self, name: str, source: AddressSource) -> Mapping[str, Any]:
+        dom = self._lookup(name)
+        if dom is None:
+            raise HypervisorError(f"domain {name} no longer exists")
+        try:
+            return dom.interfaceAddresses(_SOURCES[source], 0) or {}
+        except libvirt.libvirtError as error:
+            log.debug("libvirt.no_addresses_yet", vm=name, source=source, error=_message(error))
+            return {}
+
+
+def _tag_of(dom: libvirt.virDomain) -> Any:
+    try:
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NAMESPACE, 0)
+    except libvirt.libvirtError as error:
+        if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+            return None
+        raise
+    return parse_tag(text)
+
+
+def _macs(xml: str) -> tuple[str, ...]:
+    root = ET.fromstring(xml)
+    return tuple(mac.get("address", "") for mac in root.findall("devices/interface/mac"))
+
+
+def _message(error: libvirt.libvirtError) -> str:
+    return error.get_error_message() or "unknown libvirt error"
+
+
+@contextmanager
+def _errors(what: str) -> Iterator[None]:
+    """Turn libvirt's exceptions into HypervisorError with a message saying what we were doing."""
+    try:
+        yield
+    except libvirt.libvirtError as error:
+        raise HypervisorError(f"{what}: {_message(error)}") from None

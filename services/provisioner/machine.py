@@ -1,0 +1,97 @@
+"""A VM's life as a pure state machine: which state may follow which, and what is published.
+
+The contract promises subscribers a fixed order (requested, cloning, booting, ready; then
+destroyed, or failed at any point). Keeping the rule here, apart from libvirt and NATS, makes a
+wrong order a refused transition rather than a confusing event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from services.provisioner.tags import VmTag
+from shared.contract.events import VmState, VmStateChanged
+from shared.contract.provisioning import VmRecord
+
+S = VmState
+ALLOWED: dict[VmState, frozenset[VmState]] = {
+    S.REQUESTED: frozenset({S.CLONING, S.FAILED, S.DESTROYED}),
+    S.CLONING: frozenset({S.BOOTING, S.FAILED, S.DESTROYED}),
+    S.BOOTING: frozenset({S.READY, S.FAILED, S.DESTROYED}),
+    S.READY: frozenset({S.DRAINING, S.FAILED, S.DESTROYED}),
+    S.DRAINING: frozenset({S.FAILED, S.DESTROYED}),
+    S.FAILED: frozenset({S.DESTROYED}),
+    S.DESTROYED: frozenset(),
+}
+IN_LIBVIRT = frozenset({S.REQUESTED, S.CLONING, S.BOOTING, S.READY, S.DRAINING, S.FAILED})
+"""States whose VM may still hold a domain or a volume, so it counts against `max_vms`."""
+
+
+class IllegalTransition(ValueError):
+    """A state change the contract's order does not allow."""
+
+
+@dataclass(frozen=True)
+class VmEntry:
+    """What the provisioner knows about one of its VMs."""
+
+    name: str
+    state: VmState
+    since: datetime
+    created_at: datetime
+    request_id: str | None = None
+    address: str | None = None
+    reason: str | None = None
+    macs: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        return self.state is S.DESTROYED
+
+
+def requested(name: str, request_id: str | None, now: datetime, address: str | None = None) -> VmEntry:
+    """A new VM, accepted but not yet cloned."""
+    return VmEntry(name=name, state=S.REQUESTED, since=now, created_at=now, request_id=request_id, address=address)
+
+
+def transition(
+    entry: VmEntry, to: VmState, now: datetime, *, address: str | None = None, reason: str | None = None
+) -> VmEntry:
+    """`entry` in state `to`; raises IllegalTransition if the order forbids it."""
+    if to not in ALLOWED[entry.state]:
+        raise IllegalTransition(f"{entry.name}: {entry.state.value} cannot become {to.value}")
+    return replace(entry, state=to, since=now, address=address or entry.address, reason=reason)
+
+
+def can_become(entry: VmEntry, to: VmState) -> bool:
+    return to in ALLOWED[entry.state]
+
+
+def to_event(entry: VmEntry, host: str) -> VmStateChanged:
+    """The `fleet.vm.<state>` event announcing `entry`'s current state."""
+    return VmStateChanged(
+        vm=entry.name, state=entry.state, address=entry.address, at=entry.since,
+        reason=_short(entry.reason), request_id=entry.request_id, host=host,
+    )
+
+
+def to_record(entry: VmEntry, host: str) -> VmRecord:
+    """The `VmRecord` a command reply or a list carries."""
+    return VmRecord(
+        vm=entry.name, state=entry.state, address=entry.address, since=entry.since,
+        request_id=entry.request_id, host=host,
+    )
+
+
+def _short(reason: str | None) -> str | None:
+    return reason if reason is None or len(reason) <= 500 else reason[:497] + "..."
+
+
+def adopted(name: str, state: VmState, now: datetime, tag: VmTag, macs: tuple[str, ...] = ()) -> VmEntry:
+    """An entry rebuilt from a tagged domain found in libvirt (after a restart)."""
+    return VmEntry(
+        name=name, state=state, since=now, created_at=tag.created_at, request_id=tag.request_id,
+        address=tag.address, macs=macs, volumes=tag.volumes,
+    )

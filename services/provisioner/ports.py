@@ -1,0 +1,103 @@
+"""The provisioner's port to a hypervisor: the few blocking calls it needs, as a Protocol.
+
+The real adapter wraps libvirt (`libvirt_adapter.py`); unit tests use a hand-written fake. All
+methods block, so async code calls them through `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal, Protocol
+
+from services.provisioner.clone import SourceVolume, VolumePlan
+from services.provisioner.tags import VmTag
+
+
+class HypervisorError(Exception):
+    """A hypervisor call failed; `str()` is a message a person can act on (no trace, no repr)."""
+
+
+class TemplateMissing(HypervisorError):
+    """The template domain (or its disk volume) does not exist."""
+
+
+class DomainEventKind(StrEnum):
+    """What a libvirt lifecycle event means for us (the rest of libvirt's kinds are ignored)."""
+
+    STARTED = "started"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+    UNDEFINED = "undefined"
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    """A lifecycle event for domain `name`, already carried over to the event loop's thread."""
+
+    name: str
+    kind: DomainEventKind
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class DomainView:
+    """One domain as listed: its name, whether it runs, our tag (None if untagged), its MACs."""
+
+    name: str
+    active: bool
+    tag: VmTag | None
+    macs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Template:
+    """The template domain's inactive XML and the volumes behind its writable disks."""
+
+    name: str
+    xml: str
+    sources: Mapping[str, SourceVolume]
+
+
+AddressSource = Literal["lease", "agent"]
+EventSink = Callable[[DomainEvent], None]
+
+
+class Hypervisor(Protocol):
+    """What the provisioner asks of libvirt."""
+
+    def open(self, on_event: EventSink) -> None:
+        """Connect (again) and deliver lifecycle events to `on_event` on the caller's loop."""
+
+    def close(self) -> None: ...
+
+    def describe(self) -> str:
+        """The connection URI, for messages."""
+
+    def template(self, name: str) -> Template:
+        """Raise TemplateMissing when the template or one of its disk volumes is absent."""
+
+    def define(self, xml: str) -> None: ...
+
+    def create_volume(self, plan: VolumePlan) -> str:
+        """Create the volume and return its path."""
+
+    def start(self, name: str) -> None: ...
+
+    def stop(self, name: str) -> bool:
+        """Power off if running; False when the domain does not exist."""
+
+    def undefine(self, name: str) -> bool:
+        """Remove the definition; False when it does not exist."""
+
+    def delete_volume(self, path: str) -> bool:
+        """Delete a volume by path; False when it does not exist."""
+
+    def domains(self) -> list[DomainView]:
+        """Every domain on the connection (tags parsed; untagged ones have tag None)."""
+
+    def domain(self, name: str) -> DomainView | None: ...
+
+    def interface_addresses(self, name: str, source: AddressSource) -> Mapping[str, Any]:
+        """libvirt's `interfaceAddresses` answer; empty when nothing is known yet."""

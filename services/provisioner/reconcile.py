@@ -1,0 +1,77 @@
+"""Reconcile: compare what libvirt holds with what the provisioner believes, and decide.
+
+libvirt is the source of truth. A provisioner that crashed between define and start leaves a
+defined, never-started domain; one that restarted has forgotten running VMs; someone may have
+removed a domain by hand. This pure function turns one listing into actions; the glue runs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from services.provisioner.machine import VmEntry
+from services.provisioner.ports import DomainView
+from shared.contract.events import VmState
+
+HALF_MADE = (
+    "found defined but not running (a clone interrupted before it started, or a VM stopped "
+    "outside quicfleet); removed"
+)
+LEFTOVER = "still in libvirt after it failed or was destroyed; removed again"
+VANISHED = "its domain disappeared from libvirt (removed outside quicfleet)"
+_RUNNING_STATES = frozenset({VmState.BOOTING, VmState.READY, VmState.DRAINING})
+
+
+@dataclass(frozen=True)
+class Adopt:
+    """A running tagged domain we have no entry for: take it back and check readiness."""
+
+    view: DomainView
+
+
+@dataclass(frozen=True)
+class Remove:
+    """A tagged domain that cannot become ready: report it failed and tear it down."""
+
+    view: DomainView
+    reason: str
+
+
+@dataclass(frozen=True)
+class Forget:
+    """An entry whose domain is gone: report it failed, then destroyed."""
+
+    name: str
+    reason: str
+
+
+Action = Adopt | Remove | Forget
+
+
+def is_ours(view: DomainView, fleet: str, host: str) -> bool:
+    """Only domains tagged with our fleet id and host are ever touched."""
+    return view.tag is not None and view.tag.fleet == fleet and (view.tag.host in (None, host))
+
+
+def plan_reconcile(
+    views: Iterable[DomainView], entries: Mapping[str, VmEntry], busy: Iterable[str], fleet: str, host: str
+) -> list[Action]:
+    """Actions that bring our view in line with libvirt's; `busy` VMs (a task works on them) are left alone."""
+    skip = set(busy)
+    mine = {view.name: view for view in views if is_ours(view, fleet, host)}
+    actions: list[Action] = []
+    for name, view in sorted(mine.items()):
+        if name in skip:
+            continue
+        entry = entries.get(name)
+        if not view.active:
+            actions.append(Remove(view, HALF_MADE))
+        elif entry is None:
+            actions.append(Adopt(view))
+        elif entry.state not in _RUNNING_STATES:
+            actions.append(Remove(view, LEFTOVER))
+    for name, entry in sorted(entries.items()):
+        if name not in mine and name not in skip and entry.state in _RUNNING_STATES:
+            actions.append(Forget(name, VANISHED))
+    return actions

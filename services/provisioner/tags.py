@@ -1,0 +1,106 @@
+"""The tag each VM carries in its libvirt `<metadata>`: how a provisioner knows its own VMs.
+
+libvirt is the source of truth: after a crash or restart the provisioner rebuilds its view from
+these tags alone (fleet, request id, creation time, static address, volumes it made), and it
+never touches a domain whose tag names another fleet or that has no tag at all.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+NAMESPACE = "urn:quicfleet:vm:1"
+PREFIX = "qf"
+ROOT = "vm"
+
+
+@dataclass(frozen=True)
+class VmTag:
+    """What a VM's metadata says about it."""
+
+    fleet: str
+    request_id: str | None
+    created_at: datetime
+    host: str | None = None
+    address: str | None = None
+    volumes: tuple[str, ...] = field(default=())
+
+
+def tag_element(tag: VmTag) -> ET.Element:
+    """The `<qf:vm>` element (namespaced, so it cannot clash with other tools' metadata)."""
+    root = ET.Element(f"{{{NAMESPACE}}}{ROOT}")
+    _child(root, "fleet", tag.fleet)
+    _child(root, "request", tag.request_id)
+    _child(root, "created", tag.created_at.astimezone(UTC).isoformat())
+    _child(root, "host", tag.host)
+    _child(root, "address", tag.address)
+    for path in tag.volumes:
+        _child(root, "volume", path)
+    return root
+
+
+def _child(parent: ET.Element, name: str, text: str | None) -> None:
+    if text is not None:
+        ET.SubElement(parent, f"{{{NAMESPACE}}}{name}").text = text
+
+
+def tag_xml(tag: VmTag) -> str:
+    """The tag as the XML string `virDomainSetMetadata` takes (without the namespace on the root)."""
+    ET.register_namespace(PREFIX, NAMESPACE)
+    return ET.tostring(tag_element(tag), encoding="unicode")
+
+
+def parse_tag(text: str) -> VmTag | None:
+    """Read a tag from `virDomainGetMetadata` output or a whole domain XML; None if absent or bad.
+
+    libvirt returns the element with or without its namespace depending on how it was set,
+    so elements are matched by local name.
+    """
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return None
+    element = root if _local(root.tag) == ROOT else _find_in_metadata(root)
+    return None if element is None else _read(element)
+
+
+def _find_in_metadata(domain: ET.Element) -> ET.Element | None:
+    metadata = domain.find("metadata")
+    if metadata is None:
+        return None
+    return metadata.find(f"{{{NAMESPACE}}}{ROOT}")
+
+
+def _local(name: str) -> str:
+    return name.rsplit("}", 1)[-1]
+
+
+def _read(element: ET.Element) -> VmTag | None:
+    values: dict[str, list[str]] = {}
+    for child in element:
+        values.setdefault(_local(child.tag), []).append((child.text or "").strip())
+    fleet = _one(values, "fleet")
+    created = _parse_time(_one(values, "created"))
+    if not fleet or created is None:
+        return None
+    return VmTag(
+        fleet=fleet, request_id=_one(values, "request"), created_at=created, host=_one(values, "host"),
+        address=_one(values, "address"), volumes=tuple(values.get("volume", [])),
+    )
+
+
+def _one(values: dict[str, list[str]], key: str) -> str | None:
+    found = values.get(key)
+    return found[0] if found and found[0] else None
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

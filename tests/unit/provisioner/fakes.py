@@ -1,0 +1,95 @@
+"""A hand-written in-memory `Hypervisor` for unit tests (no libvirt, no threads of its own)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from services.provisioner.clone import SourceVolume, VolumePlan
+from services.provisioner.ports import (
+    AddressSource,
+    DomainView,
+    EventSink,
+    HypervisorError,
+    Template,
+    TemplateMissing,
+)
+from services.provisioner.tags import parse_tag
+
+TEMPLATE_XML = (Path(__file__).resolve().parents[2] / "fixtures" / "libvirt" / "template-domain.xml").read_text()
+DISK = "/fleet-pool/backend-template.qcow2"
+
+
+class FakeHypervisor:
+    """Domains and volumes in dicts; `fail_on` names a method that raises once called."""
+
+    def __init__(self, has_template: bool = True) -> None:
+        self.has_template = has_template
+        self.defined: dict[str, str] = {}
+        self.running: set[str] = set()
+        self.volumes: set[str] = {DISK}
+        self.fail_on: str | None = None
+        self.calls: list[str] = []
+
+    def _step(self, what: str) -> None:
+        self.calls.append(what)
+        if self.fail_on == what:
+            raise HypervisorError(f"{what} failed on purpose")
+
+    def open(self, on_event: EventSink) -> None:
+        self._step("open")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+    def describe(self) -> str:
+        return "fake:///"
+
+    def template(self, name: str) -> Template:
+        if not self.has_template:
+            raise TemplateMissing(f"template domain '{name}' does not exist on fake:///")
+        return Template(name, TEMPLATE_XML, {DISK: SourceVolume(DISK, "fleet-pool", "/fleet-pool", 1 << 26)})
+
+    def define(self, xml: str) -> None:
+        self._step("define")
+        tag = parse_tag(xml)
+        assert tag is not None
+        name = xml.split("<name>", 1)[1].split("</name>", 1)[0]
+        self.defined[name] = xml
+
+    def create_volume(self, plan: VolumePlan) -> str:
+        self._step("create_volume")
+        self.volumes.add(plan.path)
+        return plan.path
+
+    def start(self, name: str) -> None:
+        self._step("start")
+        self.running.add(name)
+
+    def stop(self, name: str) -> bool:
+        self.calls.append("stop")
+        self.running.discard(name)
+        return name in self.defined
+
+    def undefine(self, name: str) -> bool:
+        self.calls.append("undefine")
+        return self.defined.pop(name, None) is not None
+
+    def delete_volume(self, path: str) -> bool:
+        self.calls.append("delete_volume")
+        if path in self.volumes:
+            self.volumes.remove(path)
+            return True
+        return False
+
+    def domains(self) -> list[DomainView]:
+        return [view for name in self.defined if (view := self.domain(name)) is not None]
+
+    def domain(self, name: str) -> DomainView | None:
+        if name not in self.defined:
+            return None
+        return DomainView(name, name in self.running, parse_tag(self.defined[name]))
+
+    def interface_addresses(self, name: str, source: AddressSource) -> Mapping[str, Any]:
+        return {}

@@ -1,0 +1,127 @@
+"""plan_clone on the template fixture: what a clone must change, and what it must keep."""
+
+from __future__ import annotations
+
+import random
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from services.provisioner.clone import (
+    ClonePlan,
+    ClonePlanError,
+    SourceVolume,
+    interface_count,
+    plan_clone,
+    random_macs,
+    template_disk_paths,
+)
+from services.provisioner.tags import NAMESPACE, VmTag, parse_tag
+
+pytestmark = pytest.mark.unit
+
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "libvirt" / "template-domain.xml"
+TEMPLATE = FIXTURE.read_text()
+DISK = "/fleet-pool/backend-template.qcow2"
+SOURCES = {DISK: SourceVolume(DISK, "fleet-pool", "/fleet-pool", 64 * 2**20, "qcow2")}
+TAG = VmTag("fleet-a", "req-1", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "host-1", "10.0.0.5:443")
+MACS = ("52:54:00:00:00:01", "52:54:00:00:00:02")
+
+
+def _plan(mode: str = "linked") -> tuple[ClonePlan, ET.Element]:
+    plan = plan_clone(TEMPLATE, "qf-1234abcd", MACS, TAG, SOURCES, mode)  # type: ignore[arg-type]
+    return plan, ET.fromstring(plan.domain_xml)
+
+
+def test_clone_gets_new_name_and_no_uuid() -> None:
+    """The clone carries the new name, no <uuid>, no SMBIOS uuid entry and no title."""
+    domain = _plan()[1]
+    assert domain.findtext("name") == "qf-1234abcd"
+    assert domain.find("uuid") is None
+    assert domain.find("title") is None
+    entries = [e.get("name") for e in domain.findall("sysinfo/system/entry")]
+    assert entries == ["manufacturer"]
+
+
+def test_every_mac_is_replaced_and_tap_names_dropped() -> None:
+    """Each NIC gets the planned MAC (none of the template's survives) and loses its target dev."""
+    plan, domain = _plan()
+    macs = tuple(m.get("address") for m in domain.findall("devices/interface/mac"))
+    assert macs == MACS == plan.macs
+    assert "52:54:00:aa:bb:01" not in plan.domain_xml
+    assert domain.findall("devices/interface/target") == []
+
+
+def test_writable_disk_points_at_the_overlay_and_cdrom_is_shared() -> None:
+    """The writable disk moves to a qcow2 overlay in the template's pool; the read-only cdrom stays."""
+    plan, domain = _plan()
+    disk, cdrom = domain.findall("devices/disk")
+    assert disk.find("source").get("file") == "/fleet-pool/qf-1234abcd-vda.qcow2"  # type: ignore[union-attr]
+    assert disk.find("driver").get("type") == "qcow2"  # type: ignore[union-attr]
+    assert cdrom.find("source").get("file") == "/fleet-pool/seed.iso"  # type: ignore[union-attr]
+    (volume,) = plan.volumes
+    volume_xml = ET.fromstring(volume.xml)
+    assert volume_xml.findtext("backingStore/path") == DISK
+    assert volume_xml.findtext("capacity") == str(64 * 2**20)
+    assert (volume.pool, volume.path, volume.mode) == ("fleet-pool", "/fleet-pool/qf-1234abcd-vda.qcow2", "linked")
+
+
+def test_full_copy_plan_has_no_backing_store() -> None:
+    """In full mode the volume is a copy of the source (createXMLFrom), without a backing store."""
+    plan, _domain = _plan("full")
+    (volume,) = plan.volumes
+    assert ET.fromstring(volume.xml).find("backingStore") is None
+    assert volume.mode == "full" and volume.source == DISK
+
+
+def test_graphics_console_and_channel_paths_are_reset() -> None:
+    """VNC port, pty paths and the agent socket path are removed so libvirt picks fresh ones."""
+    domain = _plan()[1]
+    graphics = domain.find("devices/graphics")
+    assert graphics is not None and "port" not in graphics.attrib and graphics.get("autoport") == "yes"
+    for kind in ("serial", "console", "channel"):
+        device = domain.find(f"devices/{kind}")
+        assert device is not None and "tty" not in device.attrib
+        assert device.find("source") is None or "path" not in device.find("source").attrib  # type: ignore[union-attr]
+
+
+def test_metadata_tag_names_fleet_request_time_and_volumes() -> None:
+    """Our namespaced tag in <metadata> holds fleet, request id, created-at, host, address and volumes."""
+    plan, domain = _plan()
+    assert domain.find(f"metadata/{{{NAMESPACE}}}vm") is not None
+    tag = parse_tag(plan.domain_xml)
+    overlay = ("/fleet-pool/qf-1234abcd-vda.qcow2",)
+    assert tag == VmTag("fleet-a", "req-1", TAG.created_at, "host-1", "10.0.0.5:443", overlay)
+
+
+def test_disk_outside_a_pool_is_a_clear_error() -> None:
+    """A template disk that is no pool volume is refused with a message naming the disk."""
+    with pytest.raises(ClonePlanError, match=r"backend-template\.qcow2 is not a volume"):
+        plan_clone(TEMPLATE, "qf-x", MACS, TAG, {})
+
+
+def test_mac_count_must_match_interfaces() -> None:
+    """Giving fewer MACs than the template has NICs is refused."""
+    with pytest.raises(ClonePlanError, match="2 interface"):
+        plan_clone(TEMPLATE, "qf-x", MACS[:1], TAG, SOURCES)
+
+
+def test_bad_xml_is_a_clear_error() -> None:
+    """Unparsable template XML raises ClonePlanError, not an XML library exception."""
+    with pytest.raises(ClonePlanError, match="does not parse"):
+        plan_clone("<domain", "qf-x", (), TAG, {})
+
+
+def test_helpers_read_the_template() -> None:
+    """The disk and NIC helpers see one writable disk and two interfaces."""
+    assert template_disk_paths(TEMPLATE) == [DISK]
+    assert interface_count(TEMPLATE) == 2
+
+
+def test_random_macs_are_distinct_and_in_qemu_range() -> None:
+    """Generated MACs are unique and use QEMU's 52:54:00 prefix."""
+    macs = random_macs(50, random.Random(7))
+    assert len(set(macs)) == 50
+    assert all(m.startswith("52:54:00:") and len(m) == 17 for m in macs)

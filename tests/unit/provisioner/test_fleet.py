@@ -1,0 +1,116 @@
+"""Fleet command rules and clone execution over a hand-written fake hypervisor."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.provisioner.fleet import Fleet
+from services.provisioner.machine import VmEntry
+from services.provisioner.settings import ProvisionerSettings
+from shared.contract.base import ErrorCode
+from shared.contract.events import VmState
+from shared.contract.provisioning import CreateVm, DestroyVm
+from shared.errors import BusError
+from tests.support import wait_until
+from tests.unit.provisioner.fakes import DISK, FakeHypervisor
+
+pytestmark = pytest.mark.unit
+
+
+class Harness:
+    def __init__(self, hv: FakeHypervisor, ready: bool = True, **settings: object) -> None:
+        base: dict[str, object] = {"fleet_id": "f1", "host": "h1", "address_strategy": "static",
+                                   "static_addresses": "127.0.0.1:1,127.0.0.1:2", "boot_timeout_s": 0.5}
+        self.published: list[VmEntry] = []
+        self.ready = ready
+        self.fleet = Fleet(ProvisionerSettings(**(base | settings)), hv, self.probe, self.publish)  # type: ignore[arg-type]
+
+    async def probe(self, address: str) -> str | None:
+        return None if self.ready else f"nothing answers on {address}"
+
+    async def publish(self, entry: VmEntry) -> None:
+        self.published.append(entry)
+
+    def states(self, name: str) -> list[VmState]:
+        return [e.state for e in self.published if e.name == name]
+
+
+async def test_create_runs_define_volume_start_then_ready() -> None:
+    """A create defines, makes the overlay, starts, and publishes requested..ready with the address."""
+    hv = FakeHypervisor()
+    h = Harness(hv)
+    record = await h.fleet.create(CreateVm(request_id="r1", epoch=1))
+    await wait_until(lambda: VmState.READY in h.states(record.vm), timeout=5, what="ready")
+    assert h.states(record.vm) == [VmState.REQUESTED, VmState.CLONING, VmState.BOOTING, VmState.READY]
+    assert hv.calls[-3:] == ["define", "create_volume", "start"]
+    assert h.fleet.entries[record.vm].address == "127.0.0.1:1"
+
+
+async def test_failed_start_undoes_domain_and_volume() -> None:
+    """When start fails, the domain is undefined and the overlay deleted, then failed and destroyed go out."""
+    hv = FakeHypervisor()
+    hv.fail_on = "start"
+    h = Harness(hv)
+    record = await h.fleet.create(CreateVm(request_id="r1", epoch=1))
+    await wait_until(lambda: VmState.DESTROYED in h.states(record.vm), timeout=5, what="destroyed")
+    assert hv.defined == {} and hv.volumes == {DISK}
+    failed = next(e for e in h.published if e.state is VmState.FAILED)
+    assert "start failed on purpose" in (failed.reason or "")
+
+
+async def test_boot_deadline_fails_and_removes_the_vm() -> None:
+    """A VM that never answers HTTP/3 is failed with the last probe error and torn down."""
+    hv = FakeHypervisor()
+    h = Harness(hv, ready=False)
+    record = await h.fleet.create(CreateVm(request_id="r1", epoch=1))
+    await wait_until(lambda: VmState.DESTROYED in h.states(record.vm), timeout=5, what="destroyed")
+    failed = next(e for e in h.published if e.state is VmState.FAILED)
+    assert "not ready within 0.5 s" in (failed.reason or "") and "127.0.0.1:1" in (failed.reason or "")
+    assert hv.defined == {}
+
+
+async def test_repeated_request_id_and_stale_epoch() -> None:
+    """The same request id returns the same VM; an older epoch is a conflict and changes nothing."""
+    h = Harness(FakeHypervisor())
+    first = await h.fleet.create(CreateVm(request_id="r1", epoch=5))
+    again = await h.fleet.create(CreateVm(request_id="r1", epoch=5))
+    assert again.vm == first.vm
+    with pytest.raises(BusError) as caught:
+        await h.fleet.create(CreateVm(request_id="r2", epoch=4))
+    assert caught.value.code is ErrorCode.CONFLICT
+    assert len(h.fleet.entries) == 1
+    await h.fleet.stop()
+
+
+async def test_ceiling_and_static_pool_limit_creates() -> None:
+    """Past max_vms, or with every static address taken, a create is `unavailable`."""
+    h = Harness(FakeHypervisor(), max_vms=1)
+    await h.fleet.create(CreateVm(request_id="r1", epoch=1))
+    with pytest.raises(BusError, match="max_vms=1") as caught:
+        await h.fleet.create(CreateVm(request_id="r2", epoch=1))
+    assert caught.value.code is ErrorCode.UNAVAILABLE
+    h2 = Harness(FakeHypervisor(), static_addresses="127.0.0.1:1")
+    await h2.fleet.create(CreateVm(request_id="r1", epoch=1))
+    with pytest.raises(BusError, match="static addresses"):
+        await h2.fleet.create(CreateVm(request_id="r2", epoch=1))
+    await h.fleet.stop()
+    await h2.fleet.stop()
+
+
+async def test_missing_template_is_unavailable_naming_it() -> None:
+    """Without the template the reply is `unavailable` naming the template and the URI."""
+    h = Harness(FakeHypervisor(has_template=False))
+    with pytest.raises(BusError, match=r"backend-template.*fake:///") as caught:
+        await h.fleet.create(CreateVm(request_id="r1", epoch=1))
+    assert caught.value.code is ErrorCode.UNAVAILABLE
+
+
+async def test_destroy_mid_clone_cancels_and_cleans_up() -> None:
+    """A destroy that arrives while the VM boots cancels the work and leaves nothing in the hypervisor."""
+    hv = FakeHypervisor()
+    h = Harness(hv, ready=False, boot_timeout_s=60)
+    record = await h.fleet.create(CreateVm(request_id="r1", epoch=1))
+    await wait_until(lambda: VmState.BOOTING in h.states(record.vm), timeout=5, what="booting")
+    result = await h.fleet.destroy(DestroyVm(vm=record.vm, request_id="d1", epoch=1))
+    assert result.state is VmState.DESTROYED
+    assert hv.defined == {} and hv.volumes == {DISK} and h.fleet.tasks == {}
