@@ -203,7 +203,7 @@ class Fleet:
         if entry is None or reason is None or event.name in self.removing:
             return
         if entry.state in {VmState.BOOTING, VmState.READY, VmState.DRAINING}:
-            log.warning("vm.lost", vm=event.name, event=event.kind.value, detail=event.detail)
+            log.warning("vm.lost", vm=event.name, kind=event.kind.value, detail=event.detail)
             await self._quietly(self.remove(event.name, reason))
 
     async def reconcile(self) -> None:

@@ -8,6 +8,7 @@ are disabled; it blocks, so the probe runs in a thread.
 from __future__ import annotations
 
 import asyncio
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,11 @@ class ReadinessProbe:
     verify_tls: bool = False
     ca_file: Path | None = None
     timeout_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.verify is False:
+            # verification is off on purpose (self-signed template): one warning per probe is noise
+            warnings.filterwarnings("ignore", message="Unverified HTTPS request")
 
     @property
     def verify(self) -> bool | str:

@@ -99,7 +99,11 @@ class ProvisionerService(BusService):
         while True:
             event = await self._events.get()
             structlog.contextvars.clear_contextvars()
-            await self.fleet.on_domain_event(event)
+            structlog.contextvars.bind_contextvars(vm=event.name, libvirt_event=event.kind.value)
+            try:
+                await self.fleet.on_domain_event(event)
+            except Exception:  # one bad event must not stop event handling
+                log.exception("libvirt.event_failed")
 
     async def _reconcile_loop(self) -> None:
         while True:

@@ -1,0 +1,102 @@
+"""libvirt as the source of truth: VMs lost behind our back, half-made clones, restarts."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta
+
+import libvirt
+import pytest
+
+from services.provisioner.bootstrap import bootstrap
+from services.provisioner.clone import SourceVolume, interface_count, plan_clone, random_macs
+from services.provisioner.reconcile import HALF_MADE
+from services.provisioner.tags import VmTag
+from shared.bus import Bus
+from shared.contract.events import VmState
+from shared.contract.provisioning import CreateVm, ListVms, VmList, VmRecord
+from shared.natsserver import NatsServer
+from tests.integration.provisioner.conftest import POOL, World
+from tests.integration.provisioner.helpers import VmEvents
+from tests.support import wait_until
+from tests.support.h3server import H3Backend
+
+pytestmark = pytest.mark.integration
+
+
+async def test_vm_destroyed_behind_our_back_is_reported_and_cleaned(
+    bus: Bus, nats_server: NatsServer, world: World, backends: list[H3Backend]
+) -> None:
+    """Powering a ready VM off through another libvirt connection gives failed (with why) then destroyed."""
+    events = await VmEvents().start(bus)
+    async with bootstrap(world.settings(nats_server, static_addresses=backends[0].address)):
+        record = await bus.request(bus.subjects.prov_create, CreateVm(request_id="r-1", epoch=1), VmRecord)
+        await events.wait_state(record.vm, VmState.READY)
+        world.conn.lookupByName(record.vm).destroy()
+        failed = await events.wait_state(record.vm, VmState.FAILED)
+        await events.wait_state(record.vm, VmState.DESTROYED)
+        listed = await bus.gather(bus.subjects.prov_list, ListVms(), VmList, window=0.5)
+    assert failed.reason is not None and "outside quicfleet" in failed.reason
+    assert not world.domain_exists(record.vm)
+    assert listed[0].vms == []
+
+
+def _half_made_clone(world: World, name: str) -> str:
+    """What a provisioner killed between define and start leaves: a defined, tagged clone and its overlay."""
+    template = world.conn.lookupByName(world.template).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    capacity = world.conn.storageVolLookupByPath(world.template_volume).info()[1]
+    sources = {world.template_volume: SourceVolume(world.template_volume, POOL, "/default-pool", capacity)}
+    created = datetime.now(UTC) - timedelta(minutes=5)
+    tag = VmTag(world.fleet_id, "r-crashed", created, world.host, "127.0.0.1:9")
+    plan = plan_clone(template, name, random_macs(interface_count(template)), tag, sources)
+    world.conn.defineXML(plan.domain_xml)
+    (volume,) = plan.volumes
+    world.conn.storagePoolLookupByName(POOL).createXML(volume.xml, 0)
+    return volume.path
+
+
+async def test_restart_after_crash_between_define_and_start_leaves_no_orphan(
+    bus: Bus, nats_server: NatsServer, world: World
+) -> None:
+    """At start, a tagged clone that was defined but never started is reported failed, then removed."""
+    overlay = _half_made_clone(world, "qf-halfmade")
+    events = await VmEvents().start(bus)
+    async with bootstrap(world.settings(nats_server)):
+        failed = await events.wait_state("qf-halfmade", VmState.FAILED)
+        await events.wait_state("qf-halfmade", VmState.DESTROYED)
+    assert failed.reason == HALF_MADE and failed.request_id == "r-crashed" and failed.host == world.host
+    assert not world.domain_exists("qf-halfmade") and not world.volume_exists(overlay)
+
+
+async def test_restarted_provisioner_rebuilds_its_fleet_from_libvirt(
+    bus: Bus, nats_server: NatsServer, world: World, backends: list[H3Backend]
+) -> None:
+    """A new provisioner adopts the running VM (same address, request id), republishes it ready and lists it."""
+    events = await VmEvents().start(bus)
+    settings = world.settings(nats_server, static_addresses=",".join(b.address for b in backends))
+    async with bootstrap(settings):
+        record = await bus.request(bus.subjects.prov_create, CreateVm(request_id="r-1", epoch=1), VmRecord)
+        await events.wait_state(record.vm, VmState.READY)
+    seen = len(events.events)
+    async with bootstrap(settings):
+        again = await events.wait(lambda e: e.vm == record.vm and e.state is VmState.READY
+                                  and events.events.index(e) >= seen)
+        listed = await bus.gather(bus.subjects.prov_list, ListVms(), VmList, window=0.5)
+        repeat = await bus.request(bus.subjects.prov_create, CreateVm(request_id="r-1", epoch=1), VmRecord)
+    assert again.address == backends[0].address and again.request_id == "r-1"
+    assert [(v.vm, v.state) for v in listed[0].vms] == [(record.vm, VmState.READY)]
+    assert repeat.vm == record.vm
+    assert [d.name() for d in world.ours()] == [record.vm]
+
+
+async def test_reconcile_period_republishes_every_live_vm(
+    bus: Bus, nats_server: NatsServer, world: World, backends: list[H3Backend]
+) -> None:
+    """Each reconcile announces the current state of every VM again (for subscribers that restarted)."""
+    events = await VmEvents().start(bus)
+    async with bootstrap(world.settings(nats_server, static_addresses=backends[0].address, reconcile_interval_s=0.2)):
+        record = await bus.request(bus.subjects.prov_create, CreateVm(request_id="r-1", epoch=1), VmRecord)
+        await events.wait_state(record.vm, VmState.READY)
+        await wait_until(lambda: events.states(record.vm).count(VmState.READY) >= 3, timeout=30, what="republish")
+    disk = ET.fromstring(world.ours()[0].XMLDesc(0)).find("devices/disk/source")
+    assert disk is not None and disk.get("file", "").startswith("/default-pool/qf-")
