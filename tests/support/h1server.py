@@ -88,7 +88,7 @@ class _Connection(asyncio.Protocol):
         """A chunked body sent in 64 KiB pieces, yielding between them."""
         transport = self.transport
         assert transport is not None
-        transport.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: application/octet-stream\r\n\r\n")
+        transport.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: application/x-test\r\n\r\n")
         sent = 0
         while sent < size:
             piece = min(65536, size - sent)
