@@ -35,6 +35,7 @@ class ProvisionerService(BusService):
         self.hv = hv
         self.fleet = Fleet(settings, hv, probe, self._publish)
         self._events: asyncio.Queue[DomainEvent] = asyncio.Queue()
+        self._reconciled = asyncio.Event()
 
     def endpoints(self) -> list[Endpoint]:
         subjects = self.subjects
@@ -50,6 +51,7 @@ class ProvisionerService(BusService):
         await self._connect(loop)
         await self._check_template()
         await self._reconcile()
+        self._reconciled.set()
         self.spawn(self._consume_events(), "libvirt-events")
         self.spawn(self._reconcile_loop(), "reconcile")
 
@@ -80,17 +82,24 @@ class ProvisionerService(BusService):
     async def _publish(self, entry: VmEntry) -> None:
         await self.bus.publish(self.subjects.vm(entry.state), to_event(entry, self.settings.host))
 
+    async def _after_first_reconcile(self) -> None:
+        """Commands wait for the start-up reconcile, so request ids already in libvirt are known."""
+        await self._reconciled.wait()
+
     async def _create(self, command: CreateVm) -> VmRecord:
         structlog.contextvars.bind_contextvars(vm_request=command.request_id, epoch=command.epoch)
+        await self._after_first_reconcile()
         record = await self.fleet.create(command)
         structlog.contextvars.bind_contextvars(vm=record.vm, state=record.state.value)
         return record
 
     async def _destroy(self, command: DestroyVm) -> VmRecord:
         structlog.contextvars.bind_contextvars(vm=command.vm, vm_request=command.request_id, epoch=command.epoch)
+        await self._after_first_reconcile()
         return await self.fleet.destroy(command)
 
     async def _list(self, _command: ListVms) -> VmList:
+        await self._after_first_reconcile()
         result = self.fleet.records()
         structlog.contextvars.bind_contextvars(vms=len(result.vms))
         return result
