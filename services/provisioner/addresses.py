@@ -70,9 +70,9 @@ def _parse_entry(raw: str, default_port: int) -> str:
     host, port = raw, default_port
     if raw.startswith("["):
         host, _, rest = raw[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else default_port
-        if rest and not rest.startswith(":"):
+        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
             raise ValueError(f"{raw!r} is not ip, ip:port or [ipv6]:port")
+        port = int(rest[1:]) if rest else default_port
     elif raw.count(":") == 1:
         host, _, port_text = raw.partition(":")
         if not port_text.isdigit():

@@ -56,7 +56,7 @@ class Fleet:
         self.entries: dict[str, VmEntry] = {}
         self.by_request: dict[str, str] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.removing: set[str] = set()
+        self.removing: dict[str, asyncio.Event] = {}
         self.epoch = 0
         self.slots = asyncio.Semaphore(settings.provisioner_max_in_flight)
         self.pool = parse_static_pool(settings.static_addresses, settings.backend_port)
@@ -107,15 +107,22 @@ class Fleet:
     async def create(self, command: CreateVm) -> VmRecord:
         """Accept a create: reply at once with the `requested` record; the clone runs in the background."""
         self.check_epoch(command.epoch)
-        known = self.by_request.get(command.request_id)
-        if known is not None:
-            return to_record(self.entries[known], self.settings.host)
+        if (known := self._known(command.request_id)) is not None:
+            return known
         self._check_room()
         template = await load_template(self.hv, self.settings.template)
+        # checked again: another create may have run while the template was read
+        if (known := self._known(command.request_id)) is not None:
+            return known
+        self._check_room()
         name = f"{self.settings.vm_prefix}{uuid.uuid4().hex[:8]}"
         await self.put(requested(name, command.request_id, self.clock(), self._static_address()))
         self._spawn(name, provision(self, name, template))
         return to_record(self.entries[name], self.settings.host)
+
+    def _known(self, request_id: str) -> VmRecord | None:
+        name = self.by_request.get(request_id)
+        return None if name is None else to_record(self.entries[name], self.settings.host)
 
     def _check_room(self) -> None:
         held = sum(1 for entry in self.entries.values() if entry.state in IN_LIBVIRT)
@@ -158,10 +165,16 @@ class Fleet:
 
     # --- removal -----------------------------------------------------------------------------
     async def remove(self, name: str, reason: str | None) -> None:
-        """Stop any work on the VM, publish `failed` when `reason` is given, tear down, publish `destroyed`."""
-        await self._cancel(name)
-        self.removing.add(name)
+        """Stop any work on the VM, publish `failed` when `reason` is given, tear down, publish `destroyed`.
+
+        A second removal of the same VM while one runs waits for the first instead of racing it.
+        """
+        if (running := self.removing.get(name)) is not None:
+            await running.wait()
+            return
+        done = self.removing[name] = asyncio.Event()
         try:
+            await self._cancel(name)
             if reason is not None:
                 await self.advance(name, VmState.FAILED, reason=reason)
             problems = await asyncio.to_thread(teardown, self.hv, name, self.entries[name].volumes)
@@ -169,7 +182,8 @@ class Fleet:
                 raise BusError(ErrorCode.UNAVAILABLE, f"could not fully remove {name}: " + "; ".join(problems))
             await self.advance(name, VmState.DESTROYED)
         finally:
-            self.removing.discard(name)
+            del self.removing[name]
+            done.set()
 
     async def _cancel(self, name: str) -> None:
         task = self.tasks.pop(name, None)
@@ -209,7 +223,8 @@ class Fleet:
     async def reconcile(self) -> None:
         """Bring the table in line with libvirt, then republish every live VM."""
         views = await _call(self.hv.domains)
-        actions = plan_reconcile(views, self.entries, self.tasks, self.settings.fleet_id, self.settings.host)
+        busy = set(self.tasks) | set(self.removing)
+        actions = plan_reconcile(views, self.entries, busy, self.settings.fleet_id, self.settings.host)
         for action in actions:
             await self._quietly(self._apply(action))
         await self.republish()

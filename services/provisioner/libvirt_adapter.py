@@ -134,7 +134,7 @@ class LibvirtHypervisor:
     @property
     def conn(self) -> libvirt.virConnect:
         with self._lock:
-            if self._conn is None or self._broken:
+            if self._conn is None or self._broken or not _alive(self._conn):
                 self._reopen()
             assert self._conn is not None
             return self._conn
@@ -166,7 +166,7 @@ class LibvirtHypervisor:
         pool = volume.storagePoolLookupByVolume()
         pool_dir = ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or ""
         fmt = ET.fromstring(volume.XMLDesc(0)).find("target/format")
-        return SourceVolume(path, pool.name(), pool_dir, volume.info()[1], fmt.get("type", "raw") if fmt else "raw")
+        return SourceVolume(path, pool.name(), pool_dir, volume.info()[1], fmt.get("type", "raw") if fmt is not None else "raw")
 
     def define(self, xml: str) -> None:
         with _errors("defining the clone"):
@@ -243,6 +243,14 @@ class LibvirtHypervisor:
         except libvirt.libvirtError as error:
             log.debug("libvirt.no_addresses_yet", vm=name, source=source, error=_message(error))
             return {}
+
+
+def _alive(conn: libvirt.virConnect) -> bool:
+    """A local check (no round trip): False once the remote side has gone away."""
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
 
 
 def _tag_of(dom: libvirt.virDomain) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from services.provisioner.fleet import Fleet
@@ -114,3 +116,26 @@ async def test_destroy_mid_clone_cancels_and_cleans_up() -> None:
     result = await h.fleet.destroy(DestroyVm(vm=record.vm, request_id="d1", epoch=1))
     assert result.state is VmState.DESTROYED
     assert hv.defined == {} and hv.volumes == {DISK} and h.fleet.tasks == {}
+
+
+async def test_concurrent_creates_with_one_request_id_make_one_vm() -> None:
+    """Creates racing with the same request id (while the template is read) all get the same VM."""
+    hv = FakeHypervisor()
+    h = Harness(hv)
+    records = await asyncio.gather(*(h.fleet.create(CreateVm(request_id="r1", epoch=1)) for _ in range(5)))
+    assert {r.vm for r in records} == {records[0].vm}
+    await wait_until(lambda: VmState.READY in h.states(records[0].vm), timeout=5, what="ready")
+    assert list(hv.defined) == [records[0].vm]
+
+
+async def test_concurrent_destroys_tear_down_once() -> None:
+    """Two destroys of one VM at once both answer destroyed, and destroyed is published once."""
+    hv = FakeHypervisor()
+    h = Harness(hv)
+    record = await h.fleet.create(CreateVm(request_id="r1", epoch=1))
+    await wait_until(lambda: VmState.READY in h.states(record.vm), timeout=5, what="ready")
+    command = DestroyVm(vm=record.vm, request_id="d1", epoch=1)
+    results = await asyncio.gather(h.fleet.destroy(command), h.fleet.destroy(command))
+    assert [r.state for r in results] == [VmState.DESTROYED, VmState.DESTROYED]
+    assert h.states(record.vm).count(VmState.DESTROYED) == 1
+    assert hv.calls.count("undefine") == 1
