@@ -166,7 +166,8 @@ class LibvirtHypervisor:
         pool = volume.storagePoolLookupByVolume()
         pool_dir = ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or ""
         fmt = ET.fromstring(volume.XMLDesc(0)).find("target/format")
-        return SourceVolume(path, pool.name(), pool_dir, volume.info()[1], fmt.get("type", "raw") if fmt is not None else "raw")
+        kind = fmt.get("type", "raw") if fmt is not None else "raw"
+        return SourceVolume(path, pool.name(), pool_dir, volume.info()[1], kind)
 
     def define(self, xml: str) -> None:
         with _errors("defining the clone"):

@@ -44,7 +44,10 @@ def test_static_pool_parses_and_defaults_the_port() -> None:
     assert pool == ("127.0.0.1:443", "127.0.0.2:8443", "[::1]:9000", "[::2]:443")
 
 
-@pytest.mark.parametrize("bad", ["example.com", "1.2.3.4:http", "1.2.3.4:70000", "1.2.3.4,1.2.3.4", "[::1]:x", "[::1]x"])
+BAD_POOLS = ["example.com", "1.2.3.4:http", "1.2.3.4:70000", "1.2.3.4,1.2.3.4", "[::1]:x", "[::1]x"]
+
+
+@pytest.mark.parametrize("bad", BAD_POOLS)
 def test_bad_static_pool_entries_are_refused(bad: str) -> None:
     """Names, bad ports and duplicates are ValueErrors (a settings error at start)."""
     with pytest.raises(ValueError):
