@@ -23,7 +23,7 @@ from services.provisioner.ports import DomainEvent, DomainEventKind, DomainView,
 from services.provisioner.reconcile import Adopt, Forget, Remove, is_ours, plan_reconcile
 from services.provisioner.settings import ProvisionerSettings
 from shared.contract.base import ErrorCode, utcnow
-from shared.contract.events import LIVE_STATES, VmState
+from shared.contract.events import LIVE_STATES, VmState, VmStateChanged
 from shared.contract.provisioning import CreateVm, DestroyVm, VmList, VmRecord
 from shared.errors import BusError
 
@@ -208,6 +208,14 @@ class Fleet:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def note_draining(self, event: VmStateChanged) -> None:
+        """The scaler announced a drain: remember it, so republishing never calls the VM ready again."""
+        entry = self.entries.get(event.vm)
+        if entry is None or event.host not in (None, self.settings.host) or not can_become(entry, VmState.DRAINING):
+            return
+        self.entries[event.vm] = transition(entry, VmState.DRAINING, self.clock(), reason=event.reason)
+        log.info("vm.draining_noted", vm=event.vm, request_id=event.request_id)
 
     # --- libvirt events and reconcile ----------------------------------------------------------
     async def on_domain_event(self, event: DomainEvent) -> None:

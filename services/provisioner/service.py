@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 
 import structlog
+from nats.aio.msg import Msg
 
 from services.provisioner.fleet import Fleet, Probe
 from services.provisioner.machine import VmEntry, to_event
 from services.provisioner.ports import DomainEvent, Hypervisor, HypervisorError, TemplateMissing
 from services.provisioner.settings import ProvisionerSettings
 from shared.bus import Bus
+from shared.contract.events import VmState, VmStateChanged
 from shared.contract.provisioning import CreateVm, DestroyVm, ListVms, VmList, VmRecord
 from shared.endpoints import Endpoint
 from shared.runtime import BusService
@@ -52,6 +54,7 @@ class ProvisionerService(BusService):
         await self._check_template()
         await self._reconcile()
         self._reconciled.set()
+        await self.bus.subscribe(self.subjects.vm(VmState.DRAINING), VmStateChanged, self._on_draining)
         self.spawn(self._consume_events(), "libvirt-events")
         self.spawn(self._reconcile_loop(), "reconcile")
 
@@ -103,6 +106,9 @@ class ProvisionerService(BusService):
         result = self.fleet.records()
         structlog.contextvars.bind_contextvars(vms=len(result.vms))
         return result
+
+    async def _on_draining(self, event: VmStateChanged, _msg: Msg) -> None:
+        self.fleet.note_draining(event)
 
     async def _consume_events(self) -> None:
         while True:

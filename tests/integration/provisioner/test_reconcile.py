@@ -13,7 +13,7 @@ from services.provisioner.clone import SourceVolume, interface_count, plan_clone
 from services.provisioner.reconcile import HALF_MADE
 from services.provisioner.tags import VmTag
 from shared.bus import Bus
-from shared.contract.events import VmState
+from shared.contract.events import VmState, VmStateChanged
 from shared.contract.provisioning import CreateVm, ListVms, VmList, VmRecord
 from shared.natsserver import NatsServer
 from tests.integration.provisioner.conftest import POOL, World
@@ -100,3 +100,25 @@ async def test_reconcile_period_republishes_every_live_vm(
         await wait_until(lambda: events.states(record.vm).count(VmState.READY) >= 3, timeout=30, what="republish")
     disk = ET.fromstring(world.ours()[0].XMLDesc(0)).find("devices/disk/source")
     assert disk is not None and disk.get("file", "").startswith("/default-pool/qf-")
+
+
+async def test_drain_announced_by_the_scaler_is_kept_in_lists_and_republishes(
+    bus: Bus, nats_server: NatsServer, world: World, backends: list[H3Backend]
+) -> None:
+    """After the scaler's `fleet.vm.draining`, the VM is listed as draining and never republished as ready."""
+    events = await VmEvents().start(bus)
+    async with bootstrap(world.settings(nats_server, static_addresses=backends[0].address, reconcile_interval_s=0.3)):
+        record = await bus.request(bus.subjects.prov_create, CreateVm(request_id="r-1", epoch=1), VmRecord)
+        await events.wait_state(record.vm, VmState.READY)
+        drain = VmStateChanged(vm=record.vm, state=VmState.DRAINING, host=world.host, reason="scale-in")
+        await bus.publish(bus.subjects.vm(VmState.DRAINING), drain)
+
+        async def listed_draining() -> bool:
+            listed = await bus.gather(bus.subjects.prov_list, ListVms(), VmList, window=0.3)
+            return bool(listed) and [v.state for v in listed[0].vms] == [VmState.DRAINING]
+
+        await wait_until(listed_draining, timeout=20, what="draining in the list")
+        seen = len(events.events)
+        await wait_until(lambda: events.states(record.vm)[seen:].count(VmState.DRAINING) >= 2, timeout=20,
+                         what="draining republished")
+    assert VmState.READY not in events.states(record.vm)[seen:]
