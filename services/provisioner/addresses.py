@@ -54,6 +54,16 @@ def _usable(addrs: Iterable[Any]) -> list[ipaddress.IPv4Address | ipaddress.IPv6
     return result
 
 
+def leases_as_interfaces(leases: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """A network's `DHCPLeases()` list in `interfaceAddresses`' shape, so one picker reads both."""
+    shaped: dict[str, Any] = {}
+    for index, lease in enumerate(leases):
+        if isinstance(lease, Mapping) and lease.get("mac") and lease.get("ipaddr"):
+            address = {"addr": lease["ipaddr"], "prefix": lease.get("prefix"), "type": lease.get("type")}
+            shaped[f"lease{index}"] = {"hwaddr": lease["mac"], "addrs": [address]}
+    return shaped
+
+
 def parse_static_pool(text: str, default_port: int) -> tuple[str, ...]:
     """`"10.0.0.5, 10.0.0.6:8443, [::1]:443"` -> normalised `host:port` entries; ValueError if bad."""
     pool: list[str] = []

@@ -15,7 +15,7 @@ def bootstrap(
     settings: ProvisionerSettings, bus: Bus | None = None, hv: Hypervisor | None = None, probe: Probe | None = None
 ) -> ProvisionerService:
     """Build the provisioner service; nothing connects until it is entered."""
-    hypervisor = hv or LibvirtHypervisor(settings.libvirt_uri)
+    hypervisor = hv or LibvirtHypervisor(settings.libvirt_uri, settings.network)
     readiness = probe or ReadinessProbe(
         path=settings.ready_path, verify_tls=settings.ready_verify_tls, ca_file=settings.ready_ca_file,
         timeout_s=settings.ready_timeout_s,

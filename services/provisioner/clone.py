@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from services.provisioner.tags import VmTag, tag_element
+from services.provisioner.tags import NAMESPACE, VmTag, tag_element
 
 CloneMode = Literal["linked", "full"]
 _PATHED = ("serial", "console", "parallel", "channel")
@@ -215,7 +215,8 @@ def _set_tag(domain: ET.Element, tag: VmTag) -> None:
     if metadata is None:
         metadata = ET.Element("metadata")
         domain.insert(_after_header(domain), metadata)
-    for old in [child for child in metadata if child.tag == tag_element(tag).tag]:
+    # libvirt keeps one metadata element per namespace: the template's own (<qf:template>) goes
+    for old in [child for child in metadata if child.tag.startswith(f"{{{NAMESPACE}}}")]:
         metadata.remove(old)
     metadata.append(tag_element(tag))
 

@@ -19,9 +19,10 @@ from services.provisioner.addresses import free_static, parse_static_pool
 from services.provisioner.boot import load_template, provision, watch_ready
 from services.provisioner.execute import teardown
 from services.provisioner.machine import IN_LIBVIRT, VmEntry, adopted, can_become, requested, to_record, transition
-from services.provisioner.ports import DomainEvent, DomainEventKind, DomainView, Hypervisor, HypervisorError
+from services.provisioner.ports import DomainEvent, DomainEventKind, DomainView, Hypervisor, HypervisorError, Template
 from services.provisioner.reconcile import Adopt, Forget, Remove, is_ours, plan_reconcile
 from services.provisioner.settings import ProvisionerSettings
+from services.provisioner.tags import template_addresses
 from shared.contract.base import ErrorCode, utcnow
 from shared.contract.events import LIVE_STATES, VmState, VmStateChanged
 from shared.contract.provisioning import CreateVm, DestroyVm, VmList, VmRecord
@@ -116,7 +117,7 @@ class Fleet:
             return known
         self._check_room()
         name = f"{self.settings.vm_prefix}{uuid.uuid4().hex[:8]}"
-        await self.put(requested(name, command.request_id, self.clock(), self._static_address()))
+        await self.put(requested(name, command.request_id, self.clock(), self._static_address(template)))
         self._spawn(name, provision(self, name, template))
         return to_record(self.entries[name], self.settings.host)
 
@@ -132,13 +133,15 @@ class Fleet:
                 f"host {self.settings.host} already holds {held} VM(s), its ceiling (max_vms={self.settings.max_vms})",
             )
 
-    def _static_address(self) -> str | None:
+    def _static_address(self, template: Template) -> str | None:
+        """Next free address of the setting's pool, or else of the template's metadata pool."""
         if self.settings.address_strategy != "static":
             return None
+        pool = self.pool or _template_pool(template, self.settings.backend_port)
         used = [e.address for e in self.entries.values() if e.state in IN_LIBVIRT]
-        address = free_static(self.pool, used)
+        address = free_static(pool, used)
         if address is None:
-            raise BusError(ErrorCode.UNAVAILABLE, f"all {len(self.pool)} static addresses are in use")
+            raise BusError(ErrorCode.UNAVAILABLE, f"all {len(pool)} static addresses are in use")
         return address
 
     async def destroy(self, command: DestroyVm) -> VmRecord:
@@ -263,6 +266,13 @@ class Fleet:
             await work
         except (BusError, HypervisorError) as error:
             log.error("vm.cleanup_failed", error=getattr(error, "message", str(error)))
+
+
+def _template_pool(template: Template, port: int) -> tuple[str, ...]:
+    try:
+        return parse_static_pool(template_addresses(template.xml), port)
+    except ValueError as error:
+        raise BusError(ErrorCode.UNAVAILABLE, f"template {template.name} has bad static addresses: {error}") from None
 
 
 async def _call(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -17,6 +17,7 @@ from typing import Any
 import libvirt
 import structlog
 
+from services.provisioner.addresses import leases_as_interfaces
 from services.provisioner.clone import SourceVolume, VolumePlan, template_disk_paths
 from services.provisioner.ports import (
     AddressSource,
@@ -66,8 +67,9 @@ def _run_events() -> None:
 class LibvirtHypervisor:
     """A libvirt connection for one URI; thread-safe (libvirt connections are)."""
 
-    def __init__(self, uri: str, keepalive_s: int = 5) -> None:
+    def __init__(self, uri: str, network: str = "default", keepalive_s: int = 5) -> None:
         self.uri = uri
+        self.network = network
         self.keepalive_s = keepalive_s
         self._conn: libvirt.virConnect | None = None
         self._broken = False
@@ -239,11 +241,22 @@ class LibvirtHypervisor:
         dom = self._lookup(name)
         if dom is None:
             raise HypervisorError(f"domain {name} no longer exists")
+        found = self._network_leases() if source == "lease" else {}
         try:
-            return dom.interfaceAddresses(_SOURCES[source], 0) or {}
+            return found | (dom.interfaceAddresses(_SOURCES[source], 0) or {})
         except libvirt.libvirtError as error:
             log.debug("libvirt.no_addresses_yet", vm=name, source=source, error=_message(error))
+            return found
+
+
+    def _network_leases(self) -> dict[str, Any]:
+        """Leases of the configured network (empty when the driver cannot tell, like the test driver)."""
+        try:
+            leases = self.conn.networkLookupByName(self.network).DHCPLeases()
+        except libvirt.libvirtError as error:
+            log.debug("libvirt.no_network_leases", network=self.network, error=_message(error))
             return {}
+        return leases_as_interfaces(leases or [])
 
 
 def _alive(conn: libvirt.virConnect) -> bool:

@@ -66,6 +66,20 @@ def parse_tag(text: str) -> VmTag | None:
     return None if element is None else _read(element)
 
 
+def template_addresses(template_xml: str) -> str:
+    """The template's own static address list: `<qf:template><qf:addresses>a, b</qf:addresses>` in metadata.
+
+    Lets a template ship the addresses its clones may use (static strategy) when the
+    provisioner's `static_addresses` setting is empty. Empty string when absent.
+    """
+    try:
+        root = ET.fromstring(template_xml)
+    except ET.ParseError:
+        return ""
+    found = root.findtext(f"metadata/{{{NAMESPACE}}}template/{{{NAMESPACE}}}addresses")
+    return (found or "").strip()
+
+
 def _find_in_metadata(domain: ET.Element) -> ET.Element | None:
     metadata = domain.find("metadata")
     if metadata is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+import libvirt
 import pytest
 
 from services.provisioner.bootstrap import bootstrap
@@ -134,3 +135,18 @@ async def test_missing_template_is_logged_and_answered_unavailable(
     assert caught.value.code is ErrorCode.UNAVAILABLE
     assert "no-such-template" in caught.value.message and "test:///default" in caught.value.message
     assert len(listed) == 1
+
+
+async def test_static_addresses_can_come_from_the_template_metadata(
+    bus: Bus, nats_server: NatsServer, world: World, backends: list[H3Backend]
+) -> None:
+    """With no static_addresses setting, the pool in the template's <qf:template> metadata is used."""
+    template = world.conn.lookupByName(world.template)
+    template.setMetadata(2, f"<template><addresses>{backends[1].address}</addresses></template>", "qf", NAMESPACE,
+                         libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    events = await VmEvents().start(bus)
+    async with bootstrap(world.settings(nats_server)):
+        record = await bus.request(bus.subjects.prov_create, CreateVm(request_id="r-1", epoch=1), VmRecord)
+        ready = await events.wait_state(record.vm, VmState.READY)
+    assert record.address == ready.address == backends[1].address
+    assert backends[1].requests >= 1

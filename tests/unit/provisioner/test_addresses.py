@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.provisioner.addresses import free_static, parse_static_pool, pick_address
+from services.provisioner.addresses import free_static, leases_as_interfaces, parse_static_pool, pick_address
 
 pytestmark = pytest.mark.unit
 
@@ -59,3 +59,10 @@ def test_free_static_skips_used_addresses() -> None:
     pool = ("10.0.0.1:443", "10.0.0.2:443")
     assert free_static(pool, ["10.0.0.1:443", None]) == "10.0.0.2:443"
     assert free_static(pool, pool) is None
+
+
+def test_network_leases_are_read_like_interface_addresses() -> None:
+    """A network's DHCP leases go through the same MAC-checked picker; incomplete leases are skipped."""
+    leases = [{"mac": "52:54:00:ff:ff:ff", "ipaddr": "10.0.0.7"}, {"mac": MAC, "ipaddr": "10.0.0.8", "prefix": 24},
+              {"mac": MAC}, "junk"]
+    assert pick_address(leases_as_interfaces(leases), [MAC], 443) == "10.0.0.8:443"  # type: ignore[arg-type]

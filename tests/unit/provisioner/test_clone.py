@@ -18,7 +18,7 @@ from services.provisioner.clone import (
     random_macs,
     template_disk_paths,
 )
-from services.provisioner.tags import NAMESPACE, VmTag, parse_tag
+from services.provisioner.tags import NAMESPACE, VmTag, parse_tag, template_addresses
 
 pytestmark = pytest.mark.unit
 
@@ -125,3 +125,17 @@ def test_random_macs_are_distinct_and_in_qemu_range() -> None:
     macs = random_macs(50, random.Random(7))
     assert len(set(macs)) == 50
     assert all(m.startswith("52:54:00:") and len(m) == 17 for m in macs)
+
+
+def test_template_metadata_in_our_namespace_is_replaced_by_the_tag() -> None:
+    """The template's own <qf:template> entry is read for static addresses and not copied into clones."""
+    template = TEMPLATE.replace(
+        "<memory unit='MiB'>256</memory>",
+        f"<metadata><qf:template xmlns:qf='{NAMESPACE}'><qf:addresses>10.9.0.1, 10.9.0.2</qf:addresses>"
+        "</qf:template><other xmlns='urn:someone:else'/></metadata><memory unit='MiB'>256</memory>",
+    )
+    assert template_addresses(template) == "10.9.0.1, 10.9.0.2"
+    metadata = ET.fromstring(plan_clone(template, "qf-x", MACS, TAG, SOURCES).domain_xml).find("metadata")
+    assert metadata is not None
+    assert [child.tag for child in metadata] == ["{urn:someone:else}other", f"{{{NAMESPACE}}}vm"]
+    assert template_addresses(TEMPLATE) == ""
