@@ -1,0 +1,269 @@
+"""The `quicfleet` command line: typer commands that parse arguments, call a flow, print.
+
+All fleet commands talk only NATS; `up`, `serve` and `template build` run local processes.
+Failures print one line on stderr and exit non-zero (1: refused or not reached, 2: bad usage
+or settings, 3: NATS or the answering service unreachable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import subprocess
+import sys
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+
+from shared.cli import flows, render
+from shared.cli.client import CliError, session
+from shared.cli.health import SERVICES, run_health
+from shared.cli.progress import FleetTracker
+from shared.contract.base import utcnow
+from shared.settings import ServiceSettings, describe_settings_error
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[2]
+
+app = typer.Typer(name="quicfleet", help="Operate a quicfleet: an elastic HTTP/3 load balancer for KVM hosts.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+policy_app = typer.Typer(help="Show or change the autoscaling policy.", no_args_is_help=True)
+template_app = typer.Typer(help="Build the backend VM template.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(template_app, name="template")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Global options, from the command line and QUICFLEET_* variables."""
+
+    json: bool
+    timeout: float
+    settings: ServiceSettings
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    err.print(f"quicfleet: {message}", style="red", markup=False)
+    return typer.Exit(code)
+
+
+def execute(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one command's coroutine; CliError becomes its one line and exit code."""
+    try:
+        return asyncio.run(coro)
+    except CliError as error:
+        raise fail(error.message, error.code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def emit(options: Options, data: BaseModel | dict[str, Any], view: Any = None) -> None:
+    """Print a result: JSON for scripts, else the rich view (or the JSON pretty-printed)."""
+    if options.json:
+        sys.stdout.write(json.dumps(render.as_json(data)) + "\n")
+    elif view is not None:
+        out.print(view)
+    else:
+        out.print_json(json.dumps(render.as_json(data)))
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for NATS and for each reply.", min=0.1)] = 5.0,
+    nats_url: Annotated[str | None, typer.Option(help="NATS URL (default $QUICFLEET_NATS_URL).")] = None,
+) -> None:
+    overrides = {"nats_url": nats_url} if nats_url else {}
+    try:
+        settings = ServiceSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise fail(describe_settings_error(error), 2) from None
+    ctx.obj = Options(as_json, timeout, settings)
+
+
+async def _with_bus(options: Options, call: Any) -> Any:
+    async with session(options.settings, options.timeout) as bus:
+        return await call(bus)
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """Desired against actual fleet size, every VM (state, address, load, age) and the balancers."""
+    options: Options = ctx.obj
+    result = execute(_with_bus(options, lambda bus: flows.status(bus, options.timeout)))
+    emit(options, result, render.status_view(result, utcnow()))
+
+
+@app.command()
+def scale(
+    ctx: typer.Context,
+    replicas: Annotated[int, typer.Argument(help="Desired number of VMs.", min=0)],
+    wait: Annotated[bool, typer.Option(help="Follow progress until the fleet is there.")] = True,
+    wait_timeout: Annotated[float, typer.Option(help="Seconds to wait for the fleet.", min=1)] = 300.0,
+    max_failures: Annotated[int, typer.Option(help="Give up after this many failed VMs.", min=1)] = 3,
+) -> None:
+    """Set the desired fleet size and show progress until N VMs are ready (or it fails, or times out)."""
+    options: Options = ctx.obj
+    if not wait:
+        result = execute(_with_bus(options, lambda bus: flows.ask_scale(bus, replicas, options.timeout)))
+        emit(options, result, f"desired size set to {result.desired}")
+        return
+    shown = _ProgressPrinter(quiet=options.json)
+    desired, tracker = execute(_with_bus(options, lambda bus: flows.scale(
+        bus, replicas, options.timeout, wait_timeout, shown, max_failures)))
+    emit(options, {"desired": desired.desired, "reached": True, "summary": tracker.summary()},
+         f"[green]fleet at {replicas}:[/green] {tracker.summary()}")
+
+
+class _ProgressPrinter:
+    """Prints the progress line each time it changes (a scroll of steps, readable in CI logs too)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.last = ""
+
+    def __call__(self, tracker: FleetTracker) -> None:
+        line = tracker.summary()
+        if not self.quiet and line != self.last:
+            err.print(f"  {utcnow():%H:%M:%S} {line}", markup=False)
+        self.last = line
+
+
+@app.command()
+def drain(ctx: typer.Context, vm: Annotated[str, typer.Argument(help="Name of the VM to drain and remove.")]) -> None:
+    """Stop routing to a VM, let its requests finish, then remove it."""
+    options: Options = ctx.obj
+    result = execute(_with_bus(options, lambda bus: flows.drain(bus, vm, options.timeout)))
+    emit(options, result, f"draining {vm}")
+
+
+@policy_app.command("show")
+def policy_show(ctx: typer.Context) -> None:
+    """Show the autoscaling policy in force."""
+    options: Options = ctx.obj
+    result = execute(_with_bus(options, lambda bus: flows.status(bus, options.timeout)))
+    emit(options, result.policy, render.policy_table(result.policy))
+
+
+@policy_app.command("set")
+def policy_set(
+    ctx: typer.Context,
+    pairs: Annotated[list[str], typer.Argument(help="key=value pairs, e.g. target=5 max_replicas=4.")],
+) -> None:
+    """Change policy fields (values are checked here, then by the scaler); shows the whole new policy."""
+    options: Options = ctx.obj
+    from shared.cli.policyargs import parse_patch
+
+    try:
+        patch = parse_patch(pairs)
+    except ValueError as error:
+        raise fail(str(error), 2) from None
+    result = execute(_with_bus(options, lambda bus: flows.set_policy(bus, patch, options.timeout)))
+    emit(options, result, render.policy_table(result))
+
+
+@app.command()
+def watch(
+    ctx: typer.Context,
+    load: Annotated[bool, typer.Option(help="Include the per-second fleet.load snapshots.")] = True,
+    count: Annotated[int, typer.Option(help="Stop after this many events (0: never).", min=0)] = 0,
+    duration: Annotated[float, typer.Option("--for", help="Stop after this many seconds (0: never).", min=0)] = 0,
+) -> None:
+    """Stream fleet.vm.*, fleet.scaler.decision and fleet.load as they happen (Ctrl-C to stop)."""
+    options: Options = ctx.obj
+    execute(_with_bus(options, lambda bus: _watch(bus, options, load, count, duration)))
+
+
+async def _watch(bus: Any, options: Options, load: bool, count: int, duration: float) -> None:
+    seen = 0
+    stream = flows.watch(bus, include_load=load)
+    if not options.json:
+        err.print(f"watching {bus.subjects.prefix}.vm.*, scaler.decision{', load' if load else ''}", style="dim")
+    try:
+        async with asyncio.timeout(duration or None):
+            async for subject, event in stream:
+                _show_event(options, subject, event)
+                seen += 1
+                if seen == count:
+                    break
+    except TimeoutError:
+        pass
+    finally:
+        await stream.aclose()
+
+
+def _show_event(options: Options, subject: str, event: BaseModel) -> None:
+    if options.json:
+        sys.stdout.write(json.dumps({"subject": subject, "event": render.as_json(event)}) + "\n")
+        sys.stdout.flush()
+    else:
+        out.print(render.event_text(subject, event, utcnow()))
+
+
+@app.command()
+def health(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(help="nats and/or service names (default: all).")] = None,
+    window: Annotated[float, typer.Option(help="Seconds to wait for every service to answer.")] = 2.0,
+) -> None:
+    """Exit 0 when NATS (with JetStream) and each named service answer $SRV.PING; for healthchecks."""
+    options: Options = ctx.obj
+    pongs = execute(_with_bus(options, lambda bus: run_health(bus.nc, names or [], window, options.timeout)))
+    emit(options, {"ok": True, "services": [p.__dict__ for p in pongs]},
+         "ok: " + (", ".join(sorted({p.name for p in pongs})) or "nats"))
+
+
+@app.command()
+def up(
+    no_lab: Annotated[bool, typer.Option("--no-lab", help="Never start the namespaced QEMU lab.")] = False,
+    workdir: Annotated[Path, typer.Option(help="Where NATS data and logs go.")] = Path(".run"),
+    nats_port: Annotated[int, typer.Option(help="NATS client port.")] = 4222,
+) -> None:
+    """Run the local stack: NATS with JetStream and the four services, logs merged; Ctrl-C stops it all."""
+    from shared.stack import StackOptions, run_stack
+
+    raise typer.Exit(run_stack(StackOptions(workdir=workdir.resolve(), nats_port=nats_port, lab=not no_lab)))
+
+
+@app.command()
+def serve(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")]) -> None:
+    """Run one service in this process (what `python -m services.<name>` does)."""
+    if service not in SERVICES:
+        raise fail(f"unknown service {service!r}; known: {', '.join(SERVICES)}", 2)
+    module = importlib.import_module(f"services.{service}.__main__")
+    raise typer.Exit(module.main())
+
+
+@template_app.command("build")
+def template_build() -> None:
+    """Build the Debian test template VM and define it in libvirt (deploy/template/build.sh)."""
+    script = ROOT / "deploy" / "template" / "build.sh"
+    if not script.exists():
+        raise fail(f"{script} not found (the template builder is not in this checkout)", 2)
+    raise typer.Exit(subprocess.call(["bash", str(script)], cwd=ROOT))
+
+
+@app.command("config-docs")
+def config_docs(
+    output: Annotated[Path, typer.Option(help="Where to write the reference.")] = ROOT / "docs" / "configuration.md",
+    check: Annotated[bool, typer.Option(help="Only check that the file is up to date.")] = False,
+) -> None:
+    """Regenerate the configuration reference from the Settings classes."""
+    from shared.cli import configdocs
+
+    if check:
+        current = output.read_text() if output.exists() else ""
+        if current != configdocs.render():
+            raise fail(f"{output} is out of date; run `make docs`", 1)
+        return
+    changed = configdocs.write(output)
+    err.print(f"{output}: {'updated' if changed else 'already up to date'}", markup=False)

@@ -1,0 +1,100 @@
+"""The CLI's side of NATS: a bounded connect and one-shot requests that end in a clear error.
+
+Services reconnect forever (`shared.bus.connect`); a person at a terminal must instead hear
+within seconds that NATS is not there, so the CLI connects once, with a deadline, and turns
+every failure into a `CliError` carrying one line to print and an exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
+from pydantic import BaseModel, ConfigDict
+
+from shared.bus import Bus, connect_options
+from shared.contract.subjects import Subjects
+from shared.errors import BusError
+from shared.settings import ServiceSettings
+
+R = TypeVar("R", bound=BaseModel)
+
+EXIT_ERROR = 1
+"""A command reached the fleet and was refused, or the fleet did not get where asked."""
+EXIT_UNREACHABLE = 3
+"""NATS or the service that should answer could not be reached."""
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr, with the process exit code to use."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class AnyResult(BaseModel):
+    """A reply result whose shape the CLI only displays (e.g. a drain acknowledgement)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def bounded_options(settings: ServiceSettings, timeout: float) -> dict[str, Any]:
+    """The services' connect options, but one attempt per server, bounded by `timeout`.
+
+    nats-py hangs on a refused first connect when reconnects are off (`allow_reconnect=False`
+    or zero attempts); one attempt with no wait fails at once instead.
+    """
+    options = connect_options(settings, "quicfleet-cli")
+    options.update(
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0,
+        connect_timeout=max(1, round(timeout)),
+        error_cb=_quiet,
+        disconnected_cb=_quiet_event,
+        closed_cb=_quiet_event,
+    )
+    return options
+
+
+async def _quiet(_error: Exception) -> None:
+    """nats-py logs connection errors itself by default; the CLI reports them once, its own way."""
+
+
+async def _quiet_event() -> None:
+    """No log line for disconnects: the CLI reports what the user asked about, not the transport."""
+
+
+async def open_client(settings: ServiceSettings, timeout: float = 3.0) -> NATS:
+    """Connect once within `timeout` seconds or raise CliError naming the URL."""
+    try:
+        return await asyncio.wait_for(nats.connect(**bounded_options(settings, timeout)), timeout + 1)
+    except (OSError, NatsError, TimeoutError) as error:
+        detail = "no server answered" if isinstance(error, nats.errors.NoServersError) else str(error)
+        detail = detail or type(error).__name__
+        raise CliError(f"cannot reach NATS at {settings.nats_url}: {detail}", EXIT_UNREACHABLE) from None
+
+
+@asynccontextmanager
+async def session(settings: ServiceSettings, timeout: float = 3.0) -> AsyncIterator[Bus]:
+    """A connected `Bus` for one CLI command, closed (not drained) when the command ends."""
+    nc = await open_client(settings, timeout)
+    try:
+        yield Bus(nc, Subjects(settings.subject_prefix))
+    finally:
+        await nc.close()
+
+
+async def ask(bus: Bus, subject: str, command: BaseModel, result: type[R], timeout: float) -> R:
+    """Send a command; an error reply or a missing service becomes a CliError with its message."""
+    try:
+        return await bus.request(subject, command, result, timeout=timeout)
+    except BusError as error:
+        code = EXIT_UNREACHABLE if error.code.value == "unavailable" else EXIT_ERROR
+        raise CliError(f"{error.code.value}: {error.message}", code) from None

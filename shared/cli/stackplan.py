@@ -1,0 +1,100 @@
+"""What `quicfleet up` will run, decided without running anything (pure, unit-tested).
+
+Three ways to reach libvirt, in order: the libvirt the user named (`QUICFLEET_LIBVIRT_URI`, a
+real KVM host), the namespaced QEMU lab when this machine can run it, else libvirt's test
+driver, where VMs exist only on paper and no request will ever be answered.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from shared.cli.health import SERVICES
+
+TEST_URI = "test:///default"
+SERVICE_STYLES = {
+    "nats": "blue", "balancer": "green", "metrics": "magenta", "scaler": "yellow", "provisioner": "cyan", "up": "bold",
+}
+
+
+class Mode(StrEnum):
+    LIBVIRT = "libvirt"
+    LAB = "lab"
+    TEST = "test"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the stack reaches libvirt and what the provisioner is told about it."""
+
+    mode: Mode
+    provisioner_env: dict[str, str] = field(default_factory=dict)
+    namespace: str | None = None
+    warning: str | None = None
+
+
+def choose_mode(env: Mapping[str, str], lab_wanted: bool, lab_ok: tuple[bool, str]) -> tuple[Mode, str | None]:
+    """Pick the libvirt to use; the second item is a warning to show loudly, if any."""
+    if env.get("QUICFLEET_LIBVIRT_URI"):
+        return Mode.LIBVIRT, None
+    possible, why = lab_ok
+    if lab_wanted and possible:
+        return Mode.LAB, None
+    reason = "--no-lab was given" if not lab_wanted else f"the QEMU lab cannot run here: {why}"
+    return Mode.TEST, (f"{reason}. Using libvirt's test driver ({TEST_URI}): VMs exist only on paper, "
+                       "none will boot or answer a request. Set QUICFLEET_LIBVIRT_URI for a real KVM host.")
+
+
+def lab_env(libvirt_uri: str, network: str, template: str) -> dict[str, str]:
+    """The provisioner's variables for the lab's libvirt, network and template."""
+    return {"QUICFLEET_LIBVIRT_URI": libvirt_uri, "QUICFLEET_NETWORK": network, "QUICFLEET_TEMPLATE": template}
+
+
+def service_env(
+    base: Mapping[str, str], service: str, nats_url: str, plan: Plan, tty: bool
+) -> dict[str, str]:
+    """A service's environment: the caller's, plus where NATS is, the libvirt plan and a log format."""
+    env = dict(base)
+    env["QUICFLEET_NATS_URL"] = nats_url
+    env.setdefault("QUICFLEET_LOG_FORMAT", "console" if tty else "json")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if service == "provisioner":
+        env.update(plan.provisioner_env)
+    return env
+
+
+def service_argv(python: str, service: str) -> list[str]:
+    if service not in SERVICES:
+        raise ValueError(f"unknown service {service!r}")
+    return [python, "-m", f"services.{service}"]
+
+
+def balancer_url(env: Mapping[str, str]) -> str:
+    """Where the balancer listens, from its variables (defaults as in its settings)."""
+    host = env.get("QUICFLEET_LISTEN_HOST", "127.0.0.1")
+    port = env.get("QUICFLEET_LISTEN_PORT", "8443")
+    host = f"[{host}]" if ":" in host else host
+    return f"https://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/"
+
+
+def hints(plan: Plan, bindir: str, nats_url: str, env: Mapping[str, str]) -> list[str]:
+    """What to type next, from another shell (inside the lab's namespace when there is one)."""
+    pre = f"ip netns exec {plan.namespace} " if plan.namespace else ""
+    cli = f"{pre}{bindir}/quicfleet"
+    get = (f"import niquests; r = niquests.Session(disable_http1=True, disable_http2=True)"
+           f".get({balancer_url(env)!r}, verify=False); print(r.http_version, r.text)")
+    lines = [
+        f"quicfleet is up: NATS at {nats_url}, libvirt via {plan.mode.value}",
+        "from another shell:",
+        f"  {cli} status              # desired vs actual, VMs, balancers",
+        f"  {cli} scale 2             # clone two VMs and wait until they are ready",
+        f"  {cli} watch               # live VM events, decisions and load",
+        f"  {pre}{bindir}/python -c {shlex.quote(get)}",
+        "Ctrl-C stops everything.",
+    ]
+    if plan.warning:
+        lines.insert(1, f"WARNING: {plan.warning}")
+    return lines

@@ -1,0 +1,244 @@
+"""`quicfleet up` / `make run`: NATS with JetStream and the four services, logs merged, one Ctrl-C.
+
+Children run in their own sessions, so the terminal's Ctrl-C reaches only this supervisor,
+which then stops them in order: SIGTERM to the services (they drain), wait, then NATS last.
+Each child also gets SIGTERM from the kernel if this process dies (PR_SET_PDEATHSIG), so not
+even a `kill -9` of `up` leaves a process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from shared.cli.health import SERVICES
+from shared.cli.stackplan import SERVICE_STYLES, TEST_URI, Mode, Plan, choose_mode, hints, lab_env, service_argv
+from shared.cli.stackplan import service_env as make_service_env
+from shared.natsserver import nats_server_binary, write_config
+
+PR_SET_PDEATHSIG = 1
+SERVICE_GRACE_S = 20.0
+NATS_READY = b"Server is ready"
+Wrap = Callable[[list[str]], list[str]]
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    workdir: Path
+    nats_port: int = 4222
+    lab: bool = True
+    ready_timeout_s: float = 90.0
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the supervisor dies, however it dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Child:
+    """One supervised process whose output is printed line by line behind its coloured name."""
+
+    def __init__(self, name: str, process: asyncio.subprocess.Process, console: Console) -> None:
+        self.name = name
+        self.process = process
+        self.console = console
+        self.ready = asyncio.Event()
+        self.pump = asyncio.create_task(self._pump(), name=f"pump-{name}")
+
+    async def _pump(self) -> None:
+        assert self.process.stdout is not None
+        async for raw in self.process.stdout:
+            if NATS_READY in raw:
+                self.ready.set()
+            line = raw.decode(errors="replace").rstrip("\n")
+            prefix = Text(f"{self.name:>11} | ", style=SERVICE_STYLES.get(self.name, ""))
+            self.console.print(prefix + Text.from_ansi(line), soft_wrap=True)
+
+    @property
+    def running(self) -> bool:
+        return self.process.returncode is None
+
+    async def stop(self, grace_s: float) -> int:
+        """SIGTERM, wait `grace_s`, then SIGKILL; returns the exit code."""
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), grace_s)
+            except TimeoutError:
+                say(self.console, f"{self.name} did not stop within {grace_s:g} s; killing it", "red")
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+        code = await self.process.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.pump, 5)
+        return code
+
+
+def say(console: Console, message: str, style: str = "bold") -> None:
+    console.print(Text(f"{'up':>11} | ", style=SERVICE_STYLES["up"]) + Text(message, style=style), soft_wrap=True)
+
+
+async def spawn(name: str, argv: list[str], env: dict[str, str], console: Console) -> Child:
+    process = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+    )
+    return Child(name, process, console)
+
+
+class Stack:
+    """NATS plus the four services, started in order and stopped in reverse."""
+
+    def __init__(self, options: StackOptions, plan: Plan, wrap: Wrap, console: Console) -> None:
+        self.options = options
+        self.plan = plan
+        self.wrap = wrap
+        self.console = console
+        self.nats: Child | None = None
+        self.services: dict[str, Child] = {}
+        self.nats_url = f"nats://127.0.0.1:{options.nats_port}"
+
+    async def start_nats(self) -> None:
+        workdir = self.options.workdir / "nats"
+        (workdir / "jetstream").mkdir(parents=True, exist_ok=True)
+        config = write_config(workdir / "nats.conf", self.options.nats_port, workdir / "jetstream")
+        argv = self.wrap([nats_server_binary(), "-c", str(config)])
+        self.nats = await spawn("nats", argv, dict(os.environ) | {"GOMAXPROCS": "2"}, self.console)
+        waiters = [asyncio.create_task(self.nats.ready.wait()), asyncio.create_task(self.nats.process.wait())]
+        await asyncio.wait(waiters, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        if not self.nats.ready.is_set():
+            raise RuntimeError(f"nats-server did not start (see its lines above; config {config})")
+
+    async def start_services(self) -> None:
+        tty = sys.stdout.isatty()
+        for name in SERVICES:
+            env = make_service_env(os.environ, name, self.nats_url, self.plan, tty)
+            self.services[name] = await spawn(name, self.wrap(service_argv(sys.executable, name)), env, self.console)
+
+    async def wait_healthy(self) -> bool:
+        """Poll `quicfleet health` (inside the lab when there is one) until every service answers."""
+        argv = self.wrap([sys.executable, "-m", "shared.cli", "--nats-url", self.nats_url, "--timeout", "3",
+                          "health", "--window", "3"])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.ready_timeout_s
+        while loop.time() < deadline:
+            check = await asyncio.create_subprocess_exec(
+                *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            if await check.wait() == 0:
+                return True
+            await asyncio.sleep(1)
+        return False
+
+    async def stop(self) -> None:
+        say(self.console, "stopping the services (SIGTERM), then NATS")
+        await asyncio.gather(*(child.stop(SERVICE_GRACE_S) for child in self.services.values()))
+        if self.nats is not None:
+            await self.nats.stop(10.0)
+        say(self.console, "stopped; no process left behind")
+
+    def crashed(self) -> list[str]:
+        return [name for name, child in self.services.items() if not child.running]
+
+
+async def supervise(stack: Stack) -> int:
+    """Run until SIGINT/SIGTERM or until NATS dies; report services that exit on their own."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    code = 0
+    try:
+        code = await _run(stack, stop)
+    except (RuntimeError, OSError) as error:
+        say(stack.console, f"could not start: {error}", "bold red")
+        code = 1
+    finally:
+        await stack.stop()
+    return code
+
+
+async def _run(stack: Stack, stop: asyncio.Event) -> int:
+    await stack.start_nats()
+    await stack.start_services()
+    if await stack.wait_healthy():
+        for line in hints(stack.plan, str(Path(sys.executable).parent), stack.nats_url, os.environ):
+            say(stack.console, line, "bold yellow" if line.startswith("WARNING") else "bold")
+    else:
+        say(stack.console, "not every service answered $SRV.PING in time; see the lines above", "bold red")
+    reported: set[str] = set()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+        for name in set(stack.crashed()) - reported:
+            say(stack.console, f"{name} exited with code {stack.services[name].process.returncode}", "bold red")
+            reported.add(name)
+        if stack.nats is not None and not stack.nats.running:
+            say(stack.console, "nats-server exited; stopping everything", "bold red")
+            return 1
+    return 0
+
+
+def _load_lab() -> ModuleType | None:
+    """`shared.lab` when it is importable (it needs libvirt-python), else None."""
+    try:
+        import importlib
+
+        return importlib.import_module("shared.lab")
+    except ImportError:
+        return None
+
+
+def _plan(options: StackOptions, lab_module: ModuleType | None) -> tuple[Plan, Any]:
+    """Decide the mode and, for the lab, start it (it builds the template on first use)."""
+    lab_ok = lab_module.lab_possible() if lab_module else (False, "shared.lab is not available")
+    mode, warning = choose_mode(os.environ, options.lab, lab_ok)
+    if mode is Mode.LIBVIRT:
+        return Plan(mode), None
+    if mode is Mode.TEST:
+        return Plan(mode, {"QUICFLEET_LIBVIRT_URI": TEST_URI}, warning=warning), None
+    assert lab_module is not None
+    lab = lab_module.Lab(options.workdir / "lab")
+    info = lab.start()
+    return Plan(mode, lab_env(info.libvirt_uri, info.network, info.template), namespace=info.namespace), lab
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_stack(options: StackOptions, console: Console | None = None) -> int:
+    """The whole `up`: plan (maybe start the lab), run the stack until a signal, tear down."""
+    console = console or Console(highlight=False)
+    options.workdir.mkdir(parents=True, exist_ok=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    lab: Any = None
+    try:
+        say(console, "starting quicfleet (the first lab start builds the VM template)")
+        plan, lab = _plan(options, _load_lab() if options.lab else None)
+        if plan.warning:
+            say(console, f"WARNING: {plan.warning}", "bold yellow")
+        wrap: Wrap = lab.wrap if lab is not None else (lambda argv: argv)
+        return asyncio.run(supervise(Stack(options, plan, wrap, console)))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if lab is not None:
+            say(console, "tearing the lab down")
+            lab.stop()

@@ -1,0 +1,47 @@
+"""`policy set key=value` parsing into a policy patch."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.cli.policyargs import parse_assignment, parse_patch
+from shared.contract.policy import ScalingPolicy, Signal
+
+pytestmark = pytest.mark.unit
+
+
+def test_values_take_their_field_types() -> None:
+    """Integers, floats and enum words become the policy's own types."""
+    patch = parse_patch(["max_replicas=4", "target=2.5", "signal=rps", "cooldown-s=30"])
+    policy = patch.apply(ScalingPolicy())
+    assert (policy.max_replicas, policy.target, policy.signal, policy.cooldown_s) == (4, 2.5, Signal.RPS, 30.0)
+
+
+def test_unknown_field_is_named_with_the_known_ones() -> None:
+    """A key that is not a policy field is refused and the message lists the valid keys."""
+    with pytest.raises(ValueError, match=r"unknown policy field 'replicas'.*min_replicas"):
+        parse_assignment("replicas=3")
+
+
+@pytest.mark.parametrize(("word", "message"), [
+    ("min_replicas=two", "min_replicas: 'two' is not a whole number"),
+    ("target=fast", "target: 'fast' is not a number"),
+    ("target", "is not key=value"),
+    ("=3", "is not key=value"),
+])
+def test_malformed_words_are_refused(word: str, message: str) -> None:
+    """Words that are not key=value, or values of the wrong type, are refused with a clear message."""
+    with pytest.raises(ValueError, match=message):
+        parse_patch([word])
+
+
+def test_out_of_range_values_are_refused_before_sending() -> None:
+    """Values outside the contract's bounds are refused locally, naming the field."""
+    with pytest.raises(ValueError, match="tolerance"):
+        parse_patch(["tolerance=7"])
+
+
+def test_empty_patch_is_refused() -> None:
+    """`policy set` with nothing to set says which keys exist."""
+    with pytest.raises(ValueError, match="nothing to set"):
+        parse_patch([])
