@@ -2,8 +2,11 @@
 
 Each round plans a clone, defines it, creates its disk, starts it and tears it down, exactly as
 the service does (`plan_clone` + `execute`). On libvirt's test driver no bytes are copied, so the
-figures measure the provisioner's own overhead and the ratio stays near 1; on `qemu:///system`
-with a real template (`QUICFLEET_BENCH_QEMU_TEMPLATE`, run as root) the full copy moves the disk.
+figures measure the provisioner's own overhead and the ratio stays near 1. When this machine
+can run the VM lab (root, QEMU, libvirtd: `shared.lab`), the same is measured on a real
+`qemu:///system` libvirtd in a private namespace with the real Debian template, where a full
+copy moves the disk's bytes (define + disk only: booting is not what is compared). Set
+`QUICFLEET_BENCH_NO_LAB=1` to skip that part.
 
 Run: `.venv/bin/python -m bench provisioner_clone`
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +25,7 @@ from services.provisioner.clone import CloneMode, interface_count, plan_clone, r
 from services.provisioner.libvirt_adapter import LibvirtHypervisor
 from services.provisioner.ports import HypervisorError
 from services.provisioner.tags import VmTag
+from shared.lab import Lab, LabError, lab_possible
 
 NODE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "libvirt" / "node.xml"
 ROUNDS = 40
@@ -62,15 +67,22 @@ def report(label: str, figures: dict[str, float]) -> None:
 def main() -> None:
     report(f"test driver ({ROUNDS} rounds, define+disk+start)", measure(f"test://{NODE}", "backend-template",
                                                                          ROUNDS, start=True))
-    template = os.environ.get("QUICFLEET_BENCH_QEMU_TEMPLATE")
-    if not template:
-        print("qemu:///system: skipped (set QUICFLEET_BENCH_QEMU_TEMPLATE to a defined template domain)")
+    ok, why = lab_possible()
+    if os.environ.get("QUICFLEET_BENCH_NO_LAB") or not ok:
+        print(f"real QEMU: skipped ({why or 'QUICFLEET_BENCH_NO_LAB is set'})")
         return
-    try:
-        report(f"qemu:///system template {template} (5 rounds, define+disk)",
-               measure("qemu:///system", template, 5, start=False))
-    except HypervisorError as error:
-        print(f"qemu:///system: skipped ({error})")
+    with tempfile.TemporaryDirectory(prefix="qf-bench-lab-") as workdir:
+        lab = Lab(Path(workdir), name=f"qf-bench-{os.getpid()}")
+        try:
+            info = lab.start()
+            disk = Path(workdir) / "pool" / "backend-template.qcow2"
+            size = disk.stat().st_size / 2**20 if disk.exists() else float("nan")
+            report(f"qemu:///system in a lab, Debian template ({size:.0f} MiB qcow2, 10 rounds, define+disk)",
+                   measure(info.libvirt_uri, info.template, 10, start=False))
+        except (HypervisorError, LabError) as error:
+            print(f"real QEMU: failed ({error})")
+        finally:
+            lab.stop()
 
 
 if __name__ == "__main__":

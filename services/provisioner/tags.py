@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 NAMESPACE = "urn:quicfleet:vm:1"
 PREFIX = "qf"
 ROOT = "vm"
+ET.register_namespace(PREFIX, NAMESPACE)  # clones' XML then reads `qf:vm`, not `ns0:vm`
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,6 @@ def _child(parent: ET.Element, name: str, text: str | None) -> None:
 
 def tag_xml(tag: VmTag) -> str:
     """The tag as the XML string `virDomainSetMetadata` takes (without the namespace on the root)."""
-    ET.register_namespace(PREFIX, NAMESPACE)
     return ET.tostring(tag_element(tag), encoding="unicode")
 
 
