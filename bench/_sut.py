@@ -1,0 +1,139 @@
+"""Systems under test for the balancer benchmark, each a pinned process started and stopped here."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench._h3load import probe
+from shared.bus import Bus, connect
+from shared.contract.events import VmState, VmStateChanged
+from shared.contract.subjects import Subjects
+from shared.natsserver import free_port
+from shared.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Sut:
+    """A process listening on `port` (UDP, HTTP/3)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
+        self.proc = proc
+        self.port = port
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _pinned(
+    core: str, args: list[str], env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(["taskset", "-c", core, *args], cwd=ROOT, env=os.environ | (env or {}),
+                            stdout=out, stderr=subprocess.STDOUT)
+
+
+def start_backends(work: Path, port: int, core: str) -> Sut:
+    """HTTP/1.1 (TCP) and HTTP/3 (UDP) backends on one port number, like a VM."""
+    proc = _pinned(core, [sys.executable, "-m", "bench._backends", f"--port={port}", "--h1", "--h3",
+                          f"--workdir={work}"])
+    _wait_h3(port)
+    return Sut(proc, port)
+
+
+def _wait_h3(port: int, timeout: float = 20.0) -> None:
+    """Until an HTTP/3 GET on `port` answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if asyncio.run(probe(port)) == 200:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing answered HTTP/3 on port {port}")
+
+
+@contextmanager
+def direct_sut(work: Path, core: str) -> Iterator[Sut]:
+    port = free_port()
+    proc = _pinned(core, [sys.executable, "-m", "bench._backends", f"--port={port}", "--h3", f"--workdir={work}"])
+    sut = Sut(proc, port)
+    try:
+        _wait_h3(port)
+        yield sut
+    finally:
+        sut.stop()
+
+
+async def _announce(nats_url: str, backend_port: int) -> None:
+    bus = Bus(await connect(ServiceSettings(nats_url=nats_url), "bench"), Subjects())
+    event = VmStateChanged(vm="bench-vm", state=VmState.READY, address=f"127.0.0.1:{backend_port}")
+    await bus.publish(bus.subjects.vm(VmState.READY), event)
+    await bus.drain()
+
+
+@contextmanager
+def balancer_sut(
+    work: Path, nats_url: str, backend_port: int, core: str, upstream: str, ack_delay_ms: float = 0.0
+) -> Iterator[Sut]:
+    port = free_port()
+    env = {
+        "QUICFLEET_NATS_URL": nats_url, "QUICFLEET_LISTEN_PORT": str(port), "QUICFLEET_UPSTREAM_PROTOCOL": upstream,
+        "QUICFLEET_BALANCER_STATE_DIR": str(work), "QUICFLEET_BALANCER_LIST_WINDOW_S": "0.1",
+        "QUICFLEET_BALANCER_SLOW_START_S": "0", "QUICFLEET_LOG_FORMAT": "json", "QUICFLEET_INSTANCE": "bench",
+        "QUICFLEET_QUIC_ACK_DELAY_MS": str(ack_delay_ms), "QUICFLEET_LOG_LEVEL": "warning",
+    }
+    proc = _pinned(core, [sys.executable, "-m", "services.balancer"], env, work / f"balancer-{port}.log")
+    sut = Sut(proc, port)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            asyncio.run(_announce(nats_url, backend_port))
+            if asyncio.run(probe(port)) == 200:
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"balancer did not serve; see {work}/balancer-{port}.log")
+            time.sleep(0.3)
+        yield sut
+    finally:
+        sut.stop()
+
+
+@contextmanager
+def caddy_sut(work: Path, backend_port: int, core: str) -> Iterator[Sut]:
+    """Caddy as HTTP/3 reverse proxy to the HTTP/1.1 backend, one Go thread on the SUT core."""
+    from shared.certs import ensure_dev_certificate
+
+    cert, key = ensure_dev_certificate(work)
+    port = free_port()
+    config = work / "Caddyfile"
+    config.write_text(
+        "{\n\tadmin off\n\tdefault_sni 127.0.0.1\n\tauto_https off\n\tservers {\n\t\tprotocols h1 h2 h3\n\t}\n}\n"
+        f"https://127.0.0.1:{port} {{\n\ttls {cert} {key}\n\treverse_proxy 127.0.0.1:{backend_port}\n}}\n"
+    )
+    env = {"GOMAXPROCS": "1", "XDG_DATA_HOME": str(work / "caddy"), "XDG_CONFIG_HOME": str(work / "caddy"),
+           "HOME": str(work)}
+    proc = _pinned(core, ["caddy", "run", "--config", str(config), "--adapter", "caddyfile"], env, work / "caddy.log")
+    sut = Sut(proc, port)
+    try:
+        _wait_h3(port)
+        yield sut
+    finally:
+        sut.stop()

@@ -1,0 +1,147 @@
+"""Balancer benchmark: req/s, p50 and p99 over HTTP/3 for direct, the balancer (both upstreams), Caddy.
+
+`python -m bench balancer` (or `python -m bench.balancer`). The system under test is pinned to one
+core and the load generator plus backends to another (taskset); absolute numbers drift on shared
+machines, so read the ratios, which come from one run. Bounded to well under two minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._sut import Sut, balancer_sut, caddy_sut, direct_sut, start_backends
+from shared.natsserver import NatsServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+THROUGHPUT = {"conns": 8, "streams": 16, "seconds": 4.0, "warmup": 0.5}
+ONE_IN_FLIGHT = {"conns": 1, "streams": 1, "seconds": 2.0, "warmup": 0.3}
+
+
+def cores() -> tuple[str, str]:
+    """(core for the system under test, cores for load and backends)."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        return str(available[0]), str(available[0])
+    return str(available[0]), ",".join(str(c) for c in available[1:])
+
+
+def load(port: int, core: str, shape: dict[str, Any]) -> dict[str, Any]:
+    """Run the load generator pinned to `core`; returns req/s, p50 and p99 (ms)."""
+    args = [f"--{k}={v}" for k, v in shape.items()]
+    with tempfile.NamedTemporaryFile(suffix=".json") as result:
+        cmd = ["taskset", "-c", core, sys.executable, "-m", "bench._h3load", f"--port={port}", f"--out={result.name}"]
+        out = subprocess.run([*cmd, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+        if out.returncode != 0:
+            print(f"load generator failed: {out.stderr[-300:]}")
+            return {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": -1}
+        data = json.loads(Path(result.name).read_text())
+    latencies = sorted(data["latencies"]) or [float("nan")]
+    return {
+        "rps": data["completed"] / data["seconds"],
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "errors": data["errors"],
+    }
+
+
+def measure(sut: Sut, load_core: str) -> dict[str, Any]:
+    """Throughput at 8x16 in flight, then latency at one request in flight."""
+    busy = load(sut.port, load_core, THROUGHPUT)
+    calm = load(sut.port, load_core, ONE_IN_FLIGHT)
+    return {"rps": busy["rps"], "p50": busy["p50"], "p99": busy["p99"], "errors": busy["errors"],
+            "p50_1": calm["p50"], "p99_1": calm["p99"]}
+
+
+def rss_at_connections(sut: Sut, load_core: str, count: int = 1000) -> tuple[float, float, int]:
+    """Balancer RSS (MiB) idle and with `count` open HTTP/3 connections (one GET done on each)."""
+    before = sut.rss_mib()
+    cmd = ["taskset", "-c", load_core, sys.executable, "-m", "bench._h3load", f"--port={sut.port}",
+           f"--conns={count}", "--hold"]
+    holder = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        line = holder.stdout.readline()
+        opened = json.loads(line)["ok"] if line else 0
+        during = sut.rss_mib()
+    finally:
+        holder.kill()
+        holder.wait()
+    return before, during, opened
+
+
+def row(name: str, result: dict[str, Any], base: dict[str, Any], peer: dict[str, Any] | None) -> str:
+    vs_base = result["rps"] / base["rps"] if base["rps"] else float("nan")
+    vs_peer = f"{result['rps'] / peer['rps']:.2f}" if peer and peer["rps"] else "-"
+    lat_peer = f"{result['p50_1'] / peer['p50_1']:.2f}" if peer and peer["rps"] else "-"
+    return (f"{name:<28} {result['rps']:>8.0f} {result['p50']:>7.2f} {result['p99']:>7.2f} {result['errors']:>5} "
+            f"{result['p50_1']:>7.3f} {result['p99_1']:>7.3f} {vs_base:>7.2f} {vs_peer:>7} {lat_peer:>8}")
+
+
+def main() -> None:
+    started = time.monotonic()
+    sut_core, load_core = cores()
+    print(f"system under test on core {sut_core}; load generator and backends on {load_core}")
+    print(f"throughput shape {THROUGHPUT}; latency shape {ONE_IN_FLIGHT}")
+    with tempfile.TemporaryDirectory(prefix="qf-bench-") as tmp:
+        work = Path(tmp)
+        (work / "nats").mkdir()
+        nats = NatsServer(work / "nats")
+        nats.start()
+        backend_port = free_port()
+        backends = start_backends(work, backend_port, load_core)
+        results: dict[str, dict[str, Any]] = {}
+        extra: list[str] = []
+        try:
+            results = run_scenarios(work, nats.url, backend_port, sut_core, load_core, extra)
+        finally:
+            backends.stop()
+            nats.stop()
+    report(results, extra)
+    print(f"bench took {time.monotonic() - started:.0f} s")
+
+
+def run_scenarios(
+    work: Path, nats_url: str, backend_port: int, sut_core: str, load_core: str, extra: list[str]
+) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    with direct_sut(work, sut_core) as sut:
+        results["direct aioquic"] = measure(sut, load_core)
+    with balancer_sut(work, nats_url, backend_port, sut_core, "http1") as sut:
+        results["balancer, HTTP/1.1 upstream"] = measure(sut, load_core)
+        before, during, opened = rss_at_connections(sut, load_core)
+        extra.append(f"balancer RSS: {before:.1f} MiB idle, {during:.1f} MiB with {opened} open connections "
+                     f"({(during - before) * 1024 / max(opened, 1):.1f} KiB per connection)")
+    with balancer_sut(work, nats_url, backend_port, sut_core, "http1", ack_delay_ms=1.0) as sut:
+        results["  same, aioquic ACK delay 1ms"] = measure(sut, load_core)
+    with balancer_sut(work, nats_url, backend_port, sut_core, "http3") as sut:
+        results["balancer, HTTP/3 upstream"] = measure(sut, load_core)
+    if shutil.which("caddy"):
+        with caddy_sut(work, backend_port, sut_core) as sut:
+            results["caddy reverse_proxy (h1)"] = measure(sut, load_core)
+    else:
+        extra.append("caddy not installed: no peer figures (apt-get install caddy)")
+    return results
+
+
+def report(results: dict[str, dict[str, Any]], extra: list[str]) -> None:
+    base = results.get("direct aioquic", {"rps": 0})
+    peer = results.get("caddy reverse_proxy (h1)")
+    print(f"{'':<28} {'req/s':>8} {'p50ms':>7} {'p99ms':>7} {'errs':>5} {'1:p50':>7} {'1:p99':>7} "
+          f"{'xdirect':>7} {'xcaddy':>7} {'p50xcad':>8}")
+    for name, result in results.items():
+        print(row(name, result, base, peer))
+    for line in extra:
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
