@@ -79,7 +79,7 @@ async def _clone_and_start(fleet: Fleet, name: str, template: Template) -> None:
     await fleet.advance(name, VmState.CLONING)
     entry = fleet.entries[name]
     settings = fleet.settings
-    tag = VmTag(settings.fleet_id, entry.request_id, entry.created_at, settings.host, entry.address)
+    tag = VmTag(settings.fleet_id, entry.request_id, entry.created_at, settings.host, entry.address, epoch=fleet.epoch)
     macs = random_macs(interface_count(template.xml))
     plan = plan_clone(template.xml, name, macs, tag, template.sources, settings.clone_mode)
     fleet.entries[name] = replace(entry, macs=plan.macs, volumes=plan.tag.volumes)

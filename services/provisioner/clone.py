@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from services.provisioner.tags import NAMESPACE, VmTag, tag_element
@@ -93,7 +93,7 @@ def plan_clone(
     _set_macs(domain, macs)
     volumes = tuple(_retarget_disks(domain, name, sources, mode))
     _reset_device_paths(domain)
-    full_tag = VmTag(tag.fleet, tag.request_id, tag.created_at, tag.host, tag.address, tuple(v.path for v in volumes))
+    full_tag = replace(tag, volumes=tuple(v.path for v in volumes))
     _set_tag(domain, full_tag)
     return ClonePlan(name, ET.tostring(domain, encoding="unicode"), volumes, tuple(macs), full_tag)
 

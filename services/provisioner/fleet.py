@@ -234,11 +234,17 @@ class Fleet:
     async def reconcile(self) -> None:
         """Bring the table in line with libvirt, then republish every live VM."""
         views = await _call(self.hv.domains)
+        self._recall_epoch(views)
         busy = set(self.tasks) | set(self.removing)
         actions = plan_reconcile(views, self.entries, busy, self.settings.fleet_id, self.settings.host)
         for action in actions:
             await self._quietly(self._apply(action))
         await self.republish()
+
+    def _recall_epoch(self, views: list[DomainView]) -> None:
+        """The highest epoch in our VMs' tags: a restarted provisioner still refuses a deposed leader."""
+        fleet, host = self.settings.fleet_id, self.settings.host
+        self.epoch = max([self.epoch, *(v.tag.epoch for v in views if v.tag is not None and is_ours(v, fleet, host))])
 
     async def _apply(self, action: Adopt | Remove | Forget) -> None:
         if isinstance(action, Adopt):

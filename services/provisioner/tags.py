@@ -27,6 +27,8 @@ class VmTag:
     host: str | None = None
     address: str | None = None
     volumes: tuple[str, ...] = field(default=())
+    epoch: int = 0
+    """The leader epoch that asked for the VM: after a restart, the highest one seen is rebuilt."""
 
 
 def tag_element(tag: VmTag) -> ET.Element:
@@ -39,6 +41,7 @@ def tag_element(tag: VmTag) -> ET.Element:
     _child(root, "address", tag.address)
     for path in tag.volumes:
         _child(root, "volume", path)
+    _child(root, "epoch", str(tag.epoch))
     return root
 
 
@@ -101,8 +104,12 @@ def _read(element: ET.Element) -> VmTag | None:
         return None
     return VmTag(
         fleet=fleet, request_id=_one(values, "request"), created_at=created, host=_one(values, "host"),
-        address=_one(values, "address"), volumes=tuple(values.get("volume", [])),
+        address=_one(values, "address"), volumes=tuple(values.get("volume", [])), epoch=_epoch(_one(values, "epoch")),
     )
+
+
+def _epoch(text: str | None) -> int:
+    return int(text) if text is not None and text.isdigit() and len(text) <= 16 else 0
 
 
 def _one(values: dict[str, list[str]], key: str) -> str | None:

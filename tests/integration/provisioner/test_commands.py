@@ -61,6 +61,7 @@ async def test_destroy_removes_domain_and_overlay_and_is_idempotent(
         again = await bus.request(bus.subjects.prov_destroy(world.host), destroy, VmRecord)
         await events.wait_state(record.vm, VmState.DESTROYED)
     assert gone.state is VmState.DESTROYED and again.state is VmState.DESTROYED
+    assert VmState.FAILED not in events.states(record.vm)
     assert not world.domain_exists(record.vm) and not world.volume_exists(overlay)
     assert world.volume_exists(world.template_volume)
 

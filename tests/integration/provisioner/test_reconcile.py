@@ -13,8 +13,10 @@ from services.provisioner.clone import SourceVolume, interface_count, plan_clone
 from services.provisioner.reconcile import HALF_MADE
 from services.provisioner.tags import VmTag
 from shared.bus import Bus
+from shared.contract.base import ErrorCode
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.provisioning import CreateVm, ListVms, VmList, VmRecord
+from shared.errors import BusError
 from shared.natsserver import NatsServer
 from tests.integration.provisioner.conftest import POOL, World
 from tests.integration.provisioner.helpers import VmEvents
@@ -71,18 +73,21 @@ async def test_restart_after_crash_between_define_and_start_leaves_no_orphan(
 async def test_restarted_provisioner_rebuilds_its_fleet_from_libvirt(
     bus: Bus, nats_server: NatsServer, world: World, backends: list[H3Backend]
 ) -> None:
-    """A new provisioner adopts the running VM (same address, request id), republishes it ready and lists it."""
+    """A new provisioner adopts the running VM (address, request id, epoch), republishes it ready and lists it."""
     events = await VmEvents().start(bus)
     settings = world.settings(nats_server, static_addresses=",".join(b.address for b in backends))
     async with bootstrap(settings):
-        record = await bus.request(bus.subjects.prov_create, CreateVm(request_id="r-1", epoch=1), VmRecord)
+        record = await bus.request(bus.subjects.prov_create, CreateVm(request_id="r-1", epoch=5), VmRecord)
         await events.wait_state(record.vm, VmState.READY)
     seen = len(events.events)
     async with bootstrap(settings):
         again = await events.wait(lambda e: e.vm == record.vm and e.state is VmState.READY
                                   and events.events.index(e) >= seen)
         listed = await bus.gather(bus.subjects.prov_list, ListVms(), VmList, window=0.5)
-        repeat = await bus.request(bus.subjects.prov_create, CreateVm(request_id="r-1", epoch=1), VmRecord)
+        repeat = await bus.request(bus.subjects.prov_create, CreateVm(request_id="r-1", epoch=5), VmRecord)
+        with pytest.raises(BusError) as stale:
+            await bus.request(bus.subjects.prov_create, CreateVm(request_id="r-2", epoch=4), VmRecord)
+    assert stale.value.code is ErrorCode.CONFLICT
     assert again.address == backends[0].address and again.request_id == "r-1"
     assert [(v.vm, v.state) for v in listed[0].vms] == [(record.vm, VmState.READY)]
     assert repeat.vm == record.vm

@@ -139,3 +139,23 @@ async def test_concurrent_destroys_tear_down_once() -> None:
     assert [r.state for r in results] == [VmState.DESTROYED, VmState.DESTROYED]
     assert h.states(record.vm).count(VmState.DESTROYED) == 1
     assert hv.calls.count("undefine") == 1
+
+
+async def test_clones_and_boots_in_flight_are_bounded() -> None:
+    """With provisioner_max_in_flight=1 a second VM waits in `requested` until the first is ready."""
+    hv = FakeHypervisor()
+    h = Harness(hv, provisioner_max_in_flight=1, boot_timeout_s=30)
+    release = asyncio.Event()
+
+    async def gated_probe(address: str) -> str | None:
+        return None if release.is_set() else "still booting"
+
+    h.fleet.probe = gated_probe
+    first = await h.fleet.create(CreateVm(request_id="r1", epoch=1))
+    second = await h.fleet.create(CreateVm(request_id="r2", epoch=1))
+    await wait_until(lambda: VmState.BOOTING in h.states(first.vm), timeout=5, what="first booting")
+    assert h.states(second.vm) == [VmState.REQUESTED]
+    assert list(hv.defined) == [first.vm]
+    release.set()
+    await wait_until(lambda: VmState.READY in h.states(second.vm), timeout=10, what="second ready")
+    assert h.states(first.vm)[-1] is VmState.READY

@@ -48,7 +48,7 @@ def test_failed_carries_reason_into_event_and_record() -> None:
 
 def test_tag_round_trips_through_metadata_xml() -> None:
     """The tag written for virDomainSetMetadata parses back to the same values."""
-    tag = VmTag("fleet", "r-9", T0, "h1", "[::1]:443", ("/p/a.qcow2", "/p/b.qcow2"))
+    tag = VmTag("fleet", "r-9", T0, "h1", "[::1]:443", ("/p/a.qcow2", "/p/b.qcow2"), epoch=42)
     assert parse_tag(tag_xml(tag)) == tag
     assert parse_tag("<vm><fleet>f</fleet></vm>") is None
     assert parse_tag("not xml") is None
