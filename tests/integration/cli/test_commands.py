@@ -1,0 +1,100 @@
+"""The `quicfleet` CLI as a subprocess against a real nats-server and real services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from services.scaler.bootstrap import bootstrap as scaler_bootstrap
+from services.scaler.settings import ScalerSettings
+from shared.bus import Bus
+from shared.contract.events import VmState, VmStateChanged
+from shared.natsserver import NatsServer, free_port
+from shared.settings import ServiceSettings
+from tests.integration.cli.support import ScriptedFleet, cli
+
+pytestmark = pytest.mark.integration
+
+
+async def test_status_policy_and_refusals_against_the_real_scaler(
+    nats_server: NatsServer, settings_env: dict[str, str]
+) -> None:
+    """Status and policy answer as JSON; refused commands exit 1 with the scaler's own message on one line."""
+    async with scaler_bootstrap(ScalerSettings()):
+        status = await cli(nats_server.url, "--json", "status")
+        changed = await cli(nats_server.url, "--json", "policy", "set", "max_replicas=4", "target=3")
+        shown = await cli(nats_server.url, "--json", "policy", "show")
+        inconsistent = await cli(nats_server.url, "policy", "set", "min_replicas=5", "max_replicas=2")
+        too_many = await cli(nats_server.url, "scale", "9", "--no-wait")
+        unknown = await cli(nats_server.url, "drain", "qf-nosuch")
+    assert status.code == 0, status.err
+    assert json.loads(status.out)["policy"]["max_replicas"] >= 1
+    assert changed.code == 0 and json.loads(changed.out)["max_replicas"] == 4
+    assert json.loads(shown.out)["target"] == 3
+    for refused, words in ((inconsistent, "invalid: "), (too_many, "invalid: "), (unknown, "not_found: ")):
+        assert refused.code == 1, refused
+        assert refused.err.startswith(f"quicfleet: {words}") and "Traceback" not in refused.err
+
+
+async def test_unreachable_nats_is_one_line_and_exit_3() -> None:
+    """With no NATS listening the CLI gives up within its timeout and says where it tried."""
+    url = f"nats://127.0.0.1:{free_port()}"
+    result = await cli(url, "--timeout", "2", "status", timeout=20)
+    assert result.code == 3
+    assert result.err.strip() == f"quicfleet: cannot reach NATS at {url}: no server answered"
+
+
+async def test_missing_service_is_exit_3(nats_server: NatsServer) -> None:
+    """NATS up but no scaler: the command fails fast with `unavailable` instead of hanging."""
+    result = await cli(nats_server.url, "--timeout", "2", "status")
+    assert result.code == 3 and "unavailable: no service answers" in result.err
+
+
+async def test_scale_follows_vm_events_until_ready(nats_server: NatsServer, settings_env: dict[str, str]) -> None:
+    """`scale 2` prints progress from the VM events and exits 0 once two VMs are ready."""
+    async with ScriptedFleet(ServiceSettings()):
+        result = await cli(nats_server.url, "--json", "scale", "2", "--wait-timeout", "40")
+    assert result.code == 0, result.err
+    assert json.loads(result.out) == {"desired": 2, "reached": True, "summary": "2/2 ready"}
+
+
+async def test_scale_gives_up_when_vms_keep_failing(nats_server: NatsServer, settings_env: dict[str, str]) -> None:
+    """Failed VMs beyond --max-failures end the wait with exit 1 and their reasons."""
+    async with ScriptedFleet(ServiceSettings(), fail=True):
+        result = await cli(nats_server.url, "scale", "2", "--max-failures", "2", "--wait-timeout", "40")
+    assert result.code == 1
+    assert "scaling failed: qf-0: template broken; qf-1: template broken" in result.err
+
+
+async def test_scale_times_out_when_the_fleet_never_gets_there(
+    nats_server: NatsServer, settings_env: dict[str, str]
+) -> None:
+    """With no provisioner the real scaler never reaches the size, and `scale` stops at its timeout."""
+    async with scaler_bootstrap(ScalerSettings()):
+        result = await cli(nats_server.url, "scale", "2", "--wait-timeout", "2")
+    assert result.code == 1 and "did not reach 2 ready VMs within 2 s" in result.err
+
+
+async def test_watch_prints_each_event_as_a_json_line(bus: Bus, nats_server: NatsServer) -> None:
+    """`watch --json --count 2` prints two VM events as JSON lines and exits 0."""
+    watcher = asyncio.create_task(cli(nats_server.url, "--json", "watch", "--no-load", "--count", "2"))
+    while not watcher.done():
+        await bus.publish(bus.subjects.vm(VmState.BOOTING), VmStateChanged(vm="qf-w", state=VmState.BOOTING))
+        await asyncio.wait([watcher], timeout=0.2)
+    result = watcher.result()
+    lines = [json.loads(line) for line in result.out.splitlines()]
+    assert result.code == 0 and len(lines) == 2
+    assert lines[0]["subject"] == "fleet.vm.booting" and lines[0]["event"]["vm"] == "qf-w"
+
+
+async def test_health_names_services_that_do_not_answer(nats_server: NatsServer, settings_env: dict[str, str]) -> None:
+    """`health scaler` passes with a scaler up, `health balancer` fails naming it, `health nats` checks JetStream."""
+    async with scaler_bootstrap(ScalerSettings()):
+        scaler = await cli(nats_server.url, "health", "scaler")
+        balancer = await cli(nats_server.url, "health", "balancer", "--window", "1")
+        only_nats = await cli(nats_server.url, "health", "nats")
+    assert scaler.code == 0 and "ok: scaler" in scaler.out
+    assert balancer.code == 3 and "from: balancer" in balancer.err
+    assert only_nats.code == 0
