@@ -57,6 +57,7 @@ class Router:
         self.on_drained = on_drained
         self.drains = DrainBook()
         self.upstreams: dict[str, tuple[Backend, Upstream]] = {}
+        self._quiet: asyncio.Event | None = None
 
     def key_of(self, exchange: Exchange) -> bytes:
         """The consistent-hash key: a request header when configured, else the client address."""
@@ -112,6 +113,8 @@ class Router:
             backend.health.request_succeeded(now)
         if backend.draining and backend.outstanding == 0:
             self.check_drains()
+        if self._quiet is not None and self.in_flight() == 0:
+            self._quiet.set()
 
     def drain(self, vm: str, deadline_s: float, request_id: str | None) -> None:
         """Stop new requests to `vm` now and remember who waits for the end of its drain."""
@@ -134,6 +137,16 @@ class Router:
         if entry is not None:
             entry[1].close()
         self.check_drains()
+
+    def in_flight(self) -> int:
+        """Requests this balancer is waiting on, over every backend it still routes to."""
+        return sum(max(0, b.outstanding) for b in self.table.backends.values())
+
+    async def quiet(self) -> None:
+        """Return once no request is in flight (used when stopping)."""
+        self._quiet = asyncio.Event()
+        if self.in_flight():
+            await self._quiet.wait()
 
     def close(self) -> None:
         for _, upstream in self.upstreams.values():

@@ -65,11 +65,22 @@ class BalancerService(BusService):
 
     async def on_stop(self) -> None:
         await self.workers.stop()
+        await self._finish_in_flight(self.settings.shutdown_grace_s / 2)
         if self.server is not None:
             self.server.close()
             self.server = None
         if self.router is not None:
             self.router.close()
+
+    async def _finish_in_flight(self, within_s: float) -> None:
+        """Refuse new connections and give in-flight requests time to finish before closing."""
+        if self.server is None or self.router is None:
+            return
+        self.server.limits.max_connections = 0
+        try:
+            await asyncio.wait_for(self.router.quiet(), within_s)
+        except TimeoutError:
+            log.warning("balancer.stop_with_requests_in_flight", in_flight=self.router.in_flight())
 
     async def _learn_fleet(self) -> None:
         """Ask the provisioners which VMs exist, so a restarted balancer serves at once."""
