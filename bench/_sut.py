@@ -91,7 +91,8 @@ async def _announce(nats_url: str, backend_port: int) -> None:
 
 @contextmanager
 def balancer_sut(
-    work: Path, nats_url: str, backend_port: int, core: str, upstream: str, ack_delay_ms: float = 0.0
+    work: Path, nats_url: str, backend_port: int, core: str, upstream: str, ack_delay_ms: float = 1.0,
+    ack_with_response: bool = True,
 ) -> Iterator[Sut]:
     port = free_port()
     env = {
@@ -99,6 +100,7 @@ def balancer_sut(
         "QUICFLEET_BALANCER_STATE_DIR": str(work), "QUICFLEET_BALANCER_LIST_WINDOW_S": "0.1",
         "QUICFLEET_BALANCER_SLOW_START_S": "0", "QUICFLEET_LOG_FORMAT": "json", "QUICFLEET_INSTANCE": "bench",
         "QUICFLEET_QUIC_ACK_DELAY_MS": str(ack_delay_ms), "QUICFLEET_LOG_LEVEL": "warning",
+        "QUICFLEET_QUIC_ACK_WITH_RESPONSE": str(ack_with_response).lower(),
     }
     proc = _pinned(core, [sys.executable, "-m", "services.balancer"], env, work / f"balancer-{port}.log")
     sut = Sut(proc, port)

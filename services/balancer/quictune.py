@@ -1,8 +1,9 @@
 """The few aioquic internals the balancer tunes, kept in one place.
 
 aioquic has no public knob for its ACK delay (it waits up to 1 ms before acknowledging, which
-adds that much to every one-in-flight exchange for clients that wait for the ACK) nor for a
-stream's unsent backlog (needed for response backpressure). Both read or set private fields, so
+adds that much to every one-in-flight exchange for clients that wait for the ACK), no way to
+put a pending ACK on an outgoing packet early, and no accessor for a stream's unacknowledged
+backlog (needed for response backpressure). Both read or set private fields, so
 they live here, guarded, and fall back to doing nothing if a future aioquic renames them.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aioquic import tls
 from aioquic.quic.connection import QuicConnection
 
 
@@ -19,6 +21,20 @@ def set_ack_delay(quic: QuicConnection, seconds: float) -> bool:
         return False
     quic._ack_delay = seconds
     return True
+
+
+def ack_with_next_packet(quic: QuicConnection, now: float) -> None:
+    """Make a pending (delayed) ACK due now, so the packet about to be sent carries it.
+
+    aioquic writes an ACK frame only once its delay expired, so a response sent within the
+    delay leaves without one and a separate ACK-only packet follows later. Called just before
+    sending a response, this puts the ACK on the response: one packet fewer per request, and
+    the client learns at once that its request arrived.
+    """
+    spaces: dict[Any, Any] = getattr(quic, "_spaces", {})
+    space = spaces.get(tls.Epoch.ONE_RTT)
+    if space is not None and space.ack_at is not None and space.ack_at > now:
+        space.ack_at = now
 
 
 def stream_backlog(quic: QuicConnection, stream_id: int) -> int:

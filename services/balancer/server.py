@@ -24,7 +24,7 @@ from aioquic.quic.packet import QuicErrorCode, pull_quic_header
 
 from services.balancer.exchange import Exchange
 from services.balancer.headers import Headers, end_to_end, forwarding, header_bytes
-from services.balancer.quictune import set_ack_delay, stream_backlog
+from services.balancer.quictune import ack_with_next_packet, set_ack_delay, stream_backlog
 from services.balancer.router import Router
 from services.balancer.upstream import UpstreamRequest
 
@@ -70,7 +70,7 @@ class Limits:
 
     def __init__(
         self, max_connections: int, max_streams: int, max_header_bytes: int,
-        retry_always: bool, retry_threshold: int, ack_delay_s: float,
+        retry_always: bool, retry_threshold: int, ack_delay_s: float, ack_with_response: bool = True,
     ) -> None:
         self.max_connections = max_connections
         self.max_streams = max_streams
@@ -78,6 +78,7 @@ class Limits:
         self.retry_always = retry_always
         self.retry_threshold = retry_threshold
         self.ack_delay_s = ack_delay_s
+        self.ack_with_response = ack_with_response
 
 
 class ClientProtocol(QuicConnectionProtocol):
@@ -93,12 +94,14 @@ class ClientProtocol(QuicConnectionProtocol):
         self._half_open = True
         self._counted = False
         self.peer_ip = "unknown"
+        self.ack_early = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.server = transport.get_protocol()  # type: ignore[assignment]
         assert self.server is not None
         set_ack_delay(self._quic, self.server.limits.ack_delay_s)
+        self.ack_early = self.server.limits.ack_with_response
         if self.server.connections >= self.server.limits.max_connections:
             self._half_open = False
             self._quic.close(error_code=QuicErrorCode.CONNECTION_REFUSED, reason_phrase="too many connections")
@@ -236,6 +239,8 @@ class ClientProtocol(QuicConnectionProtocol):
 
     def _flush(self) -> None:
         self._scheduled = False
+        if self.ack_early:
+            ack_with_next_packet(self._quic, self._loop.time())
         self.transmit()
 
 

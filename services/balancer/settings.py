@@ -56,7 +56,8 @@ class BalancerSettings(ServiceSettings):
     listen_idle_timeout_s: float = Field(60.0, gt=0, le=3600)
     quic_retry: Literal["always", "threshold"] = Field("threshold", description="When to demand Retry.")
     quic_retry_threshold: int = Field(256, ge=0, le=1_000_000, description="Half-open handshakes before Retry.")
-    quic_ack_delay_ms: float = Field(0.0, ge=0, le=25, description="Delay before a QUIC ACK is sent.")
+    quic_ack_delay_ms: float = Field(1.0, ge=0, le=25, description="Longest delay of a QUIC ACK (aioquic: 1).")
+    quic_ack_with_response: bool = Field(True, description="Put a pending ACK on the response packet.")
     quic_max_datagram_size: int = Field(1350, ge=1200, le=65_000)
 
     @property

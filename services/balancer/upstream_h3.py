@@ -19,7 +19,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent, StreamReset
 
-from services.balancer.quictune import set_ack_delay
+from services.balancer.quictune import ack_with_next_packet, set_ack_delay
 from services.balancer.upstream import CONNECT, RESET, Sink, UpstreamRequest
 
 log = structlog.get_logger("balancer.upstream.h3")
@@ -109,6 +109,7 @@ class _H3ClientProtocol(QuicConnectionProtocol):
     def _flush(self) -> None:
         self._scheduled = False
         if not self.dead:
+            ack_with_next_packet(self._quic, self._loop.time())
             self.transmit()
 
     def error_received(self, exc: Exception) -> None:

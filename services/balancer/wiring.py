@@ -65,6 +65,7 @@ def make_limits(settings: BalancerSettings) -> Limits:
         retry_always=settings.quic_retry == "always",
         retry_threshold=settings.quic_retry_threshold,
         ack_delay_s=settings.quic_ack_delay_ms / 1000,
+        ack_with_response=settings.quic_ack_with_response,
     )
 
 
