@@ -50,10 +50,23 @@ class MetricsService(BusService):
         await self.bus.subscribe(s.vm_all, VmStateChanged, self.on_vm)
         await self.bus.subscribe(s.scaler_decision, ScalingDecided, self.on_decision)
         await self.bus.subscribe(s.scaler_state, DesiredState, self.on_desired)
+        await self._subscriptions_registered()
         app = make_app(self.state, lambda: self._bus is not None and self._bus.connected)
         self.http = HttpServer(app, self.settings.metrics_host, self.settings.metrics_port)
         await self.http.start()
         self.spawn(self._publish_loop(), "metrics.publish")
+
+    async def _subscriptions_registered(self) -> None:
+        """Return once the server has our subscriptions, so nothing published after start is missed.
+
+        nats-py's `flush()` is no barrier here: it writes its PING straight to the socket, ahead of
+        SUBs still queued for the flusher task. A message to ourselves queues behind them instead.
+        """
+        nc = self.bus.nc
+        inbox = nc.new_inbox()
+        probe = await nc.subscribe(inbox, max_msgs=1)
+        await nc.publish(inbox, b"")
+        await probe.next_msg(timeout=10)
 
     async def on_stop(self) -> None:
         if self.http is not None:
