@@ -34,12 +34,17 @@ function axisStyle() {
   return { stroke: "#8a96a3", grid: { stroke: "#26303b", width: 1 }, ticks: { stroke: "#26303b" } };
 }
 
+// Rates, latencies and VM counts read best against zero; leave headroom above the top value.
+function fromZero(_u, _min, max) {
+  return [0, max > 0 ? max * 1.15 : 1];
+}
+
 function makeChart(name, spec) {
   const box = document.getElementById("chart-" + name);
   const opts = {
     width: Math.max(300, box.clientWidth - 16),
     height: 200,
-    scales: { x: { time: true } },
+    scales: { x: { time: true }, y: { range: fromZero } },
     series: [{}].concat(spec.series),
     axes: [axisStyle(), axisStyle()],
     legend: { live: false },
@@ -48,11 +53,13 @@ function makeChart(name, spec) {
   charts[name] = { plot: new uPlot(opts, empty, box), spec: spec, box: box };
 }
 
+// data-points: how many x values have at least one plotted number (what a test can check).
 function updateChart(name, series) {
   const chart = charts[name];
-  const data = [series.t].concat(chart.spec.columns.map((c) => series[c]));
-  chart.plot.setData(data);
-  chart.box.dataset.points = String(series.t.length);
+  const columns = chart.spec.columns.map((c) => series[c] || []);
+  chart.plot.setData([series.t].concat(columns));
+  const filled = series.t.filter((_t, i) => columns.some((col) => typeof col[i] === "number"));
+  chart.box.dataset.points = String(filled.length);
 }
 
 function fmt(value, digits) {
