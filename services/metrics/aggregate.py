@@ -17,6 +17,8 @@ from shared.histogram import merge, quantile
 
 STALE_INTERVALS = 3.0
 """A balancer silent for this many of its report intervals is dropped."""
+STALE_AT_MOST_S = 60.0
+"""...and one silent this long is dropped whatever interval it claims (the contract allows an hour)."""
 MAX_RUNS = 1000
 """Balancers tracked at once; reports from more are refused (a bound against hostile publishers)."""
 MAX_VMS_IN_SNAPSHOT = 2000
@@ -89,7 +91,7 @@ class Aggregator:
 
     def expire(self, now: float) -> list[str]:
         """Drop silent balancers, trim windows, forget long-gone VMs; return the dropped balancers."""
-        dropped = [name for name, run in self.runs.items() if run.is_stale(now, STALE_INTERVALS)]
+        dropped = [name for name, run in self.runs.items() if run.is_stale(now, STALE_INTERVALS, STALE_AT_MOST_S)]
         for name in dropped:
             self._retire(self.runs.pop(name), now)
         for run in self.runs.values():

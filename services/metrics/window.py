@@ -112,9 +112,9 @@ class RunTrack:
         while len(self.samples) >= 2 and self.samples[1].received <= start:
             self.samples.popleft()
 
-    def is_stale(self, now: float, intervals: float) -> bool:
-        """True when the balancer has been silent for `intervals` of its own report intervals."""
-        return now - self.last_seen > intervals * self.interval_s
+    def is_stale(self, now: float, intervals: float, at_most_s: float) -> bool:
+        """True when the balancer has been silent for `intervals` of its own intervals (or `at_most_s`)."""
+        return now - self.last_seen > min(intervals * self.interval_s, at_most_s)
 
     def deltas(self, now: float) -> dict[str, VmDelta]:
         """Per-VM load over the window: counter differences, rates over the covered span, mean outstanding."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
 import aiohttp
 import pytest
@@ -21,6 +21,7 @@ from shared.contract.base import utcnow
 from shared.contract.events import ScalingDecided, VmState, VmStateChanged
 from shared.contract.load import FleetLoaded
 from shared.contract.status import DesiredState
+from shared.natsserver import NatsServer
 from tests.support import Collector, wait_until
 from tests.unit.metrics.builders import backend, report
 
@@ -179,3 +180,24 @@ async def test_two_replicas_publish_agreeing_snapshots(
         first_snap, _ = metrics.state.tick(now, base)
         second_snap, _ = second.state.tick(now, base)
     assert first_snap == second_snap and first_snap.rps == pytest.approx(20.0)
+
+
+async def test_healthz_follows_the_nats_connection(
+    nats_server: NatsServer, metrics: MetricsService, http: aiohttp.ClientSession
+) -> None:
+    """/healthz answers 503 while NATS is down and 200 again once the service has reconnected."""
+    assert metrics.http is not None
+    url = f"{metrics.http.url}/healthz"
+
+    async def status() -> int:
+        async with http.get(url) as response:
+            return response.status
+
+    await asyncio.to_thread(nats_server.stop)
+    await wait_until(lambda: _equals(status(), 503), timeout=20, what="/healthz 503 without NATS")
+    await asyncio.to_thread(nats_server.start)
+    await wait_until(lambda: _equals(status(), 200), timeout=30, what="/healthz 200 after reconnecting")
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected

@@ -187,3 +187,12 @@ def test_totals_never_go_down_and_rates_never_negative(steps: list[tuple[int, bo
         previous = total
         snap = agg.snapshot(float(t), report("b1", t, []).at)
         assert snap.rps >= 0 and all(v.rps >= 0 for v in snap.vms)
+
+
+def test_a_balancer_claiming_a_huge_interval_is_still_dropped() -> None:
+    """A balancer that claims an hour-long interval is dropped after STALE_AT_MOST_S of silence anyway."""
+    agg = Aggregator(WINDOW, forget_after_s=600)
+    slow = report("b1", 1, [backend("vm-a", 1)]).model_copy(update={"interval_s": 3600})
+    agg.observe(slow, now=1.0)
+    assert agg.expire(1.0 + aggregate.STALE_AT_MOST_S - 1) == []
+    assert agg.expire(1.0 + aggregate.STALE_AT_MOST_S + 1) == ["b1"]

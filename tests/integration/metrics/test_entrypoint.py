@@ -1,0 +1,50 @@
+"""`python -m services.metrics` as a process: HTTP up from QUICFLEET_* variables, clean exit on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+async def listening_port(stdout: asyncio.StreamReader) -> int:
+    """Read JSON log lines until the HTTP server says which port it bound."""
+    while line := await stdout.readline():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") == "http.listening":
+            return int(entry["port"])
+    raise AssertionError("the process ended before its HTTP server listened")
+
+
+async def test_process_serves_http_and_exits_zero_on_sigterm(
+    settings_env: dict[str, str], http: aiohttp.ClientSession
+) -> None:
+    """The process binds the configured (free) port, answers /healthz and /metrics, and exits 0 on SIGTERM."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.metrics", cwd=ROOT, env=os.environ | settings_env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        port = await asyncio.wait_for(listening_port(proc.stdout), timeout=30)
+        async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+            assert response.status == 200
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            assert "quicfleet_vms" in await response.text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), timeout=30)
+    assert code == 0
