@@ -1,0 +1,148 @@
+"""compose.yaml and the Dockerfile for real: a private dockerd, a build, up, scale and down."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from shared.natsserver import free_port
+from tests.docker.engine import BASE_IMAGE, ROOT, Engine, why_not
+
+pytestmark = pytest.mark.docker
+
+SERVICES = ("nats", "balancer", "metrics", "scaler", "provisioner")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip loudly where docker cannot run; in CI (CI=true) that is a failure."""
+    message = f"DOCKER TEST NOT RUN: {reason}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    reason = why_not()
+    if reason:
+        skip_or_fail(reason)
+    engine = Engine()
+    try:
+        engine.start()
+    except RuntimeError as error:
+        engine.stop()
+        skip_or_fail(str(error))
+    yield engine
+    engine.stop()
+    assert engine.leftover_processes() == [], "dockerd, containerd or a shim outlived the test"
+    assert engine.mounts() == [], "the engine left mounts behind"
+
+
+def extra_ca_certs() -> str:
+    """This machine's extra CA certificates (base64), for pip inside the build."""
+    bundle = b"".join(path.read_bytes() for path in sorted(Path("/usr/local/share/ca-certificates").glob("*.crt")))
+    return base64.b64encode(bundle).decode()
+
+
+def compose_env(engine: Engine, project: str, tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "libvirt").mkdir()
+    return engine.env | {
+        "COMPOSE_PROJECT_NAME": project, "QUICFLEET_IMAGE": "quicfleet:test", "BASE_IMAGE": BASE_IMAGE,
+        "EXTRA_CA_CERTS_B64": extra_ca_certs(), "NATS_PORT": str(free_port()), "BALANCER_HOST": "127.0.0.1",
+        "BALANCER_PORT": str(free_port()), "METRICS_PORT": str(free_port()), "QUICFLEET_LIBVIRT_URI": "test:///default",
+        "LIBVIRT_SOCKET_DIR": str(tmp_path / "libvirt"),
+    }
+
+
+def compose(env: dict[str, str], *args: str, timeout: float = 180) -> str:
+    result = subprocess.run(["docker-compose", "-f", str(ROOT / "compose.yaml"), *args], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=timeout, check=False)
+    assert result.returncode == 0, f"docker-compose {' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def health(engine: Engine, env: dict[str, str]) -> dict[str, str]:
+    """Each container's health status by container name."""
+    ids = compose(env, "ps", "-q").split()
+    states = {}
+    for container in ids:
+        inspected = json.loads(engine.docker("inspect", container).stdout)[0]
+        states[inspected["Name"].lstrip("/")] = inspected["State"].get("Health", {}).get("Status", "none")
+    return states
+
+
+def wait_healthy(engine: Engine, env: dict[str, str], count: int, timeout: float = 180) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        states = health(engine, env)
+        if len(states) == count and set(states.values()) == {"healthy"}:
+            return states
+        assert time.monotonic() < deadline, f"containers not healthy within {timeout} s: {states}"
+        time.sleep(1)
+
+
+async def fleet_view(url: str, window: float = 3.0) -> tuple[dict[str, object], Counter[str]]:
+    """The `fleet.cmd.status` reply and how many distinct instances of each service answer $SRV.PING."""
+    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=1)
+    try:
+        reply = json.loads((await nc.request("fleet.cmd.status", b"{}", timeout=10)).data)
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await nc.publish("$SRV.PING", b"", reply=inbox)
+        ids: dict[str, str] = {}
+        deadline = time.monotonic() + window
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                pong = json.loads((await sub.next_msg(timeout=left)).data)
+            except (TimeoutError, nats.errors.TimeoutError):
+                break
+            ids[pong["id"]] = pong["name"]
+        return reply, Counter(ids.values())
+    finally:
+        await nc.close()
+
+
+def test_compose_file_is_valid_for_docker_compose_v1() -> None:
+    """`docker-compose config` (Compose v1 1.29) accepts compose.yaml with its defaults."""
+    reason = why_not()
+    if reason and "docker-compose" in reason:
+        skip_or_fail(reason)
+    result = subprocess.run(["docker-compose", "-f", str(ROOT / "compose.yaml"), "config", "--services"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == sorted(SERVICES)
+
+
+def test_stack_builds_comes_up_healthy_scales_and_goes_away(engine: Engine, tmp_path: Path) -> None:
+    """Build on a bare Debian base, `up`: all healthy, status answers, four services register;
+    `--scale scaler=2 --scale balancer=3` adds replicas; `down -v` leaves no container or volume."""
+    project = f"qftest{os.getpid()}"
+    env = compose_env(engine, project, tmp_path)
+    url = f"nats://127.0.0.1:{env['NATS_PORT']}"
+    engine.ensure_base_image()
+    try:
+        compose(env, "build", "nats", timeout=900)
+        compose(env, "up", "-d")
+        wait_healthy(engine, env, count=5)
+        reply, services = asyncio.run(fleet_view(url))
+        assert reply["ok"] is True and "desired" in reply["result"]
+        assert all(services[name] >= 1 for name in SERVICES if name != "nats"), services
+        compose(env, "up", "-d", "--scale", "scaler=2", "--scale", "balancer=3")
+        wait_healthy(engine, env, count=8)
+        _, services = asyncio.run(fleet_view(url))
+        assert services["scaler"] == 2 and services["balancer"] == 3, services
+    finally:
+        compose(env, "down", "-v", "--remove-orphans", "--timeout", "30")
+    leftovers = engine.docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}").stdout.split()
+    volumes = engine.docker("volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}").stdout
+    assert leftovers == [] and volumes.split() == []
