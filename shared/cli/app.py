@@ -20,6 +20,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.text import Text
 
 from shared.cli import flows, render
 from shared.cli.client import CliError, session
@@ -37,7 +38,7 @@ policy_app = typer.Typer(help="Show or change the autoscaling policy.", no_args_
 template_app = typer.Typer(help="Build the backend VM template.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(template_app, name="template")
-out = Console(highlight=False)
+out = Console(highlight=False, markup=False)
 err = Console(stderr=True, highlight=False)
 
 
@@ -121,7 +122,7 @@ def scale(
     desired, tracker = execute(_with_bus(options, lambda bus: flows.scale(
         bus, replicas, options.timeout, wait_timeout, shown, max_failures)))
     emit(options, {"desired": desired.desired, "reached": True, "summary": tracker.summary()},
-         f"[green]fleet at {replicas}:[/green] {tracker.summary()}")
+         Text.assemble((f"fleet at {replicas}: ", "green"), tracker.summary()))
 
 
 class _ProgressPrinter:
@@ -220,6 +221,32 @@ def health(
     pongs = execute(_with_bus(options, lambda bus: run_health(bus.nc, names or [], window, options.timeout)))
     emit(options, {"ok": True, "services": [p.__dict__ for p in pongs]},
          "ok: " + (", ".join(sorted({p.name for p in pongs})) or "nats"))
+
+
+@app.command()
+def get(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(help="Path to request.")] = "/",
+    url: Annotated[str | None, typer.Option(help="Full URL (default: the first balancer in the status).")] = None,
+    count: Annotated[int, typer.Option(help="How many GETs to send.", min=1, max=1000)] = 1,
+    verify: Annotated[bool, typer.Option(help="Verify the balancer's TLS certificate.")] = False,
+) -> None:
+    """HTTP/3 GETs through the balancer; prints which VM answered each one."""
+    from shared.cli import fetch
+
+    options: Options = ctx.obj
+    if url is None:
+        status = execute(_with_bus(options, lambda bus: flows.status(bus, options.timeout)))
+        url = fetch.balancer_url(status, path)
+        if url is None:
+            raise fail("no balancer has reported yet; give --url", 3)
+    try:
+        answers = fetch.get(url, count, verify, options.timeout)
+        emit(options, {"url": url, "answers": [a.as_dict() for a in answers]},
+             "\n".join(a.line() for a in answers))
+        fetch.check(answers)
+    except CliError as error:
+        raise fail(error.message, error.code) from None
 
 
 @app.command()

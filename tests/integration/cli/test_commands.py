@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from shared.contract.events import VmState, VmStateChanged
 from shared.natsserver import NatsServer, free_port
 from shared.settings import ServiceSettings
 from tests.integration.cli.support import ScriptedFleet, cli
+from tests.support.h3server import H3Backend
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +100,20 @@ async def test_health_names_services_that_do_not_answer(nats_server: NatsServer,
     assert scaler.code == 0 and "ok: scaler" in scaler.out
     assert balancer.code == 3 and "from: balancer" in balancer.err
     assert only_nats.code == 0
+
+
+async def test_get_speaks_http3_to_the_given_url(tmp_path: Path, nats_server: NatsServer) -> None:
+    """`get --url … --count 2` makes two HTTP/3 GETs and shows each answer's body."""
+    async with H3Backend(tmp_path) as backend:
+        result = await cli(nats_server.url, "--json", "get", "--url", f"https://{backend.address}/", "--count", "2")
+    assert result.code == 0, result.err
+    answers = json.loads(result.out)["answers"]
+    assert [a["http_version"] for a in answers] == [30, 30]
+    assert answers[0]["body"] == f"Server Address: {backend.address}"
+
+
+async def test_get_without_a_balancer_says_so(nats_server: NatsServer, settings_env: dict[str, str]) -> None:
+    """With no balancer in the status, `get` exits 3 asking for --url."""
+    async with scaler_bootstrap(ScalerSettings()):
+        result = await cli(nats_server.url, "get")
+    assert result.code == 3 and "no balancer has reported yet" in result.err

@@ -65,3 +65,13 @@ def test_watch_lines_name_what_happened() -> None:
     decision = text_of(event_text("fleet.scaler.decision", ScalingDecided(current=1, desired=3, reason="load"), NOW))
     assert "qf-b failed no lease" in vm
     assert "1 -> 3: load" in decision
+
+
+def test_get_targets_the_first_balancer_that_has_an_address() -> None:
+    """`quicfleet get` uses the first reporting balancer's address, a wildcard host meaning loopback."""
+    from shared.cli.fetch import balancer_url
+
+    status = FleetStatus(desired=0, policy=ScalingPolicy(), balancers=[
+        BalancerStatus(id="b0", last_seen=NOW), BalancerStatus(id="b1", address="0.0.0.0:443", last_seen=NOW)])
+    assert balancer_url(status, "/x") == "https://127.0.0.1:443/x"
+    assert balancer_url(FleetStatus(desired=0, policy=ScalingPolicy()), "/") is None
