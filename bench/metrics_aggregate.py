@@ -58,7 +58,8 @@ def costs(vms: int) -> None:
     state = warm_state(vms)
     t = int(WINDOW_S) + 2
     wire = encode(make_report("b0", t, vms))
-    decode = best_of(lambda: BalancerReported.model_validate_json(wire))
+    calls = max(4, 2000 // vms)
+    decode = best_of(lambda: BalancerReported.model_validate_json(wire), number=calls)
     ticks = iter(range(t, 10**9))
 
     def observe() -> None:
@@ -66,11 +67,11 @@ def costs(vms: int) -> None:
         state.aggregator.observe(next_reports[n % len(next_reports)], now=float(n))
 
     next_reports = [make_report("b0", n, vms) for n in range(t, t + 1200)]
-    observe_s = best_of(observe, number=200)
+    observe_s = best_of(observe, number=calls)
     now = float(t + 1200)
-    snapshot_s = best_of(lambda: state.aggregator.snapshot(now, T0), number=50)
+    snapshot_s = best_of(lambda: state.aggregator.snapshot(now, T0), number=max(2, calls // 4))
     registry = make_registry(state)
-    render_s = best_of(lambda: render(registry), number=20)
+    render_s = best_of(lambda: render(registry), number=max(2, calls // 10))
     print(
         f"{vms:4d} VMs x {BALANCERS} balancers: decode {decode * 1e6:8.1f} us (1.00) | "
         f"observe {observe_s / decode:5.2f}x | snapshot {snapshot_s / decode:5.2f}x | "
