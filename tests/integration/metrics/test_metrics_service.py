@@ -4,61 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable
 
 import aiohttp
 import pytest
-from nats.aio.msg import Msg
-from prometheus_client.parser import text_string_to_metric_families
-from pydantic import BaseModel
 from structlog.testing import capture_logs
 
 from services.metrics.bootstrap import bootstrap
 from services.metrics.service import MetricsService
 from services.metrics.settings import MetricsSettings
-from shared.bus import Bus, decode, encode
+from shared.bus import Bus, decode
 from shared.contract.base import utcnow
 from shared.contract.events import ScalingDecided, VmState, VmStateChanged
 from shared.contract.load import FleetLoaded
 from shared.contract.status import DesiredState
 from shared.natsserver import NatsServer
-from tests.support import Collector, wait_until
+from tests.integration.metrics.helpers import collect, publish_reports, scrape
+from tests.support import wait_until
 from tests.unit.metrics.builders import backend, report
 
 pytestmark = pytest.mark.integration
-
-
-async def publish_reports(bus: Bus, reports: Iterable[BaseModel | bytes]) -> None:
-    """Publish reports (models, or raw bytes for garbage) on the balancer report subject."""
-    for item in reports:
-        await bus.nc.publish(bus.subjects.balancer_report, item if isinstance(item, bytes) else encode(item))
-    await bus.nc.flush()
-
-
-async def collect(bus: Bus, subject: str) -> Collector:
-    """Collect every message on `subject` from now on."""
-    collector = Collector()
-
-    async def received(msg: Msg) -> None:
-        await collector(msg)
-
-    await bus.nc.subscribe(subject, cb=received)
-    return collector
-
-
-async def scrape(http: aiohttp.ClientSession, service: MetricsService) -> dict[str, dict[str, float]]:
-    """`/metrics` parsed back with prometheus-client: sample name + vm/state label -> value."""
-    assert service.http is not None
-    async with http.get(f"{service.http.url}/metrics") as response:
-        assert response.status == 200
-        text = await response.text()
-    parsed: dict[str, dict[str, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            key = sample.labels.get("vm") or sample.labels.get("state") or ""
-            if "le" not in sample.labels:
-                parsed.setdefault(sample.name, {})[key] = sample.value
-    return parsed
 
 
 async def test_fleet_load_reflects_reports_within_two_snapshots(bus: Bus, metrics: MetricsService) -> None:
