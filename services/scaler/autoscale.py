@@ -90,6 +90,26 @@ def recommend(policy: ScalingPolicy, observed: float, warm: int, warming: int, c
     return math.ceil(warm * ratio + warming - 1e-9)
 
 
+def _observations(
+    memory: AutoscaleMemory, policy: ScalingPolicy, now: float, observed: float
+) -> tuple[tuple[float, float], ...]:
+    """The observations the look-ahead needs (the last `scale_up_lookahead_s` seconds)."""
+    return (*((t, o) for t, o in memory.observations if t >= now - policy.scale_up_lookahead_s), (now, observed))
+
+
+def project(seen: tuple[tuple[float, float], ...], policy: ScalingPolicy, observed: float) -> float:
+    """A rising signal extended `scale_up_lookahead_s` ahead along its recent slope (never lowered).
+
+    Load snapshots are averages over a window, so they lag a step in traffic by half that
+    window; following the slope wins that back on the way up. Falling signals are not
+    projected: scaling down stays on what was actually seen.
+    """
+    (t0, o0), (t1, _) = seen[0], seen[-1]
+    if t1 - t0 < 1.0 or observed <= o0:
+        return observed
+    return observed + (observed - o0) / (t1 - t0) * policy.scale_up_lookahead_s
+
+
 def stabilize(memory: AutoscaleMemory, policy: ScalingPolicy, current: int, now: float) -> int:
     """Lowest recommendation over the scale-up window, highest over the scale-down window (HPA)."""
     up = [r for t, r in memory.recommendations if t >= now - policy.scale_up_stabilization_s] or [current]
@@ -100,13 +120,21 @@ def stabilize(memory: AutoscaleMemory, policy: ScalingPolicy, current: int, now:
 
 
 def rate_limit(memory: AutoscaleMemory, policy: ScalingPolicy, current: int, wanted: int, now: float) -> int:
-    """At most `scale_up_max_step` added per up period and `scale_down_max_step` removed per down period."""
+    """One action per period in each direction, each of at most max(max_step, max_percent of the size).
+
+    Counting actions rather than VMs is what keeps the number of scale events low: a step
+    that follows a rising average second by second would otherwise add one VM at a time.
+    """
     if wanted > current:
-        added = sum(d for t, d in memory.actions if d > 0 and t > now - policy.scale_up_period_s)
-        return min(wanted, current + max(0, policy.scale_up_max_step - added))
+        if any(d > 0 and t > now - policy.scale_up_period_s for t, d in memory.actions):
+            return current
+        step = max(policy.scale_up_max_step, math.floor(current * policy.scale_up_max_percent / 100))
+        return min(wanted, current + step)
     if wanted < current:
-        removed = -sum(d for t, d in memory.actions if d < 0 and t > now - policy.scale_down_period_s)
-        return max(wanted, current - max(0, policy.scale_down_max_step - removed))
+        if any(d < 0 and t > now - policy.scale_down_period_s for t, d in memory.actions):
+            return current
+        step = max(policy.scale_down_max_step, math.floor(current * policy.scale_down_max_percent / 100))
+        return max(wanted, current - step)
     return current
 
 
@@ -162,11 +190,12 @@ def _track(state: FleetState, load: LoadView, now: float, signals: Signals) -> O
     observed = observe(policy.signal, warm, load)
     if observed is None:
         return _from_zero(state, load, warming, signals)
-    rec = clamp(recommend(policy, observed, len(warm), warming, current), policy)
+    seen = _observations(state.memory, policy, now, observed)
+    rec = clamp(recommend(policy, project(seen, policy, observed), len(warm), warming, current), policy)
     memory = remember(state.memory, policy, now, rec, 0)
     wanted = stabilize(memory, policy, current, now)
     size = clamp(rate_limit(memory, policy, current, wanted, now), policy)
-    memory = remember(state.memory, policy, now, rec, size - current)
+    memory = replace(remember(state.memory, policy, now, rec, size - current), observations=seen)
     signals = replace(signals, observed=observed, recommendation=rec)
     return Outcome(size, _explain(policy, observed, rec, wanted, size, current), memory, signals)
 

@@ -77,6 +77,7 @@ class AutoscaleMemory:
 
     recommendations: tuple[tuple[float, int], ...] = ()
     actions: tuple[tuple[float, int], ...] = ()
+    observations: tuple[tuple[float, float], ...] = ()
 
     @classmethod
     def seeded(cls, desired: int, now: float) -> AutoscaleMemory:

@@ -15,6 +15,7 @@ MAX_FLEET = 1000
 
 Seconds = Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)]
 Replicas = Annotated[int, Field(ge=0, le=MAX_FLEET, strict=True)]
+Percent = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
 
 
 class Signal(StrEnum):
@@ -35,9 +36,12 @@ class ScalingPolicy(Model):
     tolerance: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.1
     scale_up_stabilization_s: Seconds = 0
     scale_down_stabilization_s: Seconds = 300
+    scale_up_lookahead_s: Seconds = 0
     scale_up_max_step: Annotated[int, Field(ge=1, le=MAX_FLEET, strict=True)] = 4
-    scale_up_period_s: Seconds = 15
+    scale_up_max_percent: Percent = 100
+    scale_up_period_s: Seconds = 5
     scale_down_max_step: Annotated[int, Field(ge=1, le=MAX_FLEET, strict=True)] = 1
+    scale_down_max_percent: Percent = 100
     scale_down_period_s: Seconds = 60
     cooldown_s: Seconds = 0
     warmup_s: Seconds = 10
