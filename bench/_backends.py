@@ -10,6 +10,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
+from services.balancer.sockets import grow_buffers
 from tests.support.h1server import H1Backend
 from tests.support.h3server import H3Backend
 
@@ -18,7 +19,10 @@ async def serve(args: argparse.Namespace) -> None:
     if args.h1:
         await H1Backend(port=args.port).start()
     if args.h3:
-        await H3Backend(Path(args.workdir), port=args.port).start()
+        h3 = H3Backend(Path(args.workdir), port=args.port)
+        await h3.start()
+        if h3._server is not None and h3._server._transport is not None:
+            grow_buffers(h3._server._transport.get_extra_info("socket"), 4 * 1024 * 1024)
     print("ready", flush=True)
     await asyncio.Event().wait()
 

@@ -23,6 +23,8 @@ from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent
 
+from services.balancer.sockets import grow_buffers
+
 
 class Stats:
     """Counters shared by the connections of one process."""
@@ -109,7 +111,11 @@ class _connections:
         for _ in range(self.args.conns):
             manager = connect("127.0.0.1", self.args.port, configuration=self.config, create_protocol=LoadClient)
             self.managers.append(manager)
-            clients.append(await manager.__aenter__())
+            client = await manager.__aenter__()
+            sock = client._transport.get_extra_info("socket") if client._transport is not None else None
+            if sock is not None and self.args.conns <= 64:
+                grow_buffers(sock, 2 * 1024 * 1024)
+            clients.append(client)
         return clients
 
     async def __aexit__(self, *exc: object) -> None:

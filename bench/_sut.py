@@ -28,6 +28,11 @@ class Sut:
         self.proc = proc
         self.port = port
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the process (all threads) so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):

@@ -22,8 +22,8 @@ from bench._sut import Sut, balancer_sut, caddy_sut, direct_sut, start_backends
 from shared.natsserver import NatsServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-THROUGHPUT = {"conns": 8, "streams": 16, "seconds": 3.5, "warmup": 0.5}
-ONE_IN_FLIGHT = {"conns": 1, "streams": 1, "seconds": 2.0, "warmup": 0.3}
+THROUGHPUT = {"conns": 8, "streams": 16, "seconds": 3.0, "warmup": 0.5}
+ONE_IN_FLIGHT = {"conns": 1, "streams": 1, "seconds": 1.5, "warmup": 0.3}
 
 
 def cores() -> tuple[str, str]:
@@ -55,10 +55,13 @@ def load(port: int, core: str, shape: dict[str, Any]) -> dict[str, Any]:
 
 def measure(sut: Sut, load_core: str) -> dict[str, Any]:
     """Throughput at 8x16 in flight, then latency at one request in flight."""
+    cpu_before = sut.cpu_seconds()
     busy = load(sut.port, load_core, THROUGHPUT)
+    cpu = sut.cpu_seconds() - cpu_before
     calm = load(sut.port, load_core, ONE_IN_FLIGHT)
+    total = busy["rps"] * (THROUGHPUT["seconds"] + THROUGHPUT["warmup"])
     return {"rps": busy["rps"], "p50": busy["p50"], "p99": busy["p99"], "errors": busy["errors"],
-            "p50_1": calm["p50"], "p99_1": calm["p99"]}
+            "p50_1": calm["p50"], "p99_1": calm["p99"], "cpu_us": cpu * 1e6 / total if total else float("nan")}
 
 
 def rss_at_connections(sut: Sut, load_core: str, count: int = 1000) -> tuple[float, float, int]:
@@ -79,11 +82,14 @@ def rss_at_connections(sut: Sut, load_core: str, count: int = 1000) -> tuple[flo
 
 
 def row(name: str, result: dict[str, Any], base: dict[str, Any], peer: dict[str, Any] | None) -> str:
+    """One line: measured figures, then ratios to direct and to Caddy (req/s, per-core capacity, p50)."""
     vs_base = result["rps"] / base["rps"] if base["rps"] else float("nan")
     vs_peer = f"{result['rps'] / peer['rps']:.2f}" if peer and peer["rps"] else "-"
+    core_peer = f"{peer['cpu_us'] / result['cpu_us']:.2f}" if peer and result["cpu_us"] else "-"
     lat_peer = f"{result['p50_1'] / peer['p50_1']:.2f}" if peer and peer["rps"] else "-"
-    return (f"{name:<28} {result['rps']:>8.0f} {result['p50']:>7.2f} {result['p99']:>7.2f} {result['errors']:>5} "
-            f"{result['p50_1']:>7.3f} {result['p99_1']:>7.3f} {vs_base:>7.2f} {vs_peer:>7} {lat_peer:>8}")
+    return (f"{name:<28} {result['rps']:>7.0f} {result['p50']:>7.2f} {result['p99']:>7.2f} {result['errors']:>4} "
+            f"{result['p50_1']:>6.3f} {result['p99_1']:>6.2f} {result['cpu_us']:>6.0f} {1e6 / result['cpu_us']:>7.0f} "
+            f"{vs_base:>7.2f} {vs_peer:>6} {core_peer:>7} {lat_peer:>7}")
 
 
 def main() -> None:
@@ -137,12 +143,14 @@ def run_scenarios(
 def report(results: dict[str, dict[str, Any]], extra: list[str]) -> None:
     base = results.get("direct aioquic", {"rps": 0})
     peer = results.get("caddy reverse_proxy (h1)")
-    print(f"{'':<28} {'req/s':>8} {'p50ms':>7} {'p99ms':>7} {'errs':>5} {'1:p50':>7} {'1:p99':>7} "
-          f"{'xdirect':>7} {'xcaddy':>7} {'p50xcad':>8}")
+    print(f"{'':<28} {'req/s':>7} {'p50ms':>7} {'p99ms':>7} {'errs':>4} {'1:p50':>6} {'1:p99':>6} {'us/req':>6} "
+          f"{'req/cpu':>7} {'xdirect':>7} {'xcaddy':>6} {'cpu_xc':>7} {'p50_xc':>7}")
     for name, result in results.items():
         print(row(name, result, base, peer))
     for line in extra:
         print(line)
+    print("req/s, p50ms, p99ms at 8x16 in flight; 1:p50/1:p99 ms at one in flight; us/req = SUT CPU per request;")
+    print("req/cpu = 1e6/us (capacity of one fully used core); x* = ratios (cpu_xc: per-core capacity vs Caddy)")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from services.balancer.exchange import Exchange
 from services.balancer.headers import Headers, end_to_end, forwarding, header_bytes
 from services.balancer.quictune import ack_with_next_packet, set_ack_delay, stream_backlog
 from services.balancer.router import Router
+from services.balancer.sockets import grow_buffers
 from services.balancer.upstream import UpstreamRequest
 
 log = structlog.get_logger("balancer.server")
@@ -244,10 +245,11 @@ class ClientProtocol(QuicConnectionProtocol):
         self.transmit()
 
 
-def reuseport_socket(host: str, port: int) -> socket.socket:
+def reuseport_socket(host: str, port: int, buffer_bytes: int = 4 * 1024 * 1024) -> socket.socket:
     """A UDP socket bound with SO_REUSEPORT so worker processes share one port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
+    grow_buffers(sock, buffer_bytes)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))

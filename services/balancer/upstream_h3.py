@@ -20,9 +20,12 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent, StreamReset
 
 from services.balancer.quictune import ack_with_next_packet, set_ack_delay
+from services.balancer.sockets import grow_buffers
 from services.balancer.upstream import CONNECT, RESET, Sink, UpstreamRequest
 
 log = structlog.get_logger("balancer.upstream.h3")
+
+UPSTREAM_BUFFER_BYTES = 2 * 1024 * 1024
 
 
 class H3Call:
@@ -210,6 +213,9 @@ class H3Upstream:
         _, client = await loop.create_datagram_endpoint(
             lambda: _H3ClientProtocol(quic), remote_addr=(self.host, self.port)
         )
+        sock = client._transport.get_extra_info("socket") if client._transport is not None else None
+        if sock is not None:
+            grow_buffers(sock, UPSTREAM_BUFFER_BYTES)
         client.connect((self.host, self.port))
         return client
 
