@@ -63,7 +63,7 @@ class Aggregator:
         started = report.started_at.timestamp()
         if run is None:
             return self._start(report, now, self._counted_from(report), Outcome.STARTED)
-        if started < run.started_at:
+        if started < run.started_at or run.is_older(report):
             return Outcome.OUT_OF_ORDER
         if started > run.started_at:
             self._retire(run, now)

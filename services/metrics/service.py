@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from services.metrics.http import HttpServer, make_app
 from services.metrics.settings import MetricsSettings
 from services.metrics.state import MetricsState
+from services.metrics.window import Outcome
 from shared.bus import Bus
 from shared.contract.base import utcnow
 from shared.contract.events import ScalingDecided, VmStateChanged
@@ -27,6 +28,9 @@ from shared.logging import bind_message
 from shared.runtime import BusService
 
 log = structlog.get_logger("services.metrics")
+
+IGNORED = frozenset({Outcome.OUT_OF_ORDER, Outcome.REFUSED})
+"""Report outcomes worth a warning: the report changed nothing."""
 
 
 class MetricsService(BusService):
@@ -76,7 +80,8 @@ class MetricsService(BusService):
     async def on_report(self, report: BalancerReported, _msg: Msg) -> None:
         bind_message(subject=self.subjects.balancer_report, balancer=report.balancer)
         outcome = self.state.aggregator.observe(report, self._now())
-        log.debug("report.observed", outcome=outcome.value, backends=len(report.backends))
+        level = log.warning if outcome in IGNORED else log.debug
+        level("report.observed", outcome=outcome.value, backends=len(report.backends))
 
     async def on_vm(self, event: VmStateChanged, msg: Msg) -> None:
         bind_message(subject=msg.subject, vm=event.vm, state=event.state.value)

@@ -91,6 +91,10 @@ class RunTrack:
     def last_seen(self) -> float:
         return self.latest.received
 
+    def is_older(self, report: BalancerReported) -> bool:
+        """True when the report is not newer than the latest one of this run (late or repeated)."""
+        return report.at.timestamp() <= self.latest.at
+
     def resets(self, report: BalancerReported) -> bool:
         """True when this report's counters are below the previous report's (same run, new counting)."""
         before = self.latest.backends

@@ -90,18 +90,22 @@ async def test_fleet_shape_reaches_metrics_and_dashboard(
 async def test_garbage_reports_are_logged_and_ignored(
     bus: Bus, metrics: MetricsService, http: aiohttp.ClientSession
 ) -> None:
-    """Malformed or absurd reports are logged and dropped; the service keeps counting good ones."""
+    """Malformed, absurd or stale reports are logged and dropped; the service keeps counting good ones."""
     base = utcnow()
     garbage = [b"\xff\x00", b"[]", b'{"balancer": "b1", "backends": "lots"}', b"{" * 300_000]
     hostile = report("b1", 1, [backend("vm-a", 5)], base=base).model_dump(mode="json")
     hostile["backends"][0]["requests"] = 2**70
+    good = report("b1", 2, [backend("vm-a", 5)], base=base)
+    older = report("b1", 1, [backend("vm-a", 3)], base=base)
     with capture_logs() as logs:
-        await publish_reports(bus, [*garbage, _json(hostile), report("b1", 1, [backend("vm-a", 5)], base=base)])
-        await wait_until(
-            lambda: "vm-a" in metrics.state.aggregator.totals(), timeout=15, what="the good report counted"
-        )
+        await publish_reports(bus, [*garbage, _json(hostile), good, older])
+
+        def out_of_order_logged() -> bool:
+            return any(e.get("outcome") == "out_of_order" and e["log_level"] == "warning" for e in logs)
+
+        await wait_until(out_of_order_logged, timeout=15, what="the older report logged as out of order")
     bad = [entry for entry in logs if entry["event"] == "bus.bad_event"]
-    assert len(bad) >= len(garbage), logs
+    assert len(bad) == len(garbage) + 1, logs
     assert metrics.state.aggregator.totals()["vm-a"].requests == 5
 
 

@@ -119,6 +119,7 @@ def test_out_of_order_reports_are_ignored() -> None:
     agg = Aggregator(WINDOW, forget_after_s=60)
     steady(agg, "b1", 3, rps=10)
     assert agg.observe(report("b1", 2, [backend("vm-a", 999)]), now=4.0) is Outcome.OUT_OF_ORDER
+    assert agg.observe(report("b1", 3, [backend("vm-a", 1)]), now=4.0) is Outcome.OUT_OF_ORDER
     assert agg.observe(report("b1", 9, [backend("vm-a", 5)], started_s=-5), now=4.0) is Outcome.OUT_OF_ORDER
     assert agg.totals()["vm-a"].requests == 30
 
