@@ -6,6 +6,7 @@ end; a client that could fall back to TCP would hide a broken UDP path.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,7 +48,8 @@ def balancer_url(status: FleetStatus, path: str) -> str | None:
 def get(url: str, count: int, verify: bool, timeout: float) -> list[Answer]:
     """`count` GETs over one HTTP/3 session; CliError when the balancer cannot be reached."""
     answers = []
-    with niquests.Session(disable_http1=True, disable_http2=True) as session:
+    with warnings.catch_warnings(), niquests.Session(disable_http1=True, disable_http2=True) as session:
+        warnings.simplefilter("ignore")  # the unverified-TLS warning: --verify is the user's choice
         for _ in range(count):
             try:
                 response = session.get(url, verify=verify, timeout=timeout)

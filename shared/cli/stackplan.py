@@ -20,6 +20,17 @@ SERVICE_STYLES = {
 }
 
 
+REAL_VM_DEFAULTS: dict[str, dict[str, str]] = {
+    "balancer": {"QUICFLEET_UPSTREAM_TLS": "true"},
+}
+"""With real VMs (lab or KVM host) the backends serve HTTPS on 443 (caddy or nginx), so the
+balancer's HTTP/1.1 upstream speaks TLS. The caller's own variables still win."""
+LAB_DEFAULTS: dict[str, dict[str, str]] = {
+    "provisioner": {"QUICFLEET_MAX_VMS": "3", "QUICFLEET_BOOT_TIMEOUT_S": "240"},
+}
+"""The lab runs QEMU without KVM on a small machine: at most 3 VMs (~280 MB each), slow boots."""
+
+
 class Mode(StrEnum):
     LIBVIRT = "libvirt"
     LAB = "lab"
@@ -61,9 +72,18 @@ def service_env(
     env["QUICFLEET_NATS_URL"] = nats_url
     env.setdefault("QUICFLEET_LOG_FORMAT", "console" if tty else "json")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    for defaults in _defaults(plan.mode):
+        for key, value in defaults.get(service, {}).items():
+            env.setdefault(key, value)
     if service == "provisioner":
         env.update(plan.provisioner_env)
     return env
+
+
+def _defaults(mode: Mode) -> list[dict[str, dict[str, str]]]:
+    if mode is Mode.TEST:
+        return []
+    return [REAL_VM_DEFAULTS, LAB_DEFAULTS] if mode is Mode.LAB else [REAL_VM_DEFAULTS]
 
 
 def service_argv(python: str, service: str) -> list[str]:

@@ -57,3 +57,14 @@ def test_balancer_url_follows_its_listen_variables() -> None:
     assert balancer_url({}) == "https://127.0.0.1:8443/"
     assert balancer_url({"QUICFLEET_LISTEN_HOST": "0.0.0.0", "QUICFLEET_LISTEN_PORT": "443"}) == "https://127.0.0.1:443/"
     assert balancer_url({"QUICFLEET_LISTEN_HOST": "::1"}) == "https://[::1]:8443/"
+
+
+def test_real_vms_get_a_tls_upstream_unless_the_caller_says_otherwise() -> None:
+    """Lab and KVM-host modes default the balancer to TLS upstream and cap lab VMs; given variables win."""
+    lab = Plan(Mode.LAB, namespace="ns")
+    assert service_env({}, "balancer", "nats://x:1", lab, tty=False)["QUICFLEET_UPSTREAM_TLS"] == "true"
+    assert service_env({}, "provisioner", "nats://x:1", lab, tty=False)["QUICFLEET_MAX_VMS"] == "3"
+    mine = service_env({"QUICFLEET_UPSTREAM_TLS": "false"}, "balancer", "nats://x:1", Plan(Mode.LIBVIRT), tty=False)
+    assert mine["QUICFLEET_UPSTREAM_TLS"] == "false"
+    assert "QUICFLEET_MAX_VMS" not in service_env({}, "provisioner", "nats://x:1", Plan(Mode.LIBVIRT), tty=False)
+    assert "QUICFLEET_UPSTREAM_TLS" not in service_env({}, "balancer", "nats://x:1", Plan(Mode.TEST), tty=False)
