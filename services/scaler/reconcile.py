@@ -52,7 +52,7 @@ def reconcile(state: FleetState, now: float) -> tuple[tuple[Command, ...], Fleet
     """Commands that move the fleet towards `state.desired`, the updated state, and a note."""
     commands: list[Command] = []
     state = _collect_failed(state, now)
-    state = _start_drains(state, sorted(state.drain_requests - set(state.drains)), now, commands)
+    state = _start_drains(state, sorted(_orphans(state) | (state.drain_requests - set(state.drains))), now, commands)
     state, note = _resize(state, now, commands)
     state = _finish_drains(state, now, commands)
     return tuple(commands), state, note
@@ -99,6 +99,11 @@ def _start_drains(state: FleetState, names: list[str], now: float, commands: lis
         drains[name] = DrainView(vm=name, started=now, deadline=now + timeout, waiting=live)
         commands.append(DrainCommand(vm=name, deadline_s=timeout, request_id=request_id))
     return replace(state, drains=drains)
+
+
+def _orphans(state: FleetState) -> set[str]:
+    """VMs already draining with no drain of ours (a deposed leader started it): finish the job."""
+    return {vm.name for vm in state.vms.values() if vm.state is VmState.DRAINING and vm.name not in state.drains}
 
 
 def _collect_failed(state: FleetState, now: float) -> FleetState:

@@ -1,0 +1,157 @@
+"""`decide()` as a table, and the behaviours around it: windows, limits, holds, warm-up, bounds."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from services.scaler.decide import decide
+from services.scaler.model import AutoscaleMemory, CreateCommand, DrainCommand, LoadView
+from shared.contract.events import VmState
+from shared.contract.policy import ScalingPolicy, Signal
+from tests.unit.scaler.fleets import NOW, fleet, load, vm
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("ready", "per_vm", "expected"),
+    [
+        (2, 8.0, 2),  # on target
+        (2, 8.7, 2),  # inside the 10% dead band
+        (2, 7.3, 2),  # inside the band, below
+        (2, 12.0, 3),  # ceil(2 x 1.5)
+        (2, 16.0, 4),  # ceil(2 x 2)
+        (4, 40.0, 8),  # big jump: max(4, 100%) per action
+        (3, 2.0, 3),  # scale-down waits for the window
+        (9, 80.0, 10),  # never above max_replicas
+    ],
+)
+def test_decide_table(ready: int, per_vm: float, expected: int) -> None:
+    """Target tracking on outstanding per VM gives the size in the table (defaults: target 8, max 10)."""
+    state = fleet(ready, memory=AutoscaleMemory.seeded(ready, NOW - 1))
+    assert decide(state, load(state, per_vm), NOW).desired == expected
+
+
+def test_scale_up_sends_creates_at_once() -> None:
+    """A load above target makes the leader send the missing creates in the same evaluation."""
+    state = fleet(2)
+    decision = decide(state, load(state, 16.0), NOW)
+    creates = [c for c in decision.commands if isinstance(c, CreateCommand)]
+    assert decision.desired == 4 and len(creates) == 2
+    assert len({c.request_id for c in creates}) == 2 and len(decision.state.pending) == 2
+
+
+def test_creates_in_flight_are_not_sent_twice() -> None:
+    """A second evaluation with the same load sends nothing: pending creates count as capacity."""
+    state = fleet(2)
+    first = decide(state, load(state, 16.0), NOW)
+    second = decide(first.state, load(state, 16.0), NOW + 1)
+    assert second.desired == 4 and second.commands == ()
+
+
+def test_scale_down_only_after_the_window_and_to_the_highest_recommendation() -> None:
+    """After a spike, low load shrinks the fleet only once the 300 s window has forgotten the spike."""
+    state = fleet(4)
+    state = decide(state, load(state, 8.0), NOW).state
+    for t in range(1, 300, 10):
+        decision = decide(state, load(state, 2.0, at=NOW + t), NOW + t)
+        assert decision.desired == 4, t
+        state = decision.state
+    later = decide(state, load(state, 2.0, at=NOW + 301), NOW + 301)
+    assert later.desired == 1
+    assert [c.vm for c in later.commands if isinstance(c, DrainCommand)] == ["vm0", "vm1", "vm2"]
+
+
+def test_one_scale_up_action_per_period() -> None:
+    """Within `scale_up_period_s` of a scale-up, a further rise waits for the period to end."""
+    state = fleet(2, policy=ScalingPolicy(scale_up_period_s=5, max_replicas=50))
+    state = decide(state, load(state, 12.0), NOW).state
+    assert state.desired == 3
+    assert decide(state, load(state, 24.0, at=NOW + 2), NOW + 2).desired == 3
+    assert decide(state, load(state, 24.0, at=NOW + 6), NOW + 6).desired == 6
+
+
+def test_cooldown_holds_after_an_action() -> None:
+    """With a cooldown, no action in either direction happens until it has passed."""
+    state = fleet(2, policy=ScalingPolicy(cooldown_s=60))
+    state = decide(state, load(state, 12.0), NOW).state
+    held = decide(state, load(state, 40.0, at=NOW + 30), NOW + 30)
+    assert held.desired == 3 and "cooldown" in held.reason
+
+
+@pytest.mark.parametrize("age", [6.0, 60.0, 3600.0])
+def test_stale_load_holds(age: float) -> None:
+    """A snapshot older than stale_after_s changes nothing, whatever it says."""
+    state = fleet(3)
+    for per_vm in (0.0, 100.0):
+        decision = decide(state, load(state, per_vm, at=NOW - age), NOW)
+        assert decision.desired == 3 and decision.commands == ()
+        assert "stale" in decision.reason
+
+
+def test_no_load_holds_even_below_min() -> None:
+    """Without any load snapshot the size is not touched (the first size comes from data or a command)."""
+    state = fleet(0, desired=0)
+    decision = decide(state, None, NOW)
+    assert decision.desired == 0 and decision.commands == ()
+
+
+def test_fresh_data_enforces_bounds() -> None:
+    """With fresh data a size below min_replicas is raised to it."""
+    state = fleet(0, desired=0, policy=ScalingPolicy(min_replicas=2))
+    decision = decide(state, LoadView(at=NOW), NOW)
+    assert decision.desired == 2 and len(decision.commands) == 2
+
+
+def test_manual_hold_pauses_autoscaling() -> None:
+    """Inside the manual hold the autoscaler keeps the commanded size."""
+    state = fleet(2, hold_until=NOW + 100)
+    decision = decide(state, load(state, 30.0), NOW)
+    assert decision.desired == 2 and "manual" in decision.reason
+    assert decide(state, load(state, 30.0, at=NOW + 101), NOW + 101).desired > 2
+
+
+def test_warming_vms_count_as_capacity_but_their_load_is_ignored() -> None:
+    """A VM inside its warm-up is capacity for scale-up, and its (low) load does not pull the average down."""
+    state = fleet(2, desired=3)
+    warming = vm("vm9", created=NOW - 20, ready_at=NOW - 2)
+    state = replace(state, vms=dict(state.vms) | {"vm9": warming})
+    snapshot = load(state, 12.0)
+    snapshot = replace(snapshot, vms=dict(snapshot.vms) | {"vm9": replace(snapshot.vms["vm9"], outstanding=0.0)})
+    decision = decide(state, snapshot, NOW)
+    assert decision.desired == 3 and decision.commands == ()
+
+
+def test_booting_vms_stop_scale_down() -> None:
+    """While VMs boot, an idle-looking fleet is not shrunk below what is booting plus what is needed."""
+    state = fleet(2, desired=4, memory=AutoscaleMemory())
+    booting = {f"b{i}": vm(f"b{i}", VmState.BOOTING, created=NOW - 5) for i in range(2)}
+    state = replace(state, vms=dict(state.vms) | booting)
+    assert decide(state, load(state, 7.0), NOW).desired == 4
+
+
+def test_traffic_on_an_empty_fleet_starts_vms() -> None:
+    """Outstanding requests with no VM at all (min 0) start enough VMs for them."""
+    state = fleet(0, desired=0, policy=ScalingPolicy(min_replicas=0))
+    decision = decide(state, LoadView(at=NOW, outstanding=20.0), NOW)
+    assert decision.desired == 3
+
+
+def test_rps_and_p95_signals_track_their_target() -> None:
+    """The rps and p95 signals scale by their ratio to the target like outstanding does."""
+    rps = fleet(2, policy=ScalingPolicy(signal=Signal.RPS, target=100))
+    assert decide(rps, load(rps, 200.0, signal="rps"), NOW).desired == 4
+    p95 = fleet(2, policy=ScalingPolicy(signal=Signal.P95_LATENCY, target=0.2))
+    assert decide(p95, load(p95, 0.3, signal="p95"), NOW).desired == 3
+
+
+def test_decision_reports_signal_values() -> None:
+    """A decision carries the observed value, the target and the recommendation it came from."""
+    state = fleet(2)
+    decision = decide(state, load(state, 12.0), NOW)
+    assert decision.signals.observed == pytest.approx(12.0)
+    assert decision.signals.target == 8.0 and decision.signals.recommendation == 3
+    assert "outstanding 12" in decision.reason
+

@@ -1,0 +1,105 @@
+"""Reconcile: creates and drains towards the desired size, victim choice, drain completion, backoff."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from services.scaler.model import BalancerView, CreateCommand, DestroyCommand, DrainCommand, Failures
+from services.scaler.reconcile import reconcile
+from services.scaler.track import forget, on_drained, on_vm_event
+from shared.contract.draining import BackendDrained
+from shared.contract.events import VmState, VmStateChanged
+from shared.contract.policy import ScalingPolicy
+from tests.unit.scaler.fleets import NOW, fleet, vm
+
+pytestmark = pytest.mark.unit
+
+
+def _balancers(*reports: tuple[str, dict[str, int]]) -> dict[str, BalancerView]:
+    return {b: BalancerView(id=b, last_seen=NOW, outstanding=out) for b, out in reports}
+
+
+def test_scale_in_drains_the_idlest_vm_oldest_first_on_ties() -> None:
+    """The victim is the VM with the fewest outstanding requests; among equals the oldest goes."""
+    state = fleet(4, desired=2, balancers=_balancers(("b1", {"vm0": 5, "vm1": 0, "vm2": 3, "vm3": 0})))
+    commands, state, _ = reconcile(state, NOW)
+    assert [c.vm for c in commands if isinstance(c, DrainCommand)] == ["vm1", "vm3"]
+    assert set(state.drains) == {"vm1", "vm3"}
+
+
+def test_outstanding_is_summed_over_live_balancers_only() -> None:
+    """A silent balancer's stale counts do not protect a busy VM from being chosen."""
+    balancers = _balancers(("b1", {"vm0": 1, "vm1": 2}))
+    balancers["old"] = BalancerView(id="old", last_seen=NOW - 60, outstanding={"vm1": 0, "vm0": 50})
+    state = fleet(2, desired=1, balancers=balancers)
+    commands, _, _ = reconcile(state, NOW)
+    assert [c.vm for c in commands if isinstance(c, DrainCommand)] == ["vm0"]
+
+
+def test_destroy_waits_for_every_live_balancer() -> None:
+    """A drained VM is destroyed only after each live balancer reports it drained."""
+    state = fleet(2, desired=1, balancers=_balancers(("b1", {}), ("b2", {})))
+    _, state, _ = reconcile(state, NOW)
+    state = on_drained(state, BackendDrained(vm="vm0", balancer="b1"))
+    commands, state, _ = reconcile(state, NOW + 1)
+    assert not any(isinstance(c, DestroyCommand) for c in commands)
+    state = on_drained(state, BackendDrained(vm="vm0", balancer="b2"))
+    commands, state, _ = reconcile(state, NOW + 2)
+    assert [(c.vm, c.host) for c in commands if isinstance(c, DestroyCommand)] == [("vm0", "h1")]
+
+
+def test_destroy_after_the_drain_deadline() -> None:
+    """A balancer that never reports does not keep a VM alive past the drain deadline."""
+    state = fleet(2, desired=1, policy=ScalingPolicy(drain_timeout_s=30), balancers=_balancers(("b1", {})))
+    _, state, _ = reconcile(state, NOW)
+    state = replace(state, balancers={"b1": BalancerView(id="b1", last_seen=NOW + 29)})
+    commands, state, _ = reconcile(state, NOW + 29)
+    assert not any(isinstance(c, DestroyCommand) for c in commands)
+    commands, _, _ = reconcile(state, NOW + 30)
+    assert any(isinstance(c, DestroyCommand) for c in commands)
+
+
+def test_no_balancers_means_destroy_at_once() -> None:
+    """With no live balancer there is nothing to wait for: drain and destroy go out together."""
+    commands, _, _ = reconcile(fleet(2, desired=1), NOW)
+    assert [type(c) for c in commands] == [DrainCommand, DestroyCommand]
+
+
+def test_commanded_drain_removes_that_vm_even_when_the_size_matches() -> None:
+    """A VM named by `fleet.cmd.drain` is drained, and the rest are not touched."""
+    state = fleet(3, desired=2, drain_requests=frozenset({"vm2"}), balancers=_balancers(("b1", {})))
+    commands, _, _ = reconcile(state, NOW)
+    assert [c.vm for c in commands if isinstance(c, DrainCommand)] == ["vm2"]
+    assert not any(isinstance(c, CreateCommand) for c in commands)
+
+
+def test_failed_vm_is_destroyed_and_replaced_with_backoff() -> None:
+    """A failed VM is destroyed, a replacement waits failure_backoff_s, and repeated failures wait longer."""
+    policy = ScalingPolicy(failure_backoff_s=5, failure_backoff_max_s=60)
+    state = fleet(2, desired=2, policy=policy)
+    state = on_vm_event(state, VmStateChanged(vm="vm1", state=VmState.FAILED, host="h1"), NOW)
+    commands, state, note = reconcile(state, NOW)
+    assert [type(c) for c in commands] == [DestroyCommand] and "backing off" in note
+    commands, state, _ = reconcile(state, NOW + 5)
+    assert [type(c) for c in commands] == [CreateCommand]
+    state = replace(forget(state, "vm1"), pending={}, failures=Failures(count=3, last_at=NOW + 10))
+    assert reconcile(state, NOW + 29)[0] == ()
+    assert [type(c) for c in reconcile(state, NOW + 30)[0]] == [CreateCommand]
+
+
+def test_after_failures_creates_go_one_at_a_time() -> None:
+    """While failures are recent, only one create is in flight, so a broken template is probed, not flooded."""
+    state = fleet(0, desired=3, failures=Failures(count=1, last_at=NOW - 100))
+    commands, state, _ = reconcile(state, NOW)
+    assert len(commands) == 1
+    assert reconcile(state, NOW + 1)[0] == ()
+
+
+def test_orphan_draining_vm_from_a_previous_leader_is_adopted() -> None:
+    """A VM left draining by a deposed leader is drained again and destroyed, not leaked."""
+    state = fleet(2, desired=1)
+    state = replace(state, vms=dict(state.vms) | {"vm1": vm("vm1", VmState.DRAINING)})
+    commands, _, _ = reconcile(state, NOW)
+    assert ("vm1", DestroyCommand) in [(c.vm, type(c)) for c in commands if not isinstance(c, CreateCommand)]

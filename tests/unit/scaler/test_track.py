@@ -1,0 +1,103 @@
+"""Reducers that fold events into the scaler's view, and the pure command edits and status."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from services.scaler import edits
+from services.scaler.lease import LeaseRecord, Seen, expired
+from services.scaler.track import on_lists, on_report, on_vm_event
+from shared.contract.base import ErrorCode
+from shared.contract.commands import DrainVm, PolicyPatch, ScaleFleet
+from shared.contract.events import VmState, VmStateChanged
+from shared.contract.load import BackendLoad, BalancerReported
+from shared.contract.provisioning import VmRecord
+from shared.contract.status import DesiredState
+from shared.errors import BusError
+from tests.unit.scaler.fleets import NOW, fleet
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_ready_event_starts_warm_up_on_the_local_clock_and_clears_failures() -> None:
+    """`ready` stamps ready_at with our time (not the event's), and resets the failure streak."""
+    state = on_vm_event(fleet(0), VmStateChanged(vm="a", state=VmState.FAILED, host="h1"), NOW)
+    assert state.failures.count == 1
+    state = on_vm_event(state, VmStateChanged(vm="a", state=VmState.FAILED, host="h1"), NOW + 1)
+    assert state.failures.count == 1
+    state = on_vm_event(state, VmStateChanged(vm="b", state=VmState.READY, at=T0, host="h1"), NOW + 2)
+    assert state.vms["b"].ready_at == NOW + 2 and state.failures.count == 0
+
+
+def test_event_with_request_id_settles_the_pending_create() -> None:
+    """The first event naming a pending create's request id replaces the pending entry with the VM."""
+    state = fleet(0, pending={"r1": NOW})
+    state = on_vm_event(state, VmStateChanged(vm="a", state=VmState.REQUESTED, request_id="r1"), NOW)
+    assert state.pending == {} and "a" in state.vms
+
+
+def test_destroyed_event_forgets_the_vm() -> None:
+    """A `destroyed` event removes the VM from the view."""
+    state = on_vm_event(fleet(2), VmStateChanged(vm="vm0", state=VmState.DESTROYED), NOW)
+    assert sorted(state.vms) == ["vm1"]
+
+
+def test_list_replaces_one_hosts_vms_and_keeps_other_hosts() -> None:
+    """A host's list adds its VMs and drops the ones it no longer has; other hosts are untouched."""
+    state = fleet(2)
+    record = VmRecord(vm="new", state=VmState.READY, since=T0)
+    state = on_lists(state, [("h1", [record])], NOW)
+    assert sorted(state.vms) == ["new"] and state.vms["new"].host == "h1"
+    state = on_lists(state, [("h2", [])], NOW)
+    assert sorted(state.vms) == ["new"]
+
+
+def test_silent_balancer_drops_out_after_three_intervals() -> None:
+    """A balancer is live while it reports; after ~3 silent intervals it is left out of status."""
+    report = BalancerReported(balancer="b1", started_at=T0, backends=[BackendLoad(vm="vm0", outstanding=3)])
+    state = on_report(fleet(1), report, NOW)
+    assert [b.id for b in edits.status(DesiredState(), state, None, 0, None, NOW + 2).balancers] == ["b1"]
+    status = edits.status(DesiredState(), state, None, 0, None, NOW + 4)
+    assert status.balancers == [] and status.vms[0].outstanding == 0.0
+
+
+def test_scale_edit_checks_bounds_and_sets_a_hold() -> None:
+    """A scale inside the bounds sets the size and the hold; outside is `invalid`."""
+    state = edits.scale(DesiredState(), ScaleFleet(replicas=3), NOW)
+    assert state.desired == 3 and state.hold_until is not None
+    assert state.hold_until.timestamp() == pytest.approx(NOW + state.policy.manual_hold_s)
+    with pytest.raises(BusError) as caught:
+        edits.scale(DesiredState(), ScaleFleet(replicas=11), NOW)
+    assert caught.value.code is ErrorCode.INVALID
+
+
+def test_policy_edit_refuses_inconsistent_bounds_and_clamps_the_size() -> None:
+    """min above max is `invalid`; a new max below the size pulls the size down."""
+    with pytest.raises(BusError) as caught:
+        edits.set_policy(DesiredState(), PolicyPatch(min_replicas=5, max_replicas=2))
+    assert caught.value.code is ErrorCode.INVALID and "min_replicas" in caught.value.message
+    state = edits.set_policy(DesiredState(desired=8), PolicyPatch(max_replicas=4))
+    assert state.desired == 4 and state.policy.max_replicas == 4
+
+
+def test_drain_edit_needs_a_known_vm_and_counts_once() -> None:
+    """Draining an unknown VM is `not_found`; a known one shrinks the size once, however often asked."""
+    with pytest.raises(BusError) as caught:
+        edits.drain(DesiredState(desired=3), DrainVm(vm="ghost"), fleet(3), NOW)
+    assert caught.value.code is ErrorCode.NOT_FOUND
+    once = edits.drain(DesiredState(desired=3), DrainVm(vm="vm1"), fleet(3), NOW)
+    twice = edits.drain(once, DrainVm(vm="vm1"), fleet(3), NOW)
+    assert once.desired == twice.desired == 2 and twice.draining == ["vm1"]
+
+
+def test_lease_expires_only_after_ttl_on_an_unchanged_revision() -> None:
+    """A follower takes over after the same revision sat for ttl seconds; a renewal restarts the clock."""
+    seen = Seen(revision=7, record=LeaseRecord(holder="a", epoch=1, renewed_at=T0), at=100.0)
+    assert not expired(seen, 7, 6.0, 105.9)
+    assert expired(seen, 7, 6.0, 106.0)
+    assert not expired(seen, 8, 6.0, 200.0)
+    assert not expired(None, 7, 6.0, 200.0)
