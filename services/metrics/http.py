@@ -70,7 +70,12 @@ class HttpServer:
     async def start(self) -> None:
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:
+            log.error("http.bind_failed", host=self.host, port=self.port, error=error.strerror or str(error))
+            await self.runner.cleanup()
+            raise
         self.port = self.runner.addresses[0][1]
         log.info("http.listening", host=self.host, port=self.port)
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -48,3 +49,20 @@ async def test_process_serves_http_and_exits_zero_on_sigterm(
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.wait(), timeout=30)
     assert code == 0
+
+
+async def test_port_in_use_stops_the_process_with_a_clear_log_line(settings_env: dict[str, str]) -> None:
+    """A metrics port already taken makes the process log `http.bind_failed` naming it and exit non-zero."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.metrics", cwd=ROOT,
+            env=os.environ | settings_env | {"QUICFLEET_METRICS_PORT": str(port)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode != 0
+    failures = [json.loads(line) for line in out.splitlines() if b"http.bind_failed" in line]
+    assert failures and failures[0]["port"] == port
