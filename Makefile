@@ -50,3 +50,7 @@ clean:
 
 template: deps ## build the Debian test template VM and define it in libvirt
 	bash deploy/template/build.sh
+
+.PHONY: docs
+docs: deps ## regenerate docs/configuration.md from the Settings classes
+	$(BIN)/python deploy/gen_config_docs.py
