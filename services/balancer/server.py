@@ -72,6 +72,7 @@ class Limits:
     def __init__(
         self, max_connections: int, max_streams: int, max_header_bytes: int,
         retry_always: bool, retry_threshold: int, ack_delay_s: float, ack_with_response: bool = True,
+        coalesce_s: float = 0.0,
     ) -> None:
         self.max_connections = max_connections
         self.max_streams = max_streams
@@ -80,6 +81,7 @@ class Limits:
         self.retry_threshold = retry_threshold
         self.ack_delay_s = ack_delay_s
         self.ack_with_response = ack_with_response
+        self.coalesce_s = coalesce_s
 
 
 class ClientProtocol(QuicConnectionProtocol):
@@ -96,6 +98,9 @@ class ClientProtocol(QuicConnectionProtocol):
         self._counted = False
         self.peer_ip = "unknown"
         self.ack_early = True
+        self.coalesce_s = 0.0
+        self._started = False
+        self._deferred: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -103,6 +108,7 @@ class ClientProtocol(QuicConnectionProtocol):
         assert self.server is not None
         set_ack_delay(self._quic, self.server.limits.ack_delay_s)
         self.ack_early = self.server.limits.ack_with_response
+        self.coalesce_s = self.server.limits.coalesce_s
         if self.server.connections >= self.server.limits.max_connections:
             self._half_open = False
             self._quic.close(error_code=QuicErrorCode.CONNECTION_REFUSED, reason_phrase="too many connections")
@@ -130,8 +136,20 @@ class ClientProtocol(QuicConnectionProtocol):
                 log.info("client.protocol_error")
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        """Feed the QUIC core; hold the transmit briefly when the datagram started new requests.
+
+        aioquic would transmit at once, sending the QPACK decoder-stream acknowledgement of a
+        request in a packet of its own. Waiting up to `coalesce_s` for the response (sent sooner
+        when it arrives) puts that, the ACK and the response in one packet.
+        """
         self.peer_ip = str(addr[0])
-        super().datagram_received(data, addr)
+        self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
+        self._started = False
+        self._process_events()
+        if self._started and self.coalesce_s > 0:
+            self._defer()
+        else:
+            self.transmit()
         if self.watched:
             self.watched = [e for e in self.watched if not e.resume_if_drained()]
 
@@ -192,6 +210,7 @@ class ClientProtocol(QuicConnectionProtocol):
         )
         exchange = Exchange(self, stream_id, request, client_ip, router)
         self.exchanges[stream_id] = exchange
+        self._started = True
         router.dispatch(exchange)
 
     def _refuse(self, stream_id: int, status: int, body: bytes) -> None:
@@ -238,8 +257,16 @@ class ClientProtocol(QuicConnectionProtocol):
             self._scheduled = True
             self._loop.call_soon(self._flush)
 
+    def _defer(self) -> None:
+        """Transmit within `coalesce_s` at the latest (earlier if a response is ready)."""
+        if self._deferred is None and not self._scheduled:
+            self._deferred = self._loop.call_later(self.coalesce_s, self._flush)
+
     def _flush(self) -> None:
         self._scheduled = False
+        if self._deferred is not None:
+            self._deferred.cancel()
+            self._deferred = None
         if self.ack_early:
             ack_with_next_packet(self._quic, self._loop.time())
         self.transmit()

@@ -58,6 +58,7 @@ class BalancerSettings(ServiceSettings):
     quic_retry_threshold: int = Field(256, ge=0, le=1_000_000, description="Half-open handshakes before Retry.")
     quic_ack_delay_ms: float = Field(1.0, ge=0, le=25, description="Longest delay of a QUIC ACK (aioquic: 1).")
     quic_ack_with_response: bool = Field(True, description="Put a pending ACK on the response packet.")
+    quic_coalesce_ms: float = Field(1.0, ge=0, le=25, description="Longest wait for a response to share a packet.")
     quic_max_datagram_size: int = Field(1350, ge=1200, le=65_000)
 
     @property

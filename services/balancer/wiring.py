@@ -66,6 +66,7 @@ def make_limits(settings: BalancerSettings) -> Limits:
         retry_threshold=settings.quic_retry_threshold,
         ack_delay_s=settings.quic_ack_delay_ms / 1000,
         ack_with_response=settings.quic_ack_with_response,
+        coalesce_s=settings.quic_coalesce_ms / 1000,
     )
 
 
