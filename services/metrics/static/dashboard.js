@@ -11,9 +11,10 @@ const STATE_COLOURS = {
 };
 
 const charts = {};
+let decisionTimes = [];
 
 function line(label, stroke, extra) {
-  return Object.assign({ label: label, stroke: stroke, width: 2, spanGaps: true }, extra || {});
+  return Object.assign({ label: label, stroke: stroke, width: 2, spanGaps: true, points: { show: false } }, extra || {});
 }
 
 function chartSpecs() {
@@ -39,6 +40,26 @@ function fromZero(_u, _min, max) {
   return [0, max > 0 ? max * 1.15 : 1];
 }
 
+// Scaling decisions as dashed vertical lines labelled "current→desired" on the fleet chart.
+function drawDecisions(u) {
+  const ctx = u.ctx;
+  const [xMin, xMax] = [u.scales.x.min, u.scales.x.max];
+  ctx.save();
+  ctx.strokeStyle = "#8a96a3";
+  ctx.fillStyle = "#d8dee6";
+  ctx.setLineDash([3, 3]);
+  ctx.font = "11px sans-serif";
+  decisionTimes.filter((d) => d.t >= xMin && d.t <= xMax).forEach((d) => {
+    const x = Math.round(u.valToPos(d.t, "x", true));
+    ctx.beginPath();
+    ctx.moveTo(x, u.bbox.top);
+    ctx.lineTo(x, u.bbox.top + u.bbox.height);
+    ctx.stroke();
+    ctx.fillText(d.label, x + 3, u.bbox.top + 12);
+  });
+  ctx.restore();
+}
+
 function makeChart(name, spec) {
   const box = document.getElementById("chart-" + name);
   const opts = {
@@ -48,6 +69,7 @@ function makeChart(name, spec) {
     series: [{}].concat(spec.series),
     axes: [axisStyle(), axisStyle()],
     legend: { live: false },
+    hooks: name === "fleet" ? { draw: [drawDecisions] } : {},
   };
   const empty = [[]].concat(spec.series.map(() => []));
   charts[name] = { plot: new uPlot(opts, empty, box), spec: spec, box: box };
@@ -116,6 +138,7 @@ async function poll() {
     const response = await fetch("/api/dashboard?points=" + POINTS, { cache: "no-store" });
     if (!response.ok) throw new Error("HTTP " + response.status);
     const data = await response.json();
+    decisionTimes = data.decisions.map((d) => ({ t: Date.parse(d.at) / 1000, label: d.current + "→" + d.desired }));
     Object.keys(charts).forEach((name) => updateChart(name, data.series));
     updateTiles(data);
     updateDecisions(data.decisions);
