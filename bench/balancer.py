@@ -126,8 +126,8 @@ def run_scenarios(
         before, during, opened = rss_at_connections(sut, load_core)
         extra.append(f"balancer RSS: {before:.1f} MiB idle, {during:.1f} MiB with {opened} open connections "
                      f"({(during - before) * 1024 / max(opened, 1):.1f} KiB per connection)")
-    with balancer_sut(work, nats_url, backend_port, sut_core, "http1", ack_with_response=False) as sut:
-        results["  plain aioquic ACKs (1 ms)"] = measure(sut, load_core)
+    with balancer_sut(work, nats_url, backend_port, sut_core, "http1", ack_with_response=False, coalesce_ms=0) as sut:
+        results["  plain aioquic sends"] = measure(sut, load_core)
     with balancer_sut(work, nats_url, backend_port, sut_core, "http1", ack_delay_ms=0.0) as sut:
         results["  ACK delay 0"] = measure(sut, load_core)
     with balancer_sut(work, nats_url, backend_port, sut_core, "http3") as sut:
