@@ -108,10 +108,12 @@ class MetricsService(BusService):
             await self.publish_snapshot()
 
     async def publish_snapshot(self) -> None:
-        """Take one snapshot, publish it on `fleet.load`, log what went stale."""
+        """Take one snapshot and publish it on `fleet.load`; one log line, info when something went stale."""
         bind_message(subject=self.subjects.load)
         snapshot, expired = self.state.tick(self._now(), utcnow())
-        await self.bus.publish(self.subjects.load, snapshot)
-        if expired.balancers or expired.vms:
-            log.info("metrics.expired", balancers=expired.balancers, vms=expired.vms)
-        log.debug("load.published", rps=snapshot.rps, balancers=snapshot.balancers, vms=len(snapshot.vms))
+        sent = await self.bus.publish(self.subjects.load, snapshot)
+        level = log.info if expired.balancers or expired.vms else log.debug
+        level(
+            "load.published", sent=sent, rps=round(snapshot.rps, 3), balancers=snapshot.balancers,
+            vms=len(snapshot.vms), dropped_balancers=expired.balancers or None, forgotten_vms=expired.vms or None,
+        )
