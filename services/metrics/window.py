@@ -140,10 +140,18 @@ class RunTrack:
         return {vm: total / len(inside) for vm, total in sums.items()}
 
 
+_ZERO = BackendLoad(vm="zero")
+
+
 def _delta(before: BackendLoad | None, after: BackendLoad, span: float) -> VmDelta:
-    """What one VM did between two reports of the same run."""
-    if before is None or went_backwards(before, after):
-        before = BackendLoad(vm=after.vm)
+    """What one VM did between two reports of the same run (a VM new to the run counts from zero).
+
+    Counters falling between reports of one run are caught when the report arrives (`resets`);
+    a VM that left and came back lower is the one case left, so only the scalars are checked
+    here and `subtract` handles the buckets.
+    """
+    if before is None or after.requests < before.requests or after.errors < before.errors:
+        before = _ZERO
     requests = after.requests - before.requests
     return VmDelta(
         requests=requests,
