@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -214,8 +215,15 @@ def _plan(options: StackOptions, lab_module: ModuleType | None) -> tuple[Plan, A
         return Plan(mode, {"QUICFLEET_LIBVIRT_URI": TEST_URI}, warning=warning), None
     assert lab_module is not None
     lab = lab_module.Lab(options.workdir / "lab")
-    info = lab.start()
+    try:
+        info = lab.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError, lab_module.libvirt.libvirtError) as error:
+        raise LabFailed(f"the lab did not start: {error}; `quicfleet up --no-lab` runs without it") from None
     return Plan(mode, lab_env(info.libvirt_uri, info.network, info.template), namespace=info.namespace), lab
+
+
+class LabFailed(Exception):
+    """The lab could not start (it has undone itself); `up` reports it in one line."""
 
 
 def _interrupt(*_: object) -> None:
@@ -237,6 +245,9 @@ def run_stack(options: StackOptions, console: Console | None = None) -> int:
         return asyncio.run(supervise(Stack(options, plan, wrap, console)))
     except KeyboardInterrupt:
         return 130
+    except LabFailed as error:
+        say(console, str(error), "bold red")
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
         if lab is not None:

@@ -52,7 +52,7 @@ class Options:
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    err.print(f"quicfleet: {message}", style="red", markup=False)
+    err.print(f"quicfleet: {message}", style="red", markup=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -112,6 +112,8 @@ def hints(plan: Plan, bindir: str, nats_url: str, env: Mapping[str, str]) -> lis
         f"  {cli} status              # desired vs actual, VMs, balancers",
         f"  {cli} scale 2             # clone two VMs and wait until they are ready",
         f"  {cli} watch               # live VM events, decisions and load",
+        f"  {cli} get --count 4       # HTTP/3 GETs through the balancer: which VM answered",
+        "or with a third-party HTTP/3 client:",
         f"  {pre}{bindir}/python -c {shlex.quote(get)}",
         "Ctrl-C stops everything.",
     ]
