@@ -179,6 +179,21 @@ class Bus:
             await sub.unsubscribe()
         return replies
 
+    async def barrier(self, timeout: float = 10.0) -> None:
+        """Return once the server has processed everything this client sent before (SUBs included).
+
+        nats-py's `flush()` writes its PING ahead of commands still queued in the client, so it is
+        no barrier: a service could say "started" before the server knows its subscriptions. A
+        message to ourselves, sent after them, only comes back once they are all in place.
+        """
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox, max_msgs=1)
+        try:
+            await self.nc.publish(inbox, b"")
+            await sub.next_msg(timeout=timeout)
+        finally:
+            await sub.unsubscribe()
+
     async def drain(self) -> None:
         """Finish what is in flight, unsubscribe, and close the connection."""
         if not self.nc.is_closed:

@@ -60,6 +60,7 @@ class BusService(TaskGroupService):
         metadata = {"instance": self.settings.instance}
         self.micro = await start_service(self.bus, self.name, self.description, self.endpoints(), metadata)
         await self.on_start()
+        await self.bus.barrier()
         log.info("service.started", instance=self.settings.instance)
 
     async def stop(self) -> None:
