@@ -19,6 +19,7 @@ from shared.cli.client import EXIT_UNREACHABLE, CliError
 SERVICES = ("balancer", "metrics", "scaler", "provisioner")
 NATS_TARGET = "nats"
 PING_ALL = "$SRV.PING"
+REPING_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -56,24 +57,28 @@ async def check_nats(nc: NATS, timeout: float) -> None:
 
 
 async def collect_pongs(nc: NATS, wanted: list[str], window: float) -> list[Pong]:
-    """Ping every service; return as soon as each wanted one answered, or when `window` ends."""
+    """Ping every service, again every REPING_S (a service may register meanwhile), until each
+    wanted one answered or `window` ends; one pong per service instance."""
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
-    pongs: list[Pong] = []
+    pongs: dict[str, Pong] = {}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + window
+    next_ping = loop.time()
     try:
-        await nc.publish(PING_ALL, b"", reply=inbox)
-        while missing(wanted, pongs) and (remaining := deadline - loop.time()) > 0:
+        while missing(wanted, list(pongs.values())) and (remaining := deadline - loop.time()) > 0:
+            if loop.time() >= next_ping:
+                await nc.publish(PING_ALL, b"", reply=inbox)
+                next_ping = loop.time() + REPING_S
             try:
-                msg = await sub.next_msg(timeout=remaining)
+                msg = await sub.next_msg(timeout=max(0.01, min(remaining, next_ping - loop.time())))
             except (TimeoutError, nats.errors.TimeoutError):
-                break
+                continue
             if (pong := parse_pong(msg.data)) is not None:
-                pongs.append(pong)
+                pongs[pong.id] = pong
     finally:
         await sub.unsubscribe()
-    return pongs
+    return list(pongs.values())
 
 
 def targets(names: list[str]) -> tuple[bool, list[str]]:

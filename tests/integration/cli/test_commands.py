@@ -122,18 +122,21 @@ async def test_get_without_a_balancer_says_so(nats_server: NatsServer, settings_
     assert result.code == 3 and "no balancer has reported yet" in result.err
 
 
-async def test_serve_runs_a_service_until_sigterm(nats_server: NatsServer, settings_env: dict[str, str]) -> None:
+async def test_serve_runs_a_service_until_sigterm(
+    nats_server: NatsServer, settings_env: dict[str, str], tmp_path: Path
+) -> None:
     """`quicfleet serve metrics` registers the service on NATS and exits 0 on SIGTERM; unknown names exit 2."""
     env = os.environ | {"QUICFLEET_METRICS_PORT": "0"}
-    served = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli", "serve", "metrics", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        served = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shared.cli", "serve", "metrics", env=env, stdout=sink, stderr=sink)
     try:
         healthy = await cli(nats_server.url, "health", "metrics", "--window", "20")
     finally:
         served.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(served.wait(), 30)
     unknown = await cli(nats_server.url, "serve", "nosuch")
-    assert healthy.code == 0, healthy.err
+    assert healthy.code == 0, healthy.err + log.read_text()[-3000:]
     assert code == 0
     assert unknown.code == 2 and "known: balancer, metrics, scaler, provisioner" in unknown.err
