@@ -19,7 +19,14 @@ from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.h3.exceptions import H3Error
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, ProtocolNegotiated, QuicEvent, StreamReset
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    ProtocolNegotiated,
+    QuicEvent,
+    StopSendingReceived,
+    StreamReset,
+)
 from aioquic.quic.packet import QuicErrorCode, pull_quic_header
 
 from services.balancer.exchange import Exchange
@@ -30,6 +37,9 @@ from services.balancer.sockets import grow_buffers
 from services.balancer.upstream import UpstreamRequest
 
 log = structlog.get_logger("balancer.server")
+
+SEND_ERRORS = (H3Error, AssertionError, ValueError, RuntimeError)
+"""What aioquic raises when writing to a stream the client reset or already finished."""
 
 
 class ProxyServer(QuicServer):
@@ -123,17 +133,32 @@ class ClientProtocol(QuicConnectionProtocol):
             self.http = H3Connection(self._quic)
         elif isinstance(event, HandshakeCompleted):
             self._handshake_over()
-        elif isinstance(event, StreamReset):
+        elif isinstance(event, StreamReset | StopSendingReceived):
             self._client_reset(event.stream_id)
         elif isinstance(event, ConnectionTerminated):
             self._terminated()
             return
         if self.http is not None:
             try:
-                for http_event in self.http.handle_event(event):
-                    self._http_event(http_event)
+                http_events = self.http.handle_event(event)
             except H3Error:
                 log.info("client.protocol_error")
+                return
+            for http_event in http_events:
+                self._guarded(http_event)
+
+    def _guarded(self, event: H3Event) -> None:
+        """Handle one HTTP/3 event; a bug here costs that stream, never the connection."""
+        try:
+            self._http_event(event)
+        except Exception:
+            stream_id = getattr(event, "stream_id", None)
+            log.exception("client.event_failed", stream_id=stream_id)
+            exchange = self.exchanges.pop(stream_id, None) if stream_id is not None else None
+            if exchange is not None:
+                exchange.client_reset()
+            if stream_id is not None:
+                self.reset(stream_id, ErrorCode.H3_INTERNAL_ERROR)
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         """Feed the QUIC core; hold the transmit briefly when the datagram started new requests.
@@ -223,7 +248,7 @@ class ClientProtocol(QuicConnectionProtocol):
         if self.http is not None:
             try:
                 self.http.send_headers(stream_id, headers, end_stream=end)
-            except (H3Error, AssertionError, ValueError):
+            except SEND_ERRORS:
                 return
             self.schedule()
 
@@ -231,14 +256,14 @@ class ClientProtocol(QuicConnectionProtocol):
         if self.http is not None:
             try:
                 self.http.send_data(stream_id, data, end_stream=end)
-            except (H3Error, AssertionError, ValueError):
+            except SEND_ERRORS:
                 return
             self.schedule()
 
     def reset(self, stream_id: int, code: int) -> None:
         try:
             self._quic.reset_stream(stream_id, code)
-        except (AssertionError, ValueError):
+        except SEND_ERRORS:
             return
         self.schedule()
 

@@ -130,7 +130,9 @@ class H1Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as error:
+            if error.__cause__ is not None:
+                log.error("upstream.callback_failed", exc_info=error.__cause__)
             self._fail(PROTOCOL)
             self.close()
 

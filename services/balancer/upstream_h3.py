@@ -128,7 +128,11 @@ class _H3ClientProtocol(QuicConnectionProtocol):
         elif isinstance(event, StreamReset):
             self._fail_stream(event.stream_id)
         for http_event in self.http.handle_event(event):
-            self._http_event(http_event)
+            try:
+                self._http_event(http_event)
+            except Exception:
+                log.exception("upstream.event_failed")
+                self._fail_stream(getattr(http_event, "stream_id", -1))
 
     def _http_event(self, event: H3Event) -> None:
         call = self.calls.get(getattr(event, "stream_id", -1))

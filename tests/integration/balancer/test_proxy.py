@@ -12,6 +12,7 @@ import pytest
 from shared.bus import Bus
 from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import h3_client
+from tests.support import wait_until
 from tests.support.h1server import H1Backend
 from tests.support.h3server import H3Backend
 
@@ -101,3 +102,21 @@ async def test_post_body_streams_to_backend_and_big_response_streams_back(
             download = await client.get("/big?bytes=5000000")
     assert upload.status == 200 and upload.text == "received 3000000 bytes\n"
     assert download.status == 200 and len(download.body) == 5_000_000
+
+
+async def test_client_cancelling_a_download_frees_the_request(bus: Bus, start_balancer: StartBalancer) -> None:
+    """A client that stops a large download mid-way ends that request; the connection keeps working."""
+    async with H1Backend() as backend, start_balancer() as balancer:
+        await announce(bus, balancer, "vm-a", backend.address)
+        vm = balancer.router.table.get("vm-a")  # type: ignore[union-attr]
+        async with h3_client(balancer.port) as client:
+            download = asyncio.create_task(client.get("/big?bytes=200000000"))
+            await wait_until(lambda: vm.outstanding == 1 and client.pending, timeout=10, what="download started")
+            (stream_id,) = client.pending
+            client._quic.stop_stream(stream_id, 0x10C)
+            client.transmit()
+            await wait_until(lambda: vm.outstanding == 0, timeout=20, what="request ended")
+            download.cancel()
+            after = await client.get("/")
+    assert after.status == 200
+    assert vm.requests == 2 and vm.errors == 0
