@@ -98,3 +98,10 @@ async def ask(bus: Bus, subject: str, command: BaseModel, result: type[R], timeo
     except BusError as error:
         code = EXIT_UNREACHABLE if error.code.value == "unavailable" else EXIT_ERROR
         raise CliError(f"{error.code.value}: {error.message}", code) from None
+    except NatsError as error:
+        raise lost(error) from None
+
+
+def lost(error: Exception) -> CliError:
+    """The connection to NATS went away in the middle of a command."""
+    return CliError(f"lost the connection to NATS: {error or type(error).__name__}", EXIT_UNREACHABLE)

@@ -11,10 +11,11 @@ import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from pydantic import BaseModel
 
 from shared.bus import Bus, decode
-from shared.cli.client import EXIT_ERROR, AnyResult, CliError, ask
+from shared.cli.client import EXIT_ERROR, EXIT_UNREACHABLE, AnyResult, CliError, ask, lost
 from shared.cli.progress import FleetTracker, Verdict
 from shared.contract.commands import DrainVm, GetStatus, ScaleFleet
 from shared.contract.events import ScalingDecided, VmStateChanged
@@ -23,6 +24,8 @@ from shared.contract.policy import PolicyPatchBase, ScalingPolicy
 from shared.contract.status import DesiredState, FleetStatus
 from shared.errors import BusError
 
+CLOSED_CHECK_S = 1.0
+"""How often a quiet `watch` checks that its NATS connection is still there."""
 POLL_S = 2.0
 """How often `scale` re-reads the status while it waits (events alone could be missed)."""
 
@@ -64,7 +67,8 @@ async def scale(
         desired = await ask_scale(bus, replicas, timeout)
         await _follow(bus, tracker, changed, timeout, wait_s, on_change)
     finally:
-        await sub.unsubscribe()
+        with contextlib.suppress(NatsError):
+            await sub.unsubscribe()
     return desired, tracker
 
 
@@ -106,6 +110,8 @@ async def _poll(bus: Bus, tracker: FleetTracker, timeout: float) -> None:
         tracker.merge(await bus.request(bus.subjects.cmd_status, GetStatus(), FleetStatus, timeout=timeout))
     except BusError:
         return
+    except NatsError as error:
+        raise lost(error) from None
 
 
 WatchItem = tuple[str, BaseModel]
@@ -121,10 +127,15 @@ async def watch(bus: Bus, include_load: bool = True) -> AsyncGenerator[WatchItem
     subs = [await bus.nc.subscribe(subject, cb=_enqueue(queue, model)) for subject, model in models.items()]
     try:
         while True:
-            yield await queue.get()
+            try:
+                yield await asyncio.wait_for(queue.get(), CLOSED_CHECK_S)
+            except TimeoutError:
+                if bus.nc.is_closed:
+                    raise CliError("lost the connection to NATS", EXIT_UNREACHABLE) from None
     finally:
         for sub in subs:
-            await sub.unsubscribe()
+            with contextlib.suppress(NatsError):
+                await sub.unsubscribe()
 
 
 def _enqueue(queue: asyncio.Queue[WatchItem], model: type[BaseModel]) -> Callable[[Msg], Awaitable[None]]:

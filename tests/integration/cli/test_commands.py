@@ -140,3 +140,20 @@ async def test_serve_runs_a_service_until_sigterm(
     assert healthy.code == 0, healthy.err + log.read_text()[-3000:]
     assert code == 0
     assert unknown.code == 2 and "known: balancer, metrics, scaler, provisioner" in unknown.err
+
+
+async def test_watch_ends_with_exit_3_when_nats_goes_away(bus: Bus, nats_server: NatsServer) -> None:
+    """A running `watch` whose NATS server stops says it lost the connection and exits 3 instead of hanging."""
+    watcher = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shared.cli", "--nats-url", nats_server.url, "--json", "watch", "--no-load",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert watcher.stdout is not None and watcher.stderr is not None
+    first = asyncio.create_task(watcher.stdout.readline())
+    while not first.done():
+        await bus.publish(bus.subjects.vm(VmState.READY), VmStateChanged(vm="qf-x", state=VmState.READY))
+        await asyncio.wait([first], timeout=0.2)
+    assert json.loads(first.result())["event"]["vm"] == "qf-x"
+    await asyncio.to_thread(nats_server.stop)
+    code = await asyncio.wait_for(watcher.wait(), 30)
+    assert code == 3
+    assert "lost the connection to NATS" in (await watcher.stderr.read()).decode()
