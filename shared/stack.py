@@ -182,11 +182,16 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
             say(stack.console, line, "bold yellow" if line.startswith("WARNING") else "bold")
     else:
         say(stack.console, "not every service answered $SRV.PING in time; see the lines above", "bold red")
+    return await _watch_children(stack, stop)
+
+
+async def _watch_children(stack: Stack, stop: asyncio.Event) -> int:
+    """Until `stop`: say once when a service exits on its own; end at once (1) if NATS exits."""
     reported: set[str] = set()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
-        for name in set(stack.crashed()) - reported:
+        for name in sorted(set(stack.crashed()) - reported):
             say(stack.console, f"{name} exited with code {stack.services[name].process.returncode}", "bold red")
             reported.add(name)
         if stack.nats is not None and not stack.nats.running:
@@ -249,7 +254,19 @@ def run_stack(options: StackOptions, console: Console | None = None) -> int:
         say(console, str(error), "bold red")
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if lab is not None:
-            say(console, "tearing the lab down")
-            lab.stop()
+            _teardown(lab, console)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _teardown(lab: Any, console: Console) -> None:
+    """Stop the lab with Ctrl-C and SIGTERM ignored: a half torn-down lab is worse than a wait."""
+    say(console, "tearing the lab down")
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        lab.stop()
+    except (RuntimeError, OSError) as error:
+        say(console, f"lab teardown: {error}", "bold red")
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

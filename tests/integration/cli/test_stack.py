@@ -34,7 +34,8 @@ def processes_with(marker: str) -> list[int]:
 
 
 async def test_up_runs_nats_and_four_services_and_stops_cleanly(tmp_path: Path) -> None:
-    """`up --no-lab` answers status and every $SRV.PING, and SIGTERM stops every child and exits 0."""
+    """`up --no-lab` answers status and every $SRV.PING, reports a service that dies, and SIGTERM stops
+    every child and exits 0."""
     port, token = free_port(), uuid.uuid4().hex
     marker = f"QUICFLEET_STACK_TEST={token}"
     env = os.environ | {
@@ -53,6 +54,9 @@ async def test_up_runs_nats_and_four_services_and_stops_cleanly(tmp_path: Path) 
         health = await cli(url, "health")
         status = await cli(url, "--json", "status")
         assert len(processes_with(marker)) >= 5
+        metrics = [p for p in processes_with(marker) if b"services.metrics" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        os.kill(metrics[0], signal.SIGKILL)
+        await wait_until(lambda: "metrics exited with code -9" in log.read_text(), timeout=30, what="crash report")
     finally:
         stack.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(stack.wait(), 60)
