@@ -26,6 +26,9 @@ from services.balancer.upstream import CONNECT, RESET, Sink, UpstreamRequest
 log = structlog.get_logger("balancer.upstream.h3")
 
 UPSTREAM_BUFFER_BYTES = 2 * 1024 * 1024
+IDLE_TIMEOUT_S = 10.0
+"""A connection that hears nothing for this long is closed (and re-opened on the next request):
+a VM whose server restarted on the same port silently drops our old connection's packets."""
 
 
 class H3Call:
@@ -176,7 +179,7 @@ class H3Upstream:
         self.host = host
         self.port = port
         self.connect_timeout_s = connect_timeout_s
-        self.config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, idle_timeout=30.0)
+        self.config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, idle_timeout=IDLE_TIMEOUT_S)
         self.config.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
         self.config.max_datagram_size = 1350
         self.ack_delay_s = ack_delay_s
