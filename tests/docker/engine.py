@@ -29,6 +29,8 @@ def docker_cli() -> str:
 
 def why_not() -> str | None:
     """None when a private engine can be tried here; else the reason it cannot."""
+    if os.environ.get("QUICFLEET_SKIP_DOCKER") == "1":
+        return "QUICFLEET_SKIP_DOCKER=1 (a developer opted out on a shared machine)"
     if os.geteuid() != 0:
         return "the docker test needs root to start dockerd"
     absent = [tool for tool in TOOLS if shutil.which(tool) is None]
