@@ -27,6 +27,7 @@ from shared.cli.client import CliError, session
 from shared.cli.health import SERVICES, run_health
 from shared.cli.progress import FleetTracker
 from shared.contract.base import utcnow
+from shared.errors import describe_validation_error
 from shared.settings import ServiceSettings, describe_settings_error
 
 T = TypeVar("T")
@@ -62,6 +63,8 @@ def execute(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except CliError as error:
         raise fail(error.message, error.code) from None
+    except ValidationError as error:
+        raise fail(f"invalid argument: {describe_validation_error(error)}", 2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 

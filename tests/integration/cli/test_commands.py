@@ -157,3 +157,12 @@ async def test_watch_ends_with_exit_3_when_nats_goes_away(bus: Bus, nats_server:
     code = await asyncio.wait_for(watcher.wait(), 30)
     assert code == 3
     assert "lost the connection to NATS" in (await watcher.stderr.read()).decode()
+
+
+async def test_malformed_arguments_are_usage_errors(nats_server: NatsServer) -> None:
+    """A VM name that cannot exist or a size over the contract's ceiling exits 2 with the rule, no trace."""
+    bad_name = await cli(nats_server.url, "drain", "bad name!")
+    too_big = await cli(nats_server.url, "scale", "5000", "--no-wait")
+    for result in (bad_name, too_big):
+        assert result.code == 2 and result.err.startswith("quicfleet: invalid argument: ")
+        assert "Traceback" not in result.err
