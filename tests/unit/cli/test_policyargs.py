@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.cli.policyargs import parse_assignment, parse_patch
 from shared.contract.policy import ScalingPolicy, Signal
@@ -45,3 +47,23 @@ def test_empty_patch_is_refused() -> None:
     """`policy set` with nothing to set says which keys exist."""
     with pytest.raises(ValueError, match="nothing to set"):
         parse_patch([])
+
+
+@given(st.lists(st.text(max_size=40), max_size=5))
+def test_any_words_give_a_patch_or_a_value_error(words: list[str]) -> None:
+    """Whatever a user types, parsing yields a patch or a ValueError with a message, never another error."""
+    try:
+        parse_patch(words)
+    except ValueError as error:
+        assert str(error)
+
+
+@given(st.sampled_from(sorted(ScalingPolicy.model_fields)), st.integers(min_value=-(10**30), max_value=10**30))
+def test_absurd_numbers_are_refused_or_in_bounds(field: str, number: int) -> None:
+    """Huge or negative numbers for any field are refused locally, or accepted only within the contract's bounds."""
+    try:
+        patch = parse_patch([f"{field}={number}"])
+    except ValueError:
+        return
+    assert getattr(patch, field) is not None
+    assert 0 <= number <= 10**9, "every policy bound is within [0, 1e9]"
