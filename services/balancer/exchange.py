@@ -121,8 +121,8 @@ class Exchange:
         self.client.send_headers(self.stream_id, response_headers(status, headers, options.via, name), end=False)
 
     def on_data(self, data: bytes) -> None:
-        if self.finished:
-            return
+        if self.finished or self.request.method == b"HEAD":
+            return  # a HEAD response has no content, even if a backend sends some
         self.last_activity = self.loop.time()
         self.client.send_data(self.stream_id, data, end=False)
         if not self.paused and self.client.backlog(self.stream_id) > BACKLOG_HIGH and self.call is not None:

@@ -73,12 +73,30 @@ class H3Call:
             self.client.cancel(self.stream_id)
 
 
+class _H3(H3Connection):
+    """aioquic's H3 connection, minus one check that is wrong for HEAD.
+
+    aioquic compares a response's content-length with its body on every stream, so a HEAD
+    response (which carries the GET's length and no body, RFC 9110 section 9.3.2) would close
+    the whole upstream connection and fail every request on it.
+    """
+
+    def __init__(self, quic: QuicConnection) -> None:
+        super().__init__(quic)
+        self.head_streams: set[int] = set()
+
+    def _check_content_length(self, stream: Any) -> None:
+        if stream.stream_id in self.head_streams:
+            return
+        super()._check_content_length(stream)
+
+
 class _H3ClientProtocol(QuicConnectionProtocol):
     """aioquic client glue: H3 events to calls."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.http = H3Connection(self._quic)
+        self.http = _H3(self._quic)
         self.calls: dict[int, H3Call] = {}
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.dead = False
@@ -88,6 +106,8 @@ class _H3ClientProtocol(QuicConnectionProtocol):
         stream_id = self._quic.get_next_available_stream_id()
         self.calls[stream_id] = call
         request = call.request
+        if request.method == b"HEAD":
+            self.http.head_streams.add(stream_id)
         headers = [
             (b":method", request.method), (b":scheme", b"https"),
             (b":authority", request.authority), (b":path", request.path), *request.headers,
@@ -148,6 +168,7 @@ class _H3ClientProtocol(QuicConnectionProtocol):
         elif isinstance(event, DataReceived) and event.data:
             call.sink.on_data(event.data)
         if getattr(event, "stream_ended", False) and self.calls.pop(call.stream_id, None) is not None:
+            self.http.head_streams.discard(call.stream_id)
             call.sink.on_end()
 
     def _fail_stream(self, stream_id: int) -> None:

@@ -120,3 +120,26 @@ async def test_client_cancelling_a_download_frees_the_request(bus: Bus, start_ba
             after = await client.get("/")
     assert after.status == 200
     assert vm.requests == 2 and vm.errors == 0
+
+
+
+def _niquests_head_then_get(url: str) -> tuple[niquests.Response, niquests.Response]:
+    with niquests.Session(disable_http1=True, disable_http2=True) as session:
+        return session.head(url, verify=False, timeout=10), session.get(url, verify=False, timeout=10)
+
+
+@pytest.mark.parametrize("upstream", ["http1", "http3"])
+async def test_head_gets_headers_without_body(
+    bus: Bus, start_balancer: StartBalancer, tmp_path: Path, upstream: str
+) -> None:
+    """A HEAD answers 200 with the GET's content-length and no body, over either upstream protocol."""
+    async with (
+        H1Backend() as h1,
+        H3Backend(tmp_path, port=h1.port) as h3,
+        start_balancer(upstream_protocol=upstream) as lb,
+    ):
+        await announce(bus, lb, "vm-a", h1.address)
+        head, get = await asyncio.to_thread(_niquests_head_then_get, f"https://127.0.0.1:{lb.port}/")
+    assert head.status_code == 200 and head.content in (b"", None)
+    assert head.headers["content-length"] == str(len(get.content))
+    assert get.text.strip() == f"Server Address: {h3.address if upstream == 'http3' else h1.address}"
