@@ -1,0 +1,237 @@
+"""One client connection: HTTP/3 requests on a QUIC connection become proxied exchanges."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+from aioquic.h3.exceptions import H3Error
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    ProtocolNegotiated,
+    QuicEvent,
+    StopSendingReceived,
+    StreamReset,
+)
+from aioquic.quic.packet import QuicErrorCode
+
+from services.balancer.exchange import Exchange
+from services.balancer.headers import Headers, end_to_end, forwarding, header_bytes
+from services.balancer.quictune import ack_with_next_packet, set_ack_delay, stream_backlog
+from services.balancer.upstream import UpstreamRequest
+
+if TYPE_CHECKING:
+    from services.balancer.server import ProxyServer
+
+log = structlog.get_logger("balancer.client")
+
+SEND_ERRORS = (H3Error, AssertionError, ValueError, RuntimeError)
+"""What aioquic raises when writing to a stream the client reset or already finished."""
+
+
+class ClientProtocol(QuicConnectionProtocol):
+    """One client connection: HTTP/3 requests become exchanges."""
+
+    def __init__(self, quic: Any, stream_handler: Any = None) -> None:
+        super().__init__(quic, stream_handler)
+        self.http: H3Connection | None = None
+        self.exchanges: dict[int, Exchange] = {}
+        self.watched: list[Exchange] = []
+        self.server: ProxyServer | None = None
+        self._scheduled = False
+        self._half_open = True
+        self._counted = False
+        self.peer_ip = "unknown"
+        self.ack_early = True
+        self.coalesce_s = 0.0
+        self._started = False
+        self._deferred: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.server = transport.get_protocol()  # type: ignore[assignment]
+        assert self.server is not None
+        set_ack_delay(self._quic, self.server.limits.ack_delay_s)
+        self.ack_early = self.server.limits.ack_with_response
+        self.coalesce_s = self.server.limits.coalesce_s
+        if self.server.connections >= self.server.limits.max_connections:
+            self._half_open = False
+            self._quic.close(error_code=QuicErrorCode.CONNECTION_REFUSED, reason_phrase="too many connections")
+            return
+        self._counted = True
+        self.server.connections += 1
+        self.server.half_open += 1
+
+    # aioquic events
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
+            self.http = H3Connection(self._quic)
+        elif isinstance(event, HandshakeCompleted):
+            self._handshake_over()
+        elif isinstance(event, StreamReset | StopSendingReceived):
+            self._client_reset(event.stream_id)
+        elif isinstance(event, ConnectionTerminated):
+            self._terminated()
+            return
+        if self.http is not None:
+            try:
+                http_events = self.http.handle_event(event)
+            except H3Error:
+                log.info("client.protocol_error")
+                return
+            for http_event in http_events:
+                self._guarded(http_event)
+
+    def _guarded(self, event: H3Event) -> None:
+        """Handle one HTTP/3 event; a bug here costs that stream, never the connection."""
+        try:
+            self._http_event(event)
+        except Exception:
+            stream_id = getattr(event, "stream_id", None)
+            log.exception("client.event_failed", stream_id=stream_id)
+            exchange = self.exchanges.pop(stream_id, None) if stream_id is not None else None
+            if exchange is not None:
+                exchange.client_reset()
+            if stream_id is not None:
+                self.reset(stream_id, ErrorCode.H3_INTERNAL_ERROR)
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        """Feed the QUIC core; hold the transmit briefly when the datagram started new requests.
+
+        aioquic would transmit at once, sending the QPACK decoder-stream acknowledgement of a
+        request in a packet of its own. Waiting up to `coalesce_s` for the response (sent sooner
+        when it arrives) puts that, the ACK and the response in one packet.
+        """
+        self.peer_ip = str(addr[0])
+        self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
+        self._started = False
+        self._process_events()
+        if self._started and self.coalesce_s > 0:
+            self._defer()
+        else:
+            self.transmit()
+        if self.watched:
+            self.watched = [e for e in self.watched if not e.resume_if_drained()]
+
+    def _handshake_over(self) -> None:
+        if self._half_open and self.server is not None:
+            self._half_open = False
+            self.server.half_open -= 1
+
+    def _terminated(self) -> None:
+        self._handshake_over()
+        if self._counted and self.server is not None:
+            self._counted = False
+            self.server.connections -= 1
+        for exchange in list(self.exchanges.values()):
+            exchange.client_reset()
+
+    def _client_reset(self, stream_id: int) -> None:
+        exchange = self.exchanges.get(stream_id)
+        if exchange is not None:
+            exchange.client_reset()
+
+    def _http_event(self, event: H3Event) -> None:
+        if isinstance(event, HeadersReceived):
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is None:
+                self._new_request(event.stream_id, event.headers, event.stream_ended)
+            elif event.stream_ended:
+                exchange.client_data(b"", True)
+        elif isinstance(event, DataReceived):
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is not None:
+                exchange.client_data(event.data, event.stream_ended)
+
+    def _new_request(self, stream_id: int, headers: Headers, ended: bool) -> None:
+        assert self.server is not None
+        limits = self.server.limits
+        if len(self.exchanges) >= limits.max_streams:
+            self.reset(stream_id, ErrorCode.H3_REQUEST_REJECTED)
+            return
+        if header_bytes(headers) > limits.max_header_bytes:
+            self._refuse(stream_id, 431, b"request header fields too large\n")
+            return
+        pseudo = {n: v for n, v in headers if n.startswith(b":")}
+        method, path = pseudo.get(b":method"), pseudo.get(b":path")
+        if not method or not path or method == b"CONNECT":
+            self._refuse(stream_id, 400, b"bad request\n")
+            return
+        self._start(stream_id, headers, pseudo, ended)
+
+    def _start(self, stream_id: int, headers: Headers, pseudo: dict[bytes, bytes], ended: bool) -> None:
+        router = self.server.router  # type: ignore[union-attr]
+        client_ip = self.peer_ip
+        authority = pseudo.get(b":authority", b"")
+        fields = [(n, v) for n, v in end_to_end(headers) if n != b"expect"]
+        request = UpstreamRequest(
+            method=pseudo[b":method"], path=pseudo[b":path"], authority=authority,
+            headers=forwarding(fields, client_ip, authority, router.options.via), has_body=not ended,
+        )
+        exchange = Exchange(self, stream_id, request, client_ip, router)
+        self.exchanges[stream_id] = exchange
+        self._started = True
+        router.dispatch(exchange)
+
+    def _refuse(self, stream_id: int, status: int, body: bytes) -> None:
+        headers = [(b":status", str(status).encode()), (b"content-length", str(len(body)).encode())]
+        self.send_headers(stream_id, headers, False)
+        self.send_data(stream_id, body, True)
+
+    # ClientStream for exchanges
+    def send_headers(self, stream_id: int, headers: Headers, end: bool) -> None:
+        if self.http is not None:
+            try:
+                self.http.send_headers(stream_id, headers, end_stream=end)
+            except SEND_ERRORS:
+                return
+            self.schedule()
+
+    def send_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        if self.http is not None:
+            try:
+                self.http.send_data(stream_id, data, end_stream=end)
+            except SEND_ERRORS:
+                return
+            self.schedule()
+
+    def reset(self, stream_id: int, code: int) -> None:
+        try:
+            self._quic.reset_stream(stream_id, code)
+        except SEND_ERRORS:
+            return
+        self.schedule()
+
+    def backlog(self, stream_id: int) -> int:
+        return stream_backlog(self._quic, stream_id)
+
+    def watch(self, exchange: Exchange) -> None:
+        self.watched.append(exchange)
+
+    def done(self, exchange: Exchange) -> None:
+        self.exchanges.pop(exchange.stream_id, None)
+
+    def schedule(self) -> None:
+        """Coalesce the sends of one loop iteration into one transmit (fewer, fuller datagrams)."""
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _defer(self) -> None:
+        """Transmit within `coalesce_s` at the latest (earlier if a response is ready)."""
+        if self._deferred is None and not self._scheduled:
+            self._deferred = self._loop.call_later(self.coalesce_s, self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._deferred is not None:
+            self._deferred.cancel()
+            self._deferred = None
+        if self.ack_early:
+            ack_with_next_packet(self._quic, self._loop.time())
+        self.transmit()
