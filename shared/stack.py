@@ -40,6 +40,7 @@ class StackOptions:
     workdir: Path
     nats_port: int = 4222
     lab: bool = True
+    lab_name: str = "quicfleet-lab"
     ready_timeout_s: float = 90.0
 
 
@@ -219,7 +220,7 @@ def _plan(options: StackOptions, lab_module: ModuleType | None) -> tuple[Plan, A
     if mode is Mode.TEST:
         return Plan(mode, {"QUICFLEET_LIBVIRT_URI": TEST_URI}, warning=warning), None
     assert lab_module is not None
-    lab = lab_module.Lab(options.workdir / "lab")
+    lab = lab_module.Lab(options.workdir / "lab", name=options.lab_name)
     try:
         info = lab.start()
     except (RuntimeError, OSError, subprocess.SubprocessError, lab_module.libvirt.libvirtError) as error:

@@ -257,11 +257,13 @@ def up(
     no_lab: Annotated[bool, typer.Option("--no-lab", help="Never start the namespaced QEMU lab.")] = False,
     workdir: Annotated[Path, typer.Option(help="Where NATS data and logs go.")] = Path(".run"),
     nats_port: Annotated[int, typer.Option(help="NATS client port.")] = 4222,
+    lab_name: Annotated[str, typer.Option(help="The lab's network namespace.")] = "quicfleet-lab",
 ) -> None:
     """Run the local stack: NATS with JetStream and the four services, logs merged; Ctrl-C stops it all."""
     from shared.stack import StackOptions, run_stack
 
-    raise typer.Exit(run_stack(StackOptions(workdir=workdir.resolve(), nats_port=nats_port, lab=not no_lab)))
+    options = StackOptions(workdir=workdir.resolve(), nats_port=nats_port, lab=not no_lab, lab_name=lab_name)
+    raise typer.Exit(run_stack(options))
 
 
 @app.command()
