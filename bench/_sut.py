@@ -97,7 +97,7 @@ async def _announce(nats_url: str, backend_port: int) -> None:
 @contextmanager
 def balancer_sut(
     work: Path, nats_url: str, backend_port: int, core: str, upstream: str, ack_delay_ms: float = 1.0,
-    ack_with_response: bool = True, coalesce_ms: float = 1.0,
+    ack_with_response: bool = True, coalesce_ms: float = 1.0, workers: int = 1,
 ) -> Iterator[Sut]:
     port = free_port()
     env = {
@@ -106,7 +106,7 @@ def balancer_sut(
         "QUICFLEET_BALANCER_SLOW_START_S": "0", "QUICFLEET_LOG_FORMAT": "json", "QUICFLEET_INSTANCE": "bench",
         "QUICFLEET_QUIC_ACK_DELAY_MS": str(ack_delay_ms), "QUICFLEET_LOG_LEVEL": "warning",
         "QUICFLEET_QUIC_ACK_WITH_RESPONSE": str(ack_with_response).lower(),
-        "QUICFLEET_QUIC_COALESCE_MS": str(coalesce_ms),
+        "QUICFLEET_QUIC_COALESCE_MS": str(coalesce_ms), "QUICFLEET_BALANCER_WORKERS": str(workers),
     }
     proc = _pinned(core, [sys.executable, "-m", "services.balancer"], env, work / f"balancer-{port}.log")
     sut = Sut(proc, port)

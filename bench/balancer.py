@@ -34,22 +34,32 @@ def cores() -> tuple[str, str]:
     return str(available[0]), ",".join(str(c) for c in available[1:])
 
 
-def load(port: int, core: str, shape: dict[str, Any]) -> dict[str, Any]:
-    """Run the load generator pinned to `core`; returns req/s, p50 and p99 (ms)."""
-    args = [f"--{k}={v}" for k, v in shape.items()]
-    with tempfile.NamedTemporaryFile(suffix=".json") as result:
-        cmd = ["taskset", "-c", core, sys.executable, "-m", "bench._h3load", f"--port={port}", f"--out={result.name}"]
-        out = subprocess.run([*cmd, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-        if out.returncode != 0:
-            print(f"load generator failed: {out.stderr[-300:]}")
+def load(port: int, cores: str, shape: dict[str, Any]) -> dict[str, Any]:
+    """Run one load-generator process per core in `cores` (connections split between them).
+
+    Returns req/s summed over the processes, and p50/p99 (ms) over all their requests.
+    """
+    pinned = cores.split(",")[: max(1, int(shape["conns"]))]
+    per_process = {**shape, "conns": max(1, int(shape["conns"]) // len(pinned))}
+    args = [f"--{k}={v}" for k, v in per_process.items()]
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = []
+        for index, core in enumerate(pinned):
+            out = f"--out={tmp}/{index}.json"
+            cmd = ["taskset", "-c", core, sys.executable, "-m", "bench._h3load", f"--port={port}", out, *args]
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        errors = [(p, p.communicate(timeout=120)[1]) for p in procs]
+        failed = [stderr for p, stderr in errors if p.returncode != 0]
+        if failed:
+            print(f"load generator failed: {failed[0][-300:].decode(errors='replace')}")
             return {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": -1}
-        data = json.loads(Path(result.name).read_text())
-    latencies = sorted(data["latencies"]) or [float("nan")]
+        parts = [json.loads(Path(f"{tmp}/{i}.json").read_text()) for i in range(len(pinned))]
+    latencies = sorted(x for part in parts for x in part["latencies"]) or [float("nan")]
     return {
-        "rps": data["completed"] / data["seconds"],
+        "rps": sum(part["completed"] for part in parts) / shape["seconds"],
         "p50": statistics.median(latencies) * 1000,
         "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-        "errors": data["errors"],
+        "errors": sum(part["errors"] for part in parts),
     }
 
 
@@ -132,12 +142,30 @@ def run_scenarios(
         results["  ACK delay 0"] = measure(sut, load_core)
     with balancer_sut(work, nats_url, backend_port, sut_core, "http3") as sut:
         results["balancer, HTTP/3 upstream"] = measure(sut, load_core)
+    scale_workers(work, nats_url, backend_port, results, extra)
     if shutil.which("caddy"):
         with caddy_sut(work, backend_port, sut_core) as sut:
             results["caddy reverse_proxy (h1)"] = measure(sut, load_core)
     else:
         extra.append("caddy not installed: no peer figures (apt-get install caddy)")
     return results
+
+
+def scale_workers(
+    work: Path, nats_url: str, backend_port: int, results: dict[str, dict[str, Any]], extra: list[str]
+) -> None:
+    """Two SO_REUSEPORT workers on two cores against one worker on one (needs 4+ cores)."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 4:
+        extra.append(f"workers scaling skipped: needs 4+ cores (2 balancer, 2+ load), have {len(available)}")
+        return
+    load_cores = ",".join(str(c) for c in available[2:])
+    with balancer_sut(work, nats_url, backend_port, f"{available[0]},{available[1]}", "http1", workers=2) as sut:
+        two = load(sut.port, load_cores, THROUGHPUT)
+    with balancer_sut(work, nats_url, backend_port, str(available[0]), "http1") as sut:
+        one = load(sut.port, load_cores, THROUGHPUT)
+    extra.append(f"workers: 1 worker {one['rps']:.0f} req/s, 2 workers on 2 cores {two['rps']:.0f} req/s "
+                 f"({two['rps'] / one['rps'] if one['rps'] else float('nan'):.2f}x)")
 
 
 def report(results: dict[str, dict[str, Any]], extra: list[str]) -> None:
