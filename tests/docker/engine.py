@@ -14,6 +14,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,11 +57,13 @@ class Engine:
         return os.environ | {"DOCKER_HOST": f"unix://{self.socket}", "DOCKER_BUILDKIT": "0",
                              "COMPOSE_DOCKER_CLI_BUILD": "0"}
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, wrap: Callable[[list[str]], list[str]] | None = None) -> None:
+        """Start dockerd (through `wrap`, e.g. inside the lab's network namespace) and wait for it."""
         self.data_root.mkdir(parents=True, exist_ok=True)
         argv = ["dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
                 f"--data-root={self.data_root}", f"--exec-root={self.exec_root}", f"--pidfile={self.pidfile}",
                 f"--host=unix://{self.socket}"]
+        argv = wrap(argv) if wrap else argv
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
