@@ -8,9 +8,7 @@ or settings, 3: NATS or the answering service unreachable).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
-import subprocess
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ from rich.text import Text
 
 from shared.cli import flows, render
 from shared.cli.client import CliError, session
-from shared.cli.health import SERVICES, run_health
+from shared.cli.health import run_health
 from shared.cli.progress import FleetTracker
 from shared.contract.base import utcnow
 from shared.errors import describe_validation_error
@@ -252,50 +250,5 @@ def get(
         raise fail(error.message, error.code) from None
 
 
-@app.command()
-def up(
-    no_lab: Annotated[bool, typer.Option("--no-lab", help="Never start the namespaced QEMU lab.")] = False,
-    workdir: Annotated[Path, typer.Option(help="Where NATS data and logs go.")] = Path(".run"),
-    nats_port: Annotated[int, typer.Option(help="NATS client port.")] = 4222,
-    lab_name: Annotated[str, typer.Option(help="The lab's network namespace.")] = "quicfleet-lab",
-) -> None:
-    """Run the local stack: NATS with JetStream and the four services, logs merged; Ctrl-C stops it all."""
-    from shared.stack import StackOptions, run_stack
-
-    options = StackOptions(workdir=workdir.resolve(), nats_port=nats_port, lab=not no_lab, lab_name=lab_name)
-    raise typer.Exit(run_stack(options))
-
-
-@app.command()
-def serve(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")]) -> None:
-    """Run one service in this process (what `python -m services.<name>` does)."""
-    if service not in SERVICES:
-        raise fail(f"unknown service {service!r}; known: {', '.join(SERVICES)}", 2)
-    module = importlib.import_module(f"services.{service}.__main__")
-    raise typer.Exit(module.main())
-
-
-@template_app.command("build")
-def template_build() -> None:
-    """Build the Debian test template VM and define it in libvirt (deploy/template/build.sh)."""
-    script = ROOT / "deploy" / "template" / "build.sh"
-    if not script.exists():
-        raise fail(f"{script} not found (the template builder is not in this checkout)", 2)
-    raise typer.Exit(subprocess.call(["bash", str(script)], cwd=ROOT))
-
-
-@app.command("config-docs")
-def config_docs(
-    output: Annotated[Path, typer.Option(help="Where to write the reference.")] = ROOT / "docs" / "configuration.md",
-    check: Annotated[bool, typer.Option(help="Only check that the file is up to date.")] = False,
-) -> None:
-    """Regenerate the configuration reference from the Settings classes."""
-    from shared.cli import configdocs
-
-    if check:
-        current = output.read_text() if output.exists() else ""
-        if current != configdocs.render():
-            raise fail(f"{output} is out of date; run `make docs`", 1)
-        return
-    changed = configdocs.write(output)
-    err.print(f"{output}: {'updated' if changed else 'already up to date'}", markup=False)
+# The commands that run local processes rather than talk to the fleet register themselves here.
+import shared.cli.local  # noqa: E402, F401

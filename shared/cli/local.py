@@ -1,0 +1,64 @@
+"""The `quicfleet` commands that run things on this machine: `up`, `serve`, `template build`,
+`config-docs`. They share the app (and its error style) with the fleet commands in `app.py`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared.cli.app import ROOT, app, err, fail, template_app
+from shared.cli.health import SERVICES
+
+
+@app.command()
+def up(
+    no_lab: Annotated[bool, typer.Option("--no-lab", help="Never start the namespaced QEMU lab.")] = False,
+    workdir: Annotated[Path, typer.Option(help="Where NATS data and logs go.")] = Path(".run"),
+    nats_port: Annotated[int, typer.Option(help="NATS client port.")] = 4222,
+    lab_name: Annotated[str, typer.Option(help="The lab's network namespace.")] = "quicfleet-lab",
+) -> None:
+    """Run the local stack: NATS with JetStream and the four services, logs merged; Ctrl-C stops it all."""
+    from shared.stack import StackOptions, run_stack
+
+    options = StackOptions(workdir=workdir.resolve(), nats_port=nats_port, lab=not no_lab, lab_name=lab_name)
+    raise typer.Exit(run_stack(options))
+
+
+@app.command()
+def serve(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")]) -> None:
+    """Run one service in this process (what `python -m services.<name>` does)."""
+    if service not in SERVICES:
+        raise fail(f"unknown service {service!r}; known: {', '.join(SERVICES)}", 2)
+    module = importlib.import_module(f"services.{service}.__main__")
+    raise typer.Exit(module.main())
+
+
+@template_app.command("build")
+def template_build() -> None:
+    """Build the Debian test template VM and define it in libvirt (deploy/template/build.sh)."""
+    script = ROOT / "deploy" / "template" / "build.sh"
+    if not script.exists():
+        raise fail(f"{script} not found (the template builder is not in this checkout)", 2)
+    raise typer.Exit(subprocess.call(["bash", str(script)], cwd=ROOT))
+
+
+@app.command("config-docs")
+def config_docs(
+    output: Annotated[Path, typer.Option(help="Where to write the reference.")] = ROOT / "docs" / "configuration.md",
+    check: Annotated[bool, typer.Option(help="Only check that the file is up to date.")] = False,
+) -> None:
+    """Regenerate the configuration reference from the Settings classes."""
+    from shared.cli import configdocs
+
+    if check:
+        current = output.read_text() if output.exists() else ""
+        if current != configdocs.render():
+            raise fail(f"{output} is out of date; run `make docs`", 1)
+        return
+    changed = configdocs.write(output)
+    err.print(f"{output}: {'updated' if changed else 'already up to date'}", markup=False)
