@@ -163,13 +163,20 @@ async def test_restarted_balancer_learns_fleet_from_provisioners(bus: Bus, start
     assert response.status == 200 and response.headers[b"x-quicfleet-backend"] == b"vm-a"
 
 
-async def test_quic_retry_always_still_serves(bus: Bus, start_balancer: StartBalancer) -> None:
-    """With QUIC Retry demanded on every new connection, clients still get their answers."""
-    async with H1Backend() as a, start_balancer(quic_retry="always") as lb:
+@pytest.mark.parametrize(
+    ("mode", "threshold", "retried"), [("always", 256, 1), ("threshold", 0, 1), ("threshold", 256, 0)]
+)
+async def test_quic_retry_policy(
+    bus: Bus, start_balancer: StartBalancer, mode: str, threshold: int, retried: int
+) -> None:
+    """Retry is demanded always, or in threshold mode only above the half-open count; clients are served either way."""
+    async with H1Backend() as a, start_balancer(quic_retry=mode, quic_retry_threshold=threshold) as lb:
         await announce(bus, lb, "vm-a", a.address)
         async with h3_client(lb.port) as client:
             response = await client.get("/")
+            retries = client._quic._retry_count
     assert response.status == 200
+    assert retries == retried
 
 
 async def test_active_checks_take_a_dead_backend_out(bus: Bus, start_balancer: StartBalancer) -> None:
