@@ -64,10 +64,9 @@ class BalancerReported(Message):
         return self
 
 
-class VmLoad(Model):
-    """Windowed load of one VM across all balancers."""
+class LoadFigures(Model):
+    """Windowed load numbers, for one VM or for the whole fleet."""
 
-    vm: Name
     rps: NonNegative = 0.0
     outstanding: NonNegative = 0.0
     error_rate: Fraction = 0.0
@@ -76,16 +75,16 @@ class VmLoad(Model):
     p99_s: NonNegative | None = None
 
 
-class FleetLoaded(Message):
+class VmLoad(LoadFigures):
+    """Windowed load of one VM across all balancers."""
+
+    vm: Name
+
+
+class FleetLoaded(LoadFigures, Message):
     """`fleet.load`: the metrics service's periodic snapshot of fleet load over `window_s`."""
 
     at: datetime = Field(default_factory=utcnow)
     window_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
     balancers: Count = 0
-    rps: NonNegative = 0.0
-    outstanding: NonNegative = 0.0
-    error_rate: Fraction = 0.0
-    p50_s: NonNegative | None = None
-    p95_s: NonNegative | None = None
-    p99_s: NonNegative | None = None
     vms: Annotated[list[VmLoad], Field(max_length=2000)] = []
