@@ -142,7 +142,12 @@ inputs_digest() {
 build() {
   local package version digest
   package="$(kernel_package)"
-  [ -n "$package" ] || die "cannot resolve linux-image-amd64 to a kernel package (apt-get update?)"
+  if [ -z "$package" ] && [ "$(id -u)" = 0 ]; then
+    say "apt knows no linux-image-amd64 yet: apt-get update"
+    apt-get update -qq
+    package="$(kernel_package)"
+  fi
+  [ -n "$package" ] || die "cannot resolve linux-image-amd64 to a kernel package (run apt-get update)"
   version="${package#linux-image-}"
   digest="$(inputs_digest "$package")"
   if [ -f "$out/digest" ] && [ "$(cat "$out/digest")" = "$digest" ] && [ -f "$out/root.qcow2" ]; then

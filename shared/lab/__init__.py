@@ -69,6 +69,11 @@ class Lab:
         ok, why = lab_possible()
         if not ok:
             raise LabError(why)
+        if netns.exists(self.name):  # checked before the try: never tear down someone else's lab
+            raise LabError(
+                f"network namespace {self.name} already exists: another lab runs under that name, or one"
+                f" crashed (Lab(<its workdir>, {self.name!r}).stop() or `ip netns del {self.name}` cleans up)"
+            )
         try:
             self._start()
         except BaseException:

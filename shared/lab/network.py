@@ -6,7 +6,6 @@ is ours to remove; teardown never needs to guess ownership.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import libvirt
@@ -54,9 +53,6 @@ def _attempt(problems: list[str], what: str, action: Any) -> None:
 def _remove_domain(domain: Any) -> None:
     if domain.isActive():
         domain.destroy()
-    with contextlib.suppress(libvirt.libvirtError):
-        domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-        return
     domain.undefine()
 
 

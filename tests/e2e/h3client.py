@@ -1,7 +1,9 @@
 """A small HTTP/3 client run inside the lab's namespace (niquests over QUIC, HTTP/3 only).
 
     h3client.py get URL [--deadline S]        retry until one answer, print it as JSON
-    h3client.py load URL --stop-file F        GET in a loop until F exists, print a JSON summary
+    h3client.py load URL --stop-file F [--progress P]
+                                              GET in a loop until F exists, print a JSON summary
+                                              (and rewrite it to P about twice a second)
 
 The load mode counts every request that did not end in a 200 as failed, and tells which
 `Server Address` bodies it saw, so a test can check that traffic reached every backend.
@@ -49,11 +51,28 @@ def get_until(url: str, deadline_s: float) -> int:
     return 1
 
 
-def load(url: str, stop_file: str, interval_s: float) -> int:
+def summary(bodies: Counter[str], failures: Counter[str]) -> str:
+    return json.dumps(
+        {"ok": sum(bodies.values()), "failed": sum(failures.values()), "bodies": bodies, "failures": failures}
+    )
+
+
+def write_progress(path: str, text: str) -> None:
+    if path:
+        with open(path + ".tmp", "w") as out:
+            out.write(text)
+        os.replace(path + ".tmp", path)
+
+
+def load(url: str, stop_file: str, interval_s: float, progress: str) -> int:
     client, bodies, failures = session(), Counter[str](), Counter[str]()
+    last_write = 0.0
     while not os.path.exists(stop_file):
+        if time.monotonic() - last_write > 0.5:
+            write_progress(progress, summary(bodies, failures))
+            last_write = time.monotonic()
         try:
-            answer = get_once(client, url, timeout=10)
+            answer = get_once(client, url, timeout=30)
             if answer["status"] == 200:
                 bodies[str(answer["body"])] += 1
             else:
@@ -62,11 +81,7 @@ def load(url: str, stop_file: str, interval_s: float) -> int:
             failures[type(error).__name__] += 1
             client = session()
         time.sleep(interval_s)
-    print(
-        json.dumps(
-            {"ok": sum(bodies.values()), "failed": sum(failures.values()), "bodies": bodies, "failures": failures}
-        )
-    )
+    print(summary(bodies, failures))
     return 0
 
 
@@ -77,10 +92,11 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=60.0)
     parser.add_argument("--stop-file", default="")
     parser.add_argument("--interval", type=float, default=0.05)
+    parser.add_argument("--progress", default="")
     args = parser.parse_args()
     if args.mode == "get":
         return get_until(args.url, args.deadline)
-    return load(args.url, args.stop_file, args.interval)
+    return load(args.url, args.stop_file, args.interval, args.progress)
 
 
 if __name__ == "__main__":

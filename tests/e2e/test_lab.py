@@ -41,8 +41,9 @@ def test_clone_of_template_answers_over_http3_with_its_lease_address(lab: LabInf
     assert 'h3=":443"' in answer["headers"].get("alt-svc", "")
 
 
-def test_stopped_lab_leaves_no_domain_volume_network_process_or_namespace(tmp_path: Path, lab: LabInfo) -> None:
-    """Stopping a lab with a running clone removes its domain, volumes, daemons, qemu and namespace, twice safely."""
+def test_stopped_lab_leaves_no_domain_volume_lease_process_or_namespace(e2e_workdir: Path, lab: LabInfo) -> None:
+    """A lab stopped with a running clone loses domain, volumes, leases, daemons, qemu and namespace (twice is safe)."""
+    tmp_path = e2e_workdir / "stopped-lab"
     other = Lab(tmp_path / "other", name=f"{lab.namespace}-b")
     info = other.start()
     connection = libvirt.open(info.libvirt_uri)
@@ -54,6 +55,7 @@ def test_stopped_lab_leaves_no_domain_volume_network_process_or_namespace(tmp_pa
     other.stop()
     assert not netns.exists(info.namespace)
     assert not any((tmp_path / "other" / "pool").iterdir())
+    assert not any((tmp_path / "other" / "libvirt" / "lib" / "dnsmasq").iterdir()), "lease files left"
     leftover = subprocess.run(
         ["pgrep", "-f", str(tmp_path / "other")], capture_output=True, text=True, check=False
     ).stdout

@@ -8,10 +8,11 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from shared.lab import lab_possible, netns
+from shared.lab import Lab, LabError, lab_possible, netns
 from shared.lab.network import network_xml
 
 pytestmark = pytest.mark.integration
@@ -83,3 +84,11 @@ def test_lab_possible_answers_with_a_reason() -> None:
     """lab_possible gives (True, "") or (False, a non-empty reason)."""
     ok, why = lab_possible()
     assert (ok and why == "") or (not ok and why)
+
+
+@pytest.mark.skipif(not lab_possible()[0], reason="the lab is not possible here")
+def test_lab_refuses_a_namespace_that_exists_and_leaves_it_alone(namespace: str, tmp_path: Path) -> None:
+    """Starting a lab whose namespace already exists fails with a clear error and deletes nothing."""
+    with pytest.raises(LabError, match="already exists"):
+        Lab(tmp_path, name=namespace).start()
+    assert netns.exists(namespace)

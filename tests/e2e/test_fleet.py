@@ -1,0 +1,137 @@
+"""The whole system on real VMs: NATS and the four services inside the lab's namespace, clones
+booted by the provisioner through the lab's libvirt, HTTP/3 through the balancer.
+
+The tests share one stack and run in file order; each first brings the fleet to the size it
+needs, so a failed test leaves the next one a fair start. At most 3 VMs at any time.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from shared.bus import Bus, connect
+from shared.contract.events import VmState
+from shared.contract.policy import PolicyPatch, ScalingPolicy
+from shared.contract.subjects import Subjects
+from shared.lab import Lab, netns
+from shared.settings import ServiceSettings
+from tests.e2e.fleetwatch import FleetWatch, services_answer
+from tests.e2e.load import LoadRun
+from tests.e2e.stack import Stack
+from tests.support import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack(lab_handle: Lab, e2e_workdir: Path) -> Iterator[Stack]:
+    """NATS and the services in the namespace; this thread stays inside it for the module."""
+    running = Stack(lab_handle, e2e_workdir / "stack")
+    with netns.entered(lab_handle.name):
+        try:
+            running.start()
+            yield running
+        finally:
+            running.stop()
+
+
+@pytest.fixture
+async def watch(stack: Stack) -> AsyncIterator[FleetWatch]:
+    assert stack.nats is not None
+    bus = Bus(await connect(ServiceSettings(nats_url=stack.nats.url), "quicfleet-e2e"), Subjects())
+    await services_answer(bus)
+    policy = PolicyPatch(min_replicas=0, max_replicas=3)
+    await bus.request(bus.subjects.cmd_policy, policy, ScalingPolicy, timeout=30)
+    fleet = FleetWatch(bus)
+    await fleet.start()
+    yield fleet
+    await bus.drain()
+    assert not stack.exited(), f"a service exited: {stack.exited()}; logs in {stack.workdir}"
+
+
+@pytest.fixture
+def load(lab_handle: Lab, stack: Stack, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Start steady HTTP/3 load through the balancer on demand; stopped after the test."""
+    runs: list[LoadRun] = []
+
+    def start() -> LoadRun:
+        where = stack.workdir / f"load-{request.node.name[:40]}-{len(runs)}"
+        runs.append(LoadRun(lab_handle.wrap([]), stack.balancer_url, where))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        if run.process.poll() is None:
+            run.stop()
+
+
+async def test_scale_to_two_boots_two_clones_that_answer_through_the_balancer(watch: FleetWatch, load: Any) -> None:
+    """`fleet.cmd.scale` to 2 gives two ready clones with lease addresses, and GETs through the balancer reach both."""
+    await watch.scale(2)
+    ready = await watch.settle(2)
+    assert all(address.startswith("10.77.0.") and address.endswith(":443") for address in ready.values())
+    assert len(set(ready.values())) == 2
+    run = load()
+    await wait_until(lambda: all(run.seen(a) for a in ready.values()), 120, 0.5, "answers from both clones")
+    result = run.stop()
+    assert result["failed"] == 0, result
+
+
+async def test_scale_two_to_three_to_one_under_load_fails_no_request(watch: FleetWatch, load: Any) -> None:
+    """Under steady HTTP/3 load the fleet grows 2 -> 3 and shrinks to 1 (drain first) with zero failed requests."""
+    await watch.scale(2)
+    before = await watch.settle(2)
+    run = load()
+    await wait_until(lambda: run.progress()["ok"] >= 20, 120, 0.5, "load flowing")
+    await watch.scale(3)
+    grown = await watch.settle(3)
+    (new_address,) = set(grown.values()) - set(before.values())
+    await wait_until(lambda: run.seen(new_address), 120, 0.5, "answers from the third clone")
+    await watch.scale(1)
+    (survivor,) = (await watch.settle(1)).values()
+    served = run.progress()["ok"]
+    await wait_until(lambda: run.progress()["ok"] >= served + 20, 120, 0.5, "load after the shrink")
+    result = run.stop()
+    assert result["failed"] == 0, result
+    assert result["bodies"].get(f"Server Address: {survivor}", 0) > 0
+
+
+async def test_vm_destroyed_behind_our_back_is_replaced_without_failed_requests(
+    watch: FleetWatch, load: Any, lab_handle: Lab
+) -> None:
+    """A clone killed with `virsh destroy` is ejected and replaced while idempotent GETs keep succeeding."""
+    await watch.scale(2)
+    before = await watch.settle(2)
+    run = load()
+    await wait_until(lambda: all(run.seen(a) for a in before.values()), 120, 0.5, "answers from both clones")
+    victim = sorted(before)[0]
+    subprocess.run(["virsh", "-c", lab_handle.info.libvirt_uri, "destroy", victim], check=True, capture_output=True)
+    await wait_until(lambda: watch.ended(victim), 120, 0.5, f"{victim} reported gone")
+    after = await watch.settle(2)
+    assert victim not in after
+    (replacement,) = set(after.values()) - set(before.values()) or {None}
+    assert replacement is not None, f"no new clone: {after}"
+    await wait_until(lambda: run.seen(replacement), 120, 0.5, "answers from the replacement")
+    result = run.stop()
+    assert result["failed"] == 0, result
+
+
+async def test_scale_to_zero_leaves_only_the_template(watch: FleetWatch, lab_handle: Lab) -> None:
+    """Scaling to 0 destroys every clone: libvirt keeps only the template's domain and volume."""
+    await watch.scale(0)
+    await watch.settle(0)
+    conn = libvirt.open(lab_handle.info.libvirt_uri)
+    try:
+        domains = {d.name() for d in conn.listAllDomains()}
+        volumes = {v.name() for p in conn.listAllStoragePools() for v in p.listAllVolumes()}
+    finally:
+        conn.close()
+    assert domains == {lab_handle.info.template}
+    assert volumes == {f"{lab_handle.info.template}.qcow2"}
+    assert all(event.state != VmState.READY for event in watch.latest.values())
