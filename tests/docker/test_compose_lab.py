@@ -38,8 +38,11 @@ def in_namespace(namespace: str, url: str, *args: str, timeout: float = 300) -> 
 def build_image(tmp_path: Path, project: str) -> None:
     """Build on a host-network engine: inside the lab's namespace a build has no way to PyPI."""
     builder = Engine()
-    builder.start()
     try:
+        try:
+            builder.start()
+        except RuntimeError as error:
+            skip_or_fail(str(error))
         builder.ensure_base_image()
         compose(compose_env(builder, project, tmp_path / "build"), "build", "nats", timeout=900)
     finally:
@@ -59,22 +62,23 @@ def test_containers_in_the_lab_clone_a_vm_that_answers_http3(tmp_path: Path) -> 
     info = lab.start()
     try:
         engine = Engine()
-        # nsenter, not `ip netns exec`: dockerd needs the host's cgroup mounts, which `ip netns exec`
-        # hides by giving its child a fresh mount namespace with /sys remounted.
-        engine.start(wrap=lambda argv: ["nsenter", f"--net=/run/netns/{info.namespace}", *argv])
         env = compose_env(engine, project, tmp_path) | {
             "LIBVIRT_SOCKET_DIR": str(lab.paths.socket.parent), "QUICFLEET_LIBVIRT_URI": "qemu:///system",
             "QUICFLEET_NETWORK": info.network, "QUICFLEET_TEMPLATE": info.template, "PROVISIONER_USER": "root",
         }
         url = f"nats://127.0.0.1:{env['NATS_PORT']}"
         try:
+            # nsenter, not `ip netns exec`: dockerd needs the host's cgroup mounts, which `ip netns exec`
+            # hides by giving its child a fresh mount namespace with /sys remounted.
+            engine.start(wrap=lambda argv: ["nsenter", f"--net=/run/netns/{info.namespace}", *argv])
             compose(env, "up", "-d")
             wait_healthy(engine, env, count=5)
             scaled = in_namespace(info.namespace, url, "scale", "1", "--wait-timeout", "280")
             fetched = in_namespace(info.namespace, url, "--json", "get", "--count", "3")
             logs = compose(env, "logs", "--tail", "30", "provisioner", "balancer")
         finally:
-            compose(env, "down", "-v", "--timeout", "30")
+            if engine.process is not None and engine.process.poll() is None:
+                compose(env, "down", "-v", "--timeout", "30")
             engine.stop()
     finally:
         lab.stop()
