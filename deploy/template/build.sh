@@ -50,6 +50,8 @@ for tool in apt-get apt-cache dpkg-deb busybox cpio gzip mkfs.ext4 qemu-img open
   command -v "$tool" >/dev/null || die "missing $tool (install the packages in deploy/apt/vm.txt)"
 done
 [ -x /usr/bin/caddy ] || die "missing /usr/bin/caddy (apt-get install caddy)"
+# The guest has no libc of its own for busybox: it must be the static build.
+ldd /usr/bin/busybox >/dev/null 2>&1 && die "/usr/bin/busybox is dynamic: apt-get install busybox-static"
 
 kernel_package() {
   # The versioned package behind the linux-image-amd64 meta package (or the override).

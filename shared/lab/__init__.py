@@ -15,10 +15,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
+import structlog
 
 from shared.lab import daemons, netns, network, template
 from shared.lab.netns import LabError
@@ -26,6 +28,8 @@ from shared.lab.netns import LabError
 __all__ = ["Lab", "LabError", "LabInfo", "lab_possible"]
 
 NEEDED_TOOLS = ("qemu-system-x86_64", "libvirtd", "virtlogd", "ip", "virsh")
+
+log = structlog.get_logger("lab")
 
 
 def lab_possible() -> tuple[bool, str]:
@@ -74,12 +78,16 @@ class Lab:
                 f"network namespace {self.name} already exists: another lab runs under that name, or one"
                 f" crashed (Lab(<its workdir>, {self.name!r}).stop() or `ip netns del {self.name}` cleans up)"
             )
+        began = time.monotonic()
         try:
             self._start()
         except BaseException:
+            log.error("lab.start_failed", namespace=self.name, workdir=str(self.workdir))
             self.stop()
             raise
         self._info = self.info
+        seconds = round(time.monotonic() - began, 1)
+        log.info("lab.started", namespace=self.name, uri=self._info.libvirt_uri, seconds=seconds)
         return self._info
 
     def _start(self) -> None:
@@ -106,6 +114,7 @@ class Lab:
         self._daemon = None
         netns.delete(self.name)
         self._info = None
+        log.info("lab.stopped", namespace=self.name, problems=len(problems))
         if problems:
             raise LabError("lab teardown left: " + "; ".join(problems))
 

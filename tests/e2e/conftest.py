@@ -38,6 +38,7 @@ def e2e_workdir(request: pytest.FixtureRequest) -> Iterator[Path]:
     """The tier's own directory, outside pytest's basetemp: other pytest runs on the machine
     prune old basetemps, which must never delete a running lab's disks and sockets. Kept (with
     the services' logs) when a test failed; removed otherwise."""
+    _require_lab()
     workdir = Path(tempfile.mkdtemp(prefix="quicfleet-e2e-"))
     yield workdir
     if request.session.testsfailed:
@@ -49,7 +50,6 @@ def e2e_workdir(request: pytest.FixtureRequest) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def lab_handle(e2e_workdir: Path) -> Iterator[Lab]:
     """The started lab (namespace, private libvirtd, DHCP network, template), for the session."""
-    _require_lab()
     lab = Lab(e2e_workdir / "lab", name=f"qf-e2e-{os.getpid()}")
     lab.start()  # undoes itself on failure
     try:
