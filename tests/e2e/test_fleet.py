@@ -21,6 +21,7 @@ from shared.contract.policy import PolicyPatch, ScalingPolicy
 from shared.contract.subjects import Subjects
 from shared.lab import Lab, netns
 from shared.settings import ServiceSettings
+from tests.e2e import vms
 from tests.e2e.fleetwatch import FleetWatch, services_answer
 from tests.e2e.load import LoadRun
 from tests.e2e.stack import Stack
@@ -71,12 +72,19 @@ def load(lab_handle: Lab, stack: Stack, request: pytest.FixtureRequest) -> Itera
             run.stop()
 
 
-async def test_scale_to_two_boots_two_clones_that_answer_through_the_balancer(watch: FleetWatch, load: Any) -> None:
-    """`fleet.cmd.scale` to 2 gives two ready clones with lease addresses, and GETs through the balancer reach both."""
+async def test_scale_to_two_boots_two_clones_that_answer_through_the_balancer(
+    watch: FleetWatch, load: Any, lab_handle: Lab
+) -> None:
+    """Scaling to 2 gives two ready clones at their DHCP lease addresses, and GETs through the balancer reach both."""
     await watch.scale(2)
     ready = await watch.settle(2)
-    assert all(address.startswith("10.77.0.") and address.endswith(":443") for address in ready.values())
     assert len(set(ready.values())) == 2
+    conn = libvirt.open(lab_handle.info.libvirt_uri)
+    try:
+        leased = {vm: f"{vms.lease_address(conn.lookupByName(vm), timeout_s=30)}:443" for vm in ready}
+    finally:
+        conn.close()
+    assert leased == ready
     run = load()
     await wait_until(lambda: all(run.seen(a) for a in ready.values()), 120, 0.5, "answers from both clones")
     result = run.stop()
