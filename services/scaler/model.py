@@ -28,6 +28,8 @@ class VmView:
     host: str | None = None
     address: str | None = None
     request_id: str | None = None
+    seen: float = 0.0
+    """Local time of the last news about this VM (a list asked earlier must not undo it)."""
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from services.scaler.track import (
     forget,
     load_view,
     on_create_failed,
+    on_created,
     on_drained,
     on_lists,
-    on_record,
     on_report,
     on_vm_event,
 )
@@ -71,6 +71,7 @@ class ScalerService(BusService):
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._term = 0
         self._store: DesiredStore | None = None
         self._lease: Lease | None = None
         self._actuator: Actuator | None = None
@@ -89,7 +90,8 @@ class ScalerService(BusService):
 
     @property
     def leading(self) -> bool:
-        return self._lease is not None and self._lease.leading
+        """Holding the lease, and this term's view of the fleet is set up (only then may it act)."""
+        return self._lease is not None and self._lease.leading and self._term == self._lease.epoch
 
     def endpoints(self) -> list[Endpoint]:
         s = self.subjects
@@ -157,8 +159,7 @@ class ScalerService(BusService):
     # --- feedback from the actuator (leader) ---
 
     def created(self, request_id: str, record: VmRecord | None) -> None:
-        if record is not None:
-            self.spawn(self._mutate(lambda f: on_record(f, record, self.clock())), "scaler-created")
+        self.spawn(self._mutate(lambda f: on_created(f, request_id, record, self.clock())), "scaler-created")
 
     def create_failed(self, request_id: str) -> None:
         self.spawn(self._mutate(lambda f: on_create_failed(f, request_id, self.clock())), "scaler-create-failed")
@@ -196,7 +197,7 @@ class ScalerService(BusService):
         while not self._stopping:
             if await self.lease.tick() and not self._stopping:
                 await self._elected()
-            await asyncio.sleep(self.lease.renew_every_s if self.leading else self.settings.lease_ttl_s / 8)
+            await asyncio.sleep(self.lease.renew_every_s if self.lease.leading else self.settings.lease_ttl_s / 8)
 
     async def _elected(self) -> None:
         now, lease = self.clock(), self.lease
@@ -206,6 +207,7 @@ class ScalerService(BusService):
                 self.fleet, epoch=lease.epoch, leader=lease.me, pending={}, drains={},
                 memory=AutoscaleMemory.seeded(self.store.current.desired, now),
             )
+            self._term = lease.epoch
         try:
             await self._store_change(lambda s: s.model_copy(update={"leader": lease.me, "epoch": lease.epoch}))
         except (BusError, NatsError, TimeoutError) as error:
@@ -266,9 +268,10 @@ class ScalerService(BusService):
 
     async def _resync(self) -> None:
         """Ask every provisioner what it runs; libvirt is the source of truth for the VM list."""
+        asked = self.clock()
         lists = await self.bus.gather(self.subjects.prov_list, ListVms(), VmList, window=1.0)
         if lists:
-            await self._mutate(lambda f: on_lists(f, [(vl.host, vl.vms) for vl in lists], self.clock()))
+            await self._mutate(lambda f: on_lists(f, [(vl.host, vl.vms) for vl in lists], asked, self.clock()))
 
 
 def _with_desired(fleet: FleetState, stored: DesiredState) -> FleetState:

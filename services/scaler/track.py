@@ -48,6 +48,7 @@ def upsert(state: FleetState, name: str, vm_state: VmState, at: float, now: floa
         vm = known.onto(old if old.state is vm_state else replace(old, state=vm_state, since=at))
     if vm_state is VmState.READY and (old is None or old.state is not VmState.READY):
         vm = replace(vm, ready_at=now)
+    vm = replace(vm, seen=now)
     vms = dict(state.vms) | {name: vm}
     pending = {k: t for k, t in state.pending.items() if k != vm.request_id}
     return replace(state, vms=vms, pending=pending, failures=_failures(state, old, vm_state, now))
@@ -89,15 +90,36 @@ def on_record(state: FleetState, record: VmRecord, now: float) -> FleetState:
     )
 
 
-def on_lists(state: FleetState, lists: Iterable[tuple[str, list[VmRecord]]], now: float) -> FleetState:
-    """Every answering host's VMs: add or update them, forget that host's VMs it no longer has."""
+def on_lists(
+    state: FleetState, lists: Iterable[tuple[str, list[VmRecord]]], asked: float, now: float
+) -> FleetState:
+    """Every answering host's VMs: add or update them, forget that host's VMs it no longer has.
+
+    A list is a snapshot from when it was `asked`; news about a VM that arrived since then is
+    newer, so those VMs are left as they are.
+    """
     for host, records in lists:
         listed = {r.vm for r in records}
-        for vm in [v for v in state.vms.values() if v.host == host and v.name not in listed]:
+        for vm in [v for v in state.vms.values() if v.host == host and v.name not in listed and v.seen < asked]:
             state = forget(state, vm.name)
         for record in records:
-            state = on_record(state, record if record.host else record.model_copy(update={"host": host}), now)
+            known = state.vms.get(record.vm)
+            if known is None or known.seen < asked:
+                state = on_record(state, record if record.host else record.model_copy(update={"host": host}), now)
     return state
+
+
+def on_created(state: FleetState, request_id: str, record: VmRecord | None, now: float) -> FleetState:
+    """A create reply: the pending create is settled; its record only fills in a VM not heard of yet.
+
+    The provisioner may publish `booting` or `ready` before its reply reaches us, so the
+    reply's (older) state must not set the VM back.
+    """
+    pending = {k: t for k, t in state.pending.items() if k != request_id}
+    state = replace(state, pending=pending)
+    if record is None or record.vm in state.vms:
+        return state
+    return on_record(state, record, now)
 
 
 def on_create_failed(state: FleetState, request_id: str, now: float) -> FleetState:

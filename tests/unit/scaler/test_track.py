@@ -50,10 +50,18 @@ def test_list_replaces_one_hosts_vms_and_keeps_other_hosts() -> None:
     """A host's list adds its VMs and drops the ones it no longer has; other hosts are untouched."""
     state = fleet(2)
     record = VmRecord(vm="new", state=VmState.READY, since=T0)
-    state = on_lists(state, [("h1", [record])], NOW)
+    state = on_lists(state, [("h1", [record])], NOW, NOW)
     assert sorted(state.vms) == ["new"] and state.vms["new"].host == "h1"
-    state = on_lists(state, [("h2", [])], NOW)
+    state = on_lists(state, [("h2", [])], NOW, NOW)
     assert sorted(state.vms) == ["new"]
+
+
+def test_list_asked_before_newer_events_does_not_undo_them() -> None:
+    """A VM that an event reported after the list was asked for is neither forgotten nor set back."""
+    state = on_vm_event(fleet(0), VmStateChanged(vm="a", state=VmState.READY, host="h1"), NOW + 1)
+    stale = VmRecord(vm="a", state=VmState.BOOTING, since=T0, host="h1")
+    assert on_lists(state, [("h1", [])], NOW, NOW + 2).vms["a"].state is VmState.READY
+    assert on_lists(state, [("h1", [stale])], NOW, NOW + 2).vms["a"].state is VmState.READY
 
 
 def test_silent_balancer_drops_out_after_three_intervals() -> None:

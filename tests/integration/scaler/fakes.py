@@ -1,0 +1,132 @@
+"""Hand-written stand-ins for the provisioner and a balancer, answering on the real NATS server."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from shared.bus import Bus
+from shared.contract.base import ErrorCode
+from shared.contract.draining import BackendDrained, DrainBackend
+from shared.contract.events import VmState, VmStateChanged
+from shared.contract.load import BackendLoad, BalancerReported
+from shared.contract.provisioning import CreateVm, DestroyVm, VmList, VmRecord
+from shared.endpoints import error_reply, ok_reply
+
+
+class FakeProvisioner:
+    """Creates VMs that become ready at once, destroys them, lists them; refuses stale epochs."""
+
+    def __init__(self, bus: Bus, host: str = "h1") -> None:
+        self.bus, self.host = bus, host
+        self.creates: list[CreateVm] = []
+        self.destroys: list[DestroyVm] = []
+        self.vms: dict[str, VmRecord] = {}
+        self.by_request: dict[str, str] = {}
+        self.max_epoch = 0
+        self._subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> FakeProvisioner:
+        s, nc = self.bus.subjects, self.bus.nc
+        self._subs = [
+            await nc.subscribe(s.prov_create, queue="provisioners", cb=self._create),
+            await nc.subscribe(s.prov_destroy(self.host), cb=self._destroy),
+            await nc.subscribe(s.prov_list, cb=self._list),
+        ]
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        for sub in self._subs:
+            await sub.unsubscribe()
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _fenced(self, epoch: int) -> bool:
+        if epoch < self.max_epoch:
+            return True
+        self.max_epoch = epoch
+        return False
+
+    async def _create(self, msg: Msg) -> None:
+        cmd = CreateVm.model_validate_json(msg.data)
+        self.creates.append(cmd)
+        if self._fenced(cmd.epoch):
+            body, headers = error_reply(ErrorCode.CONFLICT, f"epoch {cmd.epoch} is stale")
+            await self.bus.nc.publish(msg.reply, body, headers=headers)
+            return
+        name = self.by_request.get(cmd.request_id) or f"{self.host}-vm{len(self.by_request)}"
+        self.by_request[cmd.request_id] = name
+        record = VmRecord(vm=name, state=VmState.REQUESTED, since=datetime.now(UTC), request_id=cmd.request_id,
+                          host=self.host, address=f"127.0.0.1:{5000 + len(self.by_request)}")
+        self.vms.setdefault(name, record)
+        await msg.respond(ok_reply(record))
+        task = asyncio.create_task(self._boot(self.vms[name]))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _boot(self, record: VmRecord) -> None:
+        for state in (VmState.REQUESTED, VmState.BOOTING, VmState.READY):
+            await self._publish(record, state)
+        self.vms[record.vm] = record.model_copy(update={"state": VmState.READY})
+
+    async def _publish(self, record: VmRecord, state: VmState) -> None:
+        event = VmStateChanged(vm=record.vm, state=state, address=record.address, host=self.host,
+                               request_id=record.request_id)
+        await self.bus.publish(self.bus.subjects.vm(state), event)
+
+    async def _destroy(self, msg: Msg) -> None:
+        cmd = DestroyVm.model_validate_json(msg.data)
+        self.destroys.append(cmd)
+        record = self.vms.pop(cmd.vm, None)
+        if self._fenced(cmd.epoch) or record is None:
+            code = ErrorCode.CONFLICT if record else ErrorCode.NOT_FOUND
+            body, headers = error_reply(code, "refused")
+            await self.bus.nc.publish(msg.reply, body, headers=headers)
+            return
+        gone = record.model_copy(update={"state": VmState.DESTROYED})
+        await msg.respond(ok_reply(gone))
+        await self._publish(gone, VmState.DESTROYED)
+
+    async def _list(self, msg: Msg) -> None:
+        await msg.respond(ok_reply(VmList(host=self.host, vms=list(self.vms.values()))))
+
+
+class FakeBalancer:
+    """Reports per-VM outstanding counts every `interval_s` and answers drains at once."""
+
+    def __init__(self, bus: Bus, name: str = "b1", interval_s: float = 0.2) -> None:
+        self.bus, self.name, self.interval_s = bus, name, interval_s
+        self.outstanding: dict[str, int] = {}
+        self.drains: list[DrainBackend] = []
+        self._task: asyncio.Task[None] | None = None
+        self._sub: Subscription | None = None
+
+    async def __aenter__(self) -> FakeBalancer:
+        self._sub = await self.bus.subscribe(self.bus.subjects.balancer_drain, DrainBackend, self._drain)
+        self._task = asyncio.create_task(self._report())
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+        if self._sub:
+            await self._sub.unsubscribe()
+
+    async def _report(self) -> None:
+        started = datetime.now(UTC)
+        while True:
+            backends = [BackendLoad(vm=vm, outstanding=n) for vm, n in self.outstanding.items()]
+            report = BalancerReported(balancer=self.name, started_at=started, interval_s=self.interval_s,
+                                      address="127.0.0.1:8443", backends=backends)
+            await self.bus.publish(self.bus.subjects.balancer_report, report)
+            await asyncio.sleep(self.interval_s)
+
+    async def _drain(self, cmd: DrainBackend, _msg: Msg) -> None:
+        self.drains.append(cmd)
+        self.outstanding.pop(cmd.vm, None)
+        done = BackendDrained(vm=cmd.vm, balancer=self.name, request_id=cmd.request_id)
+        await self.bus.publish(self.bus.subjects.balancer_drained, done)

@@ -1,0 +1,161 @@
+"""The scaler on a real nats-server with a fake provisioner and balancer answering on the bus."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from services.scaler.bootstrap import bootstrap
+from services.scaler.service import ScalerService
+from services.scaler.settings import ScalerSettings
+from shared.bus import Bus
+from shared.contract.commands import DrainVm, GetStatus, PolicyPatch, ScaleFleet
+from shared.contract.events import ScalingDecided, VmState, VmStateChanged
+from shared.contract.policy import ScalingPolicy
+from shared.contract.status import DesiredState, FleetStatus
+from tests.integration.scaler.fakes import FakeBalancer, FakeProvisioner
+from tests.support import Collector, wait_until
+
+pytestmark = pytest.mark.integration
+
+TTL = 2.0
+
+
+@asynccontextmanager
+async def scaler(name: str) -> AsyncIterator[ScalerService]:
+    async with bootstrap(ScalerSettings(scaler_id=name, lease_ttl_s=TTL)) as service:
+        await wait_until(lambda: service._lease is not None and service.lease.holder is not None, 20, what="a leader")
+        yield service
+
+
+async def _status(bus: Bus) -> FleetStatus:
+    return await bus.request(bus.subjects.cmd_status, GetStatus(), FleetStatus)
+
+
+async def test_scale_one_to_three_by_command_sends_creates(bus: Bus, settings_env: dict[str, str]) -> None:
+    """`fleet.cmd.scale` 1 then 3 makes the leader send three creates in its epoch, and status shows three VMs."""
+    decisions = await _collect(bus, bus.subjects.scaler_decision)
+    async with FakeProvisioner(bus) as prov, scaler("s1") as one:
+        await wait_until(lambda: one.leading, 20, what="leadership")
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=1), DesiredState)
+        await wait_until(lambda: len(prov.vms) == 1, 20, what="first VM")
+        reply = await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=3), DesiredState)
+        assert reply.desired == 3 and reply.hold_until is not None
+
+        async def three_ready() -> bool:
+            status = await _status(bus)
+            return len([v for v in status.vms if v.state is VmState.READY]) == 3
+
+        await wait_until(three_ready, 20, what="three ready VMs in status")
+    assert len(prov.creates) == 3 and {c.epoch for c in prov.creates} == {1}
+    assert len({c.request_id for c in prov.creates}) == 3
+    event = await decisions.wait_for(lambda m: json.loads(m.data)["desired"] == 3 and b"creating" in m.data)
+    assert ScalingDecided.model_validate_json(event.data).leader == "s1"
+
+
+async def test_two_replicas_only_the_leader_acts(bus: Bus, settings_env: dict[str, str]) -> None:
+    """With two replicas, exactly one leads, and every create comes from it (three creates, not six)."""
+    async with FakeProvisioner(bus) as prov, scaler("s1") as one, scaler("s2") as two:
+        await wait_until(lambda: one.leading or two.leading, 20, what="a leader")
+        leader, follower = (one, two) if one.leading else (two, one)
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=3), DesiredState)
+        ready = lambda s: len([v for v in s.fleet.vms.values() if v.state is VmState.READY]) == 3  # noqa: E731
+        await wait_until(lambda: ready(leader) and ready(follower), 20, what="both views at three ready VMs")
+        assert not follower.leading and follower.lease.holder == leader.settings.scaler_id
+    assert len(prov.creates) == 3
+    assert all(c.request_id.startswith(f"{leader.settings.scaler_id}-e1-") for c in prov.creates)
+
+
+async def test_leader_killed_follower_takes_over_within_a_lease_period(bus: Bus, settings_env: dict[str, str]) -> None:
+    """When the leader dies without a word, the follower leads within a lease period, in a new epoch."""
+    async with FakeProvisioner(bus) as prov, scaler("s1") as one, scaler("s2") as two:
+        await wait_until(lambda: one.leading or two.leading, 20, what="a leader")
+        leader, follower = (one, two) if one.leading else (two, one)
+        await leader.cancel_tasks()
+        await leader.bus.nc.close()
+        killed = time.monotonic()
+        await wait_until(lambda: follower.leading, 10 * TTL, what="takeover")
+        took = time.monotonic() - killed
+        assert follower.lease.epoch == 2
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=2), DesiredState)
+        await wait_until(lambda: len(prov.vms) == 2, 20, what="creates from the new leader")
+    assert took <= TTL * 1.5, took
+    assert {c.epoch for c in prov.creates} == {2}
+
+
+async def test_bad_commands_get_invalid_or_not_found(bus: Bus, settings_env: dict[str, str]) -> None:
+    """Inconsistent policies, unknown fields, bad names and unknown VMs are refused with the right code."""
+    async with scaler("s1"):
+        cases = [
+            (bus.subjects.cmd_policy, b'{"min_replicas": 5, "max_replicas": 2}', "invalid"),
+            (bus.subjects.cmd_policy, b'{"target": -1}', "invalid"),
+            (bus.subjects.cmd_policy, b'{"signal": "vibes"}', "invalid"),
+            (bus.subjects.cmd_policy, b'{"hack": true}', "invalid"),
+            (bus.subjects.cmd_scale, b'{"replicas": -1}', "invalid"),
+            (bus.subjects.cmd_drain, b'{"vm": "../etc"}', "invalid"),
+            (bus.subjects.cmd_drain, b'{"vm": "ghost"}', "not_found"),
+        ]
+        for subject, body, code in cases:
+            msg = await bus.nc.request(subject, body, timeout=5)
+            reply = json.loads(msg.data)
+            assert reply["ok"] is False and reply["error"]["code"] == code, (body, reply)
+        policy = await bus.request(bus.subjects.cmd_policy, PolicyPatch(max_replicas=7), ScalingPolicy)
+    assert policy.max_replicas == 7
+
+
+async def test_desired_size_and_policy_survive_a_restart(bus: Bus, settings_env: dict[str, str]) -> None:
+    """What commands stored in KV is what a restarted scaler reports."""
+    async with scaler("s1"):
+        await bus.request(bus.subjects.cmd_policy, PolicyPatch(max_replicas=6, target=3.5), ScalingPolicy)
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=4), DesiredState)
+    async with scaler("s2"):
+        status = await _status(bus)
+    assert status.desired == 4 and status.policy.max_replicas == 6 and status.policy.target == 3.5
+
+
+async def test_drain_command_drains_then_destroys_and_shrinks(bus: Bus, settings_env: dict[str, str]) -> None:
+    """`fleet.cmd.drain` announces the drain, waits for the balancer, destroys the VM and lowers the size."""
+    draining = await _collect(bus, bus.subjects.vm(VmState.DRAINING))
+    async with FakeProvisioner(bus) as prov, FakeBalancer(bus) as balancer, scaler("s1") as one:
+        await wait_until(lambda: one.leading, 20, what="leadership")
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=2), DesiredState)
+        await wait_until(lambda: len([v for v in one.fleet.vms.values() if v.state is VmState.READY]) == 2, 20)
+        victim = sorted(prov.vms)[1]
+        reply = await bus.request(bus.subjects.cmd_drain, DrainVm(vm=victim), DesiredState)
+        assert reply.desired == 1 and reply.draining == [victim]
+        await wait_until(lambda: [d.vm for d in prov.destroys] == [victim], 20, what="destroy")
+        await wait_until(lambda: victim not in one.store.current.draining, 20, what="drain list cleared")
+    assert [d.vm for d in balancer.drains] == [victim]
+    event = await draining.wait_for(lambda m: True)
+    assert VmStateChanged.model_validate_json(event.data).vm == victim
+    assert len(prov.creates) == 2
+
+
+async def test_failing_creates_back_off_instead_of_looping(bus: Bus, settings_env: dict[str, str]) -> None:
+    """Creates that get no answer count as failures; the next one waits out the backoff and goes alone."""
+    attempts = await _collect(bus, bus.subjects.prov_create)
+    clock = [time.time()]
+    settings = ScalerSettings(scaler_id="s1", lease_ttl_s=TTL, scaler_request_timeout_s=0.5)
+    async with bootstrap(settings, clock=lambda: clock[0]) as one:
+        await wait_until(lambda: one.leading, 20, what="leadership")
+        await bus.request(bus.subjects.cmd_policy, PolicyPatch(failure_backoff_s=30), ScalingPolicy)
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=3), DesiredState)
+        await wait_until(lambda: one.fleet.failures.count == 3, 20, what="three failed creates")
+        clock[0] += 30 * 4 + 1
+        await wait_until(lambda: one.fleet.failures.count == 4, 20, what="the probe create failing too")
+    assert len(attempts.messages) == 4
+
+
+async def _collect(bus: Bus, subject: str) -> Collector:
+    """A Collector subscribed to `subject` (a plain subscriber that never replies)."""
+    collector = Collector()
+
+    async def on_message(msg: object) -> None:
+        await collector(msg)
+
+    await bus.nc.subscribe(subject, cb=on_message)
+    return collector
