@@ -18,6 +18,11 @@ def decide(state: FleetState, load: LoadView | None, now: float) -> Decision:
     """Choose the desired size and the commands that move the fleet towards it."""
     outcome = autoscale(state, load, now)
     sized = replace(state, desired=outcome.desired, memory=outcome.memory)
+    if not state.desired_known and outcome.desired == state.desired:
+        reason = f"{outcome.reason}; no desired size stored yet: the fleet is left as it is"
+        return Decision(
+            commands=(), reason=reason, state=sized, previous_desired=state.desired, signals=outcome.signals
+        )
     commands, reconciled, note = reconcile(sized, now)
     reason = outcome.reason if not commands else f"{outcome.reason}; {note}"
     return Decision(

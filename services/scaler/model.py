@@ -124,6 +124,8 @@ class FleetState:
     seq: int = 0
     epoch: int = 0
     leader: str = "scaler"
+    desired_known: bool = True
+    """False until a desired size was ever stored: a fresh scaler must not tear down a running fleet."""
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,9 @@ class ScalerService(BusService):
                 memory=AutoscaleMemory.seeded(self.store.current.desired, now),
             )
             self._term = lease.epoch
+        if self.store.revision == 0:
+            log.info("scaler.elected", epoch=lease.epoch, desired="not set yet")
+            return
         try:
             await self._store_change(lambda s: s.model_copy(update={"leader": lease.me, "epoch": lease.epoch}))
         except (BusError, NatsError, TimeoutError) as error:
@@ -230,7 +233,7 @@ class ScalerService(BusService):
         """One decision: store a new size first (revision-checked), then send the commands."""
         async with self._lock:
             stored = self.store.current
-            self.fleet = _with_desired(self.fleet, stored)
+            self.fleet = _with_desired(self.fleet, stored, known=self.store.revision > 0)
             decision = decide(self.fleet, self.load, self.clock())
             if decision.changed:
                 update = {"desired": decision.desired, "leader": self.lease.me, "epoch": self.lease.epoch}
@@ -274,9 +277,10 @@ class ScalerService(BusService):
             await self._mutate(lambda f: on_lists(f, [(vl.host, vl.vms) for vl in lists], asked, self.clock()))
 
 
-def _with_desired(fleet: FleetState, stored: DesiredState) -> FleetState:
+def _with_desired(fleet: FleetState, stored: DesiredState, known: bool) -> FleetState:
     """The KV desired state (which any replica may have changed) copied into the fleet view."""
     hold = stored.hold_until.timestamp() if stored.hold_until else None
     return replace(
-        fleet, desired=stored.desired, policy=stored.policy, hold_until=hold, drain_requests=frozenset(stored.draining)
+        fleet, desired=stored.desired, policy=stored.policy, hold_until=hold,
+        drain_requests=frozenset(stored.draining), desired_known=known,
     )

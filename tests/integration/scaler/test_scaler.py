@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from services.scaler.settings import ScalerSettings
 from shared.bus import Bus
 from shared.contract.commands import DrainVm, GetStatus, PolicyPatch, ScaleFleet
 from shared.contract.events import ScalingDecided, VmState, VmStateChanged
+from shared.contract.load import FleetLoaded, VmLoad
 from shared.contract.policy import ScalingPolicy
 from shared.contract.status import DesiredState, FleetStatus
 from tests.integration.scaler.fakes import FakeBalancer, FakeProvisioner
@@ -148,6 +150,44 @@ async def test_failing_creates_back_off_instead_of_looping(bus: Bus, settings_en
         clock[0] += 30 * 4 + 1
         await wait_until(lambda: one.fleet.failures.count == 4, 20, what="the probe create failing too")
     assert len(attempts.messages) == 4
+
+
+async def test_rising_load_scales_out_and_falling_load_removes_the_idlest_vm_once(
+    bus: Bus, settings_env: dict[str, str]
+) -> None:
+    """Load above target grows the fleet; a fall shrinks it by one, after the window, taking the idlest VM."""
+    total = [40.0]
+
+    async def publish_load(prov: FakeProvisioner) -> None:
+        while True:
+            ready = [name for name, record in prov.vms.items() if record.state is VmState.READY]
+            views = [VmLoad(vm=name, outstanding=total[0] / len(ready)) for name in ready]
+            await bus.publish(bus.subjects.load, FleetLoaded(window_s=1, outstanding=total[0], vms=views))
+            await asyncio.sleep(0.2)
+
+    async with FakeProvisioner(bus) as prov, FakeBalancer(bus) as balancer, scaler("s1") as one:
+        await wait_until(lambda: one.leading, 20, what="leadership")
+        patch = PolicyPatch(warmup_s=0, manual_hold_s=0, scale_down_stabilization_s=3, scale_down_period_s=600,
+                            max_replicas=5)
+        await bus.request(bus.subjects.cmd_policy, patch, ScalingPolicy)
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=2), DesiredState)
+        loader = asyncio.create_task(publish_load(prov))
+        try:
+            ready = lambda: [n for n, r in prov.vms.items() if r.state is VmState.READY]  # noqa: E731
+            await wait_until(lambda: len(ready()) == 5, 30, what="scale-out to five")
+            idlest = sorted(prov.vms)[2]
+            balancer.outstanding = {name: 0 if name == idlest else 3 for name in prov.vms}
+            await wait_until(lambda: idlest in one.fleet.balancers["b1"].outstanding, 10, what="a report")
+            total[0], fell = 32.0, time.monotonic()
+            await wait_until(lambda: balancer.drains, 30, what="a drain")
+            delay = time.monotonic() - fell
+            await wait_until(lambda: [d.vm for d in prov.destroys] == [idlest], 30, what="the idlest destroyed")
+            status = await _status(bus)
+        finally:
+            loader.cancel()
+    assert [d.vm for d in balancer.drains] == [idlest]
+    assert delay >= 2.5, delay
+    assert status.desired == 4 and len(prov.creates) == 5
 
 
 async def _collect(bus: Bus, subject: str) -> Collector:

@@ -155,3 +155,10 @@ def test_decision_reports_signal_values() -> None:
     assert decision.signals.target == 8.0 and decision.signals.recommendation == 3
     assert "outstanding 12" in decision.reason
 
+
+
+def test_fresh_scaler_without_a_stored_size_leaves_a_running_fleet_alone() -> None:
+    """With no desired size ever stored and no data, existing VMs are neither drained nor added to."""
+    state = fleet(3, desired=0, desired_known=False)
+    decision = decide(state, None, NOW)
+    assert decision.commands == () and decision.desired == 0
