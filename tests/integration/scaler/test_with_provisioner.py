@@ -1,0 +1,54 @@
+"""The scaler driving the real provisioner (libvirt's test driver, readiness over real HTTP/3 on loopback)."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.scaler.bootstrap import bootstrap as scaler_bootstrap
+from services.scaler.settings import ScalerSettings
+from shared.bus import Bus
+from shared.contract.commands import GetStatus, ScaleFleet
+from shared.contract.events import VmState
+from shared.contract.status import DesiredState, FleetStatus
+from shared.natsserver import NatsServer
+from tests.integration.scaler import conftest
+from tests.support import wait_until
+from tests.support.h3server import H3Backend
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(conftest.world is None, reason="the provisioner's libvirt test fixtures are not available"),
+]
+
+
+async def _ready(bus: Bus, count: int) -> FleetStatus | None:
+    status = await bus.request(bus.subjects.cmd_status, GetStatus(), FleetStatus)
+    ready = [v for v in status.vms if v.state is VmState.READY]
+    return status if len(ready) == count and len(status.vms) == count else None
+
+
+async def test_scale_one_to_three_and_back_to_two_with_the_real_provisioner(
+    bus: Bus, nats_server: NatsServer, world: Any, tmp_path: Path, settings_env: dict[str, str]
+) -> None:
+    """Scale 1 -> 3 by command makes three ready libvirt domains; scale to 2 destroys exactly one of them."""
+    from services.provisioner.bootstrap import bootstrap as provisioner_bootstrap
+
+    async with AsyncExitStack() as stack:
+        backends = [await stack.enter_async_context(H3Backend(tmp_path)) for _ in range(3)]
+        pool = ",".join(b.address for b in backends)
+        await stack.enter_async_context(provisioner_bootstrap(world.settings(nats_server, static_addresses=pool)))
+        scaler = await stack.enter_async_context(scaler_bootstrap(ScalerSettings(scaler_id="s1", lease_ttl_s=2)))
+        await wait_until(lambda: scaler.leading, 20, what="leadership")
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=1), DesiredState)
+        await wait_until(lambda: _ready(bus, 1), 30, what="one ready VM")
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=3), DesiredState)
+        status = await wait_until(lambda: _ready(bus, 3), 60, what="three ready VMs")
+        assert sorted(v.address or "" for v in status.vms) == sorted(b.address for b in backends)
+        assert len(world.ours()) == 3
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=2), DesiredState)
+        await wait_until(lambda: _ready(bus, 2), 60, what="two VMs left")
+        await wait_until(lambda: len(world.ours()) == 2, 30, what="one domain destroyed in libvirt")
