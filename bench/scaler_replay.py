@@ -87,8 +87,9 @@ TRACES: dict[str, Callable[[int, int], list[float]]] = {"diurnal": diurnal, "spi
 
 
 def row(name: str, tally: Tally) -> str:
-    return (f"  {name:<6} actions {tally.actions:5d}  flaps {tally.flaps:4d}  s-over {tally.seconds_over:6d}  "
-            f"req-over {tally.requests_over:11.0f}  VM-h {tally.vm_hours:7.2f}")
+    ups = sum(1 for _, d in tally.changes if d > 0)
+    return (f"  {name:<6} actions {tally.actions:5d} ({ups} up)  flaps {tally.flaps:4d}  "
+            f"s-over {tally.seconds_over:6d}  req-over {tally.requests_over:11.0f}  VM-h {tally.vm_hours:7.2f}")
 
 
 def ratio(ours: float, theirs: float) -> str:
@@ -98,7 +99,7 @@ def ratio(ours: float, theirs: float) -> str:
 def main(seconds: int = 4 * 3600, seed: int = 7) -> None:
     """Replay each trace through both controllers and print figures and ratios."""
     print(f"fleet: {MODEL.capacity_rps:g} rps per VM, boot {MODEL.boot_s:g} s; target {TARGET_RPS:g} rps per VM; "
-          f"{seconds} s per trace")
+          f"{seconds} s per trace, controllers see a {MODEL.metrics_window_s} s mean")
     for name, make in TRACES.items():
         trace = make(seconds, seed)
         start = math.ceil(trace[0] / TARGET_RPS)
