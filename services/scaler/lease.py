@@ -102,6 +102,7 @@ class Lease:
             return await self._write(1, create=True)
         record = _decode(entry.value)
         self.holder = record.holder if record else None
+        self.epoch = record.epoch if record else self.epoch
         now = self.clock()
         free = record is not None and record.holder in (None, self.me)
         if not free and not expired(self._seen, entry.revision or 0, self.ttl_s, now):

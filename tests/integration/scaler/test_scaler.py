@@ -60,7 +60,7 @@ async def test_scale_one_to_three_by_command_sends_creates(bus: Bus, settings_en
 
 
 async def test_two_replicas_only_the_leader_acts(bus: Bus, settings_env: dict[str, str]) -> None:
-    """With two replicas, exactly one leads, and every create comes from it (three creates, not six)."""
+    """With two replicas exactly one leads, both report it, and every create comes from it (three, not six)."""
     async with FakeProvisioner(bus) as prov, scaler("s1") as one, scaler("s2") as two:
         await wait_until(lambda: one.leading or two.leading, 20, what="a leader")
         leader, follower = (one, two) if one.leading else (two, one)
@@ -68,6 +68,8 @@ async def test_two_replicas_only_the_leader_acts(bus: Bus, settings_env: dict[st
         ready = lambda s: len([v for v in s.fleet.vms.values() if v.state is VmState.READY]) == 3  # noqa: E731
         await wait_until(lambda: ready(leader) and ready(follower), 20, what="both views at three ready VMs")
         assert not follower.leading and follower.lease.holder == leader.settings.scaler_id
+        views = [await s.status(GetStatus()) for s in (leader, follower)]
+        assert {(v.leader, v.epoch, v.desired) for v in views} == {(leader.settings.scaler_id, 1, 3)}
     assert len(prov.creates) == 3
     assert all(c.request_id.startswith(f"{leader.settings.scaler_id}-e1-") for c in prov.creates)
 
