@@ -191,7 +191,9 @@ def _track(state: FleetState, load: LoadView, now: float, signals: Signals) -> O
     if observed is None:
         return _from_zero(state, load, warming, signals)
     seen = _observations(state.memory, policy, now, observed)
-    rec = clamp(recommend(policy, project(seen, policy, observed), len(warm), warming, current), policy)
+    rising = observed > policy.target * (1 + policy.tolerance)
+    sized = project(seen, policy, observed) if rising else observed
+    rec = clamp(recommend(policy, sized, len(warm), warming, current), policy)
     memory = remember(state.memory, policy, now, rec, 0)
     wanted = stabilize(memory, policy, current, now)
     size = clamp(rate_limit(memory, policy, current, wanted, now), policy)

@@ -162,3 +162,15 @@ def test_fresh_scaler_without_a_stored_size_leaves_a_running_fleet_alone() -> No
     state = fleet(3, desired=0, desired_known=False)
     decision = decide(state, None, NOW)
     assert decision.commands == () and decision.desired == 0
+
+
+def test_lookahead_sizes_a_rising_step_but_never_triggers_one() -> None:
+    """With look-ahead, a rise past the band is sized along its slope; a rise still inside the band does nothing."""
+    policy = ScalingPolicy(scale_up_lookahead_s=5, max_replicas=50)
+    state = fleet(4, policy=policy, memory=AutoscaleMemory.seeded(4, NOW - 10))
+    state = decide(state, load(state, 6.0, at=NOW - 2), NOW - 2).state
+    inside = decide(state, load(state, 8.6), NOW)
+    assert inside.desired == 4
+    rising = decide(state, load(state, 10.0), NOW)
+    plain = decide(fleet(4, policy=ScalingPolicy(max_replicas=50)), load(state, 10.0), NOW)
+    assert plain.desired == 5 and rising.desired == 8  # 10 + 2/s x 5 s = 20 per VM; one step of at most +4
