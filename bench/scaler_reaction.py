@@ -114,7 +114,7 @@ async def run() -> tuple[list[float], list[float]]:
         server = NatsServer(Path(tmp))
         server.start()
         try:
-            settings = ScalerSettings(nats_url=server.url, scaler_id="bench", lease_ttl_s=2, log_level="warning")
+            settings = ScalerSettings(nats_url=server.url, scaler_id="bench", log_level="warning")
             bus = Bus(await connect(settings, "bench"), Subjects())
             async with bootstrap(settings) as scaler:
                 await poll(lambda: scaler.leading)

@@ -72,6 +72,7 @@ class ScalerService(BusService):
         self._wake = asyncio.Event()
         self._stopping = False
         self._term = 0
+        self._missed = False
         self._store: DesiredStore | None = None
         self._lease: Lease | None = None
         self._actuator: Actuator | None = None
@@ -197,6 +198,9 @@ class ScalerService(BusService):
         while not self._stopping:
             if await self.lease.tick() and not self._stopping:
                 await self._elected()
+            if self._missed and self.leading:
+                self._missed = False
+                self._wake.set()
             await asyncio.sleep(self.lease.renew_every_s if self.lease.leading else self.settings.lease_ttl_s / 8)
 
     async def _elected(self) -> None:
@@ -226,6 +230,8 @@ class ScalerService(BusService):
                 await self.store.refresh()
                 if self.leading:
                     await self._evaluate()
+                else:
+                    self._missed = True
             except (NatsError, TimeoutError, BusError) as error:
                 log.warning("scaler.evaluate_failed", error=str(error) or type(error).__name__)
 
