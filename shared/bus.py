@@ -171,6 +171,8 @@ class Bus:
                     msg = await sub.next_msg(timeout=remaining)
                 except (TimeoutError, nats.errors.TimeoutError):
                     break
+                if _no_responders(msg):
+                    break
                 try:
                     replies.append(parse_reply(msg.data, result))
                 except BusError as error:
@@ -201,6 +203,11 @@ class Bus:
                 await self.nc.drain()
             except (NatsError, TimeoutError):
                 await self.nc.close()
+
+
+def _no_responders(msg: Msg) -> bool:
+    """NATS's own "503, no responders" status message (empty body), not a service's reply."""
+    return not msg.data and (msg.headers or {}).get("Status") == "503"
 
 
 def parse_reply(data: bytes, result: type[R]) -> R:

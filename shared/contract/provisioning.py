@@ -44,7 +44,7 @@ class VmRecord(Model):
 
 
 class VmList(Model):
-    """Result of `ListVms`, `CreateVm` and `DestroyVm` replies (one host's VMs)."""
+    """Result of a `ListVms` reply: one host's VMs (create and destroy reply with a `VmRecord`)."""
 
     host: Name
     vms: Annotated[list[VmRecord], Field(max_length=2000)] = []

@@ -131,3 +131,13 @@ async def test_gather_collects_every_replica_reply(bus: Bus, settings_env: dict[
         results = await bus.gather(bus.subjects.cmd_status, GetStatus(), FleetStatus, window=0.5)
     assert len(results) == 1
     assert results[0].desired == 0
+
+
+async def test_gather_with_no_responders_is_empty_and_quiet(bus: Bus) -> None:
+    """A scatter-gather nobody answers returns no results and logs no bad reply."""
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        results = await bus.gather(bus.subjects.prov_list, GetStatus(), FleetStatus, window=0.5)
+    assert results == []
+    assert not [entry for entry in logs if entry["event"] == "bus.gather_bad_reply"]
