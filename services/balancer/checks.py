@@ -63,4 +63,5 @@ async def check_all(router: Router, path: bytes, timeout_s: float) -> None:
         if passed and backend.health.check_passed():
             log.info("backend.healthy", backend=backend.vm)
         elif not passed and backend.health.check_failed():
-            log.warning("backend.unhealthy", backend=backend.vm)
+            aborted = router.abort_in_flight(backend, "unhealthy")
+            log.warning("backend.unhealthy", backend=backend.vm, aborted=aborted)

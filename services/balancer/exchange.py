@@ -15,7 +15,7 @@ from aioquic.h3.connection import ErrorCode
 
 from services.balancer.core.backends import Backend
 from services.balancer.headers import Headers, response_headers
-from services.balancer.upstream import TIMEOUT, Call, Upstream, UpstreamRequest
+from services.balancer.upstream import RESET, TIMEOUT, Call, Upstream, UpstreamRequest
 
 if TYPE_CHECKING:
     from services.balancer.router import Router
@@ -78,8 +78,22 @@ class Exchange:
         self.last_activity = self.attempt_started = self.loop.time()
         backend.began()
         if self._timer is None:
-            self._timer = self.loop.call_at(self.last_activity + self.router.options.first_byte_timeout_s, self._tick)
+            self._timer = self.loop.call_at(self.last_activity + self._first_byte_limit(), self._tick)
         self.call = upstream.request(self.request, self)
+
+    def backend_lost(self) -> None:
+        """The VM is gone (destroyed, failed, unhealthy): give up on it now, not at a timeout.
+
+        A VM killed behind our back sends no RST, so without this its requests would wait for
+        the first-byte or idle timeout. Failing the attempt retries an idempotent request that
+        has no response byte yet; anything else gets 502 (or a reset once the response began).
+        """
+        if self.finished:
+            return
+        call, self.call = self.call, None
+        if call is not None:
+            call.abort()
+        self.on_failed(RESET)
 
     # client side
     def client_data(self, data: bytes, end: bool) -> None:
@@ -165,6 +179,7 @@ class Exchange:
         """Account the current attempt on its backend (latency, counters, health)."""
         backend, self.backend, self.call = self.backend, None, None
         if backend is not None:
+            self.router.untrack(backend, self)
             self.router.attempt_over(backend, self.loop.time() - self.attempt_started, failed, upstream_failed)
 
     def _finish(self, failed: bool, upstream_failed: bool = False) -> None:
@@ -178,13 +193,24 @@ class Exchange:
         if self.call is not None:
             self.call.abort()
 
+    def _first_byte_limit(self) -> float:
+        """The per-try timeout while a retry is still possible, else the full first-byte timeout.
+
+        A first attempt that can still be retried is cut sooner (HAProxy/Envoy's per-try
+        timeout), so a VM that hangs costs an idempotent request `try_timeout_s`, not 30 s; the
+        retry then gets the full first-byte timeout measured from its own start.
+        """
+        options = self.router.options
+        if self.retryable and 0 < options.try_timeout_s < options.first_byte_timeout_s:
+            return options.try_timeout_s
+        return options.first_byte_timeout_s
+
     def _tick(self) -> None:
         """Timer: first-byte timeout before the response, idle timeout during it."""
         self._timer = None
         if self.finished:
             return
-        options = self.router.options
-        limit = options.idle_timeout_s if self.response_started else options.first_byte_timeout_s
+        limit = self.router.options.idle_timeout_s if self.response_started else self._first_byte_limit()
         due = self.last_activity + limit
         if self.loop.time() >= due:
             self.on_failed(TIMEOUT)

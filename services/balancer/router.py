@@ -31,6 +31,7 @@ class ProxyOptions:
     via: bytes = b"3 quicfleet"
     backend_header: bool = True
     first_byte_timeout_s: float = 30.0
+    try_timeout_s: float = 10.0
     idle_timeout_s: float = 60.0
     max_body_bytes: int = 64 * 1024 * 1024
     hash_header: bytes | None = None
@@ -57,6 +58,7 @@ class Router:
         self.on_drained = on_drained
         self.drains = DrainBook()
         self.upstreams: dict[str, tuple[Backend, Upstream]] = {}
+        self.in_flight_by: dict[Backend, set[Exchange]] = {}
         self._quiet: asyncio.Event | None = None
 
     def key_of(self, exchange: Exchange) -> bytes:
@@ -80,6 +82,7 @@ class Router:
             return
         if exclude is None:
             self.budget.request(now)
+        self.in_flight_by.setdefault(backend, set()).add(exchange)
         exchange.attach(backend, self.upstream_for(backend))
 
     def upstream_for(self, backend: Backend) -> Upstream:
@@ -101,6 +104,27 @@ class Router:
         log.info("request.retried", backend=backend.vm, reason=reason)
         self.dispatch(exchange, exclude=backend)
         return True
+
+    def untrack(self, backend: Backend, exchange: Exchange) -> None:
+        exchanges = self.in_flight_by.get(backend)
+        if exchanges is not None:
+            exchanges.discard(exchange)
+            if not exchanges:
+                del self.in_flight_by[backend]
+
+    def abort_in_flight(self, backend: Backend, why: str) -> int:
+        """Fail every attempt in flight to `backend` at once (it is gone); returns how many.
+
+        Each exchange retries or answers 502 on its own; retries cannot land on `backend`
+        because callers took it out of the candidates first.
+        """
+        exchanges = self.in_flight_by.pop(backend, set())
+        for exchange in list(exchanges):
+            if exchange.backend is backend:
+                exchange.backend_lost()
+        if exchanges:
+            log.warning("backend.in_flight_aborted", backend=backend.vm, why=why, count=len(exchanges))
+        return len(exchanges)
 
     def attempt_over(self, backend: Backend, seconds: float, failed: bool, upstream_failed: bool) -> None:
         """Count an attempt; feed passive health; finish a drain that waited for it."""
@@ -131,8 +155,10 @@ class Router:
         return backend.outstanding if backend is not None else 0
 
     def remove(self, vm: str) -> None:
-        """A VM is gone: forget it (in-flight requests fail on their own) and close its upstream."""
-        self.table.remove(vm)
+        """A VM is gone: forget it, fail what is in flight to it now, and close its upstream."""
+        backend = self.table.remove(vm)
+        if backend is not None:
+            self.abort_in_flight(backend, "removed")
         entry = self.upstreams.pop(vm, None)
         if entry is not None:
             entry[1].close()

@@ -40,6 +40,9 @@ class BalancerSettings(ServiceSettings):
     upstream_pool_size: int = Field(64, ge=1, le=10_000, description="Idle HTTP/1.1 connections kept per VM.")
     upstream_connect_timeout_s: float = Field(2.0, gt=0, le=300)
     upstream_first_byte_timeout_s: float = Field(30.0, gt=0, le=3600)
+    upstream_try_timeout_s: float = Field(
+        10.0, ge=0, le=3600, description="First-byte timeout of a retryable first attempt (0: off)."
+    )
     upstream_idle_timeout_s: float = Field(60.0, gt=0, le=3600)
     health_interval_s: float = Field(2.0, gt=0, le=3600)
     health_timeout_s: float = Field(1.0, gt=0, le=300)

@@ -49,6 +49,7 @@ def make_router(settings: BalancerSettings, on_drained: Callable[[DrainOver], No
         via=f"3 quicfleet-{settings.instance[:40]}".encode(),
         backend_header=settings.balancer_backend_header,
         first_byte_timeout_s=settings.upstream_first_byte_timeout_s,
+        try_timeout_s=settings.upstream_try_timeout_s,
         idle_timeout_s=settings.upstream_idle_timeout_s,
         max_body_bytes=settings.listen_max_body_bytes,
         hash_header=hash_header,

@@ -71,6 +71,8 @@ class _Connection(asyncio.Protocol):
         backend.requests += 1
         backend.paths.append(parts.path)
         backend.last_headers = headers
+        if backend.mute:
+            return  # a VM that died without a word: the request was read, nothing ever comes back
         if parts.path == "/slow":
             await asyncio.sleep(int(query.get("ms", "100")) / 1000)
         if parts.path == "/big":
@@ -107,6 +109,8 @@ class H1Backend:
         self.host = host
         self.port = port
         self.status = status
+        self.mute = False
+        """When set, requests are read and never answered (no RST either), like a destroyed VM."""
         self.requests = 0
         self.accepted = 0
         self.paths: list[str] = []
