@@ -11,29 +11,17 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import structlog
-from pydantic import RootModel
 
 from services.scaler.model import Command, CreateCommand, DestroyCommand, DrainCommand, FleetState
 from shared.bus import Bus
 from shared.contract.base import ErrorCode
 from shared.contract.draining import DrainBackend
 from shared.contract.events import VmState, VmStateChanged
-from shared.contract.provisioning import CreateVm, DestroyVm, VmList, VmRecord
+from shared.contract.provisioning import CreateVm, DestroyVm, VmRecord
 from shared.errors import BusError
 from shared.logging import bind_message
 
 log = structlog.get_logger("services.scaler.actuator")
-
-
-class ProvisionerReply(RootModel[VmRecord | VmList]):
-    """A create or destroy reply: one `VmRecord` (the contract), or a host's `VmList`."""
-
-    def record(self, vm: str | None = None) -> VmRecord | None:
-        """The record of the VM the command was about."""
-        if isinstance(self.root, VmRecord):
-            return self.root
-        matches = [r for r in self.root.vms if vm is None or r.vm == vm]
-        return matches[-1].model_copy(update={"host": matches[-1].host or self.root.host}) if matches else None
 
 
 class Feedback(Protocol):
@@ -69,13 +57,12 @@ class Actuator:
         bind_message(command="create", request_id=command.request_id, epoch=epoch)
         request = CreateVm(request_id=command.request_id, epoch=epoch)
         try:
-            reply = await self.bus.request(self.bus.subjects.prov_create, request, ProvisionerReply, self.timeout_s)
+            record = await self.bus.request(self.bus.subjects.prov_create, request, VmRecord, self.timeout_s)
         except BusError as error:
             log.warning("scaler.create_failed", code=error.code.value, error=error.message)
             self.feedback.create_failed(command.request_id)
             return
-        record = reply.record()
-        log.info("scaler.create_sent", vm=record.vm if record else None)
+        log.info("scaler.create_sent", vm=record.vm)
         self.feedback.created(command.request_id, record)
 
     async def _drain(self, command: DrainCommand, fleet: FleetState) -> None:
@@ -95,7 +82,7 @@ class Actuator:
         request = DestroyVm(vm=command.vm, request_id=command.request_id, epoch=epoch)
         try:
             subject = self.bus.subjects.prov_destroy(command.host)
-            await self.bus.request(subject, request, ProvisionerReply, self.timeout_s)
+            await self.bus.request(subject, request, VmRecord, self.timeout_s)
         except BusError as error:
             if error.code is not ErrorCode.NOT_FOUND:
                 log.warning("scaler.destroy_failed", code=error.code.value, error=error.message)

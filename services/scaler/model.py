@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy
 
+GONE_KEPT = 1000
+"""How many destroyed VM names the view remembers (names are never reused; this only bounds memory)."""
+
 CAPACITY_STATES = frozenset({VmState.REQUESTED, VmState.CLONING, VmState.BOOTING, VmState.READY})
 """States of a VM that counts towards the fleet size (draining VMs are on their way out)."""
 
@@ -126,6 +129,8 @@ class FleetState:
     leader: str = "scaler"
     desired_known: bool = True
     """False until a desired size was ever stored: a fresh scaler must not tear down a running fleet."""
+    gone: Mapping[str, float] = field(default_factory=dict)
+    """VMs known destroyed (name -> local time): final, so no late event, list or reply brings one back."""
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,15 @@ def outstanding(state: FleetState, vm: str, now: float) -> int:
 
 
 def pick_victims(state: FleetState, count: int, now: float) -> list[VmView]:
-    """Scale-in order: fewest outstanding requests first, the oldest VM on a tie."""
-    ranked = sorted(counted(state), key=lambda vm: (outstanding(state, vm.name, now), vm.created, vm.name))
-    return ranked[:count]
+    """Scale-in order: VMs not serving yet first, then fewest outstanding requests, the oldest on a tie.
+
+    A VM still booting serves nothing: removing it costs no capacity, while draining a ready VM
+    to keep a newer booting one would leave the fleet short until that one is up.
+    """
+    def rank(vm: VmView) -> tuple[bool, int, float, str]:
+        return vm.state is VmState.READY, outstanding(state, vm.name, now), vm.created, vm.name
+
+    return sorted(counted(state), key=rank)[:count]
 
 
 def _next_id(state: FleetState, kind: str) -> tuple[FleetState, str]:
@@ -65,7 +71,9 @@ def _resize(state: FleetState, now: float, commands: list[Command]) -> tuple[Fle
         return _create(state, state.desired - have, now, commands)
     surplus = have - state.desired
     if surplus > 0:
-        victims = [vm.name for vm in pick_victims(state, surplus, now)]
+        chosen = pick_victims(state, surplus, now)
+        victims = [vm.name for vm in chosen]
+        state = _discard(state, [vm.name for vm in chosen if vm.state is not VmState.READY], now)
         state = _start_drains(state, victims, now, commands)
         return state, f"draining {', '.join(victims)}" if victims else "surplus is still being created"
     return state, "fleet matches desired size"
@@ -107,14 +115,17 @@ def _orphans(state: FleetState) -> set[str]:
 
 
 def _collect_failed(state: FleetState, now: float) -> FleetState:
-    """Failed VMs go straight to destroy (no drain: nothing routes to them)."""
-    failed = [vm.name for vm in state.vms.values() if vm.state is VmState.FAILED and vm.name not in state.drains]
-    if not failed:
+    """Failed VMs go straight to destroy."""
+    return _discard(state, [vm.name for vm in state.vms.values() if vm.state is VmState.FAILED], now)
+
+
+def _discard(state: FleetState, names: list[str], now: float) -> FleetState:
+    """Destroy without a drain (nothing routes to a failed or still booting VM): a drain already due."""
+    fresh = [name for name in names if name not in state.drains]
+    if not fresh:
         return state
-    drains = dict(state.drains)
-    for name in failed:
-        drains[name] = DrainView(vm=name, started=now, deadline=now, waiting=frozenset())
-    return replace(state, drains=drains)
+    due = {name: DrainView(vm=name, started=now, deadline=now, waiting=frozenset()) for name in fresh}
+    return replace(state, drains=dict(state.drains) | due)
 
 
 def _finish_drains(state: FleetState, now: float, commands: list[Command]) -> FleetState:

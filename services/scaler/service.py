@@ -28,6 +28,7 @@ from services.scaler.store import DesiredStore
 from services.scaler.track import (
     forget,
     load_view,
+    new_term,
     on_create_failed,
     on_created,
     on_drained,
@@ -166,7 +167,7 @@ class ScalerService(BusService):
         self.spawn(self._mutate(lambda f: on_create_failed(f, request_id, self.clock())), "scaler-create-failed")
 
     async def destroyed(self, vm: str) -> None:
-        await self._mutate(lambda f: forget(f, vm))
+        await self._mutate(lambda f: forget(f, vm, self.clock()))
         if vm in self.store.current.draining:
             await self._store_change(lambda s: edits.forget_drained(s, vm))
 
@@ -207,10 +208,8 @@ class ScalerService(BusService):
         now, lease = self.clock(), self.lease
         await self._resync()
         async with self._lock:
-            self.fleet = replace(
-                self.fleet, epoch=lease.epoch, leader=lease.me, pending={}, drains={},
-                memory=AutoscaleMemory.seeded(self.store.current.desired, now),
-            )
+            memory = AutoscaleMemory.seeded(self.store.current.desired, now)
+            self.fleet = new_term(self.fleet, lease.epoch, lease.me, memory)
             self._term = lease.epoch
         if self.store.revision == 0:
             log.info("scaler.elected", epoch=lease.epoch, desired="not set yet")

@@ -11,7 +11,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from services.scaler.model import BalancerView, Failures, FleetState, LoadView, VmLoadView, VmView
+from services.scaler.model import (
+    GONE_KEPT,
+    AutoscaleMemory,
+    BalancerView,
+    Failures,
+    FleetState,
+    LoadView,
+    VmLoadView,
+    VmView,
+)
 from shared.contract.draining import BackendDrained
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.load import BalancerReported, FleetLoaded
@@ -40,8 +49,14 @@ class Known:
 
 
 def upsert(state: FleetState, name: str, vm_state: VmState, at: float, now: float, known: Known) -> FleetState:
-    """Record that `name` is in `vm_state`; readiness resets the failure backoff, failure grows it."""
+    """Record that `name` is in `vm_state`; readiness resets the failure backoff, failure grows it.
+
+    Destroyed and failed are final: news about a destroyed VM (a late event, a list or reply
+    from before it went) only settles its create, and a failed VM stays failed until destroyed.
+    """
     old = state.vms.get(name)
+    if name in state.gone or (old is not None and old.state is VmState.FAILED and vm_state is not VmState.FAILED):
+        return _settle(state, known.request_id)
     if old is None:
         vm = known.onto(VmView(name=name, state=vm_state, since=at, created=min(at, now)))
     else:
@@ -50,8 +65,15 @@ def upsert(state: FleetState, name: str, vm_state: VmState, at: float, now: floa
         vm = replace(vm, ready_at=now)
     vm = replace(vm, seen=now)
     vms = dict(state.vms) | {name: vm}
-    pending = {k: t for k, t in state.pending.items() if k != vm.request_id}
-    return replace(state, vms=vms, pending=pending, failures=_failures(state, old, vm_state, now))
+    state = replace(state, vms=vms, failures=_failures(state, old, vm_state, now))
+    return _settle(state, vm.request_id)
+
+
+def _settle(state: FleetState, request_id: str | None) -> FleetState:
+    """The create with this request id has an answer: it no longer counts as pending."""
+    if request_id is None or request_id not in state.pending:
+        return state
+    return replace(state, pending={k: t for k, t in state.pending.items() if k != request_id})
 
 
 def _failures(state: FleetState, old: VmView | None, vm_state: VmState, now: float) -> Failures:
@@ -63,18 +85,20 @@ def _failures(state: FleetState, old: VmView | None, vm_state: VmState, now: flo
     return state.failures
 
 
-def forget(state: FleetState, name: str) -> FleetState:
-    """The VM is gone: drop it and its drain."""
+def forget(state: FleetState, name: str, now: float = 0.0) -> FleetState:
+    """The VM is destroyed: drop it and its drain, and remember the name so nothing brings it back."""
     vms = {k: v for k, v in state.vms.items() if k != name}
     drains = {k: v for k, v in state.drains.items() if k != name}
-    return replace(state, vms=vms, drains=drains)
+    gone = {k: t for k, t in state.gone.items() if k != name} | {name: now}
+    if len(gone) > GONE_KEPT:
+        gone = dict(list(gone.items())[-GONE_KEPT:])
+    return replace(state, vms=vms, drains=drains, gone=gone)
 
 
 def on_vm_event(state: FleetState, event: VmStateChanged, now: float) -> FleetState:
     """A `fleet.vm.<state>` event."""
     if event.state is VmState.DESTROYED:
-        pending = {k: t for k, t in state.pending.items() if k != event.request_id}
-        return replace(forget(state, event.vm), pending=pending)
+        return _settle(forget(state, event.vm, now), event.request_id)
     return upsert(
         state, event.vm, event.state, seconds(event.at), now, Known(event.host, event.address, event.request_id)
     )
@@ -83,11 +107,17 @@ def on_vm_event(state: FleetState, event: VmStateChanged, now: float) -> FleetSt
 def on_record(state: FleetState, record: VmRecord, now: float) -> FleetState:
     """One VM from a create/destroy reply or a list."""
     if record.state is VmState.DESTROYED:
-        return forget(state, record.vm)
+        return forget(state, record.vm, now)
     return upsert(
         state, record.vm, record.state, seconds(record.since), now,
         Known(record.host, record.address, record.request_id),
     )
+
+
+def _drop(state: FleetState, name: str) -> FleetState:
+    """A host no longer lists the VM: out of the view (not final: only a destroy is)."""
+    vms = {k: v for k, v in state.vms.items() if k != name}
+    return replace(state, vms=vms, drains={k: v for k, v in state.drains.items() if k != name})
 
 
 def on_lists(
@@ -101,7 +131,7 @@ def on_lists(
     for host, records in lists:
         listed = {r.vm for r in records}
         for vm in [v for v in state.vms.values() if v.host == host and v.name not in listed and v.seen < asked]:
-            state = forget(state, vm.name)
+            state = _drop(state, vm.name)
         for record in records:
             known = state.vms.get(record.vm)
             if known is None or known.seen < asked:
@@ -115,11 +145,20 @@ def on_created(state: FleetState, request_id: str, record: VmRecord | None, now:
     The provisioner may publish `booting` or `ready` before its reply reaches us, so the
     reply's (older) state must not set the VM back.
     """
-    pending = {k: t for k, t in state.pending.items() if k != request_id}
-    state = replace(state, pending=pending)
+    state = _settle(state, request_id)
     if record is None or record.vm in state.vms:
         return state
     return on_record(state, record, now)
+
+
+def new_term(state: FleetState, epoch: int, leader: str, memory: AutoscaleMemory) -> FleetState:
+    """This replica starts leading: a new epoch and a seeded autoscaler memory.
+
+    Creates still in flight (a lapsed and renewed lease re-elects the same replica) stay
+    pending until their reply or timeout settles them: dropping them made the next evaluation
+    create the same VM again. Drains in flight go on; a deposed leader's show up as orphans.
+    """
+    return replace(state, epoch=epoch, leader=leader, memory=memory)
 
 
 def on_create_failed(state: FleetState, request_id: str, now: float) -> FleetState:
