@@ -22,7 +22,7 @@ from aioquic.quic.packet import QuicErrorCode
 
 from services.balancer.exchange import Exchange
 from services.balancer.headers import Headers, end_to_end, forwarding, header_bytes
-from services.balancer.quictune import ack_with_next_packet, set_ack_delay, stream_backlog
+from services.balancer.quictune import StreamCredit, ack_with_next_packet, set_ack_delay, stream_backlog
 from services.balancer.upstream import UpstreamRequest
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class ClientProtocol(QuicConnectionProtocol):
         self.coalesce_s = 0.0
         self._started = False
         self._deferred: asyncio.TimerHandle | None = None
+        self.credit: StreamCredit | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -59,6 +60,7 @@ class ClientProtocol(QuicConnectionProtocol):
         set_ack_delay(self._quic, self.server.limits.ack_delay_s)
         self.ack_early = self.server.limits.ack_with_response
         self.coalesce_s = self.server.limits.coalesce_s
+        self.credit = StreamCredit(self._quic, self.server.router.options.request_buffer_bytes)
         if self.server.connections >= self.server.limits.max_connections:
             self._half_open = False
             self._quic.close(error_code=QuicErrorCode.CONNECTION_REFUSED, reason_phrase="too many connections")
@@ -176,6 +178,8 @@ class ClientProtocol(QuicConnectionProtocol):
         exchange = Exchange(self, stream_id, request, client_ip, router)
         self.exchanges[stream_id] = exchange
         self._started = True
+        if not ended and self.credit is not None:
+            self.credit.hold(stream_id)
         router.dispatch(exchange)
 
     def _refuse(self, stream_id: int, status: int, body: bytes) -> None:
@@ -210,11 +214,17 @@ class ClientProtocol(QuicConnectionProtocol):
     def backlog(self, stream_id: int) -> int:
         return stream_backlog(self._quic, stream_id)
 
+    def grant(self, stream_id: int, buffered: int) -> None:
+        if self.credit is not None and self.credit.update(stream_id, buffered):
+            self.schedule()
+
     def watch(self, exchange: Exchange) -> None:
         self.watched.append(exchange)
 
     def done(self, exchange: Exchange) -> None:
         self.exchanges.pop(exchange.stream_id, None)
+        if self.credit is not None:
+            self.credit.release(exchange.stream_id)
 
     def schedule(self) -> None:
         """Coalesce the sends of one loop iteration into one transmit (fewer, fuller datagrams)."""

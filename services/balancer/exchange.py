@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 BACKLOG_HIGH = 512 * 1024
 """Unacknowledged response bytes on a client stream above which the upstream is paused."""
 BACKLOG_LOW = 128 * 1024
+CREDIT_POLL_S = 0.005
+"""While an upload waits on a slow upstream, how often its drained bytes are credited back."""
+OVERFLOW_FACTOR = 4
+"""A body buffered beyond this many windows (credit control unavailable) fails with 503."""
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 
 
@@ -34,6 +38,8 @@ class ClientStream(Protocol):
     def send_data(self, stream_id: int, data: bytes, end: bool) -> None: ...
 
     def reset(self, stream_id: int, code: int) -> None: ...
+
+    def grant(self, stream_id: int, buffered: int) -> None: ...
 
     def backlog(self, stream_id: int) -> int: ...
 
@@ -65,7 +71,9 @@ class Exchange:
         self.finished = False
         self.body_bytes = 0
         self.paused = False
+        self.body_ended = not request.has_body
         self._timer: asyncio.TimerHandle | None = None
+        self._poll: asyncio.TimerHandle | None = None
 
     @property
     def retryable(self) -> bool:
@@ -105,8 +113,30 @@ class Exchange:
             self._abort_call()
             self.respond(413, b"request body too large\n", failed=False)
             return
+        self.body_ended = end
         if self.call is not None:
             self.call.send_body(data, end)
+            self._grant()
+
+    def _grant(self) -> None:
+        """Credit the client with what the upstream drained; keep polling while it lags behind."""
+        call = self.call
+        if self.finished or call is None or self.body_ended:
+            return
+        buffered = call.buffered()
+        router = self.router
+        router.peak_body_buffered = max(router.peak_body_buffered, buffered)
+        if buffered > OVERFLOW_FACTOR * router.options.request_buffer_bytes:
+            self._abort_call()
+            self.respond(503, b"upstream not taking the request body\n", failed=True)
+            return
+        self.client.grant(self.stream_id, buffered)
+        if buffered and self._poll is None:
+            self._poll = self.loop.call_later(CREDIT_POLL_S, self._poll_credit)
+
+    def _poll_credit(self) -> None:
+        self._poll = None
+        self._grant()
 
     def client_reset(self) -> None:
         """The client cancelled the stream or went away."""
@@ -186,6 +216,8 @@ class Exchange:
         self.finished = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._poll is not None:
+            self._poll.cancel()
         self.end_attempt(failed, upstream_failed)
         self.client.done(self)
 

@@ -3,7 +3,8 @@
 aioquic has no public knob for its ACK delay (it waits up to 1 ms before acknowledging, which
 adds that much to every one-in-flight exchange for clients that wait for the ACK), no way to
 put a pending ACK on an outgoing packet early, and no accessor for a stream's unacknowledged
-backlog (needed for response backpressure). Both read or set private fields, so
+backlog (needed for response backpressure), and no way to withhold a stream's receive credit
+(needed for request-body backpressure). All read or set private fields, so
 they live here, guarded, and fall back to doing nothing if a future aioquic renames them.
 """
 
@@ -12,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from aioquic import tls
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
+from aioquic.quic.packet import QuicFrameType
 
 
 def set_ack_delay(quic: QuicConnection, seconds: float) -> bool:
@@ -45,3 +47,66 @@ def stream_backlog(quic: QuicConnection, stream_id: int) -> int:
         return 0
     buffer = getattr(stream.sender, "_buffer", b"")
     return len(buffer)
+
+
+class StreamCredit:
+    """Request-body flow control: a stream's receive credit follows what the upstream drained.
+
+    aioquic doubles a stream's MAX_STREAM_DATA whenever the peer used half of it, i.e. as data
+    arrives, whether or not anyone consumed it; a fast uploader to a slow VM would then be
+    buffered in the balancer without limit. For streams registered here the credit is instead
+    `received - still_buffered + window`, so at most `window` bytes of a body wait in the
+    balancer. This replaces aioquic's private `_write_stream_limits` on one connection; when that
+    method is missing (`enabled` False) nothing is replaced and callers fall back to a hard bound.
+    """
+
+    def __init__(self, quic: QuicConnection, window: int) -> None:
+        self.window = window
+        self.caps: dict[int, int] = {}
+        self._streams: dict[int, Any] = getattr(quic, "_streams", {})
+        self._original = getattr(quic, "_write_stream_limits", None)
+        self._on_delivery = getattr(quic, "_on_max_stream_data_delivery", None)
+        self.enabled = self._original is not None and self._on_delivery is not None
+        if self.enabled:
+            quic._write_stream_limits = self._write_limits  # type: ignore[method-assign]
+
+    def hold(self, stream_id: int) -> None:
+        """Take over a stream's credit (call when a request with a body starts)."""
+        stream = self._streams.get(stream_id)
+        if self.enabled and stream is not None:
+            self.caps[stream_id] = stream.max_stream_data_local
+
+    def update(self, stream_id: int, buffered: int) -> bool:
+        """Grant credit for what was drained; True when a MAX_STREAM_DATA is now due.
+
+        Credit is raised only by at least a quarter window at a time, so a fast upstream costs
+        one MAX_STREAM_DATA frame per quarter window, not one per packet.
+        """
+        cap = self.caps.get(stream_id)
+        stream = self._streams.get(stream_id)
+        if cap is None or stream is None:
+            return False
+        wanted = stream.receiver.highest_offset - buffered + self.window
+        if wanted < cap + self.window // 4:
+            return False
+        self.caps[stream_id] = wanted
+        return True
+
+    def release(self, stream_id: int) -> None:
+        self.caps.pop(stream_id, None)
+
+    def _write_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        cap = self.caps.get(stream.stream_id)
+        if cap is None:
+            self._original(builder=builder, space=space, stream=stream)  # type: ignore[misc]
+            return
+        stream.max_stream_data_local = max(stream.max_stream_data_local, cap)
+        if stream.max_stream_data_local_sent == stream.max_stream_data_local:
+            return
+        buf = builder.start_frame(
+            QuicFrameType.MAX_STREAM_DATA, capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
+            handler=self._on_delivery, handler_args=(stream,),
+        )
+        buf.push_uint_var(stream.stream_id)
+        buf.push_uint_var(stream.max_stream_data_local)
+        stream.max_stream_data_local_sent = stream.max_stream_data_local

@@ -34,6 +34,7 @@ class ProxyOptions:
     try_timeout_s: float = 10.0
     idle_timeout_s: float = 60.0
     max_body_bytes: int = 64 * 1024 * 1024
+    request_buffer_bytes: int = 1024 * 1024
     hash_header: bytes | None = None
 
 
@@ -59,6 +60,8 @@ class Router:
         self.drains = DrainBook()
         self.upstreams: dict[str, tuple[Backend, Upstream]] = {}
         self.in_flight_by: dict[Backend, set[Exchange]] = {}
+        self.peak_body_buffered = 0
+        """Most request-body bytes one exchange held at once (a gauge for tests and reports)."""
         self._quiet: asyncio.Event | None = None
 
     def key_of(self, exchange: Exchange) -> bytes:

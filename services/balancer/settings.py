@@ -56,6 +56,9 @@ class BalancerSettings(ServiceSettings):
     listen_max_streams_per_connection: int = Field(128, ge=1, le=100_000)
     listen_max_header_bytes: int = Field(16_384, ge=256, le=1_048_576)
     listen_max_body_bytes: int = Field(64 * 1024 * 1024, ge=0, le=2**40)
+    listen_max_request_buffer_bytes: int = Field(
+        1024 * 1024, ge=65_536, le=2**30, description="Request-body bytes buffered per request (QUIC credit)."
+    )
     listen_idle_timeout_s: float = Field(60.0, gt=0, le=3600)
     quic_retry: Literal["always", "threshold"] = Field("threshold", description="When to demand Retry.")
     quic_retry_threshold: int = Field(256, ge=0, le=1_000_000, description="Half-open handshakes before Retry.")

@@ -53,6 +53,10 @@ class Call(Protocol):
 
     def abort(self) -> None: ...
 
+    def buffered(self) -> int:
+        """Request bytes accepted from the proxy that the backend has not taken yet."""
+        ...
+
 
 class Upstream(Protocol):
     """Connections to one backend VM."""

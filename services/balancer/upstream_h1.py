@@ -81,6 +81,12 @@ class H1Call:
         if self.conn is not None:
             self.conn.resume()
 
+    def buffered(self) -> int:
+        """Bytes waiting for a connection plus those in the socket transport's write buffer."""
+        waiting = sum(map(len, self._pending))
+        transport = self.conn.transport if self.conn is not None else None
+        return waiting + (transport.get_write_buffer_size() if transport is not None else 0)
+
     def abort(self) -> None:
         """The client went away: drop the connection (its response state is unknown)."""
         self.aborted = True

@@ -19,7 +19,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent, StreamReset
 
-from services.balancer.quictune import ack_with_next_packet, set_ack_delay
+from services.balancer.quictune import ack_with_next_packet, set_ack_delay, stream_backlog
 from services.balancer.sockets import grow_buffers
 from services.balancer.upstream import CONNECT, RESET, Sink, UpstreamRequest
 
@@ -66,6 +66,12 @@ class H3Call:
 
     def resume(self) -> None:
         """See `pause`."""
+
+    def buffered(self) -> int:
+        """Bytes waiting for the connection plus those the VM has not acknowledged on the stream."""
+        waiting = sum(len(data) for data, _ in self._body)
+        client = self.client
+        return waiting + (stream_backlog(client._quic, self.stream_id) if client is not None else 0)
 
     def abort(self) -> None:
         self.aborted = True

@@ -52,6 +52,7 @@ def make_router(settings: BalancerSettings, on_drained: Callable[[DrainOver], No
         try_timeout_s=settings.upstream_try_timeout_s,
         idle_timeout_s=settings.upstream_idle_timeout_s,
         max_body_bytes=settings.listen_max_body_bytes,
+        request_buffer_bytes=settings.listen_max_request_buffer_bytes,
         hash_header=hash_header,
     )
     budget = RetryBudget(ratio=settings.balancer_retry_budget)
@@ -78,4 +79,6 @@ def make_server_config(settings: BalancerSettings) -> QuicConfiguration:
     else:
         dev_cert, dev_key = ensure_dev_certificate(settings.balancer_state_dir)
         cert, key = str(dev_cert), str(dev_key)
-    return server_config(cert, key, settings.listen_idle_timeout_s, settings.quic_max_datagram_size)
+    config = server_config(cert, key, settings.listen_idle_timeout_s, settings.quic_max_datagram_size)
+    config.max_stream_data = settings.listen_max_request_buffer_bytes
+    return config

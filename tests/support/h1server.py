@@ -8,6 +8,7 @@ before answering, `/big?bytes=N` streams a large body, and a POST echoes how man
 from __future__ import annotations
 
 import asyncio
+import socket
 from urllib.parse import parse_qs, urlsplit
 
 import httptools
@@ -30,17 +31,23 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.backend.connections.add(self)
         self.backend.accepted += 1
+        sock = transport.get_extra_info("socket")
+        if self.backend.rcvbuf is not None and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.backend.rcvbuf)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.backend.connections.discard(self)
         self.task.cancel()
 
     def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            assert self.transport is not None
             self.transport.close()
+        if self.backend.stalled:
+            self.transport.pause_reading()
+            self.backend.stalled_connections.add(self)
 
     def on_message_begin(self) -> None:
         self.url, self.headers, self.body = b"", {}, 0
@@ -105,8 +112,13 @@ class _Connection(asyncio.Protocol):
 class H1Backend:
     """An HTTP/1.1 server on 127.0.0.1 (port 0 picks a free one). Use `async with`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, status: int = 200) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, status: int = 200, rcvbuf: int | None = None) -> None:
         self.host = host
+        self.rcvbuf = rcvbuf
+        """SO_RCVBUF of accepted sockets (small: the kernel absorbs less of a stalled upload)."""
+        self.stalled = False
+        """When set, connections stop reading after their next data, until `unstall()`."""
+        self.stalled_connections: set[_Connection] = set()
         self.port = port
         self.status = status
         self.mute = False
@@ -121,6 +133,14 @@ class H1Backend:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def unstall(self) -> None:
+        """Read again on every connection stopped by `stalled`."""
+        self.stalled = False
+        for conn in self.stalled_connections:
+            if conn.transport is not None and not conn.transport.is_closing():
+                conn.transport.resume_reading()
+        self.stalled_connections.clear()
 
     def served(self, path: str = "/") -> int:
         """How many requests for `path` were answered (health checks use other paths)."""

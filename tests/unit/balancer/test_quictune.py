@@ -9,7 +9,7 @@ import pytest
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
-from services.balancer.quictune import ack_with_next_packet, set_ack_delay, stream_backlog
+from services.balancer.quictune import StreamCredit, ack_with_next_packet, set_ack_delay, stream_backlog
 from shared.certs import make_self_signed
 
 pytestmark = pytest.mark.unit
@@ -72,3 +72,48 @@ def test_stream_backlog_counts_unacknowledged_bytes(tmp_path: Path) -> None:
         _hand_over(client, server, CLIENT, now + 0.005)
     assert stream_backlog(server, 0) == 0
     assert stream_backlog(server, 404) == 0
+
+
+def _exchange(client: QuicConnection, server: QuicConnection, start: float) -> None:
+    """Pass datagrams both ways until both sides are quiet (simulated time, 10 ms a round)."""
+    for step in range(400):
+        sent = _hand_over(client, server, CLIENT, start + step * 0.01)
+        if not _hand_over(server, client, SERVER, start + step * 0.01 + 0.005) and not sent:
+            return
+
+
+def _received(server: QuicConnection, stream_id: int) -> int:
+    return server._streams[stream_id].receiver.highest_offset
+
+
+def test_stream_credit_holds_an_upload_until_the_buffer_drains(tmp_path: Path) -> None:
+    """A held stream gets no credit beyond its window while bytes are buffered, and more once they drain."""
+    client, server = _pair(tmp_path)
+    window = 1048576  # aioquic's default max_stream_data, the stream's initial credit
+    client.send_stream_data(0, b"POST")
+    _exchange(client, server, 1.0)
+    credit = StreamCredit(server, window)
+    assert credit.enabled
+    credit.hold(0)
+    client.send_stream_data(0, b"x" * (3 * window))
+    _exchange(client, server, 10.0)
+    assert _received(server, 0) == window
+    assert not credit.update(0, buffered=window)
+    _exchange(client, server, 20.0)
+    assert _received(server, 0) == window
+    assert credit.update(0, buffered=0)
+    _exchange(client, server, 30.0)
+    assert _received(server, 0) == 2 * window
+
+
+def test_released_stream_gets_aiquics_own_credit_again(tmp_path: Path) -> None:
+    """After release, aioquic's doubling credit applies again and the whole upload arrives."""
+    client, server = _pair(tmp_path)
+    client.send_stream_data(0, b"POST")
+    _exchange(client, server, 1.0)
+    credit = StreamCredit(server, 1048576)
+    credit.hold(0)
+    credit.release(0)
+    client.send_stream_data(0, b"x" * (3 * 1048576))
+    _exchange(client, server, 10.0)
+    assert _received(server, 0) == 4 + 3 * 1048576
