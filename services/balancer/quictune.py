@@ -56,7 +56,8 @@ class StreamCredit:
     arrives, whether or not anyone consumed it; a fast uploader to a slow VM would then be
     buffered in the balancer without limit. For streams registered here the credit is instead
     `received - still_buffered + window`, so at most `window` bytes of a body wait in the
-    balancer. This replaces aioquic's private `_write_stream_limits` on one connection; when that
+    balancer. This replaces aioquic's private `_write_stream_limits` on one connection while it has
+    held streams (it runs for every stream on every packet, so not longer than needed); when that
     method is missing (`enabled` False) nothing is replaced and callers fall back to a hard bound.
     """
 
@@ -67,13 +68,14 @@ class StreamCredit:
         self._original = getattr(quic, "_write_stream_limits", None)
         self._on_delivery = getattr(quic, "_on_max_stream_data_delivery", None)
         self.enabled = self._original is not None and self._on_delivery is not None
-        if self.enabled:
-            quic._write_stream_limits = self._write_limits  # type: ignore[method-assign]
+        self._quic = quic
 
     def hold(self, stream_id: int) -> None:
         """Take over a stream's credit (call when a request with a body starts)."""
         stream = self._streams.get(stream_id)
         if self.enabled and stream is not None:
+            if not self.caps:
+                self._quic._write_stream_limits = self._write_limits  # type: ignore[method-assign]
             self.caps[stream_id] = stream.max_stream_data_local
 
     def update(self, stream_id: int, buffered: int) -> bool:
@@ -93,7 +95,8 @@ class StreamCredit:
         return True
 
     def release(self, stream_id: int) -> None:
-        self.caps.pop(stream_id, None)
+        if self.caps.pop(stream_id, None) is not None and not self.caps:
+            del self._quic._write_stream_limits  # the class's own method applies again
 
     def _write_limits(self, builder: Any, space: Any, stream: Any) -> None:
         cap = self.caps.get(stream.stream_id)
