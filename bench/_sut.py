@@ -50,10 +50,10 @@ class Sut:
 
 
 def _pinned(
-    core: str, args: list[str], env: dict[str, str] | None = None, log: Path | None = None
+    core: str, args: list[str], env: dict[str, str] | None = None, log: Path | None = None, cwd: Path = ROOT
 ) -> subprocess.Popen[bytes]:
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-    return subprocess.Popen(["taskset", "-c", core, *args], cwd=ROOT, env=os.environ | (env or {}),
+    return subprocess.Popen(["taskset", "-c", core, *args], cwd=cwd, env=os.environ | (env or {}),
                             stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -97,8 +97,9 @@ async def _announce(nats_url: str, backend_port: int) -> None:
 @contextmanager
 def balancer_sut(
     work: Path, nats_url: str, backend_port: int, core: str, upstream: str, ack_delay_ms: float = 1.0,
-    ack_with_response: bool = True, coalesce_ms: float = 1.0, workers: int = 1,
+    ack_with_response: bool = True, coalesce_ms: float = 1.0, workers: int = 1, root: Path = ROOT,
 ) -> Iterator[Sut]:
+    """A balancer process; `root` runs the code of another checkout (a baseline revision)."""
     port = free_port()
     env = {
         "QUICFLEET_NATS_URL": nats_url, "QUICFLEET_LISTEN_PORT": str(port), "QUICFLEET_UPSTREAM_PROTOCOL": upstream,
@@ -108,7 +109,7 @@ def balancer_sut(
         "QUICFLEET_QUIC_ACK_WITH_RESPONSE": str(ack_with_response).lower(),
         "QUICFLEET_QUIC_COALESCE_MS": str(coalesce_ms), "QUICFLEET_BALANCER_WORKERS": str(workers),
     }
-    proc = _pinned(core, [sys.executable, "-m", "services.balancer"], env, work / f"balancer-{port}.log")
+    proc = _pinned(core, [sys.executable, "-m", "services.balancer"], env, work / f"balancer-{port}.log", root)
     sut = Sut(proc, port)
     try:
         deadline = time.monotonic() + 30

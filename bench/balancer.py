@@ -1,8 +1,10 @@
 """Balancer benchmark: req/s, p50 and p99 over HTTP/3 for direct, the balancer (both upstreams), Caddy.
 
-`python -m bench balancer` (or `python -m bench.balancer`). The system under test is pinned to one
-core and the load generator plus backends to another (taskset); absolute numbers drift on shared
-machines, so read the ratios, which come from one run. Bounded to well under two minutes.
+`python -m bench balancer` (or `python -m bench.balancer`); with `QUICFLEET_BENCH_BASELINE_REV=<git rev>`
+the HTTP/3-upstream balancer of that revision is measured too (before/after in one run). The system
+under test is pinned to one core and the load generator plus backends to another (taskset);
+absolute numbers drift on shared machines, so read the ratios, which come from one run.
+Bounded to well under two minutes.
 """
 
 from __future__ import annotations
@@ -142,6 +144,10 @@ def run_scenarios(
         results["  ACK delay 0"] = measure(sut, load_core)
     with balancer_sut(work, nats_url, backend_port, sut_core, "http3") as sut:
         results["balancer, HTTP/3 upstream"] = measure(sut, load_core)
+    baseline = os.environ.get("QUICFLEET_BENCH_BASELINE_REV")
+    if baseline:
+        with balancer_sut(work, nats_url, backend_port, sut_core, "http3", root=checkout(baseline, work)) as sut:
+            results[f"  HTTP/3 upstream @{baseline[:12]}"] = measure(sut, load_core)
     scale_workers(work, nats_url, backend_port, results, extra)
     if shutil.which("caddy"):
         with caddy_sut(work, backend_port, sut_core) as sut:
@@ -149,6 +155,15 @@ def run_scenarios(
     else:
         extra.append("caddy not installed: no peer figures (apt-get install caddy)")
     return results
+
+
+def checkout(rev: str, work: Path) -> Path:
+    """The services/ and shared/ trees of git revision `rev`, to run a baseline in the same run."""
+    target = work / "baseline"
+    target.mkdir(exist_ok=True)
+    archive = subprocess.run(["git", "archive", rev, "services", "shared"], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
 
 
 def scale_workers(
