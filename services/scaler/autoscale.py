@@ -16,6 +16,9 @@ from services.scaler.model import CAPACITY_STATES, AutoscaleMemory, FleetState, 
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy, Signal
 
+SLOPE_SPAN_S = 3.0
+"""The look-ahead's slope is taken over this many recent seconds (a step shows at once, not diluted)."""
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -83,7 +86,7 @@ def recommend(policy: ScalingPolicy, observed: float, warm: int, warming: int, c
     needed); scaling down, they are assumed at target, so a fleet still booting is not shrunk.
     """
     ratio = observed / policy.target
-    if abs(ratio - 1.0) <= policy.tolerance:
+    if 1.0 - max(policy.tolerance, policy.scale_down_tolerance) <= ratio <= 1.0 + policy.tolerance:
         return current
     if ratio > 1.0:
         return math.ceil(warm * ratio - 1e-9)
@@ -104,19 +107,27 @@ def project(seen: tuple[tuple[float, float], ...], policy: ScalingPolicy, observ
     window; following the slope wins that back on the way up. Falling signals are not
     projected: scaling down stays on what was actually seen.
     """
-    (t0, o0), (t1, _) = seen[0], seen[-1]
+    recent = [(t, o) for t, o in seen if t >= seen[-1][0] - SLOPE_SPAN_S] or seen
+    (t0, o0), (t1, _) = recent[0], recent[-1]
     if t1 - t0 < 1.0 or observed <= o0:
         return observed
     return observed + (observed - o0) / (t1 - t0) * policy.scale_up_lookahead_s
 
 
 def stabilize(memory: AutoscaleMemory, policy: ScalingPolicy, current: int, now: float) -> int:
-    """Lowest recommendation over the scale-up window, highest over the scale-down window (HPA)."""
-    up = [r for t, r in memory.recommendations if t >= now - policy.scale_up_stabilization_s] or [current]
-    down = [r for t, r in memory.recommendations if t >= now - policy.scale_down_stabilization_s] or [current]
-    size = current
-    size = max(size, min(up))
-    return min(size, max(down))
+    """Up: the lowest recommendation of the scale-up window. Down: only once every recommendation of
+    the scale-down window is below the current size, and then in one step to the highest of the
+    last `scale_down_settle_s` (HPA would step down as the window's maximum decays: many actions).
+    """
+    def since(window: float) -> list[int]:
+        return [r for t, r in memory.recommendations if t >= now - window] or [current]
+
+    up = min(since(policy.scale_up_stabilization_s))
+    if up > current:
+        return up
+    if max(since(policy.scale_down_stabilization_s)) >= current:
+        return current
+    return max(since(min(policy.scale_down_settle_s, policy.scale_down_stabilization_s)))
 
 
 def rate_limit(memory: AutoscaleMemory, policy: ScalingPolicy, current: int, wanted: int, now: float) -> int:
@@ -131,7 +142,8 @@ def rate_limit(memory: AutoscaleMemory, policy: ScalingPolicy, current: int, wan
         step = max(policy.scale_up_max_step, math.floor(current * policy.scale_up_max_percent / 100))
         return min(wanted, current + step)
     if wanted < current:
-        if any(d < 0 and t > now - policy.scale_down_period_s for t, d in memory.actions):
+        if any(t > now - (policy.scale_down_period_s if d < 0 else policy.scale_down_after_up_s)
+               for t, d in memory.actions):
             return current
         step = max(policy.scale_down_max_step, math.floor(current * policy.scale_down_max_percent / 100))
         return max(wanted, current - step)
@@ -142,7 +154,7 @@ def remember(memory: AutoscaleMemory, policy: ScalingPolicy, now: float, rec: in
     """Add this tick's recommendation (and action), forgetting what no window can see any more."""
     keep = max(policy.scale_up_stabilization_s, policy.scale_down_stabilization_s)
     recs = (*((t, r) for t, r in memory.recommendations if t > now - keep), (now, rec))
-    span = max(policy.scale_up_period_s, policy.scale_down_period_s, policy.cooldown_s)
+    span = max(policy.scale_up_period_s, policy.scale_down_period_s, policy.cooldown_s, policy.scale_down_after_up_s)
     actions = tuple((t, d) for t, d in memory.actions if t > now - span)
     return replace(memory, recommendations=recs, actions=actions + (((now, delta),) if delta else ()))
 

@@ -170,7 +170,7 @@ async def test_rising_load_scales_out_and_falling_load_removes_the_idlest_vm_onc
     async with FakeProvisioner(bus) as prov, FakeBalancer(bus) as balancer, scaler("s1") as one:
         await wait_until(lambda: one.leading, 20, what="leadership")
         patch = PolicyPatch(warmup_s=0, manual_hold_s=0, scale_down_stabilization_s=3, scale_down_period_s=600,
-                            max_replicas=5)
+                            scale_down_after_up_s=0, scale_down_tolerance=0.1, max_replicas=5)
         await bus.request(bus.subjects.cmd_policy, patch, ScalingPolicy)
         await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=2), DesiredState)
         loader = asyncio.create_task(publish_load(prov))

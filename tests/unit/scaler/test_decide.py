@@ -23,7 +23,7 @@ pytestmark = pytest.mark.unit
         (2, 7.3, 2),  # inside the band, below
         (2, 12.0, 3),  # ceil(2 x 1.5)
         (2, 16.0, 4),  # ceil(2 x 2)
-        (4, 40.0, 8),  # big jump: max(4, 100%) per action
+        (4, 40.0, 10),  # big jump sized at once (up to +400% per action), capped at max_replicas
         (3, 2.0, 3),  # scale-down waits for the window
         (9, 80.0, 10),  # never above max_replicas
     ],
@@ -166,11 +166,11 @@ def test_fresh_scaler_without_a_stored_size_leaves_a_running_fleet_alone() -> No
 
 def test_lookahead_sizes_a_rising_step_but_never_triggers_one() -> None:
     """With look-ahead, a rise past the band is sized along its slope; a rise still inside the band does nothing."""
-    policy = ScalingPolicy(scale_up_lookahead_s=5, max_replicas=50)
+    policy = ScalingPolicy(scale_up_lookahead_s=5, max_replicas=50, scale_up_max_percent=100)
     state = fleet(4, policy=policy, memory=AutoscaleMemory.seeded(4, NOW - 10))
     state = decide(state, load(state, 6.0, at=NOW - 2), NOW - 2).state
     inside = decide(state, load(state, 8.6), NOW)
     assert inside.desired == 4
     rising = decide(state, load(state, 10.0), NOW)
-    plain = decide(fleet(4, policy=ScalingPolicy(max_replicas=50)), load(state, 10.0), NOW)
+    plain = decide(fleet(4, policy=ScalingPolicy(max_replicas=50, scale_up_lookahead_s=0)), load(state, 10.0), NOW)
     assert plain.desired == 5 and rising.desired == 8  # 10 + 2/s x 5 s = 20 per VM; one step of at most +4

@@ -27,11 +27,11 @@ def _run() -> tuple[list[float], Tally]:
 
 
 def test_replay_takes_a_fixed_number_of_actions_without_flapping() -> None:
-    """The recorded trace gives 11 scale-ups and 8 scale-downs, and no reversal within 5 minutes."""
+    """The recorded trace gives 8 scale-ups and 2 scale-downs, and no reversal within 5 minutes."""
     _, tally = _run()
     ups = [t for t, d in tally.changes if d > 0]
     downs = [t for t, d in tally.changes if d < 0]
-    assert (len(ups), len(downs)) == (11, 8)
+    assert (len(ups), len(downs)) == (8, 2)
     assert tally.flaps == 0
 
 

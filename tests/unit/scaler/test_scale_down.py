@@ -1,0 +1,48 @@
+"""Scale-down that does not flap: a wider band below target, one whole step after the window, none soon after an up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from services.scaler.decide import decide
+from services.scaler.model import AutoscaleMemory, FleetState
+from shared.contract.policy import ScalingPolicy
+from tests.unit.scaler.fleets import NOW, fleet, load
+
+pytestmark = pytest.mark.unit
+
+
+def _after_window(state: FleetState, per_vm: float | Callable[[int], float], seconds: int) -> list[int]:
+    """The desired size at each second of `seconds` of `per_vm` load (the fleet itself stays put)."""
+    sizes = []
+    for t in range(1, seconds + 1):
+        value = per_vm(t) if callable(per_vm) else per_vm
+        decision = decide(state, load(state, value, at=NOW + t), NOW + t)
+        state = FleetState(**{**decision.state.__dict__, "vms": state.vms, "drains": {}})
+        sizes.append(decision.desired)
+    return sizes
+
+
+def test_load_in_the_wider_band_below_target_never_shrinks_the_fleet() -> None:
+    """At 85% of target (outside the 10% up band, inside the 20% down band) the size holds past any window."""
+    state = fleet(10, policy=ScalingPolicy(max_replicas=20), memory=AutoscaleMemory.seeded(10, NOW))
+    assert set(_after_window(state, 8.0 * 0.85, 400)) == {10}
+
+
+def test_scale_down_after_the_window_is_one_action_to_the_settled_size() -> None:
+    """Load easing off over two minutes shrinks the fleet once, straight to what the last minute needs."""
+    policy = ScalingPolicy(max_replicas=20)
+    state = fleet(10, policy=policy, memory=AutoscaleMemory.seeded(10, NOW))
+    sizes = _after_window(state, lambda t: max(2.0, 8.0 - 6.0 * t / 120), 600)
+    assert set(sizes[:299]) == {10}
+    assert sorted(set(sizes)) == [3, 10] and sizes[-1] == 3
+
+
+def test_no_scale_down_soon_after_a_scale_up_even_with_a_short_window() -> None:
+    """A reversal within `scale_down_after_up_s` of a scale-up is a flap, so the fleet waits it out."""
+    policy = ScalingPolicy(max_replicas=20, scale_down_stabilization_s=30)
+    state = fleet(4, policy=policy, memory=AutoscaleMemory(actions=((NOW, 2),)))
+    sizes = _after_window(state, 2.0, 320)
+    assert set(sizes[:299]) == {4} and sizes[-1] == 1
