@@ -28,7 +28,7 @@ lint: deps
 	$(BIN)/ruff check .
 
 typecheck: deps
-	$(BIN)/mypy shared services
+	$(BIN)/mypy shared services bench tests
 
 unit: deps
 	$(BIN)/pytest -m unit tests

@@ -14,7 +14,7 @@ import json
 import resource
 import ssl
 import time
-from typing import Any
+from typing import Any, cast
 
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -107,11 +107,11 @@ class _connections:
         self.managers: list[Any] = []
 
     async def __aenter__(self) -> list[LoadClient]:
-        clients = []
+        clients: list[LoadClient] = []
         for _ in range(self.args.conns):
             manager = connect("127.0.0.1", self.args.port, configuration=self.config, create_protocol=LoadClient)
             self.managers.append(manager)
-            client = await manager.__aenter__()
+            client = cast(LoadClient, await manager.__aenter__())
             sock = client._transport.get_extra_info("socket") if client._transport is not None else None
             if sock is not None and self.args.conns <= 64:
                 grow_buffers(sock, 2 * 1024 * 1024)

@@ -53,7 +53,7 @@ def measure(uri: str, template: str, rounds: int, start: bool) -> dict[str, floa
     try:
         for index in range(rounds):
             for mode in ("linked", "full"):
-                samples[mode].append(clone_once(hv, template, mode, index, start))  # type: ignore[arg-type]
+                samples[mode].append(clone_once(hv, template, mode, index, start))
     finally:
         hv.close()
     return {mode: statistics.median(values) * 1000 for mode, values in samples.items()}

@@ -84,8 +84,10 @@ async def setup(bus: Bus, prov: Provisioner, scaler: ScalerService) -> None:
     await poll(lambda: len(scaler.fleet.vms) == len(WARM))
     # no look-ahead: the staircase of trials would otherwise be projected upwards, and a create
     # would leave before the load that crosses the target (this measures reaction, not sizing)
-    patch = PolicyPatch(min_replicas=len(WARM), warmup_s=0, manual_hold_s=0, scale_up_period_s=0,
-                        max_replicas=100, scale_up_max_step=100, scale_up_lookahead_s=0)
+    patch = PolicyPatch.model_validate({
+        "min_replicas": len(WARM), "warmup_s": 0, "manual_hold_s": 0, "scale_up_period_s": 0,
+        "max_replicas": 100, "scale_up_max_step": 100, "scale_up_lookahead_s": 0,
+    })
     await bus.request(bus.subjects.cmd_policy, patch, ScalingPolicy)
 
 

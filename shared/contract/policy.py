@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from pydantic import Field, create_model, model_validator
 from pydantic.fields import FieldInfo
@@ -64,6 +64,10 @@ class ScalingPolicy(Model):
 
 class PolicyPatchBase(Model):
     """Behaviour of `PolicyPatch`, whose fields are derived from `ScalingPolicy`."""
+
+    if TYPE_CHECKING:
+        # the fields are made at run time from ScalingPolicy's; tell type checkers they are keywords
+        def __init__(self, **fields: Any) -> None: ...
 
     def apply(self, policy: ScalingPolicy) -> ScalingPolicy:
         """Return `policy` with this patch's fields set; raises ValueError when the result is inconsistent."""

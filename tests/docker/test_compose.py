@@ -135,7 +135,8 @@ def test_stack_builds_comes_up_healthy_scales_and_goes_away(engine: Engine, tmp_
         compose(env, "up", "-d")
         wait_healthy(engine, env, count=5)
         reply, services = asyncio.run(fleet_view(url))
-        assert reply["ok"] is True and "desired" in reply["result"]
+        result = reply["result"]
+        assert reply["ok"] is True and isinstance(result, dict) and "desired" in result
         assert all(services[name] >= 1 for name in SERVICES if name != "nats"), services
         compose(env, "up", "-d", "--scale", "scaler=2", "--scale", "balancer=3")
         wait_healthy(engine, env, count=8)

@@ -123,7 +123,9 @@ async def test_vm_destroyed_behind_our_back_is_replaced_without_failed_requests(
     await wait_until(lambda: watch.ended(victim), 120, 0.5, f"{victim} reported gone")
     after = await watch.settle(2)
     assert victim not in after
-    (replacement,) = set(after.values()) - set(before.values()) or {None}
+    new = set(after.values()) - set(before.values())
+    assert len(new) == 1, f"expected one new clone: {after}"
+    (replacement,) = new
     assert replacement is not None, f"no new clone: {after}"
     await wait_until(lambda: run.seen(replacement), 120, 0.5, "answers from the replacement")
     result = run.stop()

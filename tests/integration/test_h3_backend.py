@@ -23,6 +23,6 @@ async def test_backend_answers_niquests_over_http3(tmp_path: Path) -> None:
     async with H3Backend(tmp_path) as backend:
         response = await asyncio.to_thread(_get, f"https://{backend.address}/")
     assert response.http_version == 30
-    assert response.text.strip() == f"Server Address: {backend.address}"
+    assert (response.text or "").strip() == f"Server Address: {backend.address}"
     assert response.headers["alt-svc"] == f'h3=":{backend.port}"'
     assert backend.requests == 1

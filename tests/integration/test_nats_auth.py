@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import nats
@@ -34,7 +35,7 @@ authorization {
 
 
 @pytest.fixture
-def secured_nats(tmp_path: Path):
+def secured_nats(tmp_path: Path) -> Iterator[NatsServer]:
     """A nats-server that requires a user and password, with a read-only `viewer`."""
     server = NatsServer(tmp_path, extra=AUTH)
     server.start()

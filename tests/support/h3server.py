@@ -10,8 +10,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from aioquic.asyncio import QuicConnectionProtocol, serve
-from aioquic.asyncio.server import QuicServer
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import QuicServer, serve
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
@@ -88,7 +88,9 @@ class H3Backend:
             server = backend
 
         self._server = await serve(self.host, self.port, configuration=config, create_protocol=Protocol)
-        self.port = self._server._transport.get_extra_info("sockname")[1]
+        transport = self._server._transport
+        assert transport is not None
+        self.port = transport.get_extra_info("sockname")[1]
 
     async def stop(self) -> None:
         if self._server is not None:

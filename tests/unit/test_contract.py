@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from shared.bus import decode, encode, parse_reply
 from shared.contract import commands, draining, events, load, provisioning, status
-from shared.contract.base import ErrorCode, Message
+from shared.contract.base import ErrorCode, Message, utcnow
 from shared.contract.policy import PolicyPatch, ScalingPolicy
 from shared.contract.subjects import Subjects
 from shared.endpoints import error_reply, ok_reply
@@ -27,12 +27,12 @@ EXAMPLES: list[BaseModel] = [
     events.VmStateChanged(vm="qf-1", state=events.VmState.READY, address="127.0.0.1:8443", request_id="r-1"),
     events.ScalingDecided(current=1, desired=2, reason="load above target", signal="outstanding", observed=12.0),
     load.BalancerReported(
-        balancer="b1", started_at=events.utcnow(), backends=[load.BackendLoad(vm="qf-1", requests=5)]
+        balancer="b1", started_at=utcnow(), backends=[load.BackendLoad(vm="qf-1", requests=5)]
     ),
     load.FleetLoaded(window_s=10, vms=[load.VmLoad(vm="qf-1", rps=3.5)]),
     provisioning.CreateVm(request_id="r-2", epoch=1),
     provisioning.DestroyVm(vm="qf-1", request_id="r-3", epoch=1),
-    provisioning.VmList(host="h1", vms=[provisioning.VmRecord(vm="qf-1", state="ready", since=events.utcnow())]),
+    provisioning.VmList(host="h1", vms=[provisioning.VmRecord(vm="qf-1", state="ready", since=utcnow())]),
     draining.DrainBackend(vm="qf-1"),
     draining.BackendDrained(vm="qf-1", balancer="b1"),
     status.DesiredState(desired=2),

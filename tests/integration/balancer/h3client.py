@@ -52,7 +52,7 @@ class _Client(QuicConnectionProtocol):
             elif isinstance(http_event, DataReceived):
                 response.body += http_event.data
             if getattr(http_event, "stream_ended", False):
-                self.pending.pop(http_event.stream_id)
+                self.pending.pop(getattr(http_event, "stream_id", -1))
                 future.set_result(response)
 
     async def request(

@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from nats.aio.msg import Msg
 
 from shared.bus import Bus
 from shared.contract.draining import BackendDrained, DrainBackend
@@ -57,7 +58,7 @@ async def test_killed_backend_under_load_fails_over_and_is_ejected(bus: Bus, sta
             await wait_until(lambda: b.served("/slow") >= 20, timeout=30, what="load reaching vm-b")
             await b.stop()
             responses = await load
-        dead = lb.router.table.get("vm-b")  # type: ignore[union-attr]
+        dead = lb.router.table.get("vm-b")
         assert dead is not None and dead.health.ejections >= 1
     assert [r.status for r in responses] == [200] * 400
     assert {r.headers[b"x-quicfleet-backend"] for r in responses[-50:]} <= {b"vm-a", b"vm-c"}
@@ -84,10 +85,10 @@ async def test_drain_under_load_fails_nothing_and_reports_drained(bus: Bus, star
         await announce(bus, lb, "vm-b", b.address)
         async with h3_client(lb.port) as client:
             load = asyncio.create_task(_load(client, "/slow?ms=200", 80, 16))
-            await wait_until(lambda: lb.router.table.get("vm-a").outstanding > 0, timeout=20, what="vm-a busy")  # type: ignore[union-attr]
+            await wait_until(lambda: lb.router.table.get("vm-a").outstanding > 0, timeout=20, what="vm-a busy")
             await bus.publish(bus.subjects.balancer_drain, DrainBackend(vm="vm-a", deadline_s=30, request_id="d-1"))
-            await wait_until(lambda: lb.router.table.get("vm-a").draining, timeout=10, what="drain applied")  # type: ignore[union-attr]
-            served_at_drain = a.served("/slow") + lb.router.table.get("vm-a").outstanding  # type: ignore[union-attr]
+            await wait_until(lambda: lb.router.table.get("vm-a").draining, timeout=10, what="drain applied")
+            served_at_drain = a.served("/slow") + lb.router.table.get("vm-a").outstanding
             event = await drained.wait_for(lambda m: True, timeout=30)
             responses = await load
     assert (event.vm, event.timed_out, event.request_id, event.balancer) == ("vm-a", False, "d-1", lb.balancer_id)
@@ -152,10 +153,10 @@ async def test_restarted_balancer_learns_fleet_from_provisioners(bus: Bus, start
     """At start the balancer asks `fleet.prov.list` and serves the listed ready VMs at once."""
     async with H1Backend() as a:
         listing = VmList(host="hv1", vms=[VmRecord(vm="vm-a", state=VmState.READY, address=a.address,
-                                                   since="2026-01-01T00:00:00Z")])  # type: ignore[arg-type]
+                                                   since="2026-01-01T00:00:00Z")])
 
-        async def answer(msg: object) -> None:
-            await msg.respond(ok_reply(listing))  # type: ignore[attr-defined]
+        async def answer(msg: Msg) -> None:
+            await msg.respond(ok_reply(listing))
 
         await bus.nc.subscribe(bus.subjects.prov_list, cb=answer)
         async with start_balancer() as lb, h3_client(lb.port) as client:
@@ -186,5 +187,5 @@ async def test_active_checks_take_a_dead_backend_out(bus: Bus, start_balancer: S
         await announce(bus, lb, "vm-b", b.address)
         await wait_until(lambda: b.served("/healthz") >= 1, timeout=10, what="a health check")
         await b.stop()
-        await wait_until(lambda: not lb.router.table.get("vm-b").health.healthy, timeout=10, what="vm-b unhealthy")  # type: ignore[union-attr]
-        assert lb.router.table.get("vm-a").health.healthy  # type: ignore[union-attr]
+        await wait_until(lambda: not lb.router.table.get("vm-b").health.healthy, timeout=10, what="vm-b unhealthy")
+        assert lb.router.table.get("vm-a").health.healthy

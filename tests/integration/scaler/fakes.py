@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Self
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -30,7 +31,7 @@ class FakeProvisioner:
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def __aenter__(self) -> FakeProvisioner:
+    async def __aenter__(self) -> Self:
         s, nc = self.bus.subjects, self.bus.nc
         self._subs = [
             await nc.subscribe(s.prov_create, queue="provisioners", cb=self._create),
@@ -105,7 +106,7 @@ class FakeBalancer:
         self._task: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
 
-    async def __aenter__(self) -> FakeBalancer:
+    async def __aenter__(self) -> Self:
         self._sub = await self.bus.subscribe(self.bus.subjects.balancer_drain, DrainBackend, self._drain)
         self._task = asyncio.create_task(self._report())
         return self

@@ -65,7 +65,9 @@ async def test_two_replicas_only_the_leader_acts(bus: Bus, settings_env: dict[st
         await wait_until(lambda: one.leading or two.leading, 20, what="a leader")
         leader, follower = (one, two) if one.leading else (two, one)
         await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=3), DesiredState)
-        ready = lambda s: len([v for v in s.fleet.vms.values() if v.state is VmState.READY]) == 3  # noqa: E731
+        def ready(s: ScalerService) -> bool:
+            return len([v for v in s.fleet.vms.values() if v.state is VmState.READY]) == 3
+
         await wait_until(lambda: ready(leader) and ready(follower), 20, what="both views at three ready VMs")
         assert not follower.leading and follower.lease.holder == leader.settings.scaler_id
         views = [await s.status(GetStatus()) for s in (leader, follower)]
@@ -175,7 +177,9 @@ async def test_rising_load_scales_out_and_falling_load_removes_the_idlest_vm_onc
         await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=2), DesiredState)
         loader = asyncio.create_task(publish_load(prov))
         try:
-            ready = lambda: [n for n, r in prov.vms.items() if r.state is VmState.READY]  # noqa: E731
+            def ready() -> list[str]:
+                return [n for n, r in prov.vms.items() if r.state is VmState.READY]
+
             await wait_until(lambda: len(ready()) == 5, 30, what="scale-out to five")
             idlest = sorted(prov.vms)[2]
             balancer.outstanding = {name: 0 if name == idlest else 3 for name in prov.vms}
