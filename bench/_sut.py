@@ -75,16 +75,20 @@ def _wait_h3(port: int, timeout: float = 20.0) -> None:
     raise TimeoutError(f"nothing answered HTTP/3 on port {port}")
 
 
+def _serving(sut: Sut) -> Iterator[Sut]:
+    """Yield `sut` once it answers HTTP/3, and stop it afterwards whatever happened."""
+    try:
+        _wait_h3(sut.port)
+        yield sut
+    finally:
+        sut.stop()
+
+
 @contextmanager
 def direct_sut(work: Path, core: str) -> Iterator[Sut]:
     port = free_port()
     proc = _pinned(core, [sys.executable, "-m", "bench._backends", f"--port={port}", "--h3", f"--workdir={work}"])
-    sut = Sut(proc, port)
-    try:
-        _wait_h3(port)
-        yield sut
-    finally:
-        sut.stop()
+    yield from _serving(Sut(proc, port))
 
 
 async def _announce(nats_url: str, backend_port: int) -> None:
@@ -140,9 +144,4 @@ def caddy_sut(work: Path, backend_port: int, core: str) -> Iterator[Sut]:
     env = {"GOMAXPROCS": "1", "XDG_DATA_HOME": str(work / "caddy"), "XDG_CONFIG_HOME": str(work / "caddy"),
            "HOME": str(work)}
     proc = _pinned(core, ["caddy", "run", "--config", str(config), "--adapter", "caddyfile"], env, work / "caddy.log")
-    sut = Sut(proc, port)
-    try:
-        _wait_h3(port)
-        yield sut
-    finally:
-        sut.stop()
+    yield from _serving(Sut(proc, port))
