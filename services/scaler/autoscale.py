@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from services.scaler.level import scale_in_size, step_estimate
 from services.scaler.model import CAPACITY_STATES, AutoscaleMemory, FleetState, LoadView, Signals, VmView
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy, Signal
 
-SLOPE_SPAN_S = 3.0
-"""The look-ahead's slope is taken over this many recent seconds (a step shows at once, not diluted)."""
+NOISE_SPAN_S = 60.0
+"""The least load history kept, so the step detector knows how much the signal wobbles on its own."""
 
 
 @dataclass(frozen=True)
@@ -93,41 +94,32 @@ def recommend(policy: ScalingPolicy, observed: float, warm: int, warming: int, c
     return math.ceil(warm * ratio + warming - 1e-9)
 
 
+def demand(signal: Signal, observed: float, counted: int, load: LoadView) -> float:
+    """The fleet-wide amount of the signal: totals for rates and in-flight requests, latency x VMs otherwise."""
+    if signal is Signal.RPS:
+        return load.rps
+    if signal is Signal.OUTSTANDING:
+        return load.outstanding
+    return observed * counted
+
+
+def history_span(policy: ScalingPolicy) -> float:
+    """How much load history the estimators need: the scale-down window and its settle time, or the noise span."""
+    return max(policy.scale_down_stabilization_s + policy.scale_down_settle_s + 1, NOISE_SPAN_S)
+
+
 def _observations(
-    memory: AutoscaleMemory, policy: ScalingPolicy, now: float, observed: float
+    memory: AutoscaleMemory, policy: ScalingPolicy, now: float, value: float
 ) -> tuple[tuple[float, float], ...]:
-    """The observations the look-ahead needs (the last `scale_up_lookahead_s` seconds)."""
-    return (*((t, o) for t, o in memory.observations if t >= now - policy.scale_up_lookahead_s), (now, observed))
-
-
-def project(seen: tuple[tuple[float, float], ...], policy: ScalingPolicy, observed: float) -> float:
-    """A rising signal extended `scale_up_lookahead_s` ahead along its recent slope (never lowered).
-
-    Load snapshots are averages over a window, so they lag a step in traffic by half that
-    window; following the slope wins that back on the way up. Falling signals are not
-    projected: scaling down stays on what was actually seen.
-    """
-    recent = [(t, o) for t, o in seen if t >= seen[-1][0] - SLOPE_SPAN_S] or seen
-    (t0, o0), (t1, _) = recent[0], recent[-1]
-    if t1 - t0 < 1.0 or observed <= o0:
-        return observed
-    return observed + (observed - o0) / (t1 - t0) * policy.scale_up_lookahead_s
+    """The demand history with this evaluation's value added and what no estimator reads any more dropped."""
+    since = now - history_span(policy)
+    return (*((t, o) for t, o in memory.observations if t >= since), (now, value))
 
 
 def stabilize(memory: AutoscaleMemory, policy: ScalingPolicy, current: int, now: float) -> int:
-    """Up: the lowest recommendation of the scale-up window. Down: only once every recommendation of
-    the scale-down window is below the current size, and then in one step to the highest of the
-    last `scale_down_settle_s` (HPA would step down as the window's maximum decays: many actions).
-    """
-    def since(window: float) -> list[int]:
-        return [r for t, r in memory.recommendations if t >= now - window] or [current]
-
-    up = min(since(policy.scale_up_stabilization_s))
-    if up > current:
-        return up
-    if max(since(policy.scale_down_stabilization_s)) >= current:
-        return current
-    return max(since(min(policy.scale_down_settle_s, policy.scale_down_stabilization_s)))
+    """Up: the lowest recommendation of the scale-up window (0 s by default: at once); otherwise hold."""
+    ups = [r for t, r in memory.recommendations if t >= now - policy.scale_up_stabilization_s] or [current]
+    return max(min(ups), current)
 
 
 def rate_limit(memory: AutoscaleMemory, policy: ScalingPolicy, current: int, wanted: int, now: float) -> int:
@@ -196,22 +188,37 @@ def _hold_reason(state: FleetState, load: LoadView | None, now: float) -> str | 
 
 
 def _track(state: FleetState, load: LoadView, now: float, signals: Signals) -> Outcome:
-    """Target tracking proper: observe, recommend, stabilize, limit, bound."""
+    """Target tracking proper: observe, recommend (up) or find a landing (down), limit, bound."""
     policy, current = state.policy, state.desired
     warm, warming = capacity(state, now)
     observed = observe(policy.signal, warm, load)
     if observed is None:
         return _from_zero(state, load, warming, signals)
-    seen = _observations(state.memory, policy, now, observed)
+    seen = _observations(state.memory, policy, now, demand(policy.signal, observed, len(warm) + warming, load))
     rising = observed > policy.target * (1 + policy.tolerance)
-    sized = project(seen, policy, observed) if rising else observed
+    sized = observed * _step_factor(seen, policy, load) if rising else observed
     rec = clamp(recommend(policy, sized, len(warm), warming, current), policy)
     memory = remember(state.memory, policy, now, rec, 0)
     wanted = stabilize(memory, policy, current, now)
+    if wanted == current and rec < current and not warming:
+        wanted = clamp(scale_in_size(seen, policy, now, current), policy)
     size = clamp(rate_limit(memory, policy, current, wanted, now), policy)
     memory = replace(remember(state.memory, policy, now, rec, size - current), observations=seen)
     signals = replace(signals, observed=observed, recommendation=rec)
     return Outcome(size, _explain(policy, observed, rec, wanted, size, current), memory, signals)
+
+
+def _step_factor(seen: tuple[tuple[float, float], ...], policy: ScalingPolicy, load: LoadView) -> float:
+    """How much bigger the load is than its average shows: a step's estimate over the latest demand (1 if none).
+
+    Only windowed rates hide a step (in-flight counts are read as they are); the look-ahead is
+    capped at the load's own window, because that is all the averaging there is to undo.
+    """
+    latest = seen[-1][1]
+    horizon = min(policy.scale_up_lookahead_s, load.window_s if policy.signal is Signal.RPS else 1.0)
+    if latest <= 0:
+        return 1.0
+    return max(1.0, step_estimate(seen, horizon) / latest)
 
 
 def _from_zero(state: FleetState, load: LoadView, warming: int, signals: Signals) -> Outcome:
@@ -227,7 +234,9 @@ def _from_zero(state: FleetState, load: LoadView, warming: int, signals: Signals
 def _explain(policy: ScalingPolicy, observed: float, rec: int, wanted: int, size: int, current: int) -> str:
     """One line a person can follow: the signal against the target, and each step's result."""
     text = f"{policy.signal.value} {observed:.3g} per VM vs target {policy.target:g}: recommend {rec}"
-    if wanted != rec:
+    if wanted < current:
+        text += f", scale in to {wanted} (the window's peak level fits)"
+    elif wanted != rec:
         text += f", stabilized to {wanted}"
     if size != wanted:
         text += f", rate-limited to {size}"

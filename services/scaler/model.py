@@ -83,6 +83,7 @@ class AutoscaleMemory:
     recommendations: tuple[tuple[float, int], ...] = ()
     actions: tuple[tuple[float, int], ...] = ()
     observations: tuple[tuple[float, float], ...] = ()
+    """(time, fleet-wide demand) per evaluation, over the scale-down window and its settle time."""
 
     @classmethod
     def seeded(cls, desired: int, now: float) -> AutoscaleMemory:
@@ -108,6 +109,8 @@ class LoadView:
     outstanding: float = 0.0
     p95_s: float | None = None
     vms: Mapping[str, VmLoadView] = field(default_factory=dict)
+    window_s: float = 1.0
+    """The rates are averages over this many seconds (the metrics service's window)."""
 
 
 @dataclass(frozen=True)

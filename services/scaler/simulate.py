@@ -79,7 +79,7 @@ class DecideController:
         views = {vm.name: _view(vm, now) for vm in vms}
         self.state = replace(self.state, vms=views, pending={}, drains={k: v for k, v in self.state.drains.items()
                                                                         if k in views})
-        decision = decide(self.state, _load(vms, rps, now), now)
+        decision = decide(self.state, _load(vms, rps, now, model.metrics_window_s), now)
         self.state = decision.state
         creates = sum(isinstance(c, CreateCommand) for c in decision.commands)
         gone = [c.vm for c in decision.commands if isinstance(c, DestroyCommand)]
@@ -94,10 +94,10 @@ def _view(vm: SimVm, now: float) -> VmView:
     )
 
 
-def _load(vms: list[SimVm], rps: float, now: float) -> LoadView:
+def _load(vms: list[SimVm], rps: float, now: float, window_s: float) -> LoadView:
     ready = [vm for vm in vms if now >= vm.ready_at]
     per = rps / len(ready) if ready else 0.0
-    return LoadView(at=now, rps=rps, vms={vm.name: VmLoadView(rps=per) for vm in ready})
+    return LoadView(at=now, rps=rps, vms={vm.name: VmLoadView(rps=per) for vm in ready}, window_s=window_s)
 
 
 def replay(trace: Sequence[float], controller: Controller, model: FleetModel, start: int) -> Tally:

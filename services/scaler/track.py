@@ -189,4 +189,5 @@ def on_drained(state: FleetState, event: BackendDrained) -> FleetState:
 def load_view(snapshot: FleetLoaded, now: float) -> LoadView:
     """A `fleet.load` snapshot, stamped with the local time it arrived (staleness uses our clock)."""
     vms = {v.vm: VmLoadView(rps=v.rps, outstanding=v.outstanding, p95_s=v.p95_s) for v in snapshot.vms}
-    return LoadView(at=now, rps=snapshot.rps, outstanding=snapshot.outstanding, p95_s=snapshot.p95_s, vms=vms)
+    return LoadView(at=now, rps=snapshot.rps, outstanding=snapshot.outstanding, p95_s=snapshot.p95_s, vms=vms,
+                    window_s=snapshot.window_s)

@@ -34,10 +34,10 @@ class ScalingPolicy(Model):
     signal: Signal = Signal.OUTSTANDING
     target: Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)] = 8.0
     tolerance: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.1
-    scale_down_tolerance: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.2
+    scale_down_tolerance: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.3
     scale_up_stabilization_s: Seconds = 0
     scale_down_stabilization_s: Seconds = 300
-    scale_down_settle_s: Seconds = 60
+    scale_down_settle_s: Seconds = 10
     scale_down_after_up_s: Seconds = 300
     scale_up_lookahead_s: Seconds = 10
     scale_up_max_step: Annotated[int, Field(ge=1, le=MAX_FLEET, strict=True)] = 4

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from services.scaler.decide import decide
-from services.scaler.model import AutoscaleMemory, CreateCommand, DrainCommand, LoadView
+from services.scaler.model import AutoscaleMemory, CreateCommand, DrainCommand, FleetState, LoadView
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy, Signal
 from tests.unit.scaler.fleets import NOW, fleet, load, vm
@@ -52,14 +52,14 @@ def test_creates_in_flight_are_not_sent_twice() -> None:
 
 
 def test_scale_down_only_after_the_window_and_to_the_highest_recommendation() -> None:
-    """After a spike, low load shrinks the fleet only once the 300 s window has forgotten the spike."""
+    """After a spike, low load shrinks the fleet only once the 300 s window (and 10 s settle) has forgotten it."""
     state = fleet(4)
     state = decide(state, load(state, 8.0), NOW).state
-    for t in range(1, 300, 10):
+    for t in range(1, 321, 10):
         decision = decide(state, load(state, 2.0, at=NOW + t), NOW + t)
         assert decision.desired == 4, t
         state = decision.state
-    later = decide(state, load(state, 2.0, at=NOW + 301), NOW + 301)
+    later = decide(state, load(state, 2.0, at=NOW + 321), NOW + 321)
     assert later.desired == 1
     assert [c.vm for c in later.commands if isinstance(c, DrainCommand)] == ["vm0", "vm1", "vm2"]
 
@@ -164,13 +164,23 @@ def test_fresh_scaler_without_a_stored_size_leaves_a_running_fleet_alone() -> No
     assert decision.commands == () and decision.desired == 0
 
 
+def _rps_history(policy: ScalingPolicy, seconds: int) -> FleetState:
+    """Four VMs at 60 requests/s each for `seconds` one-second evaluations, wobbling by 1 request/s."""
+    state = fleet(4, policy=policy, memory=AutoscaleMemory.seeded(4, NOW - seconds))
+    for t in range(seconds, 0, -1):
+        snapshot = replace(load(state, 60.0 + (t % 2), at=NOW - t, signal="rps"), window_s=10.0)
+        state = decide(state, snapshot, NOW - t).state
+    return state
+
+
 def test_lookahead_sizes_a_rising_step_but_never_triggers_one() -> None:
-    """With look-ahead, a rise past the band is sized along its slope; a rise still inside the band does nothing."""
-    policy = ScalingPolicy(scale_up_lookahead_s=5, max_replicas=50, scale_up_max_percent=100)
-    state = fleet(4, policy=policy, memory=AutoscaleMemory.seeded(4, NOW - 10))
-    state = decide(state, load(state, 6.0, at=NOW - 2), NOW - 2).state
-    inside = decide(state, load(state, 8.6), NOW)
+    """A jump far above the noise in a 10 s average is sized as the step it implies; inside the band, nothing."""
+    policy = ScalingPolicy(signal=Signal.RPS, target=70, max_replicas=50)
+    state = _rps_history(policy, 30)
+    inside = decide(state, replace(load(state, 75.0, signal="rps"), window_s=10.0), NOW)
     assert inside.desired == 4
-    rising = decide(state, load(state, 10.0), NOW)
-    plain = decide(fleet(4, policy=ScalingPolicy(max_replicas=50, scale_up_lookahead_s=0)), load(state, 10.0), NOW)
-    assert plain.desired == 5 and rising.desired == 8  # 10 + 2/s x 5 s = 20 per VM; one step of at most +4
+    rising = decide(state, replace(load(state, 84.0, signal="rps"), window_s=10.0), NOW)
+    flat = policy.model_copy(update={"scale_up_lookahead_s": 0})
+    plain = decide(replace(state, policy=flat), replace(load(state, 84.0, signal="rps"), window_s=10.0), NOW)
+    assert plain.desired == 5  # ceil(4 x 84 / 70)
+    assert rising.desired == 17  # a 10 s mean up 92/s in one second is a 920/s step: ceil((244 + 920) / 70)
