@@ -109,11 +109,17 @@ def history_span(policy: ScalingPolicy) -> float:
 
 
 def _observations(
-    memory: AutoscaleMemory, policy: ScalingPolicy, now: float, value: float
+    memory: AutoscaleMemory, policy: ScalingPolicy, now: float, load: LoadView, value: float
 ) -> tuple[tuple[float, float], ...]:
-    """The demand history with this evaluation's value added and what no estimator reads any more dropped."""
-    since = now - history_span(policy)
-    return (*((t, o) for t, o in memory.observations if t >= since), (now, value))
+    """The demand history, one entry per load snapshot (stamped with its arrival), oldest dropped.
+
+    Per snapshot, not per evaluation: the leader also evaluates between snapshots, and a repeated
+    value would read as "no change" and shrink the noise the step detector compares jumps with.
+    """
+    kept = tuple((t, o) for t, o in memory.observations if t >= now - history_span(policy))
+    if kept and kept[-1][0] >= load.at:
+        return kept
+    return (*kept, (load.at, value))
 
 
 def stabilize(memory: AutoscaleMemory, policy: ScalingPolicy, current: int, now: float) -> int:
@@ -194,7 +200,7 @@ def _track(state: FleetState, load: LoadView, now: float, signals: Signals) -> O
     observed = observe(policy.signal, warm, load)
     if observed is None:
         return _from_zero(state, load, warming, signals)
-    seen = _observations(state.memory, policy, now, demand(policy.signal, observed, len(warm) + warming, load))
+    seen = _observations(state.memory, policy, now, load, demand(policy.signal, observed, len(warm) + warming, load))
     rising = observed > policy.target * (1 + policy.tolerance)
     sized = observed * _step_factor(seen, policy, load) if rising else observed
     rec = clamp(recommend(policy, sized, len(warm), warming, current), policy)
