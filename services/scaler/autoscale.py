@@ -224,7 +224,8 @@ def _step_factor(seen: tuple[tuple[float, float], ...], policy: ScalingPolicy, l
     horizon = min(policy.scale_up_lookahead_s, load.window_s if policy.signal is Signal.RPS else 1.0)
     if latest <= 0:
         return 1.0
-    return max(1.0, step_estimate(seen, horizon) / latest)
+    window = load.window_s if policy.signal is Signal.RPS else 1.0
+    return max(1.0, step_estimate(seen, horizon, window) / latest)
 
 
 def _from_zero(state: FleetState, load: LoadView, warming: int, signals: Signals) -> Outcome:

@@ -33,12 +33,15 @@ def spread(values: Sequence[float]) -> float:
     return 1.4826 * deviations[len(deviations) // 2]
 
 
-def step_estimate(seen: Seen, horizon_s: float) -> float:
+def step_estimate(seen: Seen, horizon_s: float, window_s: float | None = None) -> float:
     """The latest demand, or, after a jump that stands out of the noise, the step that jump implies.
 
     A windowed rate moves by 1/W of a step in traffic per second of a W-second window, so a
     jump j between two evaluations means the traffic itself moved by about j x W. Reading it
-    that way sizes the fleet for a burst in its first second instead of over the window.
+    that way sizes the fleet for a burst in its first second instead of over the window. The
+    step is added to the demand one window back (before the step began), not to the latest
+    demand: later seconds of the same ramp pass the noise gate too, and adding the whole step
+    to a mean that has already taken part of it would overshoot by up to that part.
     """
     latest = seen[-1][1]
     if len(seen) < 2 or horizon_s <= 0:
@@ -48,7 +51,15 @@ def step_estimate(seen: Seen, horizon_s: float) -> float:
     jump = latest - before
     if t1 <= t0 or jump <= NOISE_K * spread(jumps[:-1]):
         return latest
-    return before + jump * horizon_s / (t1 - t0)
+    window = horizon_s if window_s is None else window_s
+    per_s = jump / (t1 - t0)
+    return max(latest, min(latest + per_s * horizon_s, _at_or_before(seen, t1 - window, before) + per_s * window))
+
+
+def _at_or_before(seen: Seen, when: float, default: float) -> float:
+    """The demand seen last at or before `when` (`default` when the history does not reach back so far)."""
+    earlier = [value for t, value in seen if t <= when]
+    return earlier[-1] if earlier else default
 
 
 def _levels(seen: Seen, span_s: float) -> list[float]:
@@ -64,17 +75,19 @@ def _levels(seen: Seen, span_s: float) -> list[float]:
 
 
 def landing(seen: Seen, policy: ScalingPolicy, since: float) -> int:
-    """The smallest size that serves the level's peak since `since` at target, and its noise under the trigger.
+    """The smallest size whose tolerance band holds the level's peak since `since`, plus its noise.
 
     Sizing a scale-in by the window's peak level keeps what the window saw servable; keeping
-    that peak plus MARGIN_K x the noise below `target x (1 + tolerance)` is what stops the
-    next noisy second from scaling straight back out (a flap).
+    that peak plus MARGIN_K x the noise below `target x (1 + tolerance)` (the scale-up trigger)
+    is what stops the next noisy second from scaling straight back out (a flap). The peak
+    itself need not sit at or under target: a size whose per-VM load is inside the band is
+    one the tracker would hold, so it is as good a recommendation as the HPA's.
     """
     levels = _levels(seen, max(policy.scale_down_settle_s, 1e-9))
     inside = [(level, value) for (t, value), level in zip(seen, levels, strict=True) if t >= since]
     peak = max(level for level, _ in inside)
     noise = math.sqrt(sum((value - level) ** 2 for level, value in inside) / len(inside))
-    need = max(peak / policy.target, (peak + MARGIN_K * noise) / (policy.target * (1 + policy.tolerance)))
+    need = (peak + MARGIN_K * noise) / (policy.target * (1 + policy.tolerance))
     return math.ceil(need - 1e-9)
 
 
