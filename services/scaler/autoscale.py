@@ -122,6 +122,22 @@ def _observations(
     return (*kept, (load.at, value))
 
 
+def witness(state: FleetState, load: LoadView, now: float) -> FleetState:
+    """A follower's share of the autoscaler: add the snapshot to the demand history, decide nothing.
+
+    The history is what a scale-in needs a whole window of and what the step detector reads
+    its noise from; a follower that keeps it takes over with the window already seen, instead
+    of holding every scale-in for a fresh window after a failover.
+    """
+    warm, warming = capacity(state, now)
+    observed = observe(state.policy.signal, warm, load)
+    if observed is None:
+        return state
+    value = demand(state.policy.signal, observed, len(warm) + warming, load)
+    seen = _observations(state.memory, state.policy, now, load, value)
+    return replace(state, memory=replace(state.memory, observations=seen))
+
+
 def stabilize(memory: AutoscaleMemory, policy: ScalingPolicy, current: int, now: float) -> int:
     """Up: the lowest recommendation of the scale-up window (0 s by default: at once); otherwise hold."""
     ups = [r for t, r in memory.recommendations if t >= now - policy.scale_up_stabilization_s] or [current]

@@ -87,7 +87,11 @@ class AutoscaleMemory:
 
     @classmethod
     def seeded(cls, desired: int, now: float) -> AutoscaleMemory:
-        """A fresh leader remembers the current size as a recommendation, so it cannot scale down at once."""
+        """A fresh leader remembers the current size as a recommendation (its scale-up window starts there).
+
+        Scale-in is held by the demand history instead: without a whole window of it (a follower
+        keeps one, see `autoscale.witness`) there is none.
+        """
         return cls(recommendations=((now, desired),))
 
 

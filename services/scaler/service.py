@@ -20,6 +20,7 @@ from nats.errors import Error as NatsError
 
 from services.scaler import edits
 from services.scaler.actuator import Actuator
+from services.scaler.autoscale import witness
 from services.scaler.decide import decide
 from services.scaler.lease import Lease
 from services.scaler.model import AutoscaleMemory, Decision, FleetState, LoadView
@@ -140,7 +141,11 @@ class ScalerService(BusService):
         self._wake.set()
 
     async def _on_load(self, snapshot: FleetLoaded, _msg: Msg) -> None:
-        self.snapshot, self.load = snapshot, load_view(snapshot, self.clock())
+        now = self.clock()
+        self.snapshot, self.load = snapshot, load_view(snapshot, now)
+        if not self.leading:
+            view, stored, known = self.load, self.store.current, self.store.revision > 0
+            await self._mutate(lambda f: witness(_with_desired(f, stored, known), view, now))
         log.debug("scaler.load", rps=snapshot.rps, outstanding=snapshot.outstanding)
         self._wake.set()
 
@@ -208,7 +213,8 @@ class ScalerService(BusService):
         now, lease = self.clock(), self.lease
         await self._resync()
         async with self._lock:
-            memory = AutoscaleMemory.seeded(self.store.current.desired, now)
+            seeded = AutoscaleMemory.seeded(self.store.current.desired, now)
+            memory = replace(seeded, observations=self.fleet.memory.observations)
             self.fleet = new_term(self.fleet, lease.epoch, lease.me, memory)
             self._term = lease.epoch
         if self.store.revision == 0:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from services.scaler.autoscale import witness
 from services.scaler.decide import decide
 from services.scaler.model import AutoscaleMemory, FleetState
 from shared.contract.policy import ScalingPolicy
@@ -49,3 +50,28 @@ def test_no_scale_down_soon_after_a_scale_up_even_with_a_short_window() -> None:
     state = fleet(4, policy=policy, memory=AutoscaleMemory(actions=((NOW, 2),)))
     sizes = _after_window(state, 2.0, 320)
     assert set(sizes[:299]) == {4} and sizes[-1] == 1
+
+
+def _witnessed(state: FleetState, per_vm: float, seconds: int) -> FleetState:
+    """A follower's view after `seconds` one-second load snapshots of `per_vm` each (it decides nothing)."""
+    for t in range(seconds, 0, -1):
+        state = witness(state, load(state, per_vm, at=NOW - t), NOW - t)
+    return state
+
+
+def test_a_follower_keeps_one_history_entry_per_snapshot_and_never_changes_the_size() -> None:
+    """Witnessing load adds to the demand history only; the desired size and the recommendations stay."""
+    state = fleet(10, policy=ScalingPolicy(max_replicas=20))
+    seen = _witnessed(state, 2.0, 30)
+    assert len(seen.memory.observations) == 30 and seen.desired == 10 and seen.memory.recommendations == ()
+    assert witness(seen, load(seen, 2.0, at=NOW - 1), NOW).memory.observations == seen.memory.observations
+
+
+def test_a_new_leader_with_a_witnessed_window_scales_in_at_once_and_one_without_waits() -> None:
+    """A takeover carrying the follower's history may scale in on its first evaluation; a bare one holds."""
+    policy = ScalingPolicy(max_replicas=20)
+    follower = _witnessed(fleet(10, policy=policy), 2.0, 400)
+    carried = AutoscaleMemory(recommendations=((NOW, 10),), observations=follower.memory.observations)
+    bare = AutoscaleMemory.seeded(10, NOW)
+    assert _after_window(fleet(10, policy=policy, memory=carried), 2.0, 1) == [3]
+    assert _after_window(fleet(10, policy=policy, memory=bare), 2.0, 1) == [10]
