@@ -93,6 +93,31 @@ async def test_leader_killed_follower_takes_over_within_a_lease_period(bus: Bus,
     assert {c.epoch for c in prov.creates} == {2}
 
 
+async def test_follower_keeps_the_load_history_and_leads_with_it(bus: Bus, settings_env: dict[str, str]) -> None:
+    """A follower records each load snapshot it sees, and after a takeover its autoscaler starts from that history."""
+    async with FakeProvisioner(bus) as prov, scaler("s1") as one, scaler("s2") as two:
+        await wait_until(lambda: one.leading or two.leading, 20, what="a leader")
+        leader, follower = (one, two) if one.leading else (two, one)
+        await bus.request(bus.subjects.cmd_policy, PolicyPatch(warmup_s=0), ScalingPolicy)
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=2), DesiredState)
+        await wait_until(lambda: len(prov.vms) == 2 and all(r.state is VmState.READY for r in prov.vms.values())
+                         and len(follower.fleet.vms) == 2, 20, what="two ready VMs in the follower's view")
+        for i in range(5):
+            views = [VmLoad(vm=name, outstanding=1.0 + i) for name in prov.vms]
+            await bus.publish(bus.subjects.load, FleetLoaded(window_s=1, outstanding=2.0 + 2 * i, vms=views))
+            def has(n: int = i + 1) -> bool:
+                return len(follower.fleet.memory.observations) >= n
+
+            await wait_until(has, 10, what="the snapshot witnessed")
+        witnessed = follower.fleet.memory.observations
+        await leader.cancel_tasks()
+        await leader.bus.nc.close()
+        await wait_until(lambda: follower.leading, 10 * TTL, what="takeover")
+        await wait_until(lambda: follower.fleet.epoch == 2, 10, what="the new term")
+    assert [v for _, v in witnessed] == [2.0, 4.0, 6.0, 8.0, 10.0]
+    assert set(witnessed) <= set(follower.fleet.memory.observations)
+
+
 async def test_bad_commands_get_invalid_or_not_found(bus: Bus, settings_env: dict[str, str]) -> None:
     """Inconsistent policies, unknown fields, bad names and unknown VMs are refused with the right code."""
     async with scaler("s1"):
