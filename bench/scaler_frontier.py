@@ -1,0 +1,71 @@
+"""The replay's trade-off, mapped: policy variants of `decide()` against the HPA on the same traces.
+
+The replay target is four figures at once (no flaps, at most half the HPA's actions, at most
+half its requests above capacity, no more VM-hours). This bench moves the policy knobs that
+trade them against each other (how big a scale-in must be, how long a scale-up must persist,
+how long a level is averaged) and prints, per trace, each variant's ratios to the HPA and
+whether all four hold, so the claim "no setting meets them together" can be checked.
+
+    .venv/bin/python -m bench scaler_frontier
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from multiprocessing import Pool
+from typing import Any
+
+from bench.scaler_replay import MODEL, POLICY, SEEDS, TARGET_RPS, TRACES, HpaController, total
+from services.scaler.simulate import DecideController, Tally, replay
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "scale-in steps >= 10%": {"scale_down_tolerance": 0.1},
+    "scale-in steps >= 20%": {"scale_down_tolerance": 0.2},
+    "scale-in steps >= 40%": {"scale_down_tolerance": 0.4},
+    "level over 5 s": {"scale_down_settle_s": 5},
+    "up held 5 s": {"scale_up_stabilization_s": 5},
+    "up held 15 s": {"scale_up_stabilization_s": 15},
+}
+
+
+def _one(job: tuple[str, str, int]) -> tuple[str, str, Tally]:
+    """One trace and seed through one variant ("hpa" for the HPA model)."""
+    variant, trace_name, seed = job
+    trace = TRACES[trace_name](4 * 3600, seed)
+    start = math.ceil(trace[0] / TARGET_RPS)
+    if variant == "hpa":
+        return variant, trace_name, replay(trace, HpaController(POLICY.min_replicas, POLICY.max_replicas), MODEL, start)
+    policy = POLICY.model_copy(update=VARIANTS[variant])
+    return variant, trace_name, replay(trace, DecideController(policy, start), MODEL, start)
+
+
+def _ratios(ours: Tally, hpa: Tally) -> tuple[float, float, float]:
+    """Actions, requests above capacity and VM-hours, ours / HPA."""
+    return (ours.actions / max(hpa.actions, 1), ours.requests_over / max(hpa.requests_over, 1e-9),
+            ours.vm_hours / hpa.vm_hours)
+
+
+def main() -> None:
+    """Replay every variant and print ratios, and per trace whether any variant meets the target."""
+    jobs = [(v, n, s) for v in ("hpa", *VARIANTS) for n in TRACES for s in SEEDS]
+    with Pool(os.cpu_count() or 1) as pool:
+        results = pool.map(_one, jobs)
+    sums = {(v, n): total([t for vv, nn, t in results if (vv, nn) == (v, n)]) for v, n, _ in jobs}
+    print(f"ours / HPA over seeds {SEEDS}; target: flaps 0, actions <= 0.5, req-over <= 0.5, VM-h <= 1.0")
+    for name in TRACES:
+        hpa, met = sums[("hpa", name)], []
+        print(f"{name} (HPA: {hpa.actions} actions, {hpa.flaps} flaps):")
+        for variant in VARIANTS:
+            ours = sums[(variant, name)]
+            actions, over, hours = _ratios(ours, hpa)
+            ok = ours.flaps == 0 and actions <= 0.5 and over <= 0.5 and hours <= 1.0
+            met += [variant] if ok else []
+            print(f"  {variant:<22} actions {actions:4.2f}  flaps {ours.flaps:3d}  req-over {over:5.2f}  "
+                  f"VM-h {hours:4.2f}{'  MEETS' if ok else ''}")
+        print(f"  -> {'met by: ' + ', '.join(met) if met else 'no variant meets all four'}")
+
+
+if __name__ == "__main__":
+    main()
