@@ -3,7 +3,8 @@
 Children run in their own sessions, so the terminal's Ctrl-C reaches only this supervisor,
 which then stops them in order: SIGTERM to the services (they drain), wait, then NATS last.
 Each child also gets SIGTERM from the kernel if this process dies (PR_SET_PDEATHSIG), so not
-even a `kill -9` of `up` leaves a process behind.
+even a `kill -9` of `up` leaves a process behind. A service that exits on its own is started
+again after a backoff (`shared.cli.restarts`), as compose's `restart: unless-stopped` would.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rich.console import Console
 from rich.text import Text
 
 from shared.cli.health import SERVICES
+from shared.cli.restarts import Restarts, next_restart, restarted
 from shared.cli.stackplan import SERVICE_STYLES, TEST_URI, Mode, Plan, choose_mode, hints, lab_env, service_argv
 from shared.cli.stackplan import service_env as make_service_env
 from shared.natsserver import nats_server_binary, write_config
@@ -112,6 +114,7 @@ class Stack:
         self.console = console
         self.nats: Child | None = None
         self.services: dict[str, Child] = {}
+        self.restarts: dict[str, Restarts] = {}
         self.nats_url = f"nats://127.0.0.1:{options.nats_port}"
 
     async def start_nats(self) -> None:
@@ -128,10 +131,15 @@ class Stack:
             raise RuntimeError(f"nats-server did not start (see its lines above; config {config})")
 
     async def start_services(self) -> None:
-        tty = sys.stdout.isatty()
         for name in SERVICES:
-            env = make_service_env(os.environ, name, self.nats_url, self.plan, tty)
-            self.services[name] = await spawn(name, self.wrap(service_argv(sys.executable, name)), env, self.console)
+            await self.start_service(name)
+
+    async def start_service(self, name: str) -> None:
+        """Start (or start again) one service, with the environment the plan gives it."""
+        env = make_service_env(os.environ, name, self.nats_url, self.plan, sys.stdout.isatty())
+        self.services[name] = await spawn(name, self.wrap(service_argv(sys.executable, name)), env, self.console)
+        now = asyncio.get_running_loop().time()
+        self.restarts[name] = restarted(self.restarts.get(name, Restarts()), now)
 
     async def wait_healthy(self) -> bool:
         """Poll `quicfleet health` (inside the lab when there is one) until every service answers."""
@@ -187,18 +195,38 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
 
 
 async def _watch_children(stack: Stack, stop: asyncio.Event) -> int:
-    """Until `stop`: say once when a service exits on its own; end at once (1) if NATS exits."""
-    reported: set[str] = set()
+    """Until `stop`: restart a service that exits on its own (after a backoff); end at once (1) if NATS exits."""
+    due: dict[str, float] = {}
+    down: set[str] = set()
+    loop = asyncio.get_running_loop()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
-        for name in sorted(set(stack.crashed()) - reported):
-            say(stack.console, f"{name} exited with code {stack.services[name].process.returncode}", "bold red")
-            reported.add(name)
+        if stop.is_set():
+            break
+        for name in sorted(set(stack.crashed()) - set(due) - down):
+            _schedule(stack, name, loop.time(), due, down)
+        for name in [n for n, when in due.items() if loop.time() >= when]:
+            del due[name]
+            await stack.start_service(name)
+            say(stack.console, f"{name} restarted")
         if stack.nats is not None and not stack.nats.running:
             say(stack.console, "nats-server exited; stopping everything", "bold red")
             return 1
     return 0
+
+
+def _schedule(stack: Stack, name: str, now: float, due: dict[str, float], down: set[str]) -> None:
+    """Say that `name` exited, and either put its restart in `due` or leave it in `down`."""
+    code = stack.services[name].process.returncode or 0
+    wait, stack.restarts[name] = next_restart(code, stack.restarts[name], now)
+    if wait is None:
+        say(stack.console, f"{name} exited with code {code} (a setting it refused): left down; fix it and run up again",
+            "bold red")
+        down.add(name)
+        return
+    say(stack.console, f"{name} exited with code {code}; restarting in {wait:g} s", "bold red")
+    due[name] = now + wait
 
 
 def _load_lab() -> ModuleType | None:

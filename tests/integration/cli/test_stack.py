@@ -34,7 +34,7 @@ def processes_with(marker: str) -> list[int]:
 
 
 async def test_up_runs_nats_and_four_services_and_stops_cleanly(tmp_path: Path) -> None:
-    """`up --no-lab` answers status and every $SRV.PING, reports a service that dies, and SIGTERM stops
+    """`up --no-lab` answers status and every $SRV.PING, restarts a service that dies, and SIGTERM stops
     every child and exits 0."""
     port, token = free_port(), uuid.uuid4().hex
     marker = f"QUICFLEET_STACK_TEST={token}"
@@ -57,12 +57,15 @@ async def test_up_runs_nats_and_four_services_and_stops_cleanly(tmp_path: Path) 
         metrics = [p for p in processes_with(marker) if b"services.metrics" in Path(f"/proc/{p}/cmdline").read_bytes()]
         os.kill(metrics[0], signal.SIGKILL)
         await wait_until(lambda: "metrics exited with code -9" in log.read_text(), timeout=30, what="crash report")
+        await wait_until(lambda: "metrics restarted" in log.read_text(), timeout=30, what="the restart")
+        again = await cli(url, "health", "--window", "15")
     finally:
         stack.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(stack.wait(), 60)
     text = log.read_text()
     assert health.code == 0, health.err + text[-3000:]
     assert "balancer, metrics, provisioner, scaler" in health.out
+    assert again.code == 0 and "balancer, metrics, provisioner, scaler" in again.out, again.err + text[-3000:]
     assert status.code == 0 and "desired" in json.loads(status.out)
     assert "WARNING: --no-lab was given" in text and "libvirt's test driver" in text
     assert code == 0, text[-3000:]
