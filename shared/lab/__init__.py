@@ -102,6 +102,11 @@ class Lab:
             conn.close()
         template.define(self.paths.uri, self.workdir, self.name)
 
+    def restart_libvirtd(self) -> None:
+        """Restart the lab's libvirtd (virtlogd and guests stay): how tests prove that clients reconnect."""
+        self._daemon = daemons.restart_libvirtd(self.name, self.paths, self._daemon)
+        log.info("lab.libvirtd_restarted", namespace=self.name)
+
     def wrap(self, argv: list[str]) -> list[str]:
         """The command line that runs `argv` inside the lab's namespace."""
         return ["ip", "netns", "exec", self.name, *argv]

@@ -76,23 +76,24 @@ def prepare(paths: DaemonPaths) -> None:
             conf.write(QEMU_CONF_EXTRA)
 
 
-def start_script(paths: DaemonPaths) -> str:
-    """The shell run inside the namespace: private mounts, virtlogd, then libvirtd in front."""
+def start_script(paths: DaemonPaths, virtlogd: bool = True) -> str:
+    """The shell run inside the namespace: private mounts, virtlogd (unless it runs already), then libvirtd."""
     mounts = " && ".join(
         f"mkdir -p {target} && mount --bind {paths.dir(key)} {target}" for key, target in BIND_DIRS.items()
     )
-    return (
-        f"{mounts} && virtlogd -d -p {BIND_DIRS['run']}/virtlogd.pid"
-        f" && exec libvirtd -p {BIND_DIRS['run']}/libvirtd.pid"
-    )
+    logd = f" && virtlogd -d -p {BIND_DIRS['run']}/virtlogd.pid" if virtlogd else ""
+    return f"{mounts}{logd} && exec libvirtd -p {BIND_DIRS['run']}/libvirtd.pid"
 
 
-def start(namespace: str, paths: DaemonPaths, timeout_s: float = 60.0) -> subprocess.Popen[bytes]:
-    """Start both daemons in `namespace` and wait until libvirtd answers on its socket."""
+Daemon = subprocess.Popen[bytes]
+
+
+def start(namespace: str, paths: DaemonPaths, timeout_s: float = 60.0, virtlogd: bool = True) -> Daemon:
+    """Start the daemons in `namespace` and wait until libvirtd answers on its socket."""
     prepare(paths)
     with paths.log.open("ab") as log:
         process = subprocess.Popen(
-            ["ip", "netns", "exec", namespace, "sh", "-c", start_script(paths)],
+            ["ip", "netns", "exec", namespace, "sh", "-c", start_script(paths, virtlogd)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -126,6 +127,18 @@ def stop(paths: DaemonPaths, process: subprocess.Popen[bytes] | None) -> None:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def restart_libvirtd(namespace: str, paths: DaemonPaths, process: Daemon | None) -> Daemon:
+    """Stop libvirtd alone and start it again, as a host's `systemctl restart libvirtd` would.
+
+    virtlogd and running guests stay; the new libvirtd finds the guests from its state directory.
+    """
+    pid = _read_pid(paths.libvirtd_pid, "libvirtd")
+    netns.terminate([p for p in {pid, process.pid if process is not None else None} if p is not None])
+    if process is not None:
+        process.wait(timeout=10)
+    return start(namespace, paths, virtlogd=False)
 
 
 def _read_pid(path: Path, command: str) -> int | None:
