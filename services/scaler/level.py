@@ -33,7 +33,7 @@ def spread(values: Sequence[float]) -> float:
     return 1.4826 * deviations[len(deviations) // 2]
 
 
-def step_estimate(seen: Seen, horizon_s: float, window_s: float | None = None) -> float:
+def step_estimate(seen: Seen, horizon_s: float, window_s: float) -> float:
     """The latest demand, or, after a jump that stands out of the noise, the step that jump implies.
 
     A windowed rate moves by 1/W of a step in traffic per second of a W-second window, so a
@@ -51,9 +51,8 @@ def step_estimate(seen: Seen, horizon_s: float, window_s: float | None = None) -
     jump = latest - before
     if t1 <= t0 or jump <= NOISE_K * spread(jumps[:-1]):
         return latest
-    window = horizon_s if window_s is None else window_s
     per_s = jump / (t1 - t0)
-    return max(latest, min(latest + per_s * horizon_s, _at_or_before(seen, t1 - window, before) + per_s * window))
+    return max(latest, min(latest + per_s * horizon_s, _at_or_before(seen, t1 - window_s, before) + per_s * window_s))
 
 
 def _at_or_before(seen: Seen, when: float, default: float) -> float:
