@@ -132,6 +132,24 @@ async def test_vm_destroyed_behind_our_back_is_replaced_without_failed_requests(
     assert result["failed"] == 0, result
 
 
+async def test_libvirtd_restart_under_load_fails_no_request_and_the_next_scale_out_works(
+    watch: FleetWatch, load: Any, lab_handle: Lab
+) -> None:
+    """Restarting libvirtd leaves the serving clones alone, and the provisioner reconnects to boot the next one."""
+    await watch.scale(2)
+    before = await watch.settle(2)
+    run = load()
+    await wait_until(lambda: all(run.seen(a) for a in before.values()), 120, 0.5, "answers from both clones")
+    lab_handle.restart_libvirtd()
+    await watch.scale(3)
+    after = await watch.settle(3)
+    assert set(before.items()) <= set(after.items()), f"a clone was replaced: {before} -> {after}"
+    (added,) = set(after) - set(before)
+    await wait_until(lambda: run.seen(after[added]), 120, 0.5, "answers from the clone booted after the restart")
+    result = run.stop()
+    assert result["failed"] == 0, result
+
+
 async def test_scale_to_zero_leaves_only_the_template(watch: FleetWatch, lab_handle: Lab) -> None:
     """Scaling to 0 destroys every clone: libvirt keeps only the template's domain and volume."""
     await watch.scale(0)
