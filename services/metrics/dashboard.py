@@ -35,9 +35,13 @@ def series(history: list[HistoryPoint]) -> dict[str, list[Any]]:
     return columns
 
 
-def payload(state: MetricsState, max_points: int | None = None) -> dict[str, Any]:
-    """Everything the page needs in one poll; `max_points` keeps only the newest history points."""
-    history = list(state.fleet.history)
+def payload(state: MetricsState, max_points: int | None = None, since: float | None = None) -> dict[str, Any]:
+    """Everything the page needs in one poll; `max_points` keeps only the newest history points.
+
+    `since` (the newest time the page holds) sends only later points: a page polling every
+    second then fetches one point, not its whole history, and appends it.
+    """
+    history = [p for p in state.fleet.history if since is None or p.at > since]
     if max_points is not None:
         history = history[-max_points:] if max_points > 0 else []
     latest = state.latest

@@ -7,6 +7,7 @@ the dashboard works on machines with no internet.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def make_app(state: MetricsState, healthy: Callable[[], bool]) -> web.Applicatio
 
     async def api(request: web.Request) -> web.Response:
         points = _points(request.query.get("points"))
-        return web.json_response(dashboard.payload(state, points))
+        return web.json_response(dashboard.payload(state, points, _since(request.query.get("since"))))
 
     async def index(_request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
@@ -57,6 +58,15 @@ def _points(raw: str | None) -> int | None:
     if raw is None or not raw.isdigit():
         return None
     return min(int(raw), MAX_POINTS_PARAM)
+
+
+def _since(raw: str | None) -> float | None:
+    """The `since` query parameter: a finite time (epoch s), or None (everything) otherwise."""
+    try:
+        value = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 class HttpServer:

@@ -133,17 +133,35 @@ function setStatus(kind, text) {
   el.textContent = text;
 }
 
+// The history the page holds: the first poll fetches up to POINTS points, later polls only the
+// points newer than the last one held (`since`), appended here and trimmed to POINTS.
+let held = null;
+
+function sinceParam() {
+  return held && held.t.length ? "&since=" + held.t[held.t.length - 1] : "";
+}
+
+function hold(series) {
+  if (held === null) {
+    held = series;
+  } else {
+    Object.keys(series).forEach((k) => { held[k] = (held[k] || []).concat(series[k]).slice(-POINTS); });
+  }
+  return held;
+}
+
 async function poll() {
   try {
-    const response = await fetch("/api/dashboard?points=" + POINTS, { cache: "no-store" });
+    const response = await fetch("/api/dashboard?points=" + POINTS + sinceParam(), { cache: "no-store" });
     if (!response.ok) throw new Error("HTTP " + response.status);
     const data = await response.json();
+    const series = hold(data.series);
     decisionTimes = data.decisions.map((d) => ({ t: Date.parse(d.at) / 1000, label: d.current + "→" + d.desired }));
-    Object.keys(charts).forEach((name) => updateChart(name, data.series));
+    Object.keys(charts).forEach((name) => updateChart(name, series));
     updateTiles(data);
     updateDecisions(data.decisions);
     document.body.dataset.updates = String(Number(document.body.dataset.updates) + 1);
-    setStatus(data.series.t.length ? "live" : "waiting", data.series.t.length ? "live" : "waiting for data…");
+    setStatus(series.t.length ? "live" : "waiting", series.t.length ? "live" : "waiting for data…");
   } catch (error) {
     setStatus("error", "metrics unreachable (" + error.message + ")");
   } finally {

@@ -109,6 +109,8 @@ async def test_dashboard_charts_hold_live_data(live_metrics: MetricsService, tmp
         points = re.search(rf'id="chart-{chart}" data-points="(\d+)"', dom)
         assert points is not None and int(points.group(1)) >= 8, f"chart {chart} holds no data"
     assert dom.count("<canvas") >= len(CHARTS)
+    updates = re.search(r'data-updates="(\d+)"', dom)
+    assert updates is not None and int(updates.group(1)) >= 2, "the page polled once only (later polls send `since`)"
     assert re.search(r'id="tile-rps">\d+\.\d<', dom), "requests/s tile not filled"
     assert 'id="tile-vms">3 / 4<' in dom
     assert 'class="status live"' in dom

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.metrics.dashboard import payload
 from services.metrics.exposition import make_registry, render
-from services.metrics.http import _points
+from services.metrics.http import _points, _since
 from services.metrics.state import MetricsState
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.load import LATENCY_BOUNDS_S
@@ -87,3 +87,18 @@ def test_dashboard_columns_line_up() -> None:
 def test_points_parameter_is_bounded(raw: str | None, expected: int | None) -> None:
     """The `points` query parameter is a bounded count; anything else means all points."""
     assert _points(raw) == expected
+
+
+def test_dashboard_since_sends_only_newer_points() -> None:
+    """With `since` at a held point's time, only the points after it come back, every column alike."""
+    state = loaded_state()
+    times = payload(state)["series"]["t"]
+    newer = payload(state, since=times[2])["series"]
+    assert newer["t"] == times[3:] and {len(column) for column in newer.values()} == {len(times) - 3}
+    assert payload(state, since=times[-1])["series"]["t"] == []
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(None, None), ("12.5", 12.5), ("nan", None), ("inf", None), ("x", None)])
+def test_since_parameter_is_a_finite_time_or_nothing(raw: str | None, expected: float | None) -> None:
+    """The `since` query parameter is a finite number; anything else means the whole history."""
+    assert _since(raw) == expected
