@@ -221,13 +221,25 @@ def _track(state: FleetState, load: LoadView, now: float, signals: Signals) -> O
     sized = observed * _step_factor(seen, policy, load) if rising else observed
     rec = clamp(recommend(policy, sized, len(warm), warming, current), policy)
     memory = remember(state.memory, policy, now, rec, 0)
-    wanted = stabilize(memory, policy, current, now)
-    if wanted == current and rec < current and not warming:
-        wanted = clamp(scale_in_size(seen, policy, now, current), policy)
+    wanted, why = stabilize(memory, policy, current, now), ""
+    if wanted == current and rec < current:
+        wanted, why = _scale_in(seen, policy, now, current, warming)
     size = clamp(rate_limit(memory, policy, current, wanted, now), policy)
     memory = replace(remember(state.memory, policy, now, rec, size - current), observations=seen)
     signals = replace(signals, observed=observed, recommendation=rec)
-    return Outcome(size, _explain(policy, observed, rec, wanted, size, current), memory, signals)
+    return Outcome(size, _explain(policy, observed, rec, wanted, size, current, why), memory, signals)
+
+
+def _scale_in(seen: tuple[tuple[float, float], ...], policy: ScalingPolicy, now: float, current: int,
+              warming: int) -> tuple[int, str]:
+    """The size a scale-in lands on (bounded), or `current`, with the words that say which and why."""
+    if warming:
+        return current, "scale-in waits for the warming VMs"
+    size, why = scale_in_size(seen, policy, now, current)
+    size = clamp(size, policy)
+    if size < current:
+        return size, f"scale in to {size} (the window's peak level fits)"
+    return current, why or f"min_replicas is {policy.min_replicas}"
 
 
 def _step_factor(seen: tuple[tuple[float, float], ...], policy: ScalingPolicy, load: LoadView) -> float:
@@ -254,11 +266,11 @@ def _from_zero(state: FleetState, load: LoadView, warming: int, signals: Signals
     return Outcome(size, f"traffic ({demand:g}) with no VM: start {size}", state.memory, signals)
 
 
-def _explain(policy: ScalingPolicy, observed: float, rec: int, wanted: int, size: int, current: int) -> str:
+def _explain(policy: ScalingPolicy, observed: float, rec: int, wanted: int, size: int, current: int, why: str) -> str:
     """One line a person can follow: the signal against the target, and each step's result."""
     text = f"{policy.signal.value} {observed:.3g} per VM vs target {policy.target:g}: recommend {rec}"
-    if wanted < current:
-        text += f", scale in to {wanted} (the window's peak level fits)"
+    if why:
+        text += f", {why}"
     elif wanted != rec:
         text += f", stabilized to {wanted}"
     if size != wanted:

@@ -68,7 +68,8 @@ def forget_drained(state: DesiredState, vm: str) -> DesiredState:
 
 
 def status(
-    desired: DesiredState, fleet: FleetState, leader: str | None, epoch: int, load: FleetLoaded | None, now: float
+    desired: DesiredState, fleet: FleetState, leader: str | None, epoch: int, load: FleetLoaded | None, now: float,
+    reason: str | None = None,
 ) -> FleetStatus:
     """The `fleet.cmd.status` answer from this replica's view."""
     vms = [
@@ -84,5 +85,5 @@ def status(
     ]
     return FleetStatus(
         desired=desired.desired, policy=desired.policy, hold_until=desired.hold_until, leader=leader,
-        epoch=epoch, vms=vms, balancers=balancers, load=load,
+        epoch=epoch, vms=vms, balancers=balancers, load=load, reason=None if reason is None else reason[:1000],
     )

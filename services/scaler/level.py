@@ -90,21 +90,25 @@ def landing(seen: Seen, policy: ScalingPolicy, since: float) -> int:
     return math.ceil(need - 1e-9)
 
 
-def scale_in_size(seen: Seen, policy: ScalingPolicy, now: float, current: int) -> int:
-    """Where a scale-in lands now, or `current` when it must not happen yet.
+def scale_in_size(seen: Seen, policy: ScalingPolicy, now: float, current: int) -> tuple[int, str]:
+    """Where a scale-in lands now, or `current` and why not yet, in words ("" when it lands).
 
     It waits for a whole window (plus the settle time) of history; lands where `landing` says;
     acts only when that frees at least `scale_down_tolerance` of the fleet (each action is one
     worth taking; on a small fleet this can keep one VM more than the load needs); and holds
     while the peak is still leaving the window (the landing over a window `scale_down_settle_s`
-    longer would differ), so one burst gives one scale-in.
+    longer would differ), so one burst gives one scale-in. The words are what `quicfleet status`
+    shows, since "why does it not scale in?" is the question an operator asks.
     """
     window, settle = policy.scale_down_stabilization_s, policy.scale_down_settle_s
-    if not seen or seen[0][0] > now - window - settle:
-        return current
+    have = now - seen[0][0] if seen else 0.0
+    if have < window + settle:
+        return current, f"scale-in waits for {window + settle:g} s of load history (has {have:.0f} s)"
     size = landing(seen, policy, now - window)
     if size > math.floor(current * (1 - policy.scale_down_tolerance) + 1e-9):
-        return current
+        freed = max(0, current - size) / current
+        return current, (f"the window's peak needs {size}: that frees {freed:.0%},"
+                         f" under scale_down_tolerance {policy.scale_down_tolerance:.0%}")
     if settle and landing(seen, policy, now - window - settle) != size:
-        return current
-    return size
+        return current, "scale-in waits while the window's peak is leaving it"
+    return size, ""

@@ -97,6 +97,8 @@ def status_view(status: FleetStatus, now: datetime) -> RenderableType:
     parts: list[RenderableType] = [fleet_headline(status), vm_table(status, now)]
     parts.append(balancer_table(status, now) if status.balancers else Text("no balancer has reported", style="dim"))
     parts.append(load_line(status.load))
+    if status.reason:
+        parts.append(Text(f"scaler: {status.reason}"))
     return Group(*parts)
 
 

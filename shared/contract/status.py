@@ -57,3 +57,5 @@ class FleetStatus(Model):
     vms: list[VmStatus] = []
     balancers: list[BalancerStatus] = []
     load: FleetLoaded | None = None
+    reason: Annotated[str, Field(max_length=1000)] | None = None
+    """The leader's latest evaluation in words (why it holds or moves); None when a follower answered."""

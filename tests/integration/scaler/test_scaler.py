@@ -60,7 +60,8 @@ async def test_scale_one_to_three_by_command_sends_creates(bus: Bus, settings_en
 
 
 async def test_two_replicas_only_the_leader_acts(bus: Bus, settings_env: dict[str, str]) -> None:
-    """With two replicas exactly one leads, both report it, and every create comes from it (three, not six)."""
+    """With two replicas exactly one leads, both report it, and every create comes from it (three, not six);
+    only the leader's status says why it holds or moves."""
     async with FakeProvisioner(bus) as prov, scaler("s1") as one, scaler("s2") as two:
         await wait_until(lambda: one.leading or two.leading, 20, what="a leader")
         leader, follower = (one, two) if one.leading else (two, one)
@@ -72,6 +73,7 @@ async def test_two_replicas_only_the_leader_acts(bus: Bus, settings_env: dict[st
         assert not follower.leading and follower.lease.holder == leader.settings.scaler_id
         views = [await s.status(GetStatus()) for s in (leader, follower)]
         assert {(v.leader, v.epoch, v.desired) for v in views} == {(leader.settings.scaler_id, 1, 3)}
+        assert views[0].reason and views[1].reason is None  # only the leader evaluates, so only it says why
     assert len(prov.creates) == 3
     assert all(c.request_id.startswith(f"{leader.settings.scaler_id}-e1-") for c in prov.creates)
 

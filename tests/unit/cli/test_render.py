@@ -38,9 +38,10 @@ def test_status_view_shows_vms_balancers_and_desired_against_actual() -> None:
         vms=[VmStatus(name="qf-a", state=VmState.READY, address="10.0.0.5:443", since=NOW - timedelta(seconds=90),
                       outstanding=3)],
         balancers=[BalancerStatus(id="b1", address="127.0.0.1:8443", last_seen=NOW)],
-        load=load,
+        load=load, reason="outstanding 2 per VM vs target 8: recommend 1, scale-in waits for warming VMs (hold)",
     )
     shown = text_of(status_view(status, NOW))
+    assert "scaler: outstanding 2 per VM" in shown and "waits for warming VMs" in shown
     assert "desired 2, live 1, ready 1" in shown
     assert "qf-a" in shown and "ready" in shown and "10.0.0.5:443" in shown
     assert "3 out, 12.5 rps" in shown and "1m30s" in shown

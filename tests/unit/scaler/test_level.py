@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.scaler.level import landing, step_estimate
+from services.scaler.level import landing, scale_in_size, step_estimate
 from shared.contract.policy import ScalingPolicy, Signal
 
 WINDOW = 10
@@ -57,3 +57,14 @@ def test_landing_leaves_room_for_the_noise_under_the_trigger() -> None:
     quiet = [(float(t), 635.0) for t in range(400)]
     noisy = [(float(t), 635.0 + (60.0 if t % 2 else -60.0)) for t in range(400)]
     assert landing(noisy, policy, 100.0) > landing(quiet, policy, 100.0)
+
+
+def test_scale_in_says_why_it_holds_and_lands_when_it_may() -> None:
+    """A held scale-in names what it waits for (history, a step worth taking); one that may act says nothing."""
+    policy = ScalingPolicy(signal=Signal.RPS, target=70, max_replicas=50)
+    short = [(float(t), 600.0) for t in range(100)]
+    assert scale_in_size(short, policy, 99.0, 20) == (20, "scale-in waits for 310 s of load history (has 99 s)")
+    steady = [(float(t), 600.0) for t in range(400)]
+    size, why = scale_in_size(steady, policy, 399.0, 9)
+    assert size == 9 and "peak needs 8: that frees 11%, under scale_down_tolerance 30%" in why
+    assert scale_in_size(steady, policy, 399.0, 20) == (8, "")
