@@ -14,12 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
 
 import structlog
 from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from shared.contract.base import Model, Name, utcnow
 from shared.contract.provisioning import Epoch
@@ -30,11 +31,16 @@ LEASE_KEY = "leader"
 
 
 class LeaseRecord(Model):
-    """The lease value: who holds it, in which epoch (None holder: released, free to take)."""
+    """The lease value: who holds it, in which epoch (None holder: released, free to take).
+
+    `reason` is the holder's latest evaluation in words, carried by each renewal so that a
+    follower asked for status can say why the fleet holds or moves without a write of its own.
+    """
 
     holder: Name | None
     epoch: Epoch
     renewed_at: datetime
+    reason: Annotated[str, Field(max_length=1000)] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,8 @@ class Lease:
         self.kv, self.me, self.ttl_s, self.clock = kv, me, ttl_s, clock
         self.epoch = 0
         self.holder: str | None = None
+        self.reason: str | None = None
+        """Leading: this replica's latest reason, written with each renewal. Following: the holder's, as last read."""
         self._revision = 0
         self._renewed_at: float | None = None
         self._seen: Seen | None = None
@@ -102,6 +110,7 @@ class Lease:
             return await self._write(1, create=True)
         record = _decode(entry.value)
         self.holder = record.holder if record else None
+        self.reason = record.reason if record else None
         self.epoch = record.epoch if record else self.epoch
         now = self.clock()
         free = record is not None and record.holder in (None, self.me)
@@ -109,7 +118,7 @@ class Lease:
             if self._seen is None or self._seen.revision != entry.revision:
                 self._seen = Seen(entry.revision or 0, record, now)
             return False
-        self._revision = entry.revision or 0
+        self._revision, self.reason = entry.revision or 0, None  # the deposed holder's words are not ours
         return await self._write((record.epoch if record else 0) + 1, create=False)
 
     async def _write(self, epoch: int, create: bool) -> bool:
@@ -144,7 +153,8 @@ class Lease:
             log.warning("lease.release_failed", error=str(error) or type(error).__name__)
 
     def _encode(self, epoch: int) -> bytes:
-        return LeaseRecord(holder=self.me, epoch=epoch, renewed_at=utcnow()).model_dump_json().encode()
+        reason = self.reason[:1000] if self.reason else None
+        return LeaseRecord(holder=self.me, epoch=epoch, renewed_at=utcnow(), reason=reason).model_dump_json().encode()
 
 
 def _decode(value: bytes | None) -> LeaseRecord | None:

@@ -70,7 +70,6 @@ class ScalerService(BusService):
         self.fleet = FleetState(desired=0, policy=ScalingPolicy(), leader=settings.scaler_id)
         self.load: LoadView | None = None
         self.snapshot: FleetLoaded | None = None
-        self._reason: str | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -181,9 +180,8 @@ class ScalerService(BusService):
 
     async def status(self, _cmd: GetStatus) -> FleetStatus:
         lease = self.lease
-        reason = self._reason if self.leading else None
         return edits.status(self.store.current, self.fleet, lease.holder, lease.epoch, self.snapshot, self.clock(),
-                            reason)
+                            lease.reason)
 
     async def scale(self, cmd: ScaleFleet) -> DesiredState:
         return await self._store_change(lambda s: edits.scale(s, cmd, self.clock()))
@@ -249,7 +247,7 @@ class ScalerService(BusService):
             stored = self.store.current
             self.fleet = _with_desired(self.fleet, stored, known=self.store.revision > 0)
             decision = decide(self.fleet, self.load, self.clock())
-            self._reason = decision.reason
+            self.lease.reason = decision.reason
             if decision.changed:
                 update = {"desired": decision.desired, "leader": self.lease.me, "epoch": self.lease.epoch}
                 if not await self.store.write(stored.model_copy(update=update), self.store.revision):

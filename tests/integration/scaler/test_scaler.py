@@ -61,7 +61,7 @@ async def test_scale_one_to_three_by_command_sends_creates(bus: Bus, settings_en
 
 async def test_two_replicas_only_the_leader_acts(bus: Bus, settings_env: dict[str, str]) -> None:
     """With two replicas exactly one leads, both report it, and every create comes from it (three, not six);
-    only the leader's status says why it holds or moves."""
+    both statuses say why the fleet holds or moves (the follower from the lease the leader renews)."""
     async with FakeProvisioner(bus) as prov, scaler("s1") as one, scaler("s2") as two:
         await wait_until(lambda: one.leading or two.leading, 20, what="a leader")
         leader, follower = (one, two) if one.leading else (two, one)
@@ -71,9 +71,10 @@ async def test_two_replicas_only_the_leader_acts(bus: Bus, settings_env: dict[st
 
         await wait_until(lambda: ready(leader) and ready(follower), 20, what="both views at three ready VMs")
         assert not follower.leading and follower.lease.holder == leader.settings.scaler_id
+        await wait_until(lambda: follower.lease.reason is not None, 5 * TTL, what="the reason relayed by the lease")
         views = [await s.status(GetStatus()) for s in (leader, follower)]
         assert {(v.leader, v.epoch, v.desired) for v in views} == {(leader.settings.scaler_id, 1, 3)}
-        assert views[0].reason and views[1].reason is None  # only the leader evaluates, so only it says why
+        assert views[0].reason and views[1].reason  # the follower relays the reason the leader renews its lease with
     assert len(prov.creates) == 3
     assert all(c.request_id.startswith(f"{leader.settings.scaler_id}-e1-") for c in prov.creates)
 
