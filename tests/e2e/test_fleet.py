@@ -110,14 +110,20 @@ async def test_scale_two_to_three_to_one_under_load_fails_no_request(watch: Flee
     assert result["bodies"].get(f"Server Address: {survivor}", 0) > 0
 
 
-async def test_vm_destroyed_behind_our_back_is_replaced_without_failed_requests(
-    watch: FleetWatch, load: Any, lab_handle: Lab
-) -> None:
-    """A clone killed with `virsh destroy` is ejected and replaced while idempotent GETs keep succeeding."""
+async def _two_serving(watch: FleetWatch, load: Any) -> tuple[dict[str, str], LoadRun]:
+    """Two ready clones, and steady load through the balancer that has had answers from both."""
     await watch.scale(2)
     before = await watch.settle(2)
     run = load()
     await wait_until(lambda: all(run.seen(a) for a in before.values()), 120, 0.5, "answers from both clones")
+    return before, run
+
+
+async def test_vm_destroyed_behind_our_back_is_replaced_without_failed_requests(
+    watch: FleetWatch, load: Any, lab_handle: Lab
+) -> None:
+    """A clone killed with `virsh destroy` is ejected and replaced while idempotent GETs keep succeeding."""
+    before, run = await _two_serving(watch, load)
     victim = sorted(before)[0]
     subprocess.run(["virsh", "-c", lab_handle.info.libvirt_uri, "destroy", victim], check=True, capture_output=True)
     await wait_until(lambda: watch.ended(victim), 120, 0.5, f"{victim} reported gone")
@@ -136,10 +142,7 @@ async def test_libvirtd_restart_under_load_fails_no_request_and_the_next_scale_o
     watch: FleetWatch, load: Any, lab_handle: Lab
 ) -> None:
     """Restarting libvirtd leaves the serving clones alone, and the provisioner reconnects to boot the next one."""
-    await watch.scale(2)
-    before = await watch.settle(2)
-    run = load()
-    await wait_until(lambda: all(run.seen(a) for a in before.values()), 120, 0.5, "answers from both clones")
+    before, run = await _two_serving(watch, load)
     lab_handle.restart_libvirtd()
     await watch.scale(3)
     after = await watch.settle(3)
