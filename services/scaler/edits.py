@@ -85,5 +85,5 @@ def status(
     ]
     return FleetStatus(
         desired=desired.desired, policy=desired.policy, hold_until=desired.hold_until, leader=leader,
-        epoch=epoch, vms=vms, balancers=balancers, load=load, reason=None if reason is None else reason[:1000],
+        epoch=epoch, vms=vms, balancers=balancers, load=load, reason=reason,
     )

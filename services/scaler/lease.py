@@ -153,8 +153,8 @@ class Lease:
             log.warning("lease.release_failed", error=str(error) or type(error).__name__)
 
     def _encode(self, epoch: int) -> bytes:
-        reason = self.reason[:1000] if self.reason else None
-        return LeaseRecord(holder=self.me, epoch=epoch, renewed_at=utcnow(), reason=reason).model_dump_json().encode()
+        record = LeaseRecord(holder=self.me, epoch=epoch, renewed_at=utcnow(), reason=self.reason)
+        return record.model_dump_json().encode()
 
 
 def _decode(value: bytes | None) -> LeaseRecord | None:

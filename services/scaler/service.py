@@ -247,7 +247,7 @@ class ScalerService(BusService):
             stored = self.store.current
             self.fleet = _with_desired(self.fleet, stored, known=self.store.revision > 0)
             decision = decide(self.fleet, self.load, self.clock())
-            self.lease.reason = decision.reason
+            self.lease.reason = decision.reason[:1000]  # the lease and status fields' bound, cut once here
             if decision.changed:
                 update = {"desired": decision.desired, "leader": self.lease.me, "epoch": self.lease.epoch}
                 if not await self.store.write(stored.model_copy(update=update), self.store.revision):

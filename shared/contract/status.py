@@ -58,4 +58,4 @@ class FleetStatus(Model):
     balancers: list[BalancerStatus] = []
     load: FleetLoaded | None = None
     reason: Annotated[str, Field(max_length=1000)] | None = None
-    """The leader's latest evaluation in words (why it holds or moves); None when a follower answered."""
+    """The leader's latest evaluation in words (why it holds or moves); a follower relays it from the lease."""
