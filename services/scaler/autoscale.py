@@ -84,13 +84,15 @@ def recommend(policy: ScalingPolicy, observed: float, warm: int, warming: int, c
     """ceil(warm x ratio), inside the tolerance band the current size; warming VMs count as capacity.
 
     Scaling up, warming VMs are assumed empty (the warm VMs' load alone says how many are
-    needed); scaling down, they are assumed at target, so a fleet still booting is not shrunk.
+    needed), and the size gets `scale_up_headroom` on top: a steady rise then takes fewer,
+    larger steps, paid for in VMs. Scaling down, warming VMs are assumed at target, so a fleet
+    still booting is not shrunk.
     """
     ratio = observed / policy.target
     if 1.0 - max(policy.tolerance, policy.scale_down_tolerance) <= ratio <= 1.0 + policy.tolerance:
         return current
     if ratio > 1.0:
-        return math.ceil(warm * ratio - 1e-9)
+        return math.ceil(warm * ratio * (1 + policy.scale_up_headroom) - 1e-9)
     return math.ceil(warm * ratio + warming - 1e-9)
 
 

@@ -40,6 +40,7 @@ class ScalingPolicy(Model):
     scale_down_settle_s: Seconds = 10
     scale_down_after_up_s: Seconds = 300
     scale_up_lookahead_s: Seconds = 10
+    scale_up_headroom: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
     scale_up_max_step: Annotated[int, Field(ge=1, le=MAX_FLEET, strict=True)] = 4
     scale_up_max_percent: Percent = 400
     scale_up_period_s: Seconds = 15

@@ -43,6 +43,19 @@ def test_scale_up_sends_creates_at_once() -> None:
     assert len({c.request_id for c in creates}) == 2 and len(decision.state.pending) == 2
 
 
+@pytest.mark.parametrize(("headroom", "expected"), [(0.0, 4), (0.2, 5), (0.5, 6)])
+def test_scale_up_headroom_lands_above_the_recommendation(headroom: float, expected: int) -> None:
+    """`scale_up_headroom` adds its share on top of a scale-up: ceil(2 x 2 x (1 + headroom)) VMs."""
+    state = fleet(2, policy=ScalingPolicy(scale_up_headroom=headroom))
+    assert decide(state, load(state, 16.0), NOW).desired == expected
+
+
+def test_scale_up_headroom_leaves_the_band_and_scale_down_alone() -> None:
+    """Headroom applies only to scaling up: inside the band the fleet holds, as without it."""
+    state = fleet(2, policy=ScalingPolicy(scale_up_headroom=0.5), memory=AutoscaleMemory.seeded(2, NOW - 1))
+    assert decide(state, load(state, 8.7), NOW).desired == 2
+
+
 def test_creates_in_flight_are_not_sent_twice() -> None:
     """A second evaluation with the same load sends nothing: pending creates count as capacity."""
     state = fleet(2)
