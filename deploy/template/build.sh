@@ -10,7 +10,7 @@
 # Artefacts (in --out, default deploy/template/build/): vmlinuz, initrd.img, root.qcow2 and
 # backend-template.xml.in. The guest: the Debian kernel, a busybox initramfs that loads the
 # virtio and ext4 modules, and an ext4 root disk with busybox, Caddy 2.6.2 (HTTP/1.1, 2 and 3
-# on 443) and an init that retries DHCP until it has a lease. Rebuilds only when an input changed.
+# on 443), the QEMU guest agent and an init that retries DHCP until it has a lease. Rebuilds only when an input changed.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -50,6 +50,7 @@ for tool in apt-get apt-cache dpkg-deb busybox cpio gzip mkfs.ext4 qemu-img open
   command -v "$tool" >/dev/null || die "missing $tool (install the packages in deploy/apt/vm.txt)"
 done
 [ -x /usr/bin/caddy ] || die "missing /usr/bin/caddy (apt-get install caddy)"
+[ -x /usr/sbin/qemu-ga ] || die "missing /usr/sbin/qemu-ga (apt-get install qemu-guest-agent)"
 # The guest has no libc of its own for busybox: it must be the static build.
 ldd /usr/bin/busybox >/dev/null 2>&1 && die "/usr/bin/busybox is dynamic: apt-get install busybox-static"
 
@@ -92,7 +93,7 @@ build_initramfs() {
   cp /usr/bin/busybox "$staging/bin/busybox"
   install -m 0755 "$here/guest/initramfs-init" "$staging/init"
   local modules="$unpacked/lib/modules/$version" module
-  for module in $(module_closure "$modules/modules.dep" crc32c_generic virtio_pci virtio_blk virtio_net virtio-rng ext4); do
+  for module in $(module_closure "$modules/modules.dep" crc32c_generic virtio_pci virtio_blk virtio_net virtio-rng virtio_console ext4); do
     mkdir -p "$staging/lib/modules/$version/$(dirname "$module")"
     cp "$modules/$module" "$staging/lib/modules/$version/$module"
   done
@@ -126,6 +127,7 @@ build_root_disk() {
     -subj /CN=quicfleet-backend -keyout "$staging/etc/caddy/key.pem" -out "$staging/etc/caddy/cert.pem" 2>/dev/null
   cp "$staging/etc/caddy/cert.pem" "$out/backend-cert.pem"
   copy_with_libraries /usr/bin/caddy "$staging"
+  copy_with_libraries /usr/sbin/qemu-ga "$staging"
   echo "root:x:0:0:root:/root:/bin/sh" > "$staging/etc/passwd"
   echo "root:x:0:" > "$staging/etc/group"
   rm -f "$out/root.raw"
@@ -136,8 +138,8 @@ build_root_disk() {
 }
 
 inputs_digest() {
-  # Everything that changes the artefacts: our guest files, this script, kernel and caddy.
-  { cat "$here/build.sh" "$here/domain.xml.in" "$here"/guest/*; echo "$1"; sha256sum /usr/bin/caddy /usr/bin/busybox; } \
+  # Everything that changes the artefacts: our guest files, this script, kernel, caddy and qemu-ga.
+  { cat "$here/build.sh" "$here/domain.xml.in" "$here"/guest/*; echo "$1"; sha256sum /usr/bin/caddy /usr/bin/busybox /usr/sbin/qemu-ga; } \
     | sha256sum | cut -d' ' -f1
 }
 
