@@ -120,8 +120,8 @@ class Aggregator:
                 _accumulate(merged.setdefault(vm, VmDelta()), delta)
         return merged
 
-    def snapshot(self, now: float, at: datetime) -> FleetLoaded:
-        """The `fleet.load` message for this moment: fleet-wide and per-VM windowed load."""
+    def snapshot(self, now: float, at: datetime, source: str | None = None) -> FleetLoaded:
+        """The `fleet.load` message for this moment: fleet-wide and per-VM windowed load, signed by `source`."""
         per_vm = self.window(now)
         vms = [_vm_load(vm, d) for vm, d in sorted(per_vm.items())[:MAX_VMS_IN_SNAPSHOT]]
         fleet = VmDelta()
@@ -132,6 +132,7 @@ class Aggregator:
             window_s=self.window_s,
             balancers=len(self.runs),
             vms=vms,
+            source=source,
             **_load_fields(fleet),
         )
 

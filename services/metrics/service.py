@@ -11,6 +11,7 @@ Several replicas may run side by side: each sees the same reports and publishes 
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 import structlog
 from nats.aio.msg import Msg
@@ -42,7 +43,11 @@ class MetricsService(BusService):
     def __init__(self, settings: MetricsSettings, bus: Bus | None = None) -> None:
         super().__init__(settings, bus)
         self.settings: MetricsSettings = settings
-        self.state = MetricsState(settings.metrics_window_s, settings.metrics_history_s, settings.metrics_interval_s)
+        self.source = f"{settings.instance[:50]}-{secrets.token_hex(3)}"
+        """Signs each snapshot: replicas on one host share the instance name (host networking)."""
+        self.state = MetricsState(
+            settings.metrics_window_s, settings.metrics_history_s, settings.metrics_interval_s, self.source
+        )
         self.http: HttpServer | None = None
 
     def _now(self) -> float:

@@ -28,16 +28,17 @@ class Expired:
 class MetricsState:
     """Aggregated load, fleet shape, the latest snapshot and bounded history."""
 
-    def __init__(self, window_s: float, history_s: float, interval_s: float) -> None:
+    def __init__(self, window_s: float, history_s: float, interval_s: float, source: str | None = None) -> None:
         points = min(MAX_HISTORY_POINTS, max(1, round(history_s / interval_s)))
         self.aggregator = Aggregator(window_s, forget_after_s=history_s)
         self.fleet = FleetView(points, forget_after_s=history_s)
         self.latest: FleetLoaded | None = None
+        self.source = source
 
     def tick(self, now: float, at: datetime) -> tuple[FleetLoaded, Expired]:
         """Drop what went stale, take a snapshot and record it in the history."""
         expired = Expired(self.aggregator.expire(now), self.fleet.expire(now))
-        snapshot = self.aggregator.snapshot(now, at)
+        snapshot = self.aggregator.snapshot(now, at, self.source)
         self.fleet.record(snapshot)
         self.latest = snapshot
         return snapshot, expired

@@ -27,6 +27,8 @@ from services.scaler.model import AutoscaleMemory, Decision, FleetState, LoadVie
 from services.scaler.settings import ScalerSettings
 from services.scaler.store import DesiredStore
 from services.scaler.track import (
+    LoadSource,
+    follow,
     forget,
     load_view,
     new_term,
@@ -70,6 +72,7 @@ class ScalerService(BusService):
         self.fleet = FleetState(desired=0, policy=ScalingPolicy(), leader=settings.scaler_id)
         self.load: LoadView | None = None
         self.snapshot: FleetLoaded | None = None
+        self._source = LoadSource()
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -142,6 +145,12 @@ class ScalerService(BusService):
 
     async def _on_load(self, snapshot: FleetLoaded, _msg: Msg) -> None:
         now = self.clock()
+        followed = follow(self._source, snapshot.source, now, self.fleet.policy.stale_after_s / 2)
+        if followed is None:
+            return
+        if followed.name != self._source.name:
+            log.info("scaler.load_source", source=followed.name, previous=self._source.name)
+        self._source = followed
         self.snapshot, self.load = snapshot, load_view(snapshot, now)
         if not self.leading:
             view, stored, known = self.load, self.store.current, self.store.revision > 0

@@ -7,6 +7,7 @@ event arrived, so clock skew between hosts cannot make a booting VM look warm.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -184,6 +185,28 @@ def on_drained(state: FleetState, event: BackendDrained) -> FleetState:
         return state
     drains = dict(state.drains) | {event.vm: replace(drain, waiting=drain.waiting - {event.balancer})}
     return replace(state, drains=drains)
+
+
+@dataclass(frozen=True)
+class LoadSource:
+    """The metrics replica whose `fleet.load` series the scaler follows, and when it was last heard."""
+
+    name: str | None = None
+    heard_at: float = -math.inf
+
+
+def follow(current: LoadSource, source: str | None, now: float, patience_s: float) -> LoadSource | None:
+    """The followed replica after a snapshot from `source`, or None when the snapshot is to be ignored.
+
+    Several metrics replicas each publish every interval. Their snapshots agree, but taken
+    together they would put two points per interval into the demand history, a fraction of an
+    interval apart: the history's jumps would shrink to half noise, half nothing, and the step
+    detector would read ordinary noise as bursts. So one replica's series is followed, and
+    another is taken up only when that one has been silent for `patience_s`.
+    """
+    if source == current.name or now - current.heard_at > patience_s:
+        return LoadSource(source, now)
+    return None
 
 
 def load_view(snapshot: FleetLoaded, now: float) -> LoadView:

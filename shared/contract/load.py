@@ -88,3 +88,6 @@ class FleetLoaded(LoadFigures, Message):
     window_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
     balancers: Count = 0
     vms: Annotated[list[VmLoad], Field(max_length=2000)] = []
+    source: Name | None = Field(
+        None, description="The metrics replica that took it (instance, per-process suffix); the scaler follows one."
+    )

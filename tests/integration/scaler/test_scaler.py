@@ -96,15 +96,20 @@ async def test_leader_killed_follower_takes_over_within_a_lease_period(bus: Bus,
     assert {c.epoch for c in prov.creates} == {2}
 
 
+async def _two_warm_vms(bus: Bus, prov: FakeProvisioner, follower: ScalerService) -> None:
+    """Two VMs, ready and warm at once (warmup 0), in the follower's view: the load they carry then counts."""
+    await bus.request(bus.subjects.cmd_policy, PolicyPatch(warmup_s=0), ScalingPolicy)
+    await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=2), DesiredState)
+    await wait_until(lambda: len(prov.vms) == 2 and all(r.state is VmState.READY for r in prov.vms.values())
+                     and len(follower.fleet.vms) == 2, 20, what="two ready VMs in the follower's view")
+
+
 async def test_follower_keeps_the_load_history_and_leads_with_it(bus: Bus, settings_env: dict[str, str]) -> None:
     """A follower records each load snapshot it sees, and after a takeover its autoscaler starts from that history."""
     async with FakeProvisioner(bus) as prov, scaler("s1") as one, scaler("s2") as two:
         await wait_until(lambda: one.leading or two.leading, 20, what="a leader")
         leader, follower = (one, two) if one.leading else (two, one)
-        await bus.request(bus.subjects.cmd_policy, PolicyPatch(warmup_s=0), ScalingPolicy)
-        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=2), DesiredState)
-        await wait_until(lambda: len(prov.vms) == 2 and all(r.state is VmState.READY for r in prov.vms.values())
-                         and len(follower.fleet.vms) == 2, 20, what="two ready VMs in the follower's view")
+        await _two_warm_vms(bus, prov, follower)
         for i in range(5):
             views = [VmLoad(vm=name, outstanding=1.0 + i) for name in prov.vms]
             await bus.publish(bus.subjects.load, FleetLoaded(window_s=1, outstanding=2.0 + 2 * i, vms=views))
@@ -119,6 +124,38 @@ async def test_follower_keeps_the_load_history_and_leads_with_it(bus: Bus, setti
         await wait_until(lambda: follower.fleet.epoch == 2, 10, what="the new term")
     assert [v for _, v in witnessed] == [2.0, 4.0, 6.0, 8.0, 10.0]
     assert set(witnessed) <= set(follower.fleet.memory.observations)
+
+
+async def test_two_metrics_replicas_give_one_load_history(bus: Bus, settings_env: dict[str, str]) -> None:
+    """Of two metrics replicas' interleaved snapshots only one's enter the history, until that one falls silent."""
+    async with FakeProvisioner(bus) as prov, scaler("s1") as one, scaler("s2") as two:
+        await wait_until(lambda: one.leading or two.leading, 20, what="a leader")
+        follower = two if one.leading else one
+        await _two_warm_vms(bus, prov, follower)
+
+        def snapshot(source: str, outstanding: float) -> FleetLoaded:
+            views = [VmLoad(vm=name, outstanding=outstanding / 2) for name in prov.vms]
+            return FleetLoaded(window_s=1, outstanding=outstanding, vms=views, source=source)
+
+        def values() -> list[float]:
+            return [v for _, v in follower.fleet.memory.observations]
+
+        for i in range(4):  # a, b, a, b, a, b, a: delivered in order, so a's fourth follows every b
+            if i:
+                await bus.publish(bus.subjects.load, snapshot("metrics-b", 100.0))
+            await bus.publish(bus.subjects.load, snapshot("metrics-a", 2.0 + 2 * i))
+            def witnessed(n: int = i + 1) -> bool:
+                return len(values()) >= n
+
+            await wait_until(witnessed, 10, what="replica a's snapshot witnessed")
+        assert values() == [2.0, 4.0, 6.0, 8.0]
+
+        async def b_taken_up() -> bool:
+            await bus.publish(bus.subjects.load, snapshot("metrics-b", 100.0))
+            return 100.0 in values()
+
+        await wait_until(b_taken_up, 20, interval=0.2, what="replica b followed once a is silent")
+    assert values()[:4] == [2.0, 4.0, 6.0, 8.0]
 
 
 async def test_bad_commands_get_invalid_or_not_found(bus: Bus, settings_env: dict[str, str]) -> None:

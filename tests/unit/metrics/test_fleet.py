@@ -88,3 +88,11 @@ def test_history_is_bounded_by_history_s() -> None:
     point = state.fleet.history[-1]
     assert point.rps == pytest.approx(10.0) and point.errors_ps == pytest.approx(1.0)
     assert point.states["ready"] == 1
+
+
+def test_snapshots_are_signed_by_the_replica_that_took_them() -> None:
+    """Each `fleet.load` snapshot names its metrics replica, so a scaler can follow one replica's series."""
+    signed = MetricsState(window_s=10, history_s=20, interval_s=1, source="metrics-a1b2c3")
+    snapshot, _ = signed.tick(1.0, T0)
+    assert snapshot.source == "metrics-a1b2c3"
+    assert MetricsState(window_s=10, history_s=20, interval_s=1).tick(1.0, T0)[0].source is None

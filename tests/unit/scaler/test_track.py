@@ -8,7 +8,7 @@ import pytest
 
 from services.scaler import edits
 from services.scaler.lease import LeaseRecord, Seen, expired
-from services.scaler.track import on_lists, on_report, on_vm_event
+from services.scaler.track import LoadSource, follow, on_lists, on_report, on_vm_event
 from shared.contract.base import ErrorCode
 from shared.contract.commands import DrainVm, PolicyPatch, ScaleFleet
 from shared.contract.events import VmState, VmStateChanged
@@ -109,3 +109,20 @@ def test_lease_expires_only_after_ttl_on_an_unchanged_revision() -> None:
     assert expired(seen, 7, 6.0, 106.0)
     assert not expired(seen, 8, 6.0, 200.0)
     assert not expired(None, 7, 6.0, 200.0)
+
+
+def test_load_follows_one_metrics_replica_until_it_falls_silent() -> None:
+    """A second metrics replica is ignored while the followed one speaks, and taken up after `patience_s` of silence."""
+    first = follow(LoadSource(), "m-a", NOW, patience_s=2.5)
+    assert first == LoadSource("m-a", NOW)
+    assert follow(first, "m-b", NOW + 0.4, patience_s=2.5) is None
+    again = follow(first, "m-a", NOW + 1, patience_s=2.5)
+    assert again == LoadSource("m-a", NOW + 1)
+    assert follow(again, "m-b", NOW + 3.4, patience_s=2.5) is None
+    assert follow(again, "m-b", NOW + 3.6, patience_s=2.5) == LoadSource("m-b", NOW + 3.6)
+
+
+def test_unsigned_snapshots_are_one_series() -> None:
+    """Snapshots without a source (an older metrics service) are all accepted, as one series."""
+    state = follow(LoadSource(), None, NOW, patience_s=2.5)
+    assert state is not None and follow(state, None, NOW + 0.1, patience_s=2.5) == LoadSource(None, NOW + 0.1)
