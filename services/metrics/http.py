@@ -72,14 +72,16 @@ def _since(raw: str | None) -> float | None:
 class HttpServer:
     """Starts and stops the aiohttp server; knows the port it really bound (0 = any free port)."""
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
+    def __init__(self, app: web.Application, host: str, port: int, reuse_port: bool = False) -> None:
         self.runner = web.AppRunner(app, access_log=None)
         self.host = host
         self.port = port
+        self.reuse_port = reuse_port
+        """SO_REUSEPORT, so `--scale metrics=N` on a host network does not fail on "address in use"."""
 
     async def start(self) -> None:
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, self.port)
+        site = web.TCPSite(self.runner, self.host, self.port, reuse_port=self.reuse_port)
         try:
             await site.start()
         except OSError as error:

@@ -61,7 +61,8 @@ class MetricsService(BusService):
         await self.bus.subscribe(s.scaler_state, DesiredState, self.on_desired)
         await self._subscriptions_registered()
         app = make_app(self.state, lambda: self._bus is not None and self._bus.connected)
-        self.http = HttpServer(app, self.settings.metrics_host, self.settings.metrics_port)
+        settings = self.settings
+        self.http = HttpServer(app, settings.metrics_host, settings.metrics_port, settings.metrics_reuse_port)
         await self.http.start()
         self.spawn(self._publish_loop(), "metrics.publish")
 

@@ -12,6 +12,9 @@ class MetricsSettings(ServiceSettings):
         "127.0.0.1", min_length=1, max_length=255, description="Address the HTTP server (/metrics, dashboard) binds."
     )
     metrics_port: int = Field(9090, ge=0, le=65535, description="HTTP port; 0 picks a free one (tests).")
+    metrics_reuse_port: bool = Field(
+        True, description="Bind with SO_REUSEPORT: replicas on one host network share the port (any one answers)."
+    )
     metrics_interval_s: float = Field(
         1.0, ge=0.05, le=60, description="How often a `fleet.load` snapshot is published."
     )

@@ -125,7 +125,8 @@ def test_compose_file_is_valid_for_docker_compose_v1() -> None:
 
 def test_stack_builds_comes_up_healthy_scales_and_goes_away(engine: Engine, tmp_path: Path) -> None:
     """Build on a bare Debian base, `up`: all healthy, status answers, four services register;
-    `--scale scaler=2 --scale balancer=3` adds replicas; `down -v` leaves no container or volume."""
+    `--scale scaler=2 --scale balancer=3 --scale metrics=2` adds replicas (metrics sharing its HTTP port);
+    `down -v` leaves no container or volume."""
     project = f"qftest{os.getpid()}"
     env = compose_env(engine, project, tmp_path)
     url = f"nats://127.0.0.1:{env['NATS_PORT']}"
@@ -138,10 +139,10 @@ def test_stack_builds_comes_up_healthy_scales_and_goes_away(engine: Engine, tmp_
         result = reply["result"]
         assert reply["ok"] is True and isinstance(result, dict) and "desired" in result
         assert all(services[name] >= 1 for name in SERVICES if name != "nats"), services
-        compose(env, "up", "-d", "--scale", "scaler=2", "--scale", "balancer=3")
-        wait_healthy(engine, env, count=8)
+        compose(env, "up", "-d", "--scale", "scaler=2", "--scale", "balancer=3", "--scale", "metrics=2")
+        wait_healthy(engine, env, count=9)
         _, services = asyncio.run(fleet_view(url))
-        assert services["scaler"] == 2 and services["balancer"] == 3, services
+        assert services["scaler"] == 2 and services["balancer"] == 3 and services["metrics"] == 2, services
     finally:
         compose(env, "down", "-v", "--remove-orphans", "--timeout", "30")
     leftovers = engine.docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}").stdout.split()

@@ -138,7 +138,7 @@ async def test_silent_balancer_is_dropped_from_fleet_load(bus: Bus, metrics: Met
 async def test_two_replicas_publish_agreeing_snapshots(
     bus: Bus, settings_env: dict[str, str], metrics: MetricsService
 ) -> None:
-    """A second metrics replica on the same bus publishes its own snapshot, agreeing with the first."""
+    """A second metrics replica publishes its own snapshot, agreeing with the first but for its source."""
     async with bootstrap(MetricsSettings(metrics_port=0, instance="replica-2")) as second:
         base = utcnow()
         await publish_reports(bus, [report("b1", 2, [backend("vm-a", 40)], base=base)])
@@ -148,7 +148,9 @@ async def test_two_replicas_publish_agreeing_snapshots(
         now = asyncio.get_running_loop().time()
         first_snap, _ = metrics.state.tick(now, base)
         second_snap, _ = second.state.tick(now, base)
-    assert first_snap == second_snap and first_snap.rps == pytest.approx(20.0)
+    assert first_snap.source != second_snap.source
+    assert first_snap.model_copy(update={"source": None}) == second_snap.model_copy(update={"source": None})
+    assert first_snap.rps == pytest.approx(20.0)
 
 
 async def test_healthz_follows_the_nats_connection(
@@ -170,3 +172,30 @@ async def test_healthz_follows_the_nats_connection(
 
 async def _equals(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
+
+
+async def test_two_replicas_share_one_port_and_sign_their_snapshots_apart(
+    bus: Bus, settings_env: dict[str, str], http: aiohttp.ClientSession
+) -> None:
+    """Two metrics replicas bind the same HTTP port (SO_REUSEPORT), both serve it, and their snapshots name each."""
+    snapshots = await collect(bus, bus.subjects.load)
+    async with bootstrap(MetricsSettings(metrics_port=0, instance="host1")) as one:
+        assert one.http is not None
+        shared = MetricsSettings(metrics_port=one.http.port, instance="host1")
+        async with bootstrap(shared) as two:
+            assert two.http is not None and two.http.port == one.http.port
+            async with http.get(f"{two.http.url}/healthz") as response:
+                assert response.status == 200
+            sources = {one.source, two.source}
+            await snapshots.wait_for(lambda _m: {decode(FleetLoaded, m.data).source for m in snapshots.messages}
+                                     >= sources, timeout=15)
+    assert len(sources) == 2 and all(s.startswith("host1-") for s in sources)
+
+
+async def test_without_reuse_port_a_second_replica_cannot_bind(settings_env: dict[str, str]) -> None:
+    """With `metrics_reuse_port` off, a second replica on the same port fails to start (address in use)."""
+    async with bootstrap(MetricsSettings(metrics_port=0, metrics_reuse_port=False)) as one:
+        assert one.http is not None
+        with pytest.raises(OSError):
+            async with bootstrap(MetricsSettings(metrics_port=one.http.port, metrics_reuse_port=False)):
+                pass
