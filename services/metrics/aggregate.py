@@ -56,9 +56,17 @@ class Aggregator:
         self.forget_after_s = forget_after_s
         self.runs: dict[str, RunTrack] = {}
         self.retired: dict[str, VmTotals] = {}
+        self.merged = 0
+        """Reports taken since start: a snapshot that follows no new one brings no news (see `FleetLoaded.reports`)."""
 
     def observe(self, report: BalancerReported, now: float) -> Outcome:
         """Take one report; say what it did (a new run, a reset, ignored as out of order...)."""
+        outcome = self._observe(report, now)
+        if outcome not in (Outcome.OUT_OF_ORDER, Outcome.REFUSED):
+            self.merged += 1
+        return outcome
+
+    def _observe(self, report: BalancerReported, now: float) -> Outcome:
         run = self.runs.get(report.balancer)
         started = report.started_at.timestamp()
         if run is None:
@@ -133,6 +141,7 @@ class Aggregator:
             balancers=len(self.runs),
             vms=vms,
             source=source,
+            reports=self.merged,
             **_load_fields(fleet),
         )
 

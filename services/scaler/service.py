@@ -32,6 +32,7 @@ from services.scaler.track import (
     forget,
     load_view,
     new_term,
+    news_at,
     on_create_failed,
     on_created,
     on_drained,
@@ -151,7 +152,8 @@ class ScalerService(BusService):
         if followed.name != self._source.name:
             log.info("scaler.load_source", source=followed.name, previous=self._source.name)
         self._source = followed
-        self.snapshot, self.load = snapshot, load_view(snapshot, now)
+        at = news_at(snapshot, self.snapshot, self.load.at if self.load else now, now)
+        self.snapshot, self.load = snapshot, load_view(snapshot, at)
         if not self.leading:
             view, stored, known = self.load, self.store.current, self.store.revision > 0
             await self._mutate(lambda f: witness(_with_desired(f, stored, known), view, now))

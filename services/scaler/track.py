@@ -209,8 +209,21 @@ def follow(current: LoadSource, source: str | None, now: float, patience_s: floa
     return None
 
 
+def news_at(snapshot: FleetLoaded, before: FleetLoaded | None, before_at: float, now: float) -> float:
+    """When the load in `snapshot` was news: `now`, or `before_at` when no balancer report came in since `before`.
+
+    Metrics may snapshot more often than balancers report, or repeat itself while reports are
+    late; such a snapshot repeats old figures. Stamped with the time of the news it repeats, it
+    adds no point to the demand history (zero jumps there would make every real change look like
+    a step out of the noise), and a long silence reads as stale data, on which the scaler holds.
+    A snapshot without a report count (0) is always news.
+    """
+    same = before is not None and (snapshot.source, snapshot.reports) == (before.source, before.reports)
+    return before_at if same and snapshot.reports else now
+
+
 def load_view(snapshot: FleetLoaded, now: float) -> LoadView:
-    """A `fleet.load` snapshot, stamped with the local time it arrived (staleness uses our clock)."""
+    """A `fleet.load` snapshot, stamped with the local time its news arrived (staleness uses our clock)."""
     vms = {v.vm: VmLoadView(rps=v.rps, outstanding=v.outstanding, p95_s=v.p95_s) for v in snapshot.vms}
     return LoadView(at=now, rps=snapshot.rps, outstanding=snapshot.outstanding, p95_s=snapshot.p95_s, vms=vms,
                     window_s=snapshot.window_s)

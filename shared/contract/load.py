@@ -91,3 +91,6 @@ class FleetLoaded(LoadFigures, Message):
     source: Name | None = Field(
         None, description="The metrics replica that took it (instance, per-process suffix); the scaler follows one."
     )
+    reports: Count = Field(
+        0, description="Balancer reports this replica has taken since it started; unchanged since its last: no news."
+    )

@@ -158,6 +158,30 @@ async def test_two_metrics_replicas_give_one_load_history(bus: Bus, settings_env
     assert values()[:4] == [2.0, 4.0, 6.0, 8.0]
 
 
+async def test_snapshots_without_a_new_report_add_nothing_to_the_history(
+    bus: Bus, settings_env: dict[str, str]
+) -> None:
+    """Snapshots repeating the last one's report count (metrics faster than the balancers) are no new history point."""
+    async with FakeProvisioner(bus) as prov, scaler("s1") as one, scaler("s2") as two:
+        await wait_until(lambda: one.leading or two.leading, 20, what="a leader")
+        follower = two if one.leading else one
+        await _two_warm_vms(bus, prov, follower)
+
+        def snapshot(reports: int, outstanding: float) -> FleetLoaded:
+            views = [VmLoad(vm=name, outstanding=outstanding / 2) for name in prov.vms]
+            return FleetLoaded(window_s=1, outstanding=outstanding, vms=views, source="metrics-a", reports=reports)
+
+        def values() -> list[float]:
+            return [v for _, v in follower.fleet.memory.observations]
+
+        for reports in (1, 2):  # each count once as news, then three repeats of it
+            for repeat in range(4):
+                await bus.publish(bus.subjects.load, snapshot(reports, 2.0 * reports + 0.1 * repeat))
+        await bus.publish(bus.subjects.load, snapshot(3, 6.0))
+        await wait_until(lambda: len(values()) >= 3, 10, what="the third report's snapshot witnessed")
+    assert values() == [2.0, 4.0, 6.0]
+
+
 async def test_bad_commands_get_invalid_or_not_found(bus: Bus, settings_env: dict[str, str]) -> None:
     """Inconsistent policies, unknown fields, bad names and unknown VMs are refused with the right code."""
     async with scaler("s1"):

@@ -124,6 +124,17 @@ def test_out_of_order_reports_are_ignored() -> None:
     assert agg.totals()["vm-a"].requests == 30
 
 
+def test_snapshots_count_the_reports_taken_so_a_repeat_shows() -> None:
+    """`reports` counts reports taken (not out-of-order ones): two snapshots between reports carry the same count."""
+    agg = Aggregator(WINDOW, forget_after_s=60)
+    steady(agg, "b1", 3, rps=10)
+    first = agg.snapshot(3.2, report("b1", 3, []).at)
+    agg.observe(report("b1", 2, [backend("vm-a", 999)]), now=3.4)
+    assert first.reports == 3 and agg.snapshot(3.6, report("b1", 3, []).at).reports == 3
+    agg.observe(report("b1", 4, [backend("vm-a", 40)]), now=4.0)
+    assert agg.snapshot(4.2, report("b1", 4, []).at).reports == 4
+
+
 def test_error_rate_is_clamped_to_one() -> None:
     """Errors over requests give the error rate; a report claiming more errors than requests gives 1."""
     agg = Aggregator(WINDOW, forget_after_s=60)

@@ -8,11 +8,11 @@ import pytest
 
 from services.scaler import edits
 from services.scaler.lease import LeaseRecord, Seen, expired
-from services.scaler.track import LoadSource, follow, on_lists, on_report, on_vm_event
+from services.scaler.track import LoadSource, follow, news_at, on_lists, on_report, on_vm_event
 from shared.contract.base import ErrorCode
 from shared.contract.commands import DrainVm, PolicyPatch, ScaleFleet
 from shared.contract.events import VmState, VmStateChanged
-from shared.contract.load import BackendLoad, BalancerReported
+from shared.contract.load import BackendLoad, BalancerReported, FleetLoaded
 from shared.contract.provisioning import VmRecord
 from shared.contract.status import DesiredState
 from shared.errors import BusError
@@ -126,3 +126,14 @@ def test_unsigned_snapshots_are_one_series() -> None:
     """Snapshots without a source (an older metrics service) are all accepted, as one series."""
     state = follow(LoadSource(), None, NOW, patience_s=2.5)
     assert state is not None and follow(state, None, NOW + 0.1, patience_s=2.5) == LoadSource(None, NOW + 0.1)
+
+
+def test_a_snapshot_without_a_new_report_keeps_the_time_of_its_news() -> None:
+    """A snapshot repeating the last one's report count keeps the earlier time; a new count, or none, is news."""
+    before = FleetLoaded(window_s=10, rps=50, source="m-a", reports=7)
+    assert news_at(FleetLoaded(window_s=10, rps=50, source="m-a", reports=7), before, NOW - 0.7, NOW) == NOW - 0.7
+    assert news_at(FleetLoaded(window_s=10, rps=55, source="m-a", reports=8), before, NOW - 0.7, NOW) == NOW
+    assert news_at(FleetLoaded(window_s=10, rps=55, source="m-b", reports=7), before, NOW - 0.7, NOW) == NOW
+    unsigned = FleetLoaded(window_s=10, rps=50)
+    assert news_at(unsigned, unsigned, NOW - 0.7, NOW) == NOW
+    assert news_at(before, None, NOW - 0.7, NOW) == NOW
