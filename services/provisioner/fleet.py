@@ -90,7 +90,8 @@ class Fleet:
         return [e for e in self.entries.values() if e.state in LIVE_STATES]
 
     def records(self) -> VmList:
-        return VmList(host=self.settings.host, vms=[to_record(e, self.settings.host) for e in self.live()])
+        host = self.settings.host
+        return VmList(host=host, vms=[to_record(e, host) for e in self.live()], max_vms=self.settings.max_vms)
 
     async def republish(self) -> None:
         """Announce every live VM again, so a restarted subscriber learns the fleet."""

@@ -44,6 +44,7 @@ class ProvisionerService(BusService):
         host = self.settings.host
         return [
             Endpoint("create", subjects.prov_create, CreateVm, self._create, queue="provisioner"),
+            Endpoint("create-here", subjects.prov_create_on(host), CreateVm, self._create, queue=f"provisioner-{host}"),
             Endpoint("destroy", subjects.prov_destroy(host), DestroyVm, self._destroy, queue=f"provisioner-{host}"),
             Endpoint("list", subjects.prov_list, ListVms, self._list, queue=f"provisioner-{host}"),
         ]

@@ -54,10 +54,12 @@ class Actuator:
                 self.spawn(self._destroy(command, fleet.epoch), f"destroy-{command.vm}")
 
     async def _create(self, command: CreateCommand, epoch: int) -> None:
-        bind_message(command="create", request_id=command.request_id, epoch=epoch)
+        bind_message(command="create", request_id=command.request_id, epoch=epoch, host=command.host)
         request = CreateVm(request_id=command.request_id, epoch=epoch)
+        subjects = self.bus.subjects
+        subject = subjects.prov_create_on(command.host) if command.host else subjects.prov_create
         try:
-            record = await self.bus.request(self.bus.subjects.prov_create, request, VmRecord, self.timeout_s)
+            record = await self.bus.request(subject, request, VmRecord, self.timeout_s)
         except BusError as error:
             log.warning("scaler.create_failed", code=error.code.value, error=error.message)
             self.feedback.create_failed(command.request_id)

@@ -1,7 +1,8 @@
 """The scaler's pure core: `decide(state, load, now) -> Decision(commands, reason, state)`.
 
 One call per evaluation: the autoscaler picks the desired size from the load, then the
-reconciler turns "desired vs what exists" into creates, drains and destroys. No I/O, no clock:
+reconciler turns "desired vs what exists" into creates, drains and destroys; its note joins
+the reason whenever the fleet is not at its size (so "why no create?" has an answer too). No I/O, no clock:
 the leader's loop, the unit tests and the replay benchmark all drive the same function.
 """
 
@@ -11,7 +12,7 @@ from dataclasses import replace
 
 from services.scaler.autoscale import autoscale
 from services.scaler.model import Decision, FleetState, LoadView
-from services.scaler.reconcile import reconcile
+from services.scaler.reconcile import MATCHED, reconcile
 
 
 def decide(state: FleetState, load: LoadView | None, now: float) -> Decision:
@@ -24,7 +25,7 @@ def decide(state: FleetState, load: LoadView | None, now: float) -> Decision:
             commands=(), reason=reason, state=sized, previous_desired=state.desired, signals=outcome.signals
         )
     commands, reconciled, note = reconcile(sized, now)
-    reason = outcome.reason if not commands else f"{outcome.reason}; {note}"
+    reason = outcome.reason if note == MATCHED else f"{outcome.reason}; {note}"
     return Decision(
         commands=commands, reason=reason, state=reconciled, previous_desired=state.desired, signals=outcome.signals
     )

@@ -138,13 +138,18 @@ class FleetState:
     """False until a desired size was ever stored: a fresh scaler must not tear down a running fleet."""
     gone: Mapping[str, float] = field(default_factory=dict)
     """VMs known destroyed (name -> local time): final, so no late event, list or reply brings one back."""
+    hosts: Mapping[str, int] = field(default_factory=dict)
+    """Provisioners that answered the last list, and each one's `max_vms` (creates are placed on these)."""
+    placed: Mapping[str, str] = field(default_factory=dict)
+    """Pending creates sent to one host (request id -> host): they take room there until settled."""
 
 
 @dataclass(frozen=True)
 class CreateCommand:
-    """Ask a provisioner for one more VM."""
+    """Ask a provisioner for one more VM: the one on `host`, or any one when no host is known."""
 
     request_id: str
+    host: str | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from services.scaler.model import (
 )
 from shared.contract.events import VmState
 
+MATCHED = "fleet matches desired size"
+
 DESTROY_RETRY_S = 15.0
 """A destroy with no answer (no `destroyed` event, no reply) is sent again after this long."""
 
@@ -76,7 +78,7 @@ def _resize(state: FleetState, now: float, commands: list[Command]) -> tuple[Fle
         state = _discard(state, [vm.name for vm in chosen if vm.state is not VmState.READY], now)
         state = _start_drains(state, victims, now, commands)
         return state, f"draining {', '.join(victims)}" if victims else "surplus is still being created"
-    return state, "fleet matches desired size"
+    return state, MATCHED
 
 
 def _create(state: FleetState, missing: int, now: float, commands: list[Command]) -> tuple[FleetState, str]:
@@ -87,12 +89,43 @@ def _create(state: FleetState, missing: int, now: float, commands: list[Command]
     if state.failures.count and state.pending:
         return state, f"{missing} missing; one create at a time after failures"
     count = 1 if state.failures.count else missing
-    pending = dict(state.pending)
+    pending, placed, room = dict(state.pending), dict(state.placed), rooms(state)
+    made = 0
     for _ in range(count):
+        host = roomiest(room)
+        if room and host is None:
+            break
         state, request_id = _next_id(state, "c")
         pending[request_id] = now
-        commands.append(CreateCommand(request_id))
-    return replace(state, pending=pending), f"creating {count}"
+        if host is not None:
+            placed[request_id], room[host] = host, room[host] - 1
+        commands.append(CreateCommand(request_id, host))
+        made += 1
+    note = f"creating {made}" if made == count else f"creating {made}; every host is at its max_vms"
+    return replace(state, pending=pending, placed=placed), note
+
+
+def rooms(state: FleetState) -> dict[str, int]:
+    """Free places on each known host: its `max_vms`, less the VMs it holds and the creates placed on it.
+
+    Every VM we know of on a host counts (a draining or failed one still holds its domain), so
+    a create never goes where the provisioner would refuse it: a refusal counts as a failure and
+    slows every later create, while another host may have room.
+    """
+    room = dict(state.hosts)
+    for vm in state.vms.values():
+        if vm.host in room:
+            room[vm.host] -= 1
+    for request_id, host in state.placed.items():
+        if request_id in state.pending and host in room:
+            room[host] -= 1
+    return room
+
+
+def roomiest(room: dict[str, int]) -> str | None:
+    """The host with the most free places (by name on a tie), None when none has any or none is known."""
+    best = min(room, key=lambda host: (-room[host], host), default=None)
+    return best if best is not None and room[best] > 0 else None
 
 
 def _start_drains(state: FleetState, names: list[str], now: float, commands: list[Command]) -> FleetState:

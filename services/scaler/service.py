@@ -36,6 +36,7 @@ from services.scaler.track import (
     on_create_failed,
     on_created,
     on_drained,
+    on_hosts,
     on_lists,
     on_report,
     on_vm_event,
@@ -298,7 +299,9 @@ class ScalerService(BusService):
         asked = self.clock()
         lists = await self.bus.gather(self.subjects.prov_list, ListVms(), VmList, window=1.0)
         if lists:
-            await self._mutate(lambda f: on_lists(f, [(vl.host, vl.vms) for vl in lists], asked, self.clock()))
+            hosts = {vl.host: vl.max_vms for vl in lists if vl.max_vms is not None}
+            records = [(vl.host, vl.vms) for vl in lists]
+            await self._mutate(lambda f: on_hosts(on_lists(f, records, asked, self.clock()), hosts))
 
 
 def _with_desired(fleet: FleetState, stored: DesiredState, known: bool) -> FleetState:

@@ -8,7 +8,7 @@ event arrived, so clock skew between hosts cannot make a booting VM look warm.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -74,7 +74,8 @@ def _settle(state: FleetState, request_id: str | None) -> FleetState:
     """The create with this request id has an answer: it no longer counts as pending."""
     if request_id is None or request_id not in state.pending:
         return state
-    return replace(state, pending={k: t for k, t in state.pending.items() if k != request_id})
+    pending = {k: t for k, t in state.pending.items() if k != request_id}
+    return replace(state, pending=pending, placed={k: h for k, h in state.placed.items() if k != request_id})
 
 
 def _failures(state: FleetState, old: VmView | None, vm_state: VmState, now: float) -> Failures:
@@ -140,6 +141,15 @@ def on_lists(
     return state
 
 
+def on_hosts(state: FleetState, hosts: Mapping[str, int]) -> FleetState:
+    """The provisioners that answered a list and their `max_vms`: where creates may go from now on.
+
+    A host that did not answer is left out until it answers again, so no create waits on a
+    provisioner that is gone; with no host known, creates go to any provisioner.
+    """
+    return replace(state, hosts=dict(hosts))
+
+
 def on_created(state: FleetState, request_id: str, record: VmRecord | None, now: float) -> FleetState:
     """A create reply: the pending create is settled; its record only fills in a VM not heard of yet.
 
@@ -164,8 +174,8 @@ def new_term(state: FleetState, epoch: int, leader: str, memory: AutoscaleMemory
 
 def on_create_failed(state: FleetState, request_id: str, now: float) -> FleetState:
     """A create was refused or went unanswered: count it as a failure for the backoff."""
-    pending = {k: t for k, t in state.pending.items() if k != request_id}
-    return replace(state, pending=pending, failures=Failures(count=state.failures.count + 1, last_at=now))
+    state = _settle(state, request_id)
+    return replace(state, failures=Failures(count=state.failures.count + 1, last_at=now))
 
 
 def on_report(state: FleetState, report: BalancerReported, now: float) -> FleetState:

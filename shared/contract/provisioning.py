@@ -14,7 +14,10 @@ Epoch = Annotated[int, Field(ge=0, le=2**53)]
 
 
 class CreateVm(Message):
-    """`fleet.prov.create`: clone and boot one VM. A repeated `request_id` makes no second VM."""
+    """`fleet.prov.create` (any host) or `fleet.prov.<host>.create`: clone and boot one VM.
+
+    A repeated `request_id` makes no second VM.
+    """
 
     request_id: RequestId
     epoch: Epoch = Field(description="Leader epoch of the sender; stale epochs are refused.")
@@ -48,3 +51,6 @@ class VmList(Model):
 
     host: Name
     vms: Annotated[list[VmRecord], Field(max_length=2000)] = []
+    max_vms: Annotated[int, Field(ge=0, le=1000)] | None = Field(
+        None, description="The host's ceiling: the leader places creates on hosts with room (None: unknown)."
+    )

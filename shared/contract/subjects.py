@@ -70,11 +70,19 @@ class Subjects:
         """Any one provisioner takes a create (queue group); it answers with the new `VmRecord`."""
         return self._s("prov.create")
 
+    def prov_create_on(self, host: str) -> str:
+        """A create for one host's provisioner: the leader places VMs on hosts with room."""
+        return self._s(f"prov.{self._host(host)}.create")
+
     def prov_destroy(self, host: str) -> str:
         """Destroy goes to the one provisioner that owns the VM (its host is in every VM event)."""
+        return self._s(f"prov.{self._host(host)}.destroy")
+
+    @staticmethod
+    def _host(host: str) -> str:
         if not HOST_TOKEN.match(host):
             raise ValueError(f"host {host!r} cannot be a subject token")
-        return self._s(f"prov.{host}.destroy")
+        return host
 
     @property
     def prov_list(self) -> str:

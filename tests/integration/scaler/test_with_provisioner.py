@@ -52,3 +52,26 @@ async def test_scale_one_to_three_and_back_to_two_with_the_real_provisioner(
         await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=2), DesiredState)
         await wait_until(lambda: _ready(bus, 2), 60, what="two VMs left")
         await wait_until(lambda: len(world.ours()) == 2, 30, what="one domain destroyed in libvirt")
+
+
+async def test_creates_are_placed_on_hosts_with_room_and_a_full_fleet_waits_without_failures(
+    bus: Bus, nats_server: NatsServer, world: Any, tmp_path: Path, settings_env: dict[str, str]
+) -> None:
+    """Two hosts with max_vms 1: scale to 2 puts one VM on each; scale to 3 sends no create and fails none."""
+    from services.provisioner.bootstrap import bootstrap as provisioner_bootstrap
+
+    async with AsyncExitStack() as stack:
+        backends = [await stack.enter_async_context(H3Backend(tmp_path)) for _ in range(2)]
+        hosts = [f"{world.host}-a", f"{world.host}-b"]
+        for host, backend in zip(hosts, backends, strict=True):
+            settings = world.settings(nats_server, host=host, max_vms=1, static_addresses=backend.address)
+            await stack.enter_async_context(provisioner_bootstrap(settings))
+        scaler = await stack.enter_async_context(scaler_bootstrap(ScalerSettings(scaler_id="s1", lease_ttl_s=2)))
+        await wait_until(lambda: scaler.leading and set(scaler.fleet.hosts) == set(hosts), 20, what="both hosts")
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=2), DesiredState)
+        await wait_until(lambda: _ready(bus, 2), 60, what="two ready VMs")
+        assert sorted(v.host or "" for v in scaler.fleet.vms.values()) == sorted(hosts)
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=3), DesiredState)
+        await wait_until(lambda: "every host is at its max_vms" in (scaler.lease.reason or ""), 20,
+                         what="the leader saying why it creates nothing")
+        assert scaler.fleet.failures.count == 0 and len(world.ours()) == 2

@@ -8,7 +8,7 @@ import pytest
 
 from services.scaler.model import BalancerView, CreateCommand, DestroyCommand, DrainCommand, Failures
 from services.scaler.reconcile import reconcile
-from services.scaler.track import forget, on_drained, on_vm_event
+from services.scaler.track import forget, on_create_failed, on_created, on_drained, on_vm_event
 from shared.contract.draining import BackendDrained
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.policy import ScalingPolicy
@@ -103,3 +103,39 @@ def test_orphan_draining_vm_from_a_previous_leader_is_adopted() -> None:
     state = replace(state, vms=dict(state.vms) | {"vm1": vm("vm1", VmState.DRAINING)})
     commands, _, _ = reconcile(state, NOW)
     assert ("vm1", DestroyCommand) in [(c.vm, type(c)) for c in commands if not isinstance(c, CreateCommand)]
+
+
+def _creates(commands: tuple[object, ...]) -> list[str | None]:
+    return [c.host for c in commands if isinstance(c, CreateCommand)]
+
+
+def test_creates_go_to_the_hosts_with_most_room() -> None:
+    """With hosts known, each create goes where most places are free: h1 holds 2 of 4, h2 none of 3."""
+    state = fleet(2, desired=6, hosts={"h1": 4, "h2": 3})
+    commands, state, note = reconcile(state, NOW)
+    assert sorted(_creates(commands), key=str) == ["h1", "h1", "h2", "h2"] and note == "creating 4"
+    assert sorted(state.placed.values()) == ["h1", "h1", "h2", "h2"]
+
+
+def test_no_create_goes_to_a_full_host_and_a_full_fleet_waits_without_failing() -> None:
+    """Past every host's max_vms no create is sent (nothing counts as failed); pending placements take room."""
+    state = fleet(2, desired=5, hosts={"h1": 2, "h2": 2})
+    commands, state, note = reconcile(state, NOW)
+    assert _creates(commands) == ["h2", "h2"] and note == "creating 2; every host is at its max_vms"
+    again, state, note = reconcile(state, NOW + 1)
+    assert _creates(again) == [] and state.failures.count == 0
+
+
+def test_without_known_hosts_creates_go_to_any_provisioner() -> None:
+    """No provisioner has said its max_vms (older ones, or no list yet): creates carry no host."""
+    commands, _, _ = reconcile(fleet(1, desired=3), NOW)
+    assert _creates(commands) == [None, None]
+
+
+def test_a_settled_or_failed_create_frees_its_placement() -> None:
+    """The create's reply, or its failure, removes its placement, so the room it held is counted once."""
+    commands, state, _ = reconcile(fleet(0, desired=2, hosts={"h1": 5}), NOW)
+    first, second = (c.request_id for c in commands if isinstance(c, CreateCommand))
+    state = on_create_failed(state, first, NOW)
+    state = on_created(state, second, None, NOW)
+    assert state.placed == {} and state.pending == {}
