@@ -95,7 +95,8 @@ async def serve_until_signal(
     code = 1 if failed.is_set() and not stop.is_set() else 0
     log.info("service.stopping", reason="crash" if code else "signal")
     try:
-        await asyncio.wait_for(service.__aexit__(None, None, None), timeout=grace_s)
+        async with asyncio.timeout(grace_s):
+            await service.__aexit__(None, None, None)
     except TimeoutError:
         log.warning("service.drain_timeout", grace_s=grace_s)
     log.info("service.stopped", code=code)

@@ -81,14 +81,16 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 self.process.terminate()
             try:
-                await asyncio.wait_for(self.process.wait(), grace_s)
+                async with asyncio.timeout(grace_s):
+                    await self.process.wait()
             except TimeoutError:
                 say(self.console, f"{self.name} did not stop within {grace_s:g} s; killing it", "red")
                 with contextlib.suppress(ProcessLookupError):
                     self.process.kill()
         code = await self.process.wait()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.pump, 5)
+            async with asyncio.timeout(5):
+                await self.pump
         return code
 
 
@@ -201,7 +203,8 @@ async def _watch_children(stack: Stack, stop: asyncio.Event) -> int:
     loop = asyncio.get_running_loop()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)
+            async with asyncio.timeout(1.0):
+                await stop.wait()
         if stop.is_set():
             break
         for name in sorted(set(stack.crashed()) - set(due) - down):

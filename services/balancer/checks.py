@@ -48,7 +48,8 @@ async def check_once(router: Router, backend: Backend, path: bytes, timeout_s: f
     request = UpstreamRequest(b"GET", path, backend.address.encode(), [(b"user-agent", USER_AGENT)], False)
     call: Call = router.upstream_for(backend).request(request, _CheckSink(future))
     try:
-        status = await asyncio.wait_for(future, timeout_s)
+        async with asyncio.timeout(timeout_s):
+            status = await future
     except TimeoutError:
         call.abort()
         return False

@@ -78,7 +78,8 @@ class BalancerService(BusService):
             return
         self.server.limits.max_connections = 0
         try:
-            await asyncio.wait_for(self.router.quiet(), within_s)
+            async with asyncio.timeout(within_s):
+                await self.router.quiet()
         except TimeoutError:
             log.warning("balancer.stop_with_requests_in_flight", in_flight=self.router.in_flight())
 

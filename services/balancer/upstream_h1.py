@@ -240,7 +240,8 @@ class H1Pool:
         connecting = loop.create_connection(
             factory, self.host, self.port, ssl=self.tls, server_hostname=server_hostname
         )
-        _, conn = await asyncio.wait_for(connecting, self.connect_timeout_s)
+        async with asyncio.timeout(self.connect_timeout_s):
+            _, conn = await connecting
         return conn
 
     def release(self, conn: H1Connection) -> None:

@@ -239,7 +239,8 @@ class H3Upstream:
     async def _connect(self) -> None:
         try:
             self.client = await self._open()
-            await asyncio.wait_for(asyncio.shield(self.client.ready), self.connect_timeout_s)
+            async with asyncio.timeout(self.connect_timeout_s):
+                await asyncio.shield(self.client.ready)
         except (OSError, TimeoutError, ConnectionError) as error:
             log.debug("upstream.connect_failed", backend=f"{self.host}:{self.port}", error=str(error) or "timeout")
             if self.client is not None:

@@ -242,7 +242,8 @@ class ScalerService(BusService):
     async def _control_loop(self) -> None:
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.store.current.policy.evaluation_interval_s)
+                async with asyncio.timeout(self.store.current.policy.evaluation_interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.store.refresh()

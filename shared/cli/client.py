@@ -74,7 +74,8 @@ async def _quiet_event() -> None:
 async def open_client(settings: ServiceSettings, timeout: float = 3.0) -> NATS:
     """Connect once within `timeout` seconds or raise CliError naming the URL."""
     try:
-        return await asyncio.wait_for(nats.connect(**bounded_options(settings, timeout)), timeout + 1)
+        async with asyncio.timeout(timeout + 1):
+            return await nats.connect(**bounded_options(settings, timeout))
     except (OSError, NatsError, TimeoutError) as error:
         detail = "no server answered" if isinstance(error, nats.errors.NoServersError) else str(error)
         detail = detail or type(error).__name__

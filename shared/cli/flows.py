@@ -88,7 +88,8 @@ async def _follow(
             return
         changed.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), max(0.05, min(deadline, next_poll) - loop.time()))
+            async with asyncio.timeout(max(0.05, min(deadline, next_poll) - loop.time())):
+                await changed.wait()
 
 
 def _finished(tracker: FleetTracker, remaining: float, wait_s: float) -> bool:
@@ -128,10 +129,13 @@ async def watch(bus: Bus, include_load: bool = True) -> AsyncGenerator[WatchItem
     try:
         while True:
             try:
-                yield await asyncio.wait_for(queue.get(), CLOSED_CHECK_S)
+                async with asyncio.timeout(CLOSED_CHECK_S):
+                    item = await queue.get()
             except TimeoutError:
                 if bus.nc.is_closed:
                     raise CliError("lost the connection to NATS", EXIT_UNREACHABLE) from None
+                continue
+            yield item
     finally:
         for sub in subs:
             with contextlib.suppress(NatsError):

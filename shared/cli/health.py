@@ -50,7 +50,8 @@ def missing(wanted: list[str], pongs: list[Pong]) -> list[str]:
 async def check_nats(nc: NATS, timeout: float) -> None:
     """NATS answers and JetStream is enabled (the scaler's state lives in it)."""
     try:
-        await asyncio.wait_for(nc.jetstream().account_info(), timeout)
+        async with asyncio.timeout(timeout):
+            await nc.jetstream().account_info()
     except (NatsError, TimeoutError) as error:
         raise CliError(f"NATS is up but JetStream does not answer: {error or type(error).__name__}",
                        EXIT_UNREACHABLE) from None

@@ -182,6 +182,20 @@ async def test_snapshots_without_a_new_report_add_nothing_to_the_history(
     assert values() == [2.0, 4.0, 6.0]
 
 
+@pytest.mark.parametrize("ticks", range(6))
+async def test_cancelled_as_it_wakes_the_control_loop_still_ends(
+    bus: Bus, settings_env: dict[str, str], ticks: int
+) -> None:
+    """A cancel that lands while a wake-up completes ends the loops (Python 3.11's wait_for swallowed it: a hang)."""
+    async with scaler("s1") as one:
+        await wait_until(lambda: one.leading, 20, what="leadership")
+        one._wake.set()
+        for _ in range(ticks):
+            await asyncio.sleep(0)
+        async with asyncio.timeout(10):
+            await one.cancel_tasks()
+
+
 async def test_bad_commands_get_invalid_or_not_found(bus: Bus, settings_env: dict[str, str]) -> None:
     """Inconsistent policies, unknown fields, bad names and unknown VMs are refused with the right code."""
     async with scaler("s1"):
