@@ -2,8 +2,9 @@
 
 One call per evaluation: the autoscaler picks the desired size from the load, then the
 reconciler turns "desired vs what exists" into creates, drains and destroys; its note joins
-the reason whenever the fleet is not at its size (so "why no create?" has an answer too). No I/O, no clock:
-the leader's loop, the unit tests and the replay benchmark all drive the same function.
+the reason whenever the fleet is not at its size (so "why no create?" has an answer too).
+No I/O, no clock: the leader's loop, the unit tests and the replay benchmark all drive the
+same function.
 """
 
 from __future__ import annotations
