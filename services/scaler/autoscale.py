@@ -197,6 +197,13 @@ def autoscale(state: FleetState, load: LoadView | None, now: float) -> Outcome:
     return _track(state, load, now, signals)
 
 
+def stale_after(state: FleetState, now: float) -> float:
+    """How old the load's news may get: `stale_after_s`, or two report intervals (and a second) of
+    the slowest live balancer when that is longer, since news comes only with a report."""
+    slowest = max((b.interval_s for b in state.balancers.values() if b.live(now)), default=0.0)
+    return max(state.policy.stale_after_s, 2 * slowest + 1)
+
+
 def _hold_reason(state: FleetState, load: LoadView | None, now: float) -> str | None:
     """Why autoscaling must not act right now, if it must not."""
     policy = state.policy
@@ -204,8 +211,9 @@ def _hold_reason(state: FleetState, load: LoadView | None, now: float) -> str | 
         return f"manual scale: autoscaling held for {state.hold_until - now:.0f} s"
     if load is None:
         return "no load data: hold"
-    if now - load.at > policy.stale_after_s:
-        return f"load data {now - load.at:.1f} s old (stale after {policy.stale_after_s:g} s): hold"
+    limit = stale_after(state, now)
+    if now - load.at > limit:
+        return f"load data {now - load.at:.1f} s old (stale after {limit:g} s): hold"
     if in_cooldown(state.memory, policy, now):
         return "cooldown after the last action"
     return None

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from services.scaler.decide import decide
-from services.scaler.model import AutoscaleMemory, CreateCommand, DrainCommand, FleetState, LoadView
+from services.scaler.model import AutoscaleMemory, BalancerView, CreateCommand, DrainCommand, FleetState, LoadView
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy, Signal
 from tests.unit.scaler.fleets import NOW, fleet, load, vm
@@ -102,6 +102,14 @@ def test_stale_load_holds(age: float) -> None:
         decision = decide(state, load(state, per_vm, at=NOW - age), NOW)
         assert decision.desired == 3 and decision.commands == ()
         assert "stale" in decision.reason
+
+
+def test_slow_balancer_reports_stretch_the_staleness_limit() -> None:
+    """With a balancer reporting every 10 s, load news 8 s old is still fresh; 22 s old is stale."""
+    slow = {"b1": BalancerView(id="b1", last_seen=NOW, interval_s=10.0)}
+    state = fleet(2, balancers=slow, memory=AutoscaleMemory.seeded(2, NOW - 1))
+    assert decide(state, load(state, 16.0, at=NOW - 8), NOW).desired == 4
+    assert "stale after 21 s" in decide(state, load(state, 16.0, at=NOW - 22), NOW).reason
 
 
 def test_no_load_holds_even_below_min() -> None:
