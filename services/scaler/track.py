@@ -199,10 +199,12 @@ def on_drained(state: FleetState, event: BackendDrained) -> FleetState:
 
 @dataclass(frozen=True)
 class LoadSource:
-    """The metrics replica whose `fleet.load` series the scaler follows, and when it was last heard."""
+    """The metrics replica whose `fleet.load` series the scaler follows, when it was last heard, and
+    the time between its last two snapshots (its interval)."""
 
     name: str | None = None
     heard_at: float = -math.inf
+    interval: float = 0.0
 
 
 def follow(current: LoadSource, source: str | None, now: float, patience_s: float) -> LoadSource | None:
@@ -212,9 +214,13 @@ def follow(current: LoadSource, source: str | None, now: float, patience_s: floa
     together they would put two points per interval into the demand history, a fraction of an
     interval apart: the history's jumps would shrink to half noise, half nothing, and the step
     detector would read ordinary noise as bursts. So one replica's series is followed, and
-    another is taken up only when that one has been silent for `patience_s`.
+    another is taken up only when that one has been silent for `patience_s`, or for one and a
+    half of its own intervals when they are longer (a slow interval is not silence).
     """
-    if source == current.name or now - current.heard_at > patience_s:
+    if source == current.name:
+        gap = now - current.heard_at
+        return LoadSource(source, now, gap if math.isfinite(gap) else 0.0)
+    if now - current.heard_at > max(patience_s, 1.5 * current.interval):
         return LoadSource(source, now)
     return None
 

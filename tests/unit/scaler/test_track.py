@@ -117,15 +117,25 @@ def test_load_follows_one_metrics_replica_until_it_falls_silent() -> None:
     assert first == LoadSource("m-a", NOW)
     assert follow(first, "m-b", NOW + 0.4, patience_s=2.5) is None
     again = follow(first, "m-a", NOW + 1, patience_s=2.5)
-    assert again == LoadSource("m-a", NOW + 1)
+    assert again == LoadSource("m-a", NOW + 1, interval=1.0)
     assert follow(again, "m-b", NOW + 3.4, patience_s=2.5) is None
     assert follow(again, "m-b", NOW + 3.6, patience_s=2.5) == LoadSource("m-b", NOW + 3.6)
+
+
+def test_a_slow_replica_is_not_taken_for_a_silent_one() -> None:
+    """A replica snapshotting every 60 s keeps the scaler for one and a half intervals, not for `patience_s`."""
+    slow = follow(follow(LoadSource(), "m-a", NOW, 2.5) or LoadSource(), "m-a", NOW + 60, 2.5)
+    assert slow is not None and slow.interval == 60.0
+    assert follow(slow, "m-b", NOW + 90, patience_s=2.5) is None
+    assert follow(slow, "m-b", NOW + 151, patience_s=2.5) == LoadSource("m-b", NOW + 151)
 
 
 def test_unsigned_snapshots_are_one_series() -> None:
     """Snapshots without a source (an older metrics service) are all accepted, as one series."""
     state = follow(LoadSource(), None, NOW, patience_s=2.5)
-    assert state is not None and follow(state, None, NOW + 0.1, patience_s=2.5) == LoadSource(None, NOW + 0.1)
+    assert state == LoadSource(None, NOW)
+    later = follow(state, None, NOW + 0.5, patience_s=2.5)
+    assert later == LoadSource(None, NOW + 0.5, interval=0.5)
 
 
 def test_a_snapshot_without_a_new_report_keeps_the_time_of_its_news() -> None:
