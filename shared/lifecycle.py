@@ -17,6 +17,9 @@ import structlog
 
 log = structlog.get_logger("shared.lifecycle")
 
+CANCEL_AGAIN_S = 0.5
+"""How long a cancelled task may take to end before it is cancelled again."""
+
 
 class TaskGroupService:
     """Base for services: owns background tasks and cancels them on exit."""
@@ -42,11 +45,19 @@ class TaskGroupService:
             self.failed.set()
 
     async def cancel_tasks(self) -> None:
-        """Cancel every background task and wait for them to finish."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Cancel every background task and wait for them to finish, cancelling again any that goes on.
+
+        Python 3.11's `asyncio.wait_for` drops a cancel that lands just as what it awaits
+        completes, and nats-py awaits every request and flush through it: a loop caught there
+        would run on, and a single cancel-then-gather would wait for it forever.
+        """
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_S)
+            if pending:
+                log.debug("tasks.cancelled_again", tasks=sorted(t.get_name() for t in pending))
 
     async def start(self) -> None:
         """Connect and begin work; subclasses extend."""
