@@ -104,6 +104,17 @@ async def _two_warm_vms(bus: Bus, prov: FakeProvisioner, follower: ScalerService
                      and len(follower.fleet.vms) == 2, 20, what="two ready VMs in the follower's view")
 
 
+def _snapshot(prov: FakeProvisioner, outstanding: float, source: str | None = None, reports: int = 0) -> FleetLoaded:
+    """A `fleet.load` snapshot spreading `outstanding` evenly over the fake provisioner's VMs."""
+    views = [VmLoad(vm=name, outstanding=outstanding / len(prov.vms)) for name in prov.vms]
+    return FleetLoaded(window_s=1, outstanding=outstanding, vms=views, source=source, reports=reports)
+
+
+def _history(replica: ScalerService) -> list[float]:
+    """The demand values in a replica's load history, oldest first."""
+    return [value for _, value in replica.fleet.memory.observations]
+
+
 async def test_follower_keeps_the_load_history_and_leads_with_it(bus: Bus, settings_env: dict[str, str]) -> None:
     """A follower records each load snapshot it sees, and after a takeover its autoscaler starts from that history."""
     async with FakeProvisioner(bus) as prov, scaler("s1") as one, scaler("s2") as two:
@@ -133,29 +144,23 @@ async def test_two_metrics_replicas_give_one_load_history(bus: Bus, settings_env
         follower = two if one.leading else one
         await _two_warm_vms(bus, prov, follower)
 
-        def snapshot(source: str, outstanding: float) -> FleetLoaded:
-            views = [VmLoad(vm=name, outstanding=outstanding / 2) for name in prov.vms]
-            return FleetLoaded(window_s=1, outstanding=outstanding, vms=views, source=source)
-
-        def values() -> list[float]:
-            return [v for _, v in follower.fleet.memory.observations]
-
         for i in range(4):  # a, b, a, b, a, b, a: delivered in order, so a's fourth follows every b
             if i:
-                await bus.publish(bus.subjects.load, snapshot("metrics-b", 100.0))
-            await bus.publish(bus.subjects.load, snapshot("metrics-a", 2.0 + 2 * i))
+                await bus.publish(bus.subjects.load, _snapshot(prov, 100.0, "metrics-b"))
+            await bus.publish(bus.subjects.load, _snapshot(prov, 2.0 + 2 * i, "metrics-a"))
+
             def witnessed(n: int = i + 1) -> bool:
-                return len(values()) >= n
+                return len(_history(follower)) >= n
 
             await wait_until(witnessed, 10, what="replica a's snapshot witnessed")
-        assert values() == [2.0, 4.0, 6.0, 8.0]
+        assert _history(follower) == [2.0, 4.0, 6.0, 8.0]
 
         async def b_taken_up() -> bool:
-            await bus.publish(bus.subjects.load, snapshot("metrics-b", 100.0))
-            return 100.0 in values()
+            await bus.publish(bus.subjects.load, _snapshot(prov, 100.0, "metrics-b"))
+            return 100.0 in _history(follower)
 
         await wait_until(b_taken_up, 20, interval=0.2, what="replica b followed once a is silent")
-    assert values()[:4] == [2.0, 4.0, 6.0, 8.0]
+    assert _history(follower)[:4] == [2.0, 4.0, 6.0, 8.0]
 
 
 async def test_snapshots_without_a_new_report_add_nothing_to_the_history(
@@ -167,19 +172,13 @@ async def test_snapshots_without_a_new_report_add_nothing_to_the_history(
         follower = two if one.leading else one
         await _two_warm_vms(bus, prov, follower)
 
-        def snapshot(reports: int, outstanding: float) -> FleetLoaded:
-            views = [VmLoad(vm=name, outstanding=outstanding / 2) for name in prov.vms]
-            return FleetLoaded(window_s=1, outstanding=outstanding, vms=views, source="metrics-a", reports=reports)
-
-        def values() -> list[float]:
-            return [v for _, v in follower.fleet.memory.observations]
-
         for reports in (1, 2):  # each count once as news, then three repeats of it
             for repeat in range(4):
-                await bus.publish(bus.subjects.load, snapshot(reports, 2.0 * reports + 0.1 * repeat))
-        await bus.publish(bus.subjects.load, snapshot(3, 6.0))
-        await wait_until(lambda: len(values()) >= 3, 10, what="the third report's snapshot witnessed")
-    assert values() == [2.0, 4.0, 6.0]
+                figure = 2.0 * reports + 0.1 * repeat
+                await bus.publish(bus.subjects.load, _snapshot(prov, figure, "metrics-a", reports))
+        await bus.publish(bus.subjects.load, _snapshot(prov, 6.0, "metrics-a", 3))
+        await wait_until(lambda: len(_history(follower)) >= 3, 10, what="the third report's snapshot witnessed")
+    assert _history(follower) == [2.0, 4.0, 6.0]
 
 
 @pytest.mark.parametrize("ticks", range(6))
