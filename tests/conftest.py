@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -15,6 +17,19 @@ from shared.settings import ServiceSettings
 
 settings.register_profile("quicfleet", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("quicfleet")
+
+
+def _interrupted(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI runner giving up) stops the run like Ctrl-C, so fixtures still tear down.
+
+    Left to its default, SIGTERM kills pytest on the spot: the session's lab (namespace,
+    libvirtd, dnsmasq, QEMU guests) and every nats-server would be left running.
+    """
+    signal.signal(signal.SIGTERM, _interrupted)
 
 
 @pytest.fixture
