@@ -300,7 +300,7 @@ class ScalerService(BusService):
         asked = self.clock()
         lists = await self.bus.gather(self.subjects.prov_list, ListVms(), VmList, window=1.0)
         if lists:
-            hosts = {vl.host: vl.max_vms for vl in lists if vl.max_vms is not None}
+            hosts = {vl.host: vl.max_vms for vl in lists}
             records = [(vl.host, vl.vms) for vl in lists]
             await self._mutate(lambda f: on_hosts(on_lists(f, records, asked, self.clock()), hosts))
 

@@ -141,13 +141,15 @@ def on_lists(
     return state
 
 
-def on_hosts(state: FleetState, hosts: Mapping[str, int]) -> FleetState:
+def on_hosts(state: FleetState, hosts: Mapping[str, int | None]) -> FleetState:
     """The provisioners that answered a list and their `max_vms`: where creates may go from now on.
 
     A host that did not answer is left out until it answers again, so no create waits on a
-    provisioner that is gone; with no host known, creates go to any provisioner.
+    provisioner that is gone. When any host does not say its `max_vms` (an older provisioner),
+    none is placed on: creates go to any provisioner, as before, rather than never to that one.
     """
-    return replace(state, hosts=dict(hosts))
+    known = {host: most for host, most in hosts.items() if most is not None}
+    return replace(state, hosts=known if len(known) == len(hosts) else {})
 
 
 def on_created(state: FleetState, request_id: str, record: VmRecord | None, now: float) -> FleetState:

@@ -8,7 +8,7 @@ import pytest
 
 from services.scaler import edits
 from services.scaler.lease import LeaseRecord, Seen, expired
-from services.scaler.track import LoadSource, follow, news_at, on_lists, on_report, on_vm_event
+from services.scaler.track import LoadSource, follow, news_at, on_hosts, on_lists, on_report, on_vm_event
 from shared.contract.base import ErrorCode
 from shared.contract.commands import DrainVm, PolicyPatch, ScaleFleet
 from shared.contract.events import VmState, VmStateChanged
@@ -147,3 +147,9 @@ def test_a_snapshot_without_a_new_report_keeps_the_time_of_its_news() -> None:
     unsigned = FleetLoaded(window_s=10, rps=50)
     assert news_at(unsigned, unsigned, NOW - 0.7, NOW) == NOW
     assert news_at(before, None, NOW - 0.7, NOW) == NOW
+
+
+def test_hosts_are_placed_on_only_when_every_one_says_its_max_vms() -> None:
+    """Hosts with their max_vms are placed on; one host without (an older provisioner) sends creates to any host."""
+    assert on_hosts(fleet(0), {"h1": 4, "h2": 2}).hosts == {"h1": 4, "h2": 2}
+    assert on_hosts(fleet(0), {"h1": 4, "h2": None}).hosts == {}
