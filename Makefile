@@ -28,7 +28,7 @@ lint: deps
 	$(BIN)/ruff check .
 
 typecheck: deps
-	$(BIN)/mypy shared services bench tests
+	$(BIN)/mypy shared services ops bench tests
 
 unit: deps
 	$(BIN)/pytest -m unit tests

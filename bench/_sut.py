@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench._h3load import probe
+from ops.natsserver import free_port
 from shared.bus import Bus, connect
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.subjects import Subjects
-from shared.natsserver import free_port
 from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._sut import Sut, balancer_sut, caddy_sut, direct_sut, start_backends
-from shared.natsserver import NatsServer, free_port
+from ops.natsserver import NatsServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 THROUGHPUT = {"conns": 8, "streams": 16, "seconds": 3.0, "warmup": 0.5}

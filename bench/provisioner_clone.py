@@ -3,7 +3,7 @@
 Each round plans a clone, defines it, creates its disk, starts it and tears it down, exactly as
 the service does (`plan_clone` + `execute`). On libvirt's test driver no bytes are copied, so the
 figures measure the provisioner's own overhead and the ratio stays near 1. When this machine
-can run the VM lab (root, QEMU, libvirtd: `shared.lab`), the same is measured on a real
+can run the VM lab (root, QEMU, libvirtd: `ops.lab`), the same is measured on a real
 `qemu:///system` libvirtd in a private namespace with the real Debian template, where a full
 copy moves the disk's bytes (define + disk only: booting is not what is compared). Set
 `QUICFLEET_BENCH_NO_LAB=1` to skip that part.
@@ -20,12 +20,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ops.lab import Lab, LabError, lab_possible
 from services.provisioner import execute
 from services.provisioner.clone import CloneMode, interface_count, plan_clone, random_macs
 from services.provisioner.libvirt_adapter import LibvirtHypervisor
 from services.provisioner.ports import HypervisorError
 from services.provisioner.tags import VmTag
-from shared.lab import Lab, LabError, lab_possible
 
 NODE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "libvirt" / "node.xml"
 ROUNDS = 40

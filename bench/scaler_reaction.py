@@ -21,6 +21,7 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 
+from ops.natsserver import NatsServer
 from services.scaler.bootstrap import bootstrap
 from services.scaler.service import ScalerService
 from services.scaler.settings import ScalerSettings
@@ -32,7 +33,6 @@ from shared.contract.policy import ScalingPolicy
 from shared.contract.provisioning import CreateVm, VmRecord
 from shared.contract.subjects import Subjects
 from shared.endpoints import ok_reply
-from shared.natsserver import NatsServer
 
 TRIALS = 20
 TARGET = 8.0

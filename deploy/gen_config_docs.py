@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from shared.cli.app import app
+from ops.cli.app import app
 
 if __name__ == "__main__":
     sys.exit(app(["config-docs", *sys.argv[1:]], standalone_mode=True))

@@ -10,9 +10,9 @@ from types import FrameType
 import pytest
 from hypothesis import HealthCheck, settings
 
+from ops.natsserver import NatsServer
 from shared.bus import Bus, connect
 from shared.contract.subjects import Subjects
-from shared.natsserver import NatsServer
 from shared.settings import ServiceSettings
 
 settings.register_profile("quicfleet", deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -22,16 +22,28 @@ from aioquic.quic.packet import QuicErrorCode
 
 from services.balancer.exchange import Exchange
 from services.balancer.headers import Headers, end_to_end, forwarding, header_bytes
+from services.balancer.options import Limits
 from services.balancer.quictune import StreamCredit, ack_with_next_packet, set_ack_delay, stream_backlog
+from services.balancer.router import Router
 from services.balancer.upstream import UpstreamRequest
-
-if TYPE_CHECKING:
-    from services.balancer.server import ProxyServer
 
 log = structlog.get_logger("balancer.client")
 
 SEND_ERRORS = (H3Error, AssertionError, ValueError, RuntimeError)
 """What aioquic raises when writing to a stream the client reset or already finished."""
+
+
+class Listener(Protocol):
+    """What a connection needs from the listener that accepted it: limits, router, counts.
+
+    The listener (`server.ProxyServer`) is the transport's protocol; a connection reads it from
+    there, so this module does not import the listener.
+    """
+
+    router: Router
+    limits: Limits
+    connections: int
+    half_open: int
 
 
 class ClientProtocol(QuicConnectionProtocol):
@@ -42,7 +54,7 @@ class ClientProtocol(QuicConnectionProtocol):
         self.http: H3Connection | None = None
         self.exchanges: dict[int, Exchange] = {}
         self.watched: list[Exchange] = []
-        self.server: ProxyServer | None = None
+        self.server: Listener | None = None
         self._scheduled = False
         self._half_open = True
         self._counted = False

@@ -9,16 +9,14 @@ started or a stream reset after.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from aioquic.h3.connection import ErrorCode
 
 from services.balancer.core.backends import Backend
 from services.balancer.headers import Headers, response_headers
+from services.balancer.options import ProxyOptions
 from services.balancer.upstream import RESET, TIMEOUT, Call, Upstream, UpstreamRequest
-
-if TYPE_CHECKING:
-    from services.balancer.router import Router
 
 BACKLOG_HIGH = 512 * 1024
 """Unacknowledged response bytes on a client stream above which the upstream is paused."""
@@ -48,11 +46,29 @@ class ClientStream(Protocol):
     def done(self, exchange: Exchange) -> None: ...
 
 
+class Dispatcher(Protocol):
+    """What an exchange needs from the router that sent it: its knobs, a retry, and the books.
+
+    The router passes itself in (it is the one that dispatches exchanges), so this module does
+    not import the router.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    options: ProxyOptions
+    peak_body_buffered: int
+
+    def retry(self, exchange: Exchange, backend: Backend, reason: str) -> bool: ...
+
+    def untrack(self, backend: Backend, exchange: Exchange) -> None: ...
+
+    def attempt_over(self, backend: Backend, seconds: float, failed: bool, upstream_failed: bool) -> None: ...
+
+
 class Exchange:
     """A client request and its (at most two) upstream attempts."""
 
     def __init__(
-        self, client: ClientStream, stream_id: int, request: UpstreamRequest, client_ip: str, router: Router
+        self, client: ClientStream, stream_id: int, request: UpstreamRequest, client_ip: str, router: Dispatcher
     ) -> None:
         self.client = client
         self.stream_id = stream_id

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import structlog
 
@@ -17,25 +16,12 @@ from services.balancer.core.drain import DrainBook, DrainOver
 from services.balancer.core.policy import Picker
 from services.balancer.core.retry import RetryBudget
 from services.balancer.exchange import Exchange
+from services.balancer.options import ProxyOptions
 from services.balancer.upstream import Upstream
 
 log = structlog.get_logger("balancer.router")
 
 UpstreamFactory = Callable[[Backend], Upstream]
-
-
-@dataclass(frozen=True)
-class ProxyOptions:
-    """Per-request knobs taken from settings once."""
-
-    via: bytes = b"3 quicfleet"
-    backend_header: bool = True
-    first_byte_timeout_s: float = 30.0
-    try_timeout_s: float = 10.0
-    idle_timeout_s: float = 60.0
-    max_body_bytes: int = 64 * 1024 * 1024
-    request_buffer_bytes: int = 1024 * 1024
-    hash_header: bytes | None = None
 
 
 class Router:

@@ -19,6 +19,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.packet import pull_quic_header
 
 from services.balancer.client import ClientProtocol
+from services.balancer.options import Limits
 from services.balancer.router import Router
 from services.balancer.sockets import grow_buffers
 
@@ -57,24 +58,6 @@ def _has_token(data: bytes, cid_length: int) -> bool:
     except ValueError:
         return False
     return bool(header.token)
-
-
-class Limits:
-    """Client-facing limits taken from settings once."""
-
-    def __init__(
-        self, max_connections: int, max_streams: int, max_header_bytes: int,
-        retry_always: bool, retry_threshold: int, ack_delay_s: float, ack_with_response: bool = True,
-        coalesce_s: float = 0.0,
-    ) -> None:
-        self.max_connections = max_connections
-        self.max_streams = max_streams
-        self.max_header_bytes = max_header_bytes
-        self.retry_always = retry_always
-        self.retry_threshold = retry_threshold
-        self.ack_delay_s = ack_delay_s
-        self.ack_with_response = ack_with_response
-        self.coalesce_s = coalesce_s
 
 
 def reuseport_socket(host: str, port: int, buffer_bytes: int = 4 * 1024 * 1024) -> socket.socket:

@@ -11,8 +11,9 @@ from services.balancer.core.drain import DrainOver
 from services.balancer.core.health import HealthPolicy
 from services.balancer.core.policy import Picker
 from services.balancer.core.retry import RetryBudget
-from services.balancer.router import ProxyOptions, Router
-from services.balancer.server import Limits, server_config
+from services.balancer.options import Limits, ProxyOptions
+from services.balancer.router import Router
+from services.balancer.server import server_config
 from services.balancer.settings import BalancerSettings
 from services.balancer.upstream import Upstream
 from services.balancer.upstream_h1 import H1Pool, client_tls

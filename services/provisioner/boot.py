@@ -8,28 +8,50 @@ half-done define or start. Any failure becomes `failed` with a reason, then a cl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 import structlog
 
 from services.provisioner import execute
 from services.provisioner.addresses import pick_address
 from services.provisioner.clone import ClonePlanError, interface_count, plan_clone, random_macs
+from services.provisioner.machine import VmEntry
 from services.provisioner.ports import Hypervisor, HypervisorError, Template, TemplateMissing
+from services.provisioner.settings import ProvisionerSettings
 from services.provisioner.tags import VmTag
 from shared.contract.base import ErrorCode
 from shared.contract.events import VmState
 from shared.errors import BusError
 
-if TYPE_CHECKING:
-    from services.provisioner.fleet import Fleet
-
 log = structlog.get_logger("provisioner.boot")
 T = TypeVar("T")
 _FIRST_DELAY_S = 0.2
 _MAX_DELAY_S = 3.0
+
+
+Probe = Callable[[str], Awaitable[str | None]]
+"""An HTTP/3 readiness check of an address: None when it answered, else what was seen."""
+
+
+class FleetView(Protocol):
+    """What a VM's boot needs from the fleet that runs it (`fleet.Fleet` is the one).
+
+    The fleet starts the boot and hands itself in, so this module does not import the fleet.
+    """
+
+    settings: ProvisionerSettings
+    hv: Hypervisor
+    probe: Probe
+    entries: dict[str, VmEntry]
+    epoch: int
+    slots: asyncio.Semaphore
+
+    async def advance(self, name: str, to: VmState, *, address: str | None = None, reason: str | None = None) -> None:
+        ...
+
+    async def remove(self, name: str, reason: str | None) -> None: ...
 
 
 class NotReady(Exception):
@@ -57,7 +79,7 @@ async def finish(call: Callable[[], T]) -> T:
         raise
 
 
-async def provision(fleet: Fleet, name: str, template: Template) -> None:
+async def provision(fleet: FleetView, name: str, template: Template) -> None:
     """Clone and boot `name` (at most `provisioner_max_in_flight` at once), then wait for readiness."""
     try:
         async with fleet.slots:
@@ -67,7 +89,7 @@ async def provision(fleet: Fleet, name: str, template: Template) -> None:
         await fleet.remove(name, reason=str(error))
 
 
-async def watch_ready(fleet: Fleet, name: str) -> None:
+async def watch_ready(fleet: FleetView, name: str) -> None:
     """For a VM adopted after a restart: wait for readiness, remove it if it never comes."""
     try:
         await _wait_ready(fleet, name)
@@ -75,7 +97,7 @@ async def watch_ready(fleet: Fleet, name: str) -> None:
         await fleet.remove(name, reason=str(error))
 
 
-async def _clone_and_start(fleet: Fleet, name: str, template: Template) -> None:
+async def _clone_and_start(fleet: FleetView, name: str, template: Template) -> None:
     await fleet.advance(name, VmState.CLONING)
     entry = fleet.entries[name]
     settings = fleet.settings
@@ -88,7 +110,7 @@ async def _clone_and_start(fleet: Fleet, name: str, template: Template) -> None:
     await fleet.advance(name, VmState.BOOTING)
 
 
-async def _wait_ready(fleet: Fleet, name: str) -> None:
+async def _wait_ready(fleet: FleetView, name: str) -> None:
     """Find the address and probe it with backoff until ready or `boot_timeout_s` runs out."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + fleet.settings.boot_timeout_s
@@ -105,7 +127,7 @@ async def _wait_ready(fleet: Fleet, name: str) -> None:
         delay = min(delay * 1.5, _MAX_DELAY_S)
 
 
-async def _discover(fleet: Fleet, name: str) -> str | None:
+async def _discover(fleet: FleetView, name: str) -> str | None:
     strategy = fleet.settings.address_strategy
     if strategy == "static":
         return None
@@ -113,7 +135,7 @@ async def _discover(fleet: Fleet, name: str) -> str | None:
     return pick_address(interfaces, fleet.entries[name].macs, fleet.settings.backend_port)
 
 
-def _no_address(fleet: Fleet, name: str) -> str:
+def _no_address(fleet: FleetView, name: str) -> str:
     settings = fleet.settings
     macs = ", ".join(fleet.entries[name].macs) or "none"
     if settings.address_strategy == "static":

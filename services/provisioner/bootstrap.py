@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.provisioner.fleet import Probe
+from services.provisioner.boot import Probe
 from services.provisioner.libvirt_adapter import LibvirtHypervisor
 from services.provisioner.ports import Hypervisor
 from services.provisioner.readiness import ReadinessProbe

@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 import structlog
 
 from services.provisioner.addresses import free_static, parse_static_pool
-from services.provisioner.boot import load_template, provision, watch_ready
+from services.provisioner.boot import Probe, load_template, provision, watch_ready
 from services.provisioner.execute import teardown
 from services.provisioner.machine import IN_LIBVIRT, VmEntry, adopted, can_become, requested, to_record, transition
 from services.provisioner.ports import DomainEvent, DomainEventKind, DomainView, Hypervisor, HypervisorError, Template
@@ -31,7 +31,6 @@ from shared.errors import BusError
 log = structlog.get_logger("provisioner.fleet")
 
 Publish = Callable[[VmEntry], Awaitable[None]]
-Probe = Callable[[str], Awaitable[str | None]]
 _EVENT_REASONS = {
     DomainEventKind.CRASHED: "the VM crashed (libvirt reported it)",
     DomainEventKind.STOPPED: "the VM was powered off outside quicfleet",

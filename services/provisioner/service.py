@@ -12,7 +12,8 @@ import asyncio
 import structlog
 from nats.aio.msg import Msg
 
-from services.provisioner.fleet import Fleet, Probe
+from services.provisioner.boot import Probe
+from services.provisioner.fleet import Fleet
 from services.provisioner.machine import VmEntry, to_event
 from services.provisioner.ports import DomainEvent, Hypervisor, HypervisorError, TemplateMissing
 from services.provisioner.settings import ProvisionerSettings

@@ -15,7 +15,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from shared.natsserver import free_port
+from ops.natsserver import free_port
 from tests.docker.engine import BASE_IMAGE, ROOT, Engine, why_not
 
 pytestmark = pytest.mark.docker

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.docker
 def lab_or_skip() -> None:
     reason = why_not()
     if reason is None:
-        from shared.lab import lab_possible
+        from ops.lab import lab_possible
 
         ok, why = lab_possible()
         reason = None if ok else why
@@ -31,7 +31,7 @@ def lab_or_skip() -> None:
 
 
 def in_namespace(namespace: str, url: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    argv = ["ip", "netns", "exec", namespace, sys.executable, "-m", "shared.cli", "--nats-url", url, *args]
+    argv = ["ip", "netns", "exec", namespace, sys.executable, "-m", "ops.cli", "--nats-url", url, *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -53,7 +53,7 @@ def test_containers_in_the_lab_clone_a_vm_that_answers_http3(tmp_path: Path) -> 
     """With dockerd in the lab's namespace, `up` gets healthy containers, the provisioner clones a VM
     through the lab's libvirtd and the balancer container serves its answer over HTTP/3."""
     lab_or_skip()
-    from shared.lab import Lab
+    from ops.lab import Lab
 
     project = f"qflab{os.getpid()}"
     (tmp_path / "build").mkdir()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.lab import Lab, LabInfo, lab_possible
+from ops.lab import Lab, LabInfo, lab_possible
 
 
 def _require_lab() -> None:

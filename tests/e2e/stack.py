@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.lab import Lab, netns
-from shared.natsserver import NatsServer
+from ops.lab import Lab, netns
+from ops.natsserver import NatsServer
 
 SERVICES = ("provisioner", "metrics", "scaler", "balancer")
 REPO = Path(__file__).resolve().parents[2]

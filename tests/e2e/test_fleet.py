@@ -15,11 +15,11 @@ from typing import Any
 import libvirt
 import pytest
 
+from ops.lab import Lab, netns
 from shared.bus import Bus, connect
 from shared.contract.events import VmState
 from shared.contract.policy import PolicyPatch, ScalingPolicy
 from shared.contract.subjects import Subjects
-from shared.lab import Lab, netns
 from shared.settings import ServiceSettings
 from tests.e2e import vms
 from tests.e2e.fleetwatch import FleetWatch, services_answer

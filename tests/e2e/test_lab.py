@@ -13,9 +13,9 @@ from typing import Any
 import libvirt
 import pytest
 
+from ops.lab import Lab, LabInfo, netns
 from services.provisioner.addresses import pick_address
 from services.provisioner.libvirt_adapter import LibvirtHypervisor
-from shared.lab import Lab, LabInfo, netns
 from tests.e2e import vms
 
 pytestmark = pytest.mark.e2e

@@ -7,9 +7,9 @@ import threading
 import libvirt
 import pytest
 
+from ops.lab import Lab, LabInfo
 from services.provisioner.libvirt_adapter import LibvirtHypervisor
 from services.provisioner.ports import DomainEvent, DomainEventKind
-from shared.lab import Lab, LabInfo
 from tests.e2e import vms
 from tests.support import wait_until
 

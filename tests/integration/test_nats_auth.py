@@ -8,6 +8,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from ops.natsserver import NatsServer
 from services.scaler.bootstrap import bootstrap as scaler_bootstrap
 from services.scaler.settings import ScalerSettings
 from shared.bus import Bus, connect_options
@@ -16,7 +17,6 @@ from shared.contract.commands import GetStatus, ScaleFleet
 from shared.contract.status import DesiredState, FleetStatus
 from shared.contract.subjects import Subjects
 from shared.errors import BusError
-from shared.natsserver import NatsServer
 from shared.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration

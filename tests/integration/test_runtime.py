@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ops.natsserver import NatsServer
 from services.scaler.bootstrap import bootstrap as scaler_bootstrap
 from services.scaler.settings import ScalerSettings
 from shared.bus import Bus
@@ -19,7 +20,6 @@ from shared.contract.base import ErrorCode
 from shared.contract.commands import GetStatus, ScaleFleet
 from shared.contract.status import DesiredState, FleetStatus
 from shared.errors import BusError
-from shared.natsserver import NatsServer
 from tests.support import wait_until
 
 pytestmark = pytest.mark.integration

@@ -25,10 +25,10 @@ class Result:
 
 
 async def cli(url: str, *args: str, timeout: float = 60.0) -> Result:
-    """Run `python -m shared.cli --nats-url URL args…` and collect its exit code and output."""
+    """Run `python -m ops.cli --nats-url URL args…` and collect its exit code and output."""
     env = os.environ | {"QUICFLEET_NATS_URL": url, "COLUMNS": "200"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli", "--nats-url", url, *args, env=env,
+        sys.executable, "-m", "ops.cli", "--nats-url", url, *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from ops.natsserver import NatsServer, free_port
 from services.scaler.bootstrap import bootstrap as scaler_bootstrap
 from services.scaler.settings import ScalerSettings
 from shared.bus import Bus
 from shared.contract.events import VmState, VmStateChanged
-from shared.natsserver import NatsServer, free_port
 from shared.settings import ServiceSettings
 from tests.integration.cli.support import ScriptedFleet, cli
 from tests.support.h3server import H3Backend
@@ -130,7 +130,7 @@ async def test_serve_runs_a_service_until_sigterm(
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
         served = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shared.cli", "serve", "metrics", env=env, stdout=sink, stderr=sink)
+            sys.executable, "-m", "ops.cli", "serve", "metrics", env=env, stdout=sink, stderr=sink)
     try:
         healthy = await cli(nats_server.url, "health", "metrics", "--window", "20")
     finally:
@@ -145,7 +145,7 @@ async def test_serve_runs_a_service_until_sigterm(
 async def test_watch_ends_with_exit_3_when_nats_goes_away(bus: Bus, nats_server: NatsServer) -> None:
     """A running `watch` whose NATS server stops says it lost the connection and exits 3 instead of hanging."""
     watcher = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli", "--nats-url", nats_server.url, "--json", "watch", "--no-load",
+        sys.executable, "-m", "ops.cli", "--nats-url", nats_server.url, "--json", "watch", "--no-load",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert watcher.stdout is not None and watcher.stderr is not None
     first = asyncio.create_task(watcher.stdout.readline())

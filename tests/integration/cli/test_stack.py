@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.natsserver import free_port
+from ops.natsserver import free_port
 from tests.integration.cli.support import cli
 from tests.support import wait_until
 
@@ -45,7 +45,7 @@ async def test_up_runs_nats_and_four_services_and_stops_cleanly(tmp_path: Path) 
     log = tmp_path / "up.log"
     with log.open("wb") as sink:
         stack = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shared.cli", "up", "--no-lab", "--workdir", str(tmp_path / "run"),
+            sys.executable, "-m", "ops.cli", "up", "--no-lab", "--workdir", str(tmp_path / "run"),
             "--nats-port", str(port), env=env, stdout=sink, stderr=asyncio.subprocess.STDOUT,
         )
     try:

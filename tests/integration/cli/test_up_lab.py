@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 def lab_or_skip() -> None:
     """Skip loudly where the lab cannot run (or a developer opted out); under CI that is a failure."""
-    from shared.lab import lab_possible
+    from ops.lab import lab_possible
 
     ok, why = lab_possible()
     if ok and os.environ.get("QUICFLEET_SKIP_E2E") == "1":
@@ -35,7 +35,7 @@ def lab_or_skip() -> None:
 async def in_lab(namespace: str, *args: str, timeout: float = 300) -> Result:
     """The CLI run inside the lab's namespace, as the hints printed by `up` say."""
     process = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", namespace, sys.executable, "-m", "shared.cli", *args,
+        "ip", "netns", "exec", namespace, sys.executable, "-m", "ops.cli", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None
@@ -54,7 +54,7 @@ async def test_up_with_the_lab_serves_http3_from_a_cloned_vm(tmp_path: Path) -> 
     log = tmp_path / "up.log"
     with log.open("wb") as sink:
         stack = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shared.cli", "up", "--workdir", str(tmp_path / "run"), "--lab-name", name,
+            sys.executable, "-m", "ops.cli", "up", "--workdir", str(tmp_path / "run"), "--lab-name", name,
             env=env, stdout=sink, stderr=asyncio.subprocess.STDOUT)
     try:
         await wait_until(lambda: "quicfleet is up" in log.read_text(), timeout=600, what="the lab stack")

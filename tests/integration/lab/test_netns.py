@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.lab import Lab, LabError, lab_possible, netns
-from shared.lab.network import network_xml
+from ops.lab import Lab, LabError, lab_possible, netns
+from ops.lab.network import network_xml
 
 pytestmark = pytest.mark.integration
 

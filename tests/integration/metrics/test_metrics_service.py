@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from ops.natsserver import NatsServer
 from services.metrics.bootstrap import bootstrap
 from services.metrics.service import MetricsService
 from services.metrics.settings import MetricsSettings
@@ -18,7 +19,6 @@ from shared.contract.base import utcnow
 from shared.contract.events import ScalingDecided, VmState, VmStateChanged
 from shared.contract.load import FleetLoaded
 from shared.contract.status import DesiredState
-from shared.natsserver import NatsServer
 from tests.integration.metrics.helpers import collect, publish_reports, scrape
 from tests.support import wait_until
 from tests.unit.metrics.builders import backend, report

@@ -16,10 +16,10 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from ops.natsserver import NatsServer
 from services.provisioner.libvirt_adapter import ensure_event_thread
 from services.provisioner.settings import ProvisionerSettings
 from services.provisioner.tags import NAMESPACE, parse_tag
-from shared.natsserver import NatsServer
 from tests.support.h3server import H3Backend
 
 URI = "test:///default"

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
+from ops.natsserver import NatsServer
 from services.provisioner.bootstrap import bootstrap
 from services.provisioner.tags import NAMESPACE, parse_tag
 from shared.bus import Bus
@@ -15,7 +16,6 @@ from shared.contract.base import ErrorCode
 from shared.contract.events import VmState
 from shared.contract.provisioning import CreateVm, DestroyVm, ListVms, VmList, VmRecord
 from shared.errors import BusError
-from shared.natsserver import NatsServer
 from tests.integration.provisioner.conftest import World
 from tests.integration.provisioner.helpers import VmEvents
 from tests.support.h3server import H3Backend

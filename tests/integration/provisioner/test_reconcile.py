@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import libvirt
 import pytest
 
+from ops.natsserver import NatsServer
 from services.provisioner.bootstrap import bootstrap
 from services.provisioner.clone import SourceVolume, interface_count, plan_clone, random_macs
 from services.provisioner.reconcile import HALF_MADE
@@ -17,7 +18,6 @@ from shared.contract.base import ErrorCode
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.provisioning import CreateVm, ListVms, VmList, VmRecord
 from shared.errors import BusError
-from shared.natsserver import NatsServer
 from tests.integration.provisioner.conftest import POOL, World
 from tests.integration.provisioner.helpers import VmEvents
 from tests.support import wait_until

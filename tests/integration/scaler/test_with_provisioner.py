@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
+from ops.natsserver import NatsServer
 from services.scaler.bootstrap import bootstrap as scaler_bootstrap
 from services.scaler.settings import ScalerSettings
 from shared.bus import Bus
 from shared.contract.commands import GetStatus, ScaleFleet
 from shared.contract.events import VmState
 from shared.contract.status import DesiredState, FleetStatus
-from shared.natsserver import NatsServer
 from tests.integration.scaler import conftest
 from tests.support import wait_until
 from tests.support.h3server import H3Backend

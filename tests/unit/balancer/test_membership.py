@@ -12,7 +12,8 @@ from services.balancer.core.health import HealthPolicy
 from services.balancer.core.policy import Picker
 from services.balancer.core.retry import RetryBudget
 from services.balancer.membership import apply_event, apply_listing
-from services.balancer.router import ProxyOptions, Router
+from services.balancer.options import ProxyOptions
+from services.balancer.router import Router
 from services.balancer.upstream import Call, Sink, UpstreamRequest
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.provisioning import VmList, VmRecord

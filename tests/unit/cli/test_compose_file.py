@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.cli.configdocs import settings_class
-from shared.cli.health import SERVICES
+from ops.cli.health import SERVICES
+from ops.configdocs import settings_class
 from shared.settings import ENV_PREFIX, ServiceSettings
 
 pytestmark = pytest.mark.unit

@@ -8,8 +8,8 @@ from typing import Literal
 import pytest
 from pydantic import SecretStr
 
-from shared.cli.configdocs import render, settings_class, type_name, write
-from shared.cli.health import SERVICES
+from ops.cli.health import SERVICES
+from ops.configdocs import render, settings_class, type_name, write
 from shared.settings import ServiceSettings
 
 pytestmark = pytest.mark.unit

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from shared.cli.client import CliError
-from shared.cli.health import SERVICES, Pong, missing, parse_pong, targets
+from ops.cli.client import CliError
+from ops.cli.health import SERVICES, Pong, missing, parse_pong, targets
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.cli.policyargs import parse_assignment, parse_patch
+from ops.cli.policyargs import parse_assignment, parse_patch
 from shared.contract.policy import ScalingPolicy, Signal
 
 pytestmark = pytest.mark.unit

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.cli.progress import FleetTracker, Verdict
+from ops.cli.progress import FleetTracker, Verdict
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.policy import ScalingPolicy
 from shared.contract.status import FleetStatus, VmStatus

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rich.console import Console
 
-from shared.cli.render import age, event_text, policy_table, status_view
+from ops.cli.render import age, event_text, policy_table, status_view
 from shared.contract.events import ScalingDecided, VmState, VmStateChanged
 from shared.contract.load import FleetLoaded, VmLoad
 from shared.contract.policy import ScalingPolicy
@@ -70,7 +70,7 @@ def test_watch_lines_name_what_happened() -> None:
 
 def test_get_targets_the_first_balancer_that_has_an_address() -> None:
     """`quicfleet get` uses the first reporting balancer's address, a wildcard host meaning loopback."""
-    from shared.cli.fetch import balancer_url
+    from ops.cli.fetch import balancer_url
 
     status = FleetStatus(desired=0, policy=ScalingPolicy(), balancers=[
         BalancerStatus(id="b0", last_seen=NOW), BalancerStatus(id="b1", address="0.0.0.0:443", last_seen=NOW)])

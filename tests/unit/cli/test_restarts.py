@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.cli.restarts import MAX_DELAY_S, STABLE_S, Restarts, next_restart, restarted
+from ops.stack.restarts import MAX_DELAY_S, STABLE_S, Restarts, next_restart, restarted
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.cli.stackplan import Mode, Plan, balancer_url, choose_mode, hints, lab_env, service_argv, service_env
+from ops.stack.plan import Mode, Plan, balancer_url, choose_mode, hints, lab_env, service_argv, service_env
 
 pytestmark = pytest.mark.unit
 

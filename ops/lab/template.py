@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from shared.lab import netns
+from ops.lab import netns
 
 TEMPLATE_NAME = "backend-template"
 POOL_NAME = "quicfleet"

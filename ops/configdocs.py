@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from shared.cli.health import SERVICES
+from ops.cli.health import SERVICES
 from shared.settings import ENV_PREFIX, ServiceSettings
 
 HEADER = """# Configuration reference

@@ -4,7 +4,7 @@ Children run in their own sessions, so the terminal's Ctrl-C reaches only this s
 which then stops them in order: SIGTERM to the services (they drain), wait, then NATS last.
 Each child also gets SIGTERM from the kernel if this process dies (PR_SET_PDEATHSIG), so not
 even a `kill -9` of `up` leaves a process behind. A service that exits on its own is started
-again after a backoff (`shared.cli.restarts`), as compose's `restart: unless-stopped` would.
+again after a backoff (`ops.stack.restarts`), as compose's `restart: unless-stopped` would.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from shared.cli.health import SERVICES
-from shared.cli.restarts import Restarts, next_restart, restarted
-from shared.cli.stackplan import SERVICE_STYLES, TEST_URI, Mode, Plan, choose_mode, hints, lab_env, service_argv
-from shared.cli.stackplan import service_env as make_service_env
-from shared.natsserver import nats_server_binary, write_config
+from ops.cli.health import SERVICES
+from ops.natsserver import nats_server_binary, write_config
+from ops.stack.plan import SERVICE_STYLES, TEST_URI, Mode, Plan, choose_mode, hints, lab_env, service_argv
+from ops.stack.plan import service_env as make_service_env
+from ops.stack.restarts import Restarts, next_restart, restarted
 
 PR_SET_PDEATHSIG = 1
 SERVICE_GRACE_S = 20.0
@@ -145,7 +145,7 @@ class Stack:
 
     async def wait_healthy(self) -> bool:
         """Poll `quicfleet health` (inside the lab when there is one) until every service answers."""
-        argv = self.wrap([sys.executable, "-m", "shared.cli", "--nats-url", self.nats_url, "--timeout", "3",
+        argv = self.wrap([sys.executable, "-m", "ops.cli", "--nats-url", self.nats_url, "--timeout", "3",
                           "health", "--window", "3"])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.ready_timeout_s
@@ -233,18 +233,18 @@ def _schedule(stack: Stack, name: str, now: float, due: dict[str, float], down: 
 
 
 def _load_lab() -> ModuleType | None:
-    """`shared.lab` when it is importable (it needs libvirt-python), else None."""
+    """`ops.lab` when it is importable (it needs libvirt-python), else None."""
     try:
         import importlib
 
-        return importlib.import_module("shared.lab")
+        return importlib.import_module("ops.lab")
     except ImportError:
         return None
 
 
 def _plan(options: StackOptions, lab_module: ModuleType | None) -> tuple[Plan, Any]:
     """Decide the mode and, for the lab, start it (it builds the template on first use)."""
-    lab_ok = lab_module.lab_possible() if lab_module else (False, "shared.lab is not available")
+    lab_ok = lab_module.lab_possible() if lab_module else (False, "ops.lab is not available")
     mode, warning = choose_mode(os.environ, options.lab, lab_ok)
     if mode is Mode.LIBVIRT:
         return Plan(mode), None

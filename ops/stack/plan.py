@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from shared.cli.health import SERVICES
+from ops.cli.health import SERVICES
 
 TEST_URI = "test:///default"
 SERVICE_STYLES = {

@@ -14,7 +14,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 
-from shared.cli.client import EXIT_UNREACHABLE, CliError
+from ops.cli.client import EXIT_UNREACHABLE, CliError
 
 SERVICES = ("balancer", "metrics", "scaler", "provisioner")
 NATS_TARGET = "nats"

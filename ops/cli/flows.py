@@ -1,7 +1,7 @@
 """The CLI commands that talk to the fleet, as async functions returning what to show.
 
 Each takes a connected `Bus` and returns data (or yields lines), so the same code serves the
-rich view, `--json` and the tests; `shared.cli.app` only parses arguments and prints.
+rich view, `--json` and the tests; `ops.cli.app` only parses arguments and prints.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from pydantic import BaseModel
 
+from ops.cli.client import EXIT_ERROR, EXIT_UNREACHABLE, AnyResult, CliError, ask, lost
+from ops.cli.progress import FleetTracker, Verdict
 from shared.bus import Bus, decode
-from shared.cli.client import EXIT_ERROR, EXIT_UNREACHABLE, AnyResult, CliError, ask, lost
-from shared.cli.progress import FleetTracker, Verdict
 from shared.contract.commands import DrainVm, GetStatus, ScaleFleet
 from shared.contract.events import ScalingDecided, VmStateChanged
 from shared.contract.load import FleetLoaded

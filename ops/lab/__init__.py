@@ -22,8 +22,8 @@ from pathlib import Path
 import libvirt
 import structlog
 
-from shared.lab import daemons, netns, network, template
-from shared.lab.netns import LabError
+from ops.lab import daemons, netns, network, template
+from ops.lab.netns import LabError
 
 __all__ = ["Lab", "LabError", "LabInfo", "lab_possible"]
 

@@ -12,33 +12,28 @@ import json
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
-from rich.console import Console
 from rich.text import Text
 
-from shared.cli import flows, render
-from shared.cli.client import CliError, session
-from shared.cli.health import run_health
-from shared.cli.progress import FleetTracker
+from ops.cli import flows, local, render
+from ops.cli.client import CliError, session
+from ops.cli.console import err, fail, out
+from ops.cli.health import run_health
+from ops.cli.progress import FleetTracker
 from shared.contract.base import utcnow
 from shared.errors import describe_validation_error
 from shared.settings import ServiceSettings, describe_settings_error
 
 T = TypeVar("T")
-ROOT = Path(__file__).resolve().parents[2]
-
 app = typer.Typer(name="quicfleet", help="Operate a quicfleet: an elastic HTTP/3 load balancer for KVM hosts.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 policy_app = typer.Typer(help="Show or change the autoscaling policy.", no_args_is_help=True)
 template_app = typer.Typer(help="Build the backend VM template.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(template_app, name="template")
-out = Console(highlight=False, markup=False)
-err = Console(stderr=True, highlight=False)
 
 
 @dataclass(frozen=True)
@@ -48,11 +43,6 @@ class Options:
     json: bool
     timeout: float
     settings: ServiceSettings
-
-
-def fail(message: str, code: int) -> typer.Exit:
-    err.print(f"quicfleet: {message}", style="red", markup=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def execute(coro: Coroutine[Any, Any, T]) -> T:
@@ -163,7 +153,7 @@ def policy_set(
 ) -> None:
     """Change policy fields (values are checked here, then by the scaler); shows the whole new policy."""
     options: Options = ctx.obj
-    from shared.cli.policyargs import parse_patch
+    from ops.cli.policyargs import parse_patch
 
     try:
         patch = parse_patch(pairs)
@@ -233,7 +223,7 @@ def get(
     verify: Annotated[bool, typer.Option(help="Verify the balancer's TLS certificate.")] = False,
 ) -> None:
     """HTTP/3 GETs through the balancer; prints which VM answered each one."""
-    from shared.cli import fetch
+    from ops.cli import fetch
 
     options: Options = ctx.obj
     if url is None:
@@ -250,5 +240,5 @@ def get(
         raise fail(error.message, error.code) from None
 
 
-# The commands that run local processes rather than talk to the fleet register themselves here.
-import shared.cli.local  # noqa: E402, F401
+# The commands that run local processes rather than talk to the fleet.
+local.register(app, template_app)

@@ -12,7 +12,7 @@ from typing import Any
 
 import niquests
 
-from shared.cli.client import EXIT_ERROR, EXIT_UNREACHABLE, CliError
+from ops.cli.client import EXIT_ERROR, EXIT_UNREACHABLE, CliError
 from shared.contract.status import FleetStatus
 
 BACKEND_HEADER = "x-quicfleet-backend"

@@ -1,5 +1,6 @@
 """The `quicfleet` commands that run things on this machine: `up`, `serve`, `template build`,
-`config-docs`. They share the app (and its error style) with the fleet commands in `app.py`.
+`config-docs`. `app.py` registers them on its app (`register`), so they share its error style
+(`console`) without this module knowing the fleet commands.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from typing import Annotated
 
 import typer
 
-from shared.cli.app import ROOT, app, err, fail, template_app
-from shared.cli.health import SERVICES
+from ops.cli.console import ROOT, err, fail
+from ops.cli.health import SERVICES
 
 
-@app.command()
 def up(
     no_lab: Annotated[bool, typer.Option("--no-lab", help="Never start the namespaced QEMU lab.")] = False,
     workdir: Annotated[Path, typer.Option(help="Where NATS data and logs go.")] = Path(".run"),
@@ -23,13 +23,12 @@ def up(
     lab_name: Annotated[str, typer.Option(help="The lab's network namespace.")] = "quicfleet-lab",
 ) -> None:
     """Run the local stack: NATS with JetStream and the four services, logs merged; Ctrl-C stops it all."""
-    from shared.stack import StackOptions, run_stack
+    from ops.stack.supervisor import StackOptions, run_stack
 
     options = StackOptions(workdir=workdir.resolve(), nats_port=nats_port, lab=not no_lab, lab_name=lab_name)
     raise typer.Exit(run_stack(options))
 
 
-@app.command()
 def serve(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")]) -> None:
     """Run one service in this process (what `python -m services.<name>` does)."""
     if service not in SERVICES:
@@ -38,7 +37,6 @@ def serve(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVI
     raise typer.Exit(module.main())
 
 
-@template_app.command("build")
 def template_build() -> None:
     """Build the Debian test template VM and define it in libvirt (deploy/template/build.sh)."""
     script = ROOT / "deploy" / "template" / "build.sh"
@@ -47,13 +45,12 @@ def template_build() -> None:
     raise typer.Exit(subprocess.call(["bash", str(script)], cwd=ROOT))
 
 
-@app.command("config-docs")
 def config_docs(
     output: Annotated[Path, typer.Option(help="Where to write the reference.")] = ROOT / "docs" / "configuration.md",
     check: Annotated[bool, typer.Option(help="Only check that the file is up to date.")] = False,
 ) -> None:
     """Regenerate the configuration reference from the Settings classes."""
-    from shared.cli import configdocs
+    from ops import configdocs
 
     if check:
         current = output.read_text() if output.exists() else ""
@@ -62,3 +59,11 @@ def config_docs(
         return
     changed = configdocs.write(output)
     err.print(f"{output}: {'updated' if changed else 'already up to date'}", markup=False)
+
+
+def register(app: typer.Typer, template_app: typer.Typer) -> None:
+    """Add the local commands to the CLI's app and its `template` group."""
+    app.command()(up)
+    app.command()(serve)
+    app.command("config-docs")(config_docs)
+    template_app.command("build")(template_build)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.lab import netns
+from ops.lab import netns
 
 BIND_DIRS = {
     "run": "/run/libvirt",

@@ -1,0 +1,13 @@
+"""The `quicfleet` command line (entry point `ops.cli:main`)."""
+
+from __future__ import annotations
+
+
+def main() -> None:
+    """Run the CLI; imported lazily so `import ops.cli` stays cheap and side-effect free."""
+    from ops.cli.app import app
+
+    app()
+
+
+__all__ = ["main"]

@@ -1,0 +1,40 @@
+"""The balancer's knobs, taken from settings once: per request (`ProxyOptions`) and per listener
+(`Limits`). Plain values, so the listener, its connections, the router and the exchanges can all
+read them without importing one another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    """Per-request knobs taken from settings once."""
+
+    via: bytes = b"3 quicfleet"
+    backend_header: bool = True
+    first_byte_timeout_s: float = 30.0
+    try_timeout_s: float = 10.0
+    idle_timeout_s: float = 60.0
+    max_body_bytes: int = 64 * 1024 * 1024
+    request_buffer_bytes: int = 1024 * 1024
+    hash_header: bytes | None = None
+
+
+class Limits:
+    """Client-facing limits taken from settings once."""
+
+    def __init__(
+        self, max_connections: int, max_streams: int, max_header_bytes: int,
+        retry_always: bool, retry_threshold: int, ack_delay_s: float, ack_with_response: bool = True,
+        coalesce_s: float = 0.0,
+    ) -> None:
+        self.max_connections = max_connections
+        self.max_streams = max_streams
+        self.max_header_bytes = max_header_bytes
+        self.retry_always = retry_always
+        self.retry_threshold = retry_threshold
+        self.ack_delay_s = ack_delay_s
+        self.ack_with_response = ack_with_response
+        self.coalesce_s = coalesce_s
