@@ -3,34 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import structlog
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
-from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
-from aioquic.h3.exceptions import H3Error
-from aioquic.quic.events import (
-    ConnectionTerminated,
-    HandshakeCompleted,
-    ProtocolNegotiated,
-    QuicEvent,
-    StopSendingReceived,
-    StreamReset,
-)
-from aioquic.quic.packet import QuicErrorCode
 
 from services.balancer.exchange import Exchange
 from services.balancer.headers import Headers, end_to_end, forwarding, header_bytes
 from services.balancer.options import Limits
-from services.balancer.quictune import StreamCredit, ack_with_next_packet, set_ack_delay, stream_backlog
+from services.balancer.quic import Credit, Engine, H3Code, ProtocolBase
 from services.balancer.router import Router
 from services.balancer.upstream import UpstreamRequest
 
 log = structlog.get_logger("balancer.client")
 
-SEND_ERRORS = (H3Error, AssertionError, ValueError, RuntimeError)
-"""What aioquic raises when writing to a stream the client reset or already finished."""
+SEND_ERRORS: tuple[type[Exception], ...] = (AssertionError, ValueError, RuntimeError)
+"""What an engine raises when writing to a stream the client reset or already finished (plus its H3Error)."""
 
 
 class Listener(Protocol):
@@ -46,12 +33,16 @@ class Listener(Protocol):
     half_open: int
 
 
-class ClientProtocol(QuicConnectionProtocol):
-    """One client connection: HTTP/3 requests become exchanges."""
+class ClientConnection(ProtocolBase):
+    """One client connection: HTTP/3 requests become exchanges (a mixin on the engine's protocol)."""
+
+    engine: ClassVar[Engine]
 
     def __init__(self, quic: Any, stream_handler: Any = None) -> None:
+        self.engine.tuning.harden(quic)
         super().__init__(quic, stream_handler)
-        self.http: H3Connection | None = None
+        self.http: Any = None
+        self.send_errors = (*SEND_ERRORS, self.engine.H3Error)
         self.exchanges: dict[int, Exchange] = {}
         self.watched: list[Exchange] = []
         self.server: Listener | None = None
@@ -62,46 +53,52 @@ class ClientProtocol(QuicConnectionProtocol):
         self.ack_early = True
         self.coalesce_s = 0.0
         self._started = False
+        self._refused = False
         self._deferred: asyncio.TimerHandle | None = None
-        self.credit: StreamCredit | None = None
+        self.credit: Credit | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.server = transport.get_protocol()  # type: ignore[assignment]
         assert self.server is not None
-        set_ack_delay(self._quic, self.server.limits.ack_delay_s)
+        tuning = self.engine.tuning
+        tuning.set_ack_delay(self._quic, self.server.limits.ack_delay_s)
         self.ack_early = self.server.limits.ack_with_response
         self.coalesce_s = self.server.limits.coalesce_s
-        self.credit = StreamCredit(self._quic, self.server.router.options.request_buffer_bytes)
+        self.credit = tuning.stream_credit(self._quic, self.server.router.options.request_buffer_bytes)
         if self.server.connections >= self.server.limits.max_connections:
             self._half_open = False
-            self._quic.close(error_code=QuicErrorCode.CONNECTION_REFUSED, reason_phrase="too many connections")
+            self._refused = True  # closed once its first datagram is in (see _refuse_now)
             return
         self._counted = True
         self.server.connections += 1
         self.server.half_open += 1
 
-    # aioquic events
-    def quic_event_received(self, event: QuicEvent) -> None:
-        if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
-            self.http = H3Connection(self._quic)
-        elif isinstance(event, HandshakeCompleted):
+    # engine events
+    def quic_event_received(self, event: Any) -> None:
+        engine = self.engine
+        if isinstance(event, engine.ProtocolNegotiated) and event.alpn_protocol in engine.H3_ALPN:
+            self.http = engine.H3Connection(self._quic)
+            engine.tuning.safe_qpack(self.http)
+        elif isinstance(event, engine.HandshakeCompleted):
             self._handshake_over()
-        elif isinstance(event, StreamReset | StopSendingReceived):
+            if self._refused and self._refuse_now(handshake_done=True):
+                return
+        elif isinstance(event, (engine.StreamReset, engine.StopSendingReceived)):
             self._client_reset(event.stream_id)
-        elif isinstance(event, ConnectionTerminated):
+        elif isinstance(event, engine.ConnectionTerminated):
             self._terminated()
             return
-        if self.http is not None:
+        if self.http is not None and not engine.tuning.is_closing(self._quic):  # qh3 refuses sends once closing
             try:
                 http_events = self.http.handle_event(event)
-            except H3Error:
+            except engine.H3Error:
                 log.info("client.protocol_error")
                 return
             for http_event in http_events:
                 self._guarded(http_event)
 
-    def _guarded(self, event: H3Event) -> None:
+    def _guarded(self, event: Any) -> None:
         """Handle one HTTP/3 event; a bug here costs that stream, never the connection."""
         try:
             self._http_event(event)
@@ -112,7 +109,7 @@ class ClientProtocol(QuicConnectionProtocol):
             if exchange is not None:
                 exchange.client_reset()
             if stream_id is not None:
-                self.reset(stream_id, ErrorCode.H3_INTERNAL_ERROR)
+                self.reset(stream_id, H3Code.H3_INTERNAL_ERROR)
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         """Feed the QUIC core; hold the transmit briefly when the datagram started new requests.
@@ -123,6 +120,8 @@ class ClientProtocol(QuicConnectionProtocol):
         """
         self.peer_ip = str(addr[0])
         self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
+        if self._refused and self._refuse_now():
+            return
         self._started = False
         self._process_events()
         if self._started and self.coalesce_s > 0:
@@ -131,6 +130,16 @@ class ClientProtocol(QuicConnectionProtocol):
             self.transmit()
         if self.watched:
             self.watched = [e for e in self.watched if not e.resume_if_drained()]
+
+    def _refuse_now(self, handshake_done: bool = False) -> bool:
+        """Close a connection over the limit: at its first datagram, or after the handshake where
+        the engine cannot close earlier (qh3's close before it leaves the client waiting)."""
+        if not (handshake_done or self.engine.tuning.closes_before_handshake):
+            return False
+        self._refused = False
+        self._quic.close(error_code=H3Code.CONNECTION_REFUSED, reason_phrase="too many connections")
+        self.transmit()
+        return True
 
     def _handshake_over(self) -> None:
         if self._half_open and self.server is not None:
@@ -150,14 +159,14 @@ class ClientProtocol(QuicConnectionProtocol):
         if exchange is not None:
             exchange.client_reset()
 
-    def _http_event(self, event: H3Event) -> None:
-        if isinstance(event, HeadersReceived):
+    def _http_event(self, event: Any) -> None:
+        if isinstance(event, self.engine.HeadersReceived):
             exchange = self.exchanges.get(event.stream_id)
             if exchange is None:
                 self._new_request(event.stream_id, event.headers, event.stream_ended)
             elif event.stream_ended:
                 exchange.client_data(b"", True)
-        elif isinstance(event, DataReceived):
+        elif isinstance(event, self.engine.DataReceived):
             exchange = self.exchanges.get(event.stream_id)
             if exchange is not None:
                 exchange.client_data(event.data, event.stream_ended)
@@ -166,7 +175,7 @@ class ClientProtocol(QuicConnectionProtocol):
         assert self.server is not None
         limits = self.server.limits
         if len(self.exchanges) >= limits.max_streams:
-            self.reset(stream_id, ErrorCode.H3_REQUEST_REJECTED)
+            self.reset(stream_id, H3Code.H3_REQUEST_REJECTED)
             return
         if header_bytes(headers) > limits.max_header_bytes:
             self._refuse(stream_id, 431, b"request header fields too large\n")
@@ -204,7 +213,7 @@ class ClientProtocol(QuicConnectionProtocol):
         if self.http is not None:
             try:
                 self.http.send_headers(stream_id, headers, end_stream=end)
-            except SEND_ERRORS:
+            except self.send_errors:
                 return
             self.schedule()
 
@@ -212,19 +221,19 @@ class ClientProtocol(QuicConnectionProtocol):
         if self.http is not None:
             try:
                 self.http.send_data(stream_id, data, end_stream=end)
-            except SEND_ERRORS:
+            except self.send_errors:
                 return
             self.schedule()
 
     def reset(self, stream_id: int, code: int) -> None:
         try:
             self._quic.reset_stream(stream_id, code)
-        except SEND_ERRORS:
+        except self.send_errors:
             return
         self.schedule()
 
     def backlog(self, stream_id: int) -> int:
-        return stream_backlog(self._quic, stream_id)
+        return self.engine.tuning.stream_backlog(self._quic, stream_id)
 
     def grant(self, stream_id: int, buffered: int) -> None:
         if self.credit is not None and self.credit.update(stream_id, buffered):
@@ -255,5 +264,5 @@ class ClientProtocol(QuicConnectionProtocol):
             self._deferred.cancel()
             self._deferred = None
         if self.ack_early:
-            ack_with_next_packet(self._quic, self._loop.time())
+            self.engine.tuning.ack_with_next_packet(self._quic, self._loop.time())
         self.transmit()

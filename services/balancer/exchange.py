@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from aioquic.h3.connection import ErrorCode
-
 from services.balancer.core.backends import Backend
 from services.balancer.headers import Headers, response_headers
 from services.balancer.options import ProxyOptions
+from services.balancer.quic import H3Code
 from services.balancer.upstream import RESET, TIMEOUT, Call, Upstream, UpstreamRequest
 
 BACKLOG_HIGH = 512 * 1024
@@ -204,7 +203,7 @@ class Exchange:
             return
         self._abort_call()
         if self.response_started:
-            self.client.reset(self.stream_id, ErrorCode.H3_INTERNAL_ERROR)
+            self.client.reset(self.stream_id, H3Code.H3_INTERNAL_ERROR)
             self._finish(failed=True, upstream_failed=True)
         elif reason == TIMEOUT:
             self.respond(504, b"upstream timed out\n", failed=True, upstream_failed=True)

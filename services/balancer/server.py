@@ -1,6 +1,6 @@
-"""The client-facing HTTP/3 listener: aioquic's QUIC server, one `ClientProtocol` per connection.
+"""The client-facing HTTP/3 listener: the engine's QUIC server, one `ClientConnection` per connection.
 
-`ProxyServer` adds what the balancer needs around aioquic's `QuicServer`: a socket bound with
+`ProxyServer` adds what the balancer needs around the engine's `QuicServer`: a socket bound with
 SO_REUSEPORT (so several worker processes share the port), a connection limit, and QUIC Retry
 either always or only while many handshakes are half-open (a spoofed-source flood).
 """
@@ -9,28 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
-from aioquic._buffer import Buffer
-from aioquic.asyncio.server import QuicServer
-from aioquic.h3.connection import H3_ALPN
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.packet import pull_quic_header
 
-from services.balancer.client import ClientProtocol
+from services.balancer.client import ClientConnection
 from services.balancer.options import Limits
+from services.balancer.quic import Engine, ServerBase
 from services.balancer.router import Router
 from services.balancer.sockets import grow_buffers
 
 log = structlog.get_logger("balancer.server")
 
 
-class ProxyServer(QuicServer):
-    """aioquic's server plus limits, Retry policy and connection counts."""
+class ProxyServer(ServerBase):
+    """The engine's QUIC server plus limits, Retry policy and connection counts (a mixin: see `quic`)."""
+
+    engine: ClassVar[Engine]
 
     def __init__(self, *, router: Router, limits: Limits, **kwargs: Any) -> None:
-        super().__init__(retry=True, create_protocol=ClientProtocol, **kwargs)
+        protocol = self.engine.compose(ClientConnection, self.engine.QuicConnectionProtocol)
+        super().__init__(retry=True, create_protocol=protocol, **kwargs)
         self.router = router
         self.limits = limits
         self.connections = 0
@@ -43,21 +42,20 @@ class ProxyServer(QuicServer):
             return
         handler = self._retry
         cid_length = self._configuration.connection_id_length
-        if self.half_open < self.limits.retry_threshold and not _has_token(data, cid_length):
+        if self.half_open < self.limits.retry_threshold and not self._has_token(data, cid_length):
             self._retry = None  # type: ignore[assignment]
         try:
             super().datagram_received(data, addr)
         finally:
             self._retry = handler
 
-
-def _has_token(data: bytes, cid_length: int) -> bool:
-    """Whether an Initial packet carries a token (so it must be validated as a Retry token)."""
-    try:
-        header = pull_quic_header(Buffer(data=data), host_cid_length=cid_length)
-    except ValueError:
-        return False
-    return bool(header.token)
+    def _has_token(self, data: bytes, cid_length: int) -> bool:
+        """Whether an Initial packet carries a token (so it must be validated as a Retry token)."""
+        try:
+            header = self.engine.pull_quic_header(self.engine.Buffer(data=data), host_cid_length=cid_length)
+        except ValueError:
+            return False
+        return bool(header.token)
 
 
 def reuseport_socket(host: str, port: int, buffer_bytes: int = 4 * 1024 * 1024) -> socket.socket:
@@ -73,19 +71,22 @@ def reuseport_socket(host: str, port: int, buffer_bytes: int = 4 * 1024 * 1024) 
 
 
 async def start_server(
-    host: str, port: int, config: QuicConfiguration, router: Router, limits: Limits
+    engine: Engine, host: str, port: int, config: Any, router: Router, limits: Limits
 ) -> tuple[ProxyServer, int]:
-    """Listen on UDP; returns the server and the bound port."""
+    """Listen on UDP with `engine`; returns the server and the bound port."""
     loop = asyncio.get_running_loop()
     sock = reuseport_socket(host, port)
+    listener = engine.compose(ProxyServer, engine.QuicServer)
     _, server = await loop.create_datagram_endpoint(
-        lambda: ProxyServer(router=router, limits=limits, configuration=config), sock=sock
+        lambda: listener(router=router, limits=limits, configuration=config), sock=sock
     )
     return server, sock.getsockname()[1]
 
 
-def server_config(cert: str, key: str, idle_timeout_s: float, max_datagram_size: int) -> QuicConfiguration:
-    config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN, idle_timeout=idle_timeout_s)
+def server_config(engine: Engine, cert: str, key: str, idle_timeout_s: float, max_datagram_size: int) -> Any:
+    """The engine's QUIC server configuration for HTTP/3 with this certificate."""
+    config = engine.QuicConfiguration(is_client=False, alpn_protocols=engine.H3_ALPN, idle_timeout=idle_timeout_s)
+    engine.tuning.prepare(config)
     config.max_datagram_size = max_datagram_size
     config.load_cert_chain(cert, key)
     return config

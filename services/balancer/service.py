@@ -12,6 +12,7 @@ from nats.aio.msg import Msg
 from services.balancer.checks import check_all
 from services.balancer.core.drain import DrainOver
 from services.balancer.membership import apply_event, apply_listing
+from services.balancer.quic import load_engine
 from services.balancer.reporting import build_report
 from services.balancer.router import Router
 from services.balancer.server import ProxyServer, start_server
@@ -44,24 +45,25 @@ class BalancerService(BusService):
         self.server: ProxyServer | None = None
         self.port = settings.listen_port
         self.workers = Workers()
+        self.engine = load_engine(settings.quic_engine)
 
     @property
     def address(self) -> str:
         return self.settings.advertise_address or f"{self.settings.listen_host}:{self.port}"
 
     async def on_start(self) -> None:
-        self.router = make_router(self.settings, self._drained)
+        self.router = make_router(self.settings, self.engine, self._drained)
         await self.bus.subscribe(self.subjects.vm_all, VmStateChanged, self._vm_event)
         await self.bus.subscribe(self.subjects.balancer_drain, DrainBackend, self._drain_request)
         await self._learn_fleet()
-        config = make_server_config(self.settings)
-        self.server, self.port = await start_server(
-            self.settings.listen_host, self.settings.listen_port, config, self.router, make_limits(self.settings)
-        )
+        config = make_server_config(self.settings, self.engine)
+        host, port, limits = self.settings.listen_host, self.settings.listen_port, make_limits(self.settings)
+        self.server, self.port = await start_server(self.engine, host, port, config, self.router, limits)
         self.workers.start(self.settings, self.port)
         self.spawn(self._report_loop(), "balancer-report")
         self.spawn(self._health_loop(), "balancer-health")
-        log.info("balancer.listening", balancer=self.balancer_id, address=self.address, backends=len(self.router.table))
+        log.info("balancer.listening", balancer=self.balancer_id, address=self.address, engine=self.engine.name,
+                 backends=len(self.router.table))
 
     async def on_stop(self) -> None:
         await self.workers.stop()

@@ -60,6 +60,9 @@ class BalancerSettings(ServiceSettings):
         1024 * 1024, ge=65_536, le=2**30, description="Request-body bytes buffered per request (QUIC credit)."
     )
     listen_idle_timeout_s: float = Field(60.0, gt=0, le=3600)
+    quic_engine: Literal["aioquic", "qh3"] = Field(
+        "aioquic", description="QUIC library: aioquic (pure Python), or qh3 (Rust core; extra `quicfleet[qh3]`)."
+    )
     quic_retry: Literal["always", "threshold"] = Field("threshold", description="When to demand Retry.")
     quic_retry_threshold: int = Field(256, ge=0, le=1_000_000, description="Half-open handshakes before Retry.")
     quic_ack_delay_ms: float = Field(1.0, ge=0, le=25, description="Longest delay of a QUIC ACK (aioquic: 1).")

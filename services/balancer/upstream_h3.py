@@ -1,4 +1,4 @@
-"""HTTP/3 upstream: one long-lived aioquic client connection per backend, many concurrent streams.
+"""HTTP/3 upstream: one long-lived QUIC client connection per backend, many concurrent streams.
 
 The UDP socket is connected to the backend, so an ICMP port-unreachable (the VM's server died)
 fails the calls at once instead of after a QUIC timeout. A lost connection is re-opened on the
@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
-from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent, StreamReset
 
-from services.balancer.quictune import ack_with_next_packet, set_ack_delay, stream_backlog
+from services.balancer.quic import Engine, H3Base, H3Code, ProtocolBase
 from services.balancer.sockets import grow_buffers
 from services.balancer.upstream import CONNECT, RESET, Sink, UpstreamRequest
 
@@ -39,13 +33,13 @@ class H3Call:
     def __init__(self, request: UpstreamRequest, sink: Sink) -> None:
         self.request = request
         self.sink = sink
-        self.client: _H3ClientProtocol | None = None
+        self.client: H3Client | None = None
         self.stream_id = -1
         self._body: list[tuple[bytes, bool]] = []
         self._ended = not request.has_body
         self.aborted = False
 
-    def attach(self, client: _H3ClientProtocol) -> None:
+    def attach(self, client: H3Client) -> None:
         self.client = client
         self.stream_id = client.open(self)
         for data, end in self._body:
@@ -62,7 +56,7 @@ class H3Call:
             self.client.send_data(self.stream_id, data, end)
 
     def pause(self) -> None:
-        """QUIC flow control towards the VM is aioquic's; nothing to do per call."""
+        """QUIC flow control towards the VM is the engine's; nothing to do per call."""
 
     def resume(self) -> None:
         """See `pause`."""
@@ -71,7 +65,7 @@ class H3Call:
         """Bytes waiting for the connection plus those the VM has not acknowledged on the stream."""
         waiting = sum(len(data) for data, _ in self._body)
         client = self.client
-        return waiting + (stream_backlog(client._quic, self.stream_id) if client is not None else 0)
+        return waiting + (client.engine.tuning.stream_backlog(client._quic, self.stream_id) if client else 0)
 
     def abort(self) -> None:
         self.aborted = True
@@ -79,15 +73,16 @@ class H3Call:
             self.client.cancel(self.stream_id)
 
 
-class _H3(H3Connection):
-    """aioquic's H3 connection, minus one check that is wrong for HEAD.
+class HeadSafeH3(H3Base):
+    """The engine's H3 connection, minus one check that is wrong for HEAD (a mixin).
 
     aioquic compares a response's content-length with its body on every stream, so a HEAD
     response (which carries the GET's length and no body, RFC 9110 section 9.3.2) would close
-    the whole upstream connection and fail every request on it.
+    the whole upstream connection and fail every request on it. (qh3 makes no such check, so
+    there the override is never called.)
     """
 
-    def __init__(self, quic: QuicConnection) -> None:
+    def __init__(self, quic: Any) -> None:
         super().__init__(quic)
         self.head_streams: set[int] = set()
 
@@ -97,12 +92,14 @@ class _H3(H3Connection):
         super()._check_content_length(stream)
 
 
-class _H3ClientProtocol(QuicConnectionProtocol):
-    """aioquic client glue: H3 events to calls."""
+class H3Client(ProtocolBase):
+    """Client glue on the engine's protocol: H3 events to calls (a mixin, see `quic`)."""
+
+    engine: ClassVar[Engine]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.http = _H3(self._quic)
+        self.http = self.engine.compose(HeadSafeH3, self.engine.H3Connection)(self._quic)
         self.calls: dict[int, H3Call] = {}
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.dead = False
@@ -129,7 +126,7 @@ class _H3ClientProtocol(QuicConnectionProtocol):
 
     def cancel(self, stream_id: int) -> None:
         if self.calls.pop(stream_id, None) is not None and not self.dead:
-            self._quic.reset_stream(stream_id, ErrorCode.H3_REQUEST_CANCELLED)
+            self._quic.reset_stream(stream_id, H3Code.H3_REQUEST_CANCELLED)
             self.schedule()
 
     def schedule(self) -> None:
@@ -141,7 +138,7 @@ class _H3ClientProtocol(QuicConnectionProtocol):
     def _flush(self) -> None:
         self._scheduled = False
         if not self.dead:
-            ack_with_next_packet(self._quic, self._loop.time())
+            self.engine.tuning.ack_with_next_packet(self._quic, self._loop.time())
             self.transmit()
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
@@ -153,6 +150,8 @@ class _H3ClientProtocol(QuicConnectionProtocol):
         """
         self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
         self._process_events()
+        if self.engine.tuning.is_closing(self._quic):
+            self._die(RESET)  # the VM closed the connection: fail over now, not after the draining period
         self.schedule()
 
     def error_received(self, exc: Exception) -> None:
@@ -160,12 +159,13 @@ class _H3ClientProtocol(QuicConnectionProtocol):
         self._die(CONNECT if not self.ready.done() else RESET)
         self._quic.close()
 
-    def quic_event_received(self, event: QuicEvent) -> None:
-        if isinstance(event, HandshakeCompleted) and not self.ready.done():
+    def quic_event_received(self, event: Any) -> None:
+        engine = self.engine
+        if isinstance(event, engine.HandshakeCompleted) and not self.ready.done():
             self.ready.set_result(None)
-        elif isinstance(event, ConnectionTerminated):
+        elif isinstance(event, engine.ConnectionTerminated):
             self._die(CONNECT if not self.ready.done() else RESET)
-        elif isinstance(event, StreamReset):
+        elif isinstance(event, engine.StreamReset):
             self._fail_stream(event.stream_id)
         for http_event in self.http.handle_event(event):
             try:
@@ -174,15 +174,15 @@ class _H3ClientProtocol(QuicConnectionProtocol):
                 log.exception("upstream.event_failed")
                 self._fail_stream(getattr(http_event, "stream_id", -1))
 
-    def _http_event(self, event: H3Event) -> None:
+    def _http_event(self, event: Any) -> None:
         call = self.calls.get(getattr(event, "stream_id", -1))
         if call is None:
             return
-        if isinstance(event, HeadersReceived):
+        if isinstance(event, self.engine.HeadersReceived):
             status = next((int(v) for n, v in event.headers if n == b":status"), 0)
             if status >= 200:
                 call.sink.on_headers(status, [(n, v) for n, v in event.headers if not n.startswith(b":")])
-        elif isinstance(event, DataReceived) and event.data:
+        elif isinstance(event, self.engine.DataReceived) and event.data:
             call.sink.on_data(event.data)
         if getattr(event, "stream_ended", False) and self.calls.pop(call.stream_id, None) is not None:
             self.http.head_streams.discard(call.stream_id)
@@ -213,15 +213,21 @@ class _H3ClientProtocol(QuicConnectionProtocol):
 class H3Upstream:
     """The one QUIC connection to a backend, opened on demand and re-opened when lost."""
 
-    def __init__(self, host: str, port: int, connect_timeout_s: float, verify: bool, ack_delay_s: float) -> None:
+    def __init__(
+        self, engine: Engine, host: str, port: int, connect_timeout_s: float, verify: bool, ack_delay_s: float
+    ) -> None:
+        self.engine = engine
         self.host = host
         self.port = port
         self.connect_timeout_s = connect_timeout_s
-        self.config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, idle_timeout=IDLE_TIMEOUT_S)
+        self.config = engine.QuicConfiguration(
+            is_client=True, alpn_protocols=engine.H3_ALPN, idle_timeout=IDLE_TIMEOUT_S
+        )
         self.config.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
         self.config.max_datagram_size = 1350
+        engine.tuning.prepare(self.config)
         self.ack_delay_s = ack_delay_s
-        self.client: _H3ClientProtocol | None = None
+        self.client: H3Client | None = None
         self.waiting: list[H3Call] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -252,20 +258,20 @@ class H3Upstream:
         finally:
             self._task = None
 
-    async def _open(self) -> _H3ClientProtocol:
+    async def _open(self) -> H3Client:
         loop = asyncio.get_running_loop()
-        quic = QuicConnection(configuration=self.config)
-        set_ack_delay(quic, self.ack_delay_s)
-        _, client = await loop.create_datagram_endpoint(
-            lambda: _H3ClientProtocol(quic), remote_addr=(self.host, self.port)
-        )
+        engine = self.engine
+        quic = engine.QuicConnection(configuration=self.config)
+        engine.tuning.set_ack_delay(quic, self.ack_delay_s)
+        protocol = engine.compose(H3Client, engine.QuicConnectionProtocol)
+        _, client = await loop.create_datagram_endpoint(lambda: protocol(quic), remote_addr=(self.host, self.port))
         sock = client._transport.get_extra_info("socket") if client._transport is not None else None
         if sock is not None:
             grow_buffers(sock, UPSTREAM_BUFFER_BYTES)
         client.connect((self.host, self.port))
         return client
 
-    def _release(self, client: _H3ClientProtocol | None) -> None:
+    def _release(self, client: H3Client | None) -> None:
         waiting, self.waiting = self.waiting, []
         for call in waiting:
             if call.aborted:

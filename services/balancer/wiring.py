@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from aioquic.quic.configuration import QuicConfiguration
+from typing import Any
 
 from services.balancer.core.backends import Backend, BackendTable
 from services.balancer.core.drain import DrainOver
@@ -12,6 +11,7 @@ from services.balancer.core.health import HealthPolicy
 from services.balancer.core.policy import Picker
 from services.balancer.core.retry import RetryBudget
 from services.balancer.options import Limits, ProxyOptions
+from services.balancer.quic import Engine
 from services.balancer.router import Router
 from services.balancer.server import server_config
 from services.balancer.settings import BalancerSettings
@@ -21,7 +21,7 @@ from services.balancer.upstream_h3 import H3Upstream
 from shared.certs import ensure_dev_certificate
 
 
-def upstream_factory(settings: BalancerSettings) -> Callable[[Backend], Upstream]:
+def upstream_factory(settings: BalancerSettings, engine: Engine) -> Callable[[Backend], Upstream]:
     """Makes the configured kind of upstream for a backend."""
     tls = client_tls(settings.upstream_verify_tls) if settings.upstream_tls else None
     ack_delay_s = settings.quic_ack_delay_ms / 1000
@@ -29,7 +29,7 @@ def upstream_factory(settings: BalancerSettings) -> Callable[[Backend], Upstream
     def make(backend: Backend) -> Upstream:
         if settings.upstream_protocol == "http3":
             return H3Upstream(
-                backend.host, backend.port, settings.upstream_connect_timeout_s, settings.upstream_verify_tls,
+                engine, backend.host, backend.port, settings.upstream_connect_timeout_s, settings.upstream_verify_tls,
                 ack_delay_s,
             )
         return H1Pool(backend.host, backend.port, tls, settings.upstream_connect_timeout_s, settings.upstream_pool_size)
@@ -37,7 +37,7 @@ def upstream_factory(settings: BalancerSettings) -> Callable[[Backend], Upstream
     return make
 
 
-def make_router(settings: BalancerSettings, on_drained: Callable[[DrainOver], None]) -> Router:
+def make_router(settings: BalancerSettings, engine: Engine, on_drained: Callable[[DrainOver], None]) -> Router:
     """The router and its pure core, configured from settings (needs a running loop)."""
     health = HealthPolicy(
         rise=settings.health_rise, fall=settings.health_fall, ejection_consecutive=settings.ejection_consecutive,
@@ -57,7 +57,7 @@ def make_router(settings: BalancerSettings, on_drained: Callable[[DrainOver], No
         hash_header=hash_header,
     )
     budget = RetryBudget(ratio=settings.balancer_retry_budget)
-    return Router(table, picker, budget, upstream_factory(settings), options, on_drained)
+    return Router(table, picker, budget, upstream_factory(settings, engine), options, on_drained)
 
 
 def make_limits(settings: BalancerSettings) -> Limits:
@@ -73,13 +73,13 @@ def make_limits(settings: BalancerSettings) -> Limits:
     )
 
 
-def make_server_config(settings: BalancerSettings) -> QuicConfiguration:
+def make_server_config(settings: BalancerSettings, engine: Engine) -> Any:
     """The server's QUIC configuration with the configured or a development certificate."""
     if settings.tls_cert and settings.tls_key:
         cert, key = str(settings.tls_cert), str(settings.tls_key)
     else:
         dev_cert, dev_key = ensure_dev_certificate(settings.balancer_state_dir)
         cert, key = str(dev_cert), str(dev_key)
-    config = server_config(cert, key, settings.listen_idle_timeout_s, settings.quic_max_datagram_size)
+    config = server_config(engine, cert, key, settings.listen_idle_timeout_s, settings.quic_max_datagram_size)
     config.max_stream_data = settings.listen_max_request_buffer_bytes
     return config

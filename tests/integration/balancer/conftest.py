@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from services.balancer.bootstrap import bootstrap
+from services.balancer.quic import ENGINES
 from services.balancer.service import BalancerService
 from services.balancer.settings import BalancerSettings
 from shared.bus import Bus
@@ -17,6 +18,13 @@ from shared.contract.events import VmState, VmStateChanged
 from tests.support import wait_until
 
 StartBalancer = Callable[..., Any]
+
+
+@pytest.fixture(params=ENGINES, autouse=True)
+def quic_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every balancer test runs on each QUIC engine (set in the environment, so subprocesses follow)."""
+    monkeypatch.setenv("QUICFLEET_QUIC_ENGINE", request.param)
+    return str(request.param)
 
 
 @pytest.fixture

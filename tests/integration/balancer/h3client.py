@@ -14,7 +14,7 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import QuicEvent, StreamReset
+from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
 
 
 @dataclass
@@ -36,6 +36,11 @@ class _Client(QuicConnectionProtocol):
         self.pending: dict[int, tuple[Response, asyncio.Future[Response]]] = {}
 
     def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, ConnectionTerminated):
+            pending, self.pending = self.pending, {}
+            for _, future in pending.values():
+                if not future.done():
+                    future.set_exception(ConnectionError(f"connection closed: {event.reason_phrase}"))
         if isinstance(event, StreamReset) and event.stream_id in self.pending:
             response, future = self.pending.pop(event.stream_id)
             response.reset = True

@@ -1,4 +1,4 @@
-"""The few aioquic internals the balancer tunes, kept in one place.
+"""The aioquic engine: its classes, and the few aioquic internals the balancer tunes.
 
 aioquic has no public knob for its ACK delay (it waits up to 1 ms before acknowledging, which
 adds that much to every one-in-flight exchange for clients that wait for the ACK), no way to
@@ -13,8 +13,37 @@ from __future__ import annotations
 from typing import Any
 
 from aioquic import tls
+from aioquic._buffer import Buffer
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import QuicServer
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.h3.exceptions import H3Error
+from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
-from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    ProtocolNegotiated,
+    StopSendingReceived,
+    StreamReset,
+)
+from aioquic.quic.packet import QuicFrameType, pull_quic_header
+
+from services.balancer.quic import Engine
+from services.balancer.quic.qpack import safe_qpack
+
+
+def engine() -> Engine:
+    """aioquic, as the balancer uses it."""
+    return Engine(
+        name="aioquic", QuicConfiguration=QuicConfiguration, QuicConnection=QuicConnection, QuicServer=QuicServer,
+        QuicConnectionProtocol=QuicConnectionProtocol, H3Connection=H3Connection, H3_ALPN=H3_ALPN, H3Error=H3Error,
+        HeadersReceived=HeadersReceived, DataReceived=DataReceived, ProtocolNegotiated=ProtocolNegotiated,
+        HandshakeCompleted=HandshakeCompleted, StreamReset=StreamReset, StopSendingReceived=StopSendingReceived,
+        ConnectionTerminated=ConnectionTerminated, Buffer=Buffer, pull_quic_header=pull_quic_header,
+        tuning=AioquicTuning(),
+    )
 
 
 def set_ack_delay(quic: QuicConnection, seconds: float) -> bool:
@@ -113,3 +142,29 @@ class StreamCredit:
         buf.push_uint_var(stream.stream_id)
         buf.push_uint_var(stream.max_stream_data_local)
         stream.max_stream_data_local_sent = stream.max_stream_data_local
+
+
+class AioquicTuning:
+    """The `Tuning` of aioquic: the guarded private-field helpers above."""
+
+    set_ack_delay = staticmethod(set_ack_delay)
+    ack_with_next_packet = staticmethod(ack_with_next_packet)
+    stream_backlog = staticmethod(stream_backlog)
+    stream_credit = staticmethod(StreamCredit)
+    safe_qpack = staticmethod(safe_qpack)
+
+    closes_before_handshake = True
+    """aioquic closes a connection during its handshake cleanly."""
+
+    @staticmethod
+    def is_closing(quic: Any) -> bool:
+        """Whether the connection is closing or closed (its close event is set before it is reported)."""
+        return getattr(quic, "_close_event", None) is not None
+
+    @staticmethod
+    def harden(quic: Any) -> None:
+        """Nothing to mend in aioquic's connections."""
+
+    @staticmethod
+    def prepare(config: Any) -> None:
+        """Nothing to add: aioquic's defaults fit the balancer."""

@@ -1,0 +1,133 @@
+"""The qh3 engine: aioquic's API on a Rust connection core (optional: `pip install quicfleet[qh3]`).
+
+qh3's `QuicConnection` is a facade over a native core, so aioquic's private fields do not exist:
+- ACK delay: the core decides (it advertises 25 ms as its maximum and piggybacks pending ACKs on
+  the packets it sends); `set_ack_delay` reports that it cannot set it.
+- `ack_with_next_packet`: nothing to do, for the same reason.
+- Stream backlog: the public `get_send_buffer_size(stream_id)`, bytes not yet sent (aioquic's
+  helper counts bytes not yet acknowledged; both bound what waits in the balancer).
+- Request-body credit: the core grants credit as data arrives and offers no way to withhold it,
+  so `stream_credit` is disabled and the exchange's hard bound on a buffered body applies.
+- A server connection whose peer's address is not yet validated (no Retry) has its sends capped
+  at three times what it received; qh3 2.x then raises "packet builder capacity exhausted" from
+  `datagrams_to_send` and throws away the datagrams it had already built (every aioquic client
+  triggers it on its first flights). `HardenedConnection` stops at the cap and keeps them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qh3._hazmat import Buffer
+from qh3.asyncio.protocol import QuicConnectionProtocol
+from qh3.asyncio.server import QuicServer
+from qh3.h3.connection import H3_ALPN, H3Connection
+from qh3.h3.events import DataReceived, HeadersReceived
+from qh3.h3.exceptions import H3Error
+from qh3.quic.configuration import QuicConfiguration
+from qh3.quic.connection import QuicConnection, QuicConnectionError
+from qh3.quic.events import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    ProtocolNegotiated,
+    StopSendingReceived,
+    StreamReset,
+)
+from qh3.quic.packet import pull_quic_header
+
+from services.balancer.quic import Engine
+from services.balancer.quic.qpack import safe_qpack
+
+CAPPED = "packet builder capacity exhausted"
+
+
+class HardenedConnection(QuicConnection):
+    """qh3's connection, whose send loop stops at the anti-amplification cap instead of failing."""
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        if self._core is None:
+            return []
+        datagrams: list[tuple[bytes, Any]] = []
+        while True:
+            try:
+                transmit = self._call_core(self._core.poll_transmit, now)
+            except QuicConnectionError as error:
+                if error.reason_phrase != CAPPED:
+                    raise
+                return datagrams  # the rest goes once the peer sent more (or proved its address)
+            if transmit is None:
+                return datagrams
+            datagrams.append((transmit[0], transmit[1]))
+
+
+def engine() -> Engine:
+    """qh3, as the balancer uses it."""
+    # qh3's classes mirror aioquic's (the glue's types) without sharing them: typed as Any here.
+    classes: dict[str, Any] = dict(
+        QuicConfiguration=QuicConfiguration, QuicConnection=HardenedConnection, QuicServer=QuicServer,
+        QuicConnectionProtocol=QuicConnectionProtocol, H3Connection=H3Connection, H3_ALPN=H3_ALPN, H3Error=H3Error,
+        HeadersReceived=HeadersReceived, DataReceived=DataReceived, ProtocolNegotiated=ProtocolNegotiated,
+        HandshakeCompleted=HandshakeCompleted, StreamReset=StreamReset, StopSendingReceived=StopSendingReceived,
+        ConnectionTerminated=ConnectionTerminated, Buffer=Buffer, pull_quic_header=pull_quic_header,
+    )
+    return Engine(name="qh3", tuning=Qh3Tuning(), **classes)
+
+
+class NoCredit:
+    """Request-body credit that the engine keeps to itself (`enabled` False: callers bound instead)."""
+
+    enabled = False
+
+    def hold(self, stream_id: int) -> None:
+        """Nothing to hold: the core grants credit itself."""
+
+    def update(self, stream_id: int, buffered: int) -> bool:
+        return False
+
+    def release(self, stream_id: int) -> None:
+        """Nothing was held."""
+
+
+class Qh3Tuning:
+    """The `Tuning` of qh3: public calls where the core has them, honest no-ops where not."""
+
+    @staticmethod
+    def set_ack_delay(quic: Any, seconds: float) -> bool:
+        return False
+
+    @staticmethod
+    def ack_with_next_packet(quic: Any, now: float) -> None:
+        """The core puts pending ACKs on outgoing packets itself."""
+
+    @staticmethod
+    def stream_backlog(quic: Any, stream_id: int) -> int:
+        try:
+            return int(quic.get_send_buffer_size(stream_id))
+        except (ValueError, RuntimeError):
+            return 0
+
+    @staticmethod
+    def stream_credit(quic: Any, window: int) -> NoCredit:
+        return NoCredit()
+
+    safe_qpack = staticmethod(safe_qpack)
+
+    closes_before_handshake = False
+    """qh3's CONNECTION_CLOSE during the handshake does not reach an aioquic client."""
+
+    @staticmethod
+    def is_closing(quic: Any) -> bool:
+        """Whether the connection is closing or closed: qh3 refuses sends from then on."""
+        return getattr(quic, "_close_event", None) is not None
+
+    @staticmethod
+    def harden(quic: Any) -> None:
+        """Give a connection qh3 made itself (a server's) the hardened send loop."""
+        if type(quic) is QuicConnection:
+            quic.__class__ = HardenedConnection
+
+    @staticmethod
+    def prepare(config: Any) -> None:
+        """Offer DATAGRAM frames: qh3's H3 always advertises H3_DATAGRAM, which RFC 9297 ties to them."""
+        if config.max_datagram_frame_size is None:
+            config.max_datagram_frame_size = 65536
