@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench._h3load import probe
+from bench._shares import Share
 from ops.natsserver import free_port
 from shared.bus import Bus, connect
 from shared.contract.events import VmState, VmStateChanged
@@ -32,6 +33,10 @@ class Sut:
         """User plus system CPU time of the process (all threads) so far."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def cpu_since(self, before: float, wall_s: float, name: str, cores: str) -> Share:
+        """This process's CPU share since `before` (seconds from `cpu_seconds`) over `wall_s`."""
+        return Share(name, self.cpu_seconds() - before, wall_s, cores)
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -84,6 +89,31 @@ def _serving(sut: Sut) -> Iterator[Sut]:
         sut.stop()
 
 
+def caddy_backends(work: Path, core: str) -> tuple[Sut, int, int]:
+    """Caddy (one Go thread) as the VMs: `Server Address` over HTTP/1.1 on one port, HTTP/3 on another.
+
+    Caddy serves a fixed body at ~20k req/s per core, so the backends are never what a proxy
+    benchmark measures. Returns the process, the HTTP/1.1 port and the HTTP/3 port.
+    """
+    from shared.certs import ensure_dev_certificate
+
+    cert, key = ensure_dev_certificate(work)
+    h1, h3 = free_port(), free_port()
+    config = work / "Caddyfile.backends"
+    config.write_text(
+        "{\n\tadmin off\n\tauto_https off\n\tdefault_sni 127.0.0.1\n\tservers {\n\t\tprotocols h1 h2 h3\n\t}\n}\n"
+        f"http://127.0.0.1:{h1} {{\n\trespond \"Server Address: 127.0.0.1:{h1}\"\n}}\n"
+        f"https://127.0.0.1:{h3} {{\n\ttls {cert} {key}\n\trespond \"Server Address: 127.0.0.1:{h3}\"\n}}\n"
+    )
+    env = {"GOMAXPROCS": "1", "XDG_DATA_HOME": str(work / "caddy-b"), "XDG_CONFIG_HOME": str(work / "caddy-b"),
+           "HOME": str(work)}
+    proc = _pinned(core, ["caddy", "run", "--config", str(config), "--adapter", "caddyfile"], env,
+                   work / "caddy-backends.log")
+    sut = Sut(proc, h3)
+    _wait_h3(h3)
+    return sut, h1, h3
+
+
 @contextmanager
 def direct_sut(work: Path, core: str) -> Iterator[Sut]:
     port = free_port()
@@ -91,8 +121,8 @@ def direct_sut(work: Path, core: str) -> Iterator[Sut]:
     yield from _serving(Sut(proc, port))
 
 
-async def _announce(nats_url: str, backend_port: int) -> None:
-    bus = Bus(await connect(ServiceSettings(nats_url=nats_url), "bench"), Subjects())
+async def _announce(nats_url: str, backend_port: int, prefix: str) -> None:
+    bus = Bus(await connect(ServiceSettings(nats_url=nats_url), "bench"), Subjects(prefix))
     event = VmStateChanged(vm="bench-vm", state=VmState.READY, address=f"127.0.0.1:{backend_port}")
     await bus.publish(bus.subjects.vm(VmState.READY), event)
     await bus.drain()
@@ -100,25 +130,26 @@ async def _announce(nats_url: str, backend_port: int) -> None:
 
 @contextmanager
 def balancer_sut(
-    work: Path, nats_url: str, backend_port: int, core: str, upstream: str, ack_delay_ms: float = 1.0,
-    ack_with_response: bool = True, coalesce_ms: float = 1.0, workers: int = 1, root: Path = ROOT,
+    work: Path, nats_url: str, backend_port: int, core: str, upstream: str, workers: int = 1, root: Path = ROOT,
+    engine: str = "aioquic", **tuning: str,
 ) -> Iterator[Sut]:
-    """A balancer process; `root` runs the code of another checkout (a baseline revision)."""
+    """A balancer process on the shipped defaults; `tuning` sets QUICFLEET_<KEY> variables on top
+    (e.g. quic_coalesce_ms="0"); `root` runs the code of another checkout (a baseline revision)."""
     port = free_port()
     env = {
         "QUICFLEET_NATS_URL": nats_url, "QUICFLEET_LISTEN_PORT": str(port), "QUICFLEET_UPSTREAM_PROTOCOL": upstream,
         "QUICFLEET_BALANCER_STATE_DIR": str(work), "QUICFLEET_BALANCER_LIST_WINDOW_S": "0.1",
         "QUICFLEET_BALANCER_SLOW_START_S": "0", "QUICFLEET_LOG_FORMAT": "json", "QUICFLEET_INSTANCE": "bench",
-        "QUICFLEET_QUIC_ACK_DELAY_MS": str(ack_delay_ms), "QUICFLEET_LOG_LEVEL": "warning",
-        "QUICFLEET_QUIC_ACK_WITH_RESPONSE": str(ack_with_response).lower(),
-        "QUICFLEET_QUIC_COALESCE_MS": str(coalesce_ms), "QUICFLEET_BALANCER_WORKERS": str(workers),
+        "QUICFLEET_LOG_LEVEL": "warning", "QUICFLEET_BALANCER_WORKERS": str(workers),
+        "QUICFLEET_SUBJECT_PREFIX": f"bench{port}",  # balancers running side by side each see only their VM
+        "QUICFLEET_QUIC_ENGINE": engine, **{f"QUICFLEET_{key.upper()}": value for key, value in tuning.items()},
     }
     proc = _pinned(core, [sys.executable, "-m", "services.balancer"], env, work / f"balancer-{port}.log", root)
     sut = Sut(proc, port)
     try:
         deadline = time.monotonic() + 30
         while True:
-            asyncio.run(_announce(nats_url, backend_port))
+            asyncio.run(_announce(nats_url, backend_port, f"bench{port}"))
             if asyncio.run(probe(port)) == 200:
                 break
             if time.monotonic() > deadline or proc.poll() is not None:

@@ -1,31 +1,50 @@
-"""Balancer benchmark: req/s, p50 and p99 over HTTP/3 for direct, the balancer (both upstreams), Caddy.
+"""Balancer benchmark against Caddy's reverse proxy, with a load generator nobody here wrote.
 
-`python -m bench balancer` (or `python -m bench.balancer`); with `QUICFLEET_BENCH_BASELINE_REV=<git rev>`
-the HTTP/3-upstream balancer of that revision is measured too (before/after in one run). The system
-under test is pinned to one core and the load generator plus backends to another (taskset);
-absolute numbers drift on shared machines, so read the ratios, which come from one run.
-Bounded to well under two minutes.
+`python -m bench balancer`. Every system under test (Caddy's HTTP/3 reverse proxy, the balancer
+on each QUIC engine with each upstream protocol) runs pinned alone on one core; h2load (HTTP/3)
+and the Caddy backends share the other. Each round measures every system in turn (interleaved,
+so drift hits all alike): throughput at 8 connections x 16 streams, latency at one request in
+flight, CPU per request, and memory with 1,000 open connections. Ratios are against Caddy in the
+same round; the table prints their median and spread over the rounds, and each throughput row
+says whether the system under test was the bottleneck (CPU shares of every process).
+
+Settings: QUICFLEET_BENCH_ROUNDS (3), QUICFLEET_BENCH_SECONDS (3), QUICFLEET_BENCH_H2LOAD (see
+`bench._h2load`), QUICFLEET_BENCH_SYSTEMS (comma-separated names to keep, e.g. `caddy,aioquic-h1`),
+QUICFLEET_BENCH_BASELINE_REV (also run the aioquic HTTP/1.1 balancer of that git revision).
+Without h2load the bench falls back to its Python generator and says, on every ratio line, that
+the figures are load-generator bound.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench._sut import Sut, balancer_sut, caddy_sut, direct_sut, start_backends
-from ops.natsserver import NatsServer, free_port
+from bench import _h2load
+from bench._shares import Share, bottleneck, describe
+from bench._sut import Sut, balancer_sut, caddy_backends, caddy_sut
+from ops.natsserver import NatsServer
 
 ROOT = Path(__file__).resolve().parents[1]
-THROUGHPUT = {"conns": 8, "streams": 16, "seconds": 3.0, "warmup": 0.5}
-ONE_IN_FLIGHT = {"conns": 1, "streams": 1, "seconds": 1.5, "warmup": 0.3}
+HOLD_CONNECTIONS = 1000
+
+
+@dataclass
+class System:
+    """One system under test and what every round measured of it."""
+
+    key: str
+    label: str
+    start: Callable[[], contextlib.AbstractContextManager[Sut]]
+    rounds: list[dict[str, Any]] = field(default_factory=list)
 
 
 def cores() -> tuple[str, str]:
@@ -36,125 +55,28 @@ def cores() -> tuple[str, str]:
     return str(available[0]), ",".join(str(c) for c in available[1:])
 
 
-def load(port: int, cores: str, shape: dict[str, Any]) -> dict[str, Any]:
-    """Run one load-generator process per core in `cores` (connections split between them).
-
-    Returns req/s summed over the processes, and p50/p99 (ms) over all their requests.
-    """
-    pinned = cores.split(",")[: max(1, int(shape["conns"]))]
-    per_process = {**shape, "conns": max(1, int(shape["conns"]) // len(pinned))}
-    args = [f"--{k}={v}" for k, v in per_process.items()]
-    with tempfile.TemporaryDirectory() as tmp:
-        procs = []
-        for index, core in enumerate(pinned):
-            out = f"--out={tmp}/{index}.json"
-            cmd = ["taskset", "-c", core, sys.executable, "-m", "bench._h3load", f"--port={port}", out, *args]
-            procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-        errors = [(p, p.communicate(timeout=120)[1]) for p in procs]
-        failed = [stderr for p, stderr in errors if p.returncode != 0]
-        if failed:
-            print(f"load generator failed: {failed[0][-300:].decode(errors='replace')}")
-            return {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": -1}
-        parts = [json.loads(Path(f"{tmp}/{i}.json").read_text()) for i in range(len(pinned))]
-    latencies = sorted(x for part in parts for x in part["latencies"]) or [float("nan")]
-    return {
-        "rps": sum(part["completed"] for part in parts) / shape["seconds"],
-        "p50": statistics.median(latencies) * 1000,
-        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-        "errors": sum(part["errors"] for part in parts),
-    }
-
-
-def measure(sut: Sut, load_core: str) -> dict[str, Any]:
-    """Throughput at 8x16 in flight, then latency at one request in flight."""
-    cpu_before = sut.cpu_seconds()
-    busy = load(sut.port, load_core, THROUGHPUT)
-    cpu = sut.cpu_seconds() - cpu_before
-    calm = load(sut.port, load_core, ONE_IN_FLIGHT)
-    total = busy["rps"] * (THROUGHPUT["seconds"] + THROUGHPUT["warmup"])
-    return {"rps": busy["rps"], "p50": busy["p50"], "p99": busy["p99"], "errors": busy["errors"],
-            "p50_1": calm["p50"], "p99_1": calm["p99"], "cpu_us": cpu * 1e6 / total if total else float("nan")}
-
-
-def rss_at_connections(sut: Sut, load_core: str, count: int = 1000) -> tuple[float, float, int]:
-    """Balancer RSS (MiB) idle and with `count` open HTTP/3 connections (one GET done on each)."""
-    before = sut.rss_mib()
-    cmd = ["taskset", "-c", load_core, sys.executable, "-m", "bench._h3load", f"--port={sut.port}",
-           f"--conns={count}", "--hold"]
-    holder = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None
-        line = holder.stdout.readline()
-        opened = json.loads(line)["ok"] if line else 0
-        during = sut.rss_mib()
-    finally:
-        holder.kill()
-        holder.wait()
-    return before, during, opened
-
-
-def row(name: str, result: dict[str, Any], base: dict[str, Any], peer: dict[str, Any] | None) -> str:
-    """One line: measured figures, then ratios to direct and to Caddy (req/s, per-core capacity, p50)."""
-    vs_base = result["rps"] / base["rps"] if base["rps"] else float("nan")
-    vs_peer = f"{result['rps'] / peer['rps']:.2f}" if peer and peer["rps"] else "-"
-    core_peer = f"{peer['cpu_us'] / result['cpu_us']:.2f}" if peer and result["cpu_us"] else "-"
-    lat_peer = f"{result['p50_1'] / peer['p50_1']:.2f}" if peer and peer["rps"] else "-"
-    return (f"{name:<28} {result['rps']:>7.0f} {result['p50']:>7.2f} {result['p99']:>7.2f} {result['errors']:>4} "
-            f"{result['p50_1']:>6.3f} {result['p99_1']:>6.2f} {result['cpu_us']:>6.0f} {1e6 / result['cpu_us']:>7.0f} "
-            f"{vs_base:>7.2f} {vs_peer:>6} {core_peer:>7} {lat_peer:>7}")
-
-
-def main() -> None:
-    started = time.monotonic()
-    sut_core, load_core = cores()
-    print(f"system under test on core {sut_core}; load generator and backends on {load_core}")
-    print(f"throughput shape {THROUGHPUT}; latency shape {ONE_IN_FLIGHT}")
-    with tempfile.TemporaryDirectory(prefix="qf-bench-") as tmp:
-        work = Path(tmp)
-        (work / "nats").mkdir()
-        nats = NatsServer(work / "nats")
-        nats.start()
-        backend_port = free_port()
-        backends = start_backends(work, backend_port, load_core)
-        results: dict[str, dict[str, Any]] = {}
-        extra: list[str] = []
-        try:
-            results = run_scenarios(work, nats.url, backend_port, sut_core, load_core, extra)
-        finally:
-            backends.stop()
-            nats.stop()
-    report(results, extra)
-    print(f"bench took {time.monotonic() - started:.0f} s")
-
-
-def run_scenarios(
-    work: Path, nats_url: str, backend_port: int, sut_core: str, load_core: str, extra: list[str]
-) -> dict[str, dict[str, Any]]:
-    results: dict[str, dict[str, Any]] = {}
-    with direct_sut(work, sut_core) as sut:
-        results["direct aioquic"] = measure(sut, load_core)
-    with balancer_sut(work, nats_url, backend_port, sut_core, "http1") as sut:
-        results["balancer, HTTP/1.1 upstream"] = measure(sut, load_core)
-        before, during, opened = rss_at_connections(sut, load_core)
-        extra.append(f"balancer RSS: {before:.1f} MiB idle, {during:.1f} MiB with {opened} open connections "
-                     f"({(during - before) * 1024 / max(opened, 1):.1f} KiB per connection)")
-    with balancer_sut(work, nats_url, backend_port, sut_core, "http1", ack_with_response=False, coalesce_ms=0) as sut:
-        results["  plain aioquic sends"] = measure(sut, load_core)
-    with balancer_sut(work, nats_url, backend_port, sut_core, "http1", ack_delay_ms=0.0) as sut:
-        results["  ACK delay 0"] = measure(sut, load_core)
-    with balancer_sut(work, nats_url, backend_port, sut_core, "http3") as sut:
-        results["balancer, HTTP/3 upstream"] = measure(sut, load_core)
+def systems(work: Path, nats_url: str, h1_port: int, h3_port: int, core: str) -> list[System]:
+    """Caddy's proxy, then the balancer on each engine and upstream protocol (shipped defaults)."""
+    found = [System("caddy", "caddy reverse_proxy, h3 -> h1", lambda: caddy_sut(work, h1_port, core))]
+    for engine in ("aioquic", "qh3"):
+        for upstream, port in (("h1", h1_port), ("h3", h3_port)):
+            found.append(System(
+                f"{engine}-{upstream}", f"balancer {engine}, {upstream} upstream",
+                _balancer(work, nats_url, port, core, f"http{upstream[1]}", engine),
+            ))
     baseline = os.environ.get("QUICFLEET_BENCH_BASELINE_REV")
     if baseline:
-        with balancer_sut(work, nats_url, backend_port, sut_core, "http3", root=checkout(baseline, work)) as sut:
-            results[f"  HTTP/3 upstream @{baseline[:12]}"] = measure(sut, load_core)
-    scale_workers(work, nats_url, backend_port, results, extra)
-    if shutil.which("caddy"):
-        with caddy_sut(work, backend_port, sut_core) as sut:
-            results["caddy reverse_proxy (h1)"] = measure(sut, load_core)
-    else:
-        extra.append("caddy not installed: no peer figures (apt-get install caddy)")
-    return results
+        root = checkout(baseline, work)
+        found.append(System("baseline", f"balancer @{baseline[:12]}, h1 upstream",
+                            _balancer(work, nats_url, h1_port, core, "http1", "aioquic", root)))
+    keep = {k.strip() for k in os.environ.get("QUICFLEET_BENCH_SYSTEMS", "").split(",") if k.strip()}
+    return [s for s in found if not keep or s.key in keep or s.key == "caddy"]
+
+
+def _balancer(
+    work: Path, nats_url: str, port: int, core: str, upstream: str, engine: str, root: Path = ROOT
+) -> Callable[[], contextlib.AbstractContextManager[Sut]]:
+    return lambda: balancer_sut(work, nats_url, port, core, upstream, engine=engine, root=root)
 
 
 def checkout(rev: str, work: Path) -> Path:
@@ -166,34 +88,152 @@ def checkout(rev: str, work: Path) -> Path:
     return target
 
 
-def scale_workers(
-    work: Path, nats_url: str, backend_port: int, results: dict[str, dict[str, Any]], extra: list[str]
-) -> None:
-    """Two SO_REUSEPORT workers on two cores against one worker on one (needs 4+ cores)."""
-    available = sorted(os.sched_getaffinity(0))
-    if len(available) < 4:
-        extra.append(f"workers scaling skipped: needs 4+ cores (2 balancer, 2+ load), have {len(available)}")
-        return
-    load_cores = ",".join(str(c) for c in available[2:])
-    with balancer_sut(work, nats_url, backend_port, f"{available[0]},{available[1]}", "http1", workers=2) as sut:
-        two = load(sut.port, load_cores, THROUGHPUT)
-    with balancer_sut(work, nats_url, backend_port, str(available[0]), "http1") as sut:
-        one = load(sut.port, load_cores, THROUGHPUT)
-    extra.append(f"workers: 1 worker {one['rps']:.0f} req/s, 2 workers on 2 cores {two['rps']:.0f} req/s "
-                 f"({two['rps'] / one['rps'] if one['rps'] else float('nan'):.2f}x)")
+class Measure:
+    """The three measurements of one system in one round, with h2load or the fallback generator."""
+
+    def __init__(self, h2load: str | None, sut_core: str, load_core: str, backends: Sut, seconds: int) -> None:
+        self.h2load = h2load
+        self.sut_core = sut_core
+        self.load_core = load_core.split(",", maxsplit=1)[0]
+        self.backends = backends
+        self.seconds = seconds
+
+    def round(self, sut: Sut) -> dict[str, Any]:
+        """Throughput (with CPU shares), one-in-flight latency, memory with many connections."""
+        busy, shares = self._throughput(sut)
+        calm = self._run(sut, _h2load.throughput_args(1, 1, self.seconds, 1))
+        idle, held = self._rss(sut)
+        window = busy.rps * (self.seconds + 1)
+        return {
+            "rps": busy.rps, "failed": busy.failed + busy.errored + calm.failed + calm.errored,
+            "cpu_us": shares[0].cpu_s * 1e6 / window if window else float("nan"),
+            "p50": calm.p50_ms, "p99": calm.p99_ms, "p50_busy": busy.p50_ms, "savings": busy.header_savings,
+            "shares": shares, "flag": bottleneck(shares[0], shares[1:]), "rss_idle": idle, "rss_held": held,
+        }
+
+    def _throughput(self, sut: Sut) -> tuple[_h2load.Run, list[Share]]:
+        before_sut, before_backends = sut.cpu_seconds(), self.backends.cpu_seconds()
+        started = time.monotonic()
+        busy = self._run(sut, _h2load.throughput_args(8, 16, self.seconds, 1))
+        wall = time.monotonic() - started
+        shares = [sut.cpu_since(before_sut, wall, "system under test", self.sut_core),
+                  self.backends.cpu_since(before_backends, wall, "caddy backends", self.load_core),
+                  busy.generator]
+        return busy, shares
+
+    def _run(self, sut: Sut, args: list[str]) -> _h2load.Run:
+        if self.h2load is None:
+            conns, streams = int(args[args.index("-c") + 1]), int(args[args.index("-m") + 1])
+            return _h2load.python_run(sut.port, self.load_core, conns, streams, self.seconds, 1)
+        return _h2load.run(self.h2load, f"https://127.0.0.1:{sut.port}/", self.load_core, args)
+
+    def _rss(self, sut: Sut) -> tuple[float, float]:
+        """RSS idle, and with HOLD_CONNECTIONS open connections (sampled while they are open)."""
+        idle = sut.rss_mib()
+        if self.h2load is None:
+            return idle, float("nan")
+        argv = ["taskset", "-c", self.load_core, self.h2load, "--alpn-list=h3",
+                *_h2load.hold_args(HOLD_CONNECTIONS, 5), f"https://127.0.0.1:{sut.port}/"]
+        holder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(4)  # a benchmark's sampling point, not a test's wait: the connections are up by then
+            held = sut.rss_mib()
+        finally:
+            holder.wait(30)
+        return idle, held
 
 
-def report(results: dict[str, dict[str, Any]], extra: list[str]) -> None:
-    base = results.get("direct aioquic", {"rps": 0})
-    peer = results.get("caddy reverse_proxy (h1)")
-    print(f"{'':<28} {'req/s':>7} {'p50ms':>7} {'p99ms':>7} {'errs':>4} {'1:p50':>6} {'1:p99':>6} {'us/req':>6} "
-          f"{'req/cpu':>7} {'xdirect':>7} {'xcaddy':>6} {'cpu_xc':>7} {'p50_xc':>7}")
-    for name, result in results.items():
-        print(row(name, result, base, peer))
-    for line in extra:
-        print(line)
-    print("req/s, p50ms, p99ms at 8x16 in flight; 1:p50/1:p99 ms at one in flight; us/req = SUT CPU per request;")
-    print("req/cpu = 1e6/us (capacity of one fully used core); x* = ratios (cpu_xc: per-core capacity vs Caddy)")
+def run_rounds(found: list[System], measure: Measure, rounds: int) -> None:
+    """Start every system, then measure each in turn, `rounds` times (interleaved)."""
+    with contextlib.ExitStack() as stack:
+        running = [(system, stack.enter_context(system.start())) for system in found]
+        for index in range(rounds):
+            for system, sut in running:
+                system.rounds.append(measure.round(sut))
+                print(f"  round {index + 1}: {system.label}: {system.rounds[-1]['rps']:.0f} req/s", flush=True)
+
+
+def _spread(values: list[float]) -> str:
+    good = [v for v in values if v == v]
+    if not good:
+        return "-"
+    return f"{statistics.median(good):.2f} [{min(good):.2f}-{max(good):.2f}]"
+
+
+def _ratios(system: System, peer: System, key: str, invert: bool = False) -> list[float]:
+    pairs = zip(system.rounds, peer.rounds, strict=True)
+    return [(p[key] / s[key] if invert else s[key] / p[key]) if s[key] and p[key] else float("nan") for s, p in pairs]
+
+
+def report(found: list[System], generator_note: str) -> None:
+    """The table: medians and spreads over rounds, ratios to Caddy of the same round."""
+    peer = next(s for s in found if s.key == "caddy")
+    print(f"\n{'system under test':<34} {'req/s':>7} {'x caddy req/s':>18} {'x caddy per core':>18} "
+          f"{'p50 ms':>7} {'x caddy p50':>18} {'p99 ms':>7} {'us/req':>7} {'RSS 1k MiB':>10} {'failed':>6}")
+    for system in found:
+        keys = ("rps", "p50", "p99", "cpu_us", "rss_held")
+        median = {k: statistics.median(r[k] for r in system.rounds) for k in keys}
+        failed = sum(r["failed"] for r in system.rounds)
+        print(f"{system.label:<34} {median['rps']:>7.0f} {_spread(_ratios(system, peer, 'rps')):>18} "
+              f"{_spread(_ratios(system, peer, 'cpu_us', invert=True)):>18} {median['p50']:>7.3f} "
+              f"{_spread(_ratios(system, peer, 'p50')):>18} {median['p99']:>7.3f} {median['cpu_us']:>7.0f} "
+              f"{median['rss_held']:>10.1f} {failed:>6}{generator_note}")
+    print()
+    for system in found:
+        last = system.rounds[-1]
+        flags = [r["flag"] for r in system.rounds if r["flag"]]
+        growth = [f"{r['rss_idle']:.0f}" for r in system.rounds]
+        print(f"{system.label}: CPU at 8x16 {describe(last['shares'])}; QPACK header savings "
+              f"{last['savings']:.1f}%; idle RSS by round {' -> '.join(growth)} MiB"
+              + (f"; FLAGGED: {flags[0]}" if flags else ""))
+    print("\nreq/s at 8 connections x 16 streams; p50/p99 at one request in flight (h2load: until the stream is")
+    print("closed, which includes the ACK of the request); x caddy = ratio to Caddy's proxy in the same round,")
+    print("median [min-max] over rounds; per core = requests per CPU-second of the system under test vs Caddy's.")
+
+
+def scaling_note() -> str:
+    """Worker scaling needs cores for N workers plus the generator and backends."""
+    available = len(os.sched_getaffinity(0))
+    if available < 4:
+        return f"worker scaling: cannot measure here ({available} cores; N workers vs 1 needs 4 or more)"
+    return "worker scaling: run `python -m bench balancer_workers` on this machine"
+
+
+def main() -> None:
+    started = time.monotonic()
+    sut_core, load_core = cores()
+    h2load = _h2load.find()
+    rounds = int(os.environ.get("QUICFLEET_BENCH_ROUNDS", "3"))
+    seconds = int(os.environ.get("QUICFLEET_BENCH_SECONDS", "3"))
+    print(f"system under test alone on core {sut_core}; h2load and Caddy backends on core {load_core.split(',')[0]}")
+    note = ""
+    if h2load is None:
+        note = "  <- Python generator: load-generator bound, NOT comparable"
+        print("no h2load with HTTP/3 (QUICFLEET_BENCH_H2LOAD, PATH, ../shared/tools/h2load): falling back to the "
+              "project's Python generator; its figures measure the generator, not the proxies")
+    print(f"load generator: {h2load or 'python -m bench._h3load'}; {rounds} rounds, {seconds} s per measurement")
+    with _stack(load_core) as (work, nats_url, backends, h1_port, h3_port):
+        found = systems(work, nats_url, h1_port, h3_port, sut_core)
+        run_rounds(found, Measure(h2load, sut_core, load_core, backends, seconds), rounds)
+    report(found, note)
+    print(scaling_note())
+    print(f"bench took {time.monotonic() - started:.0f} s")
+
+
+@contextlib.contextmanager
+def _stack(load_core: str) -> Iterator[tuple[Path, str, Sut, int, int]]:
+    """A scratch folder, a nats-server and the Caddy backends, stopped afterwards."""
+    with tempfile.TemporaryDirectory(prefix="qf-bench-") as tmp:
+        work = Path(tmp)
+        (work / "nats").mkdir()
+        nats = NatsServer(work / "nats")
+        nats.start()
+        backends, h1_port, h3_port = caddy_backends(work, load_core.split(",", maxsplit=1)[0])
+        try:
+            yield work, nats.url, backends, h1_port, h3_port
+        finally:
+            backends.stop()
+            nats.stop()
 
 
 if __name__ == "__main__":

@@ -112,19 +112,23 @@ class ClientConnection(ProtocolBase):
                 self.reset(stream_id, H3Code.H3_INTERNAL_ERROR)
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        """Feed the QUIC core; hold the transmit briefly when the datagram started new requests.
+        """Feed the QUIC core; hold the transmit briefly when the datagram started new requests
+        while others were already in flight.
 
         aioquic would transmit at once, sending the QPACK decoder-stream acknowledgement of a
-        request in a packet of its own. Waiting up to `coalesce_s` for the response (sent sooner
-        when it arrives) puts that, the ACK and the response in one packet.
+        request in a packet of its own. Under load, waiting up to `coalesce_s` for the response
+        (sent sooner when it arrives) puts that, the ACK and the response in one packet. With
+        nothing else in flight the wait would only add latency (and there is little to save), so
+        the connection transmits at once.
         """
         self.peer_ip = str(addr[0])
         self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
         if self._refused and self._refuse_now():
             return
+        before = len(self.exchanges)
         self._started = False
         self._process_events()
-        if self._started and self.coalesce_s > 0:
+        if self._started and self.coalesce_s > 0 and before > 0:
             self._defer()
         else:
             self.transmit()

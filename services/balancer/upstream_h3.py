@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import deque
 from typing import Any, ClassVar
 
 import structlog
@@ -40,17 +41,23 @@ class H3Call:
         self.aborted = False
 
     def attach(self, client: H3Client) -> None:
+        """Give the call to a connection, which opens its stream now or once the VM allows one more."""
         self.client = client
-        self.stream_id = client.open(self)
+        client.start(self)
+
+    def opened(self, stream_id: int) -> None:
+        """The stream exists: send what the client streamed meanwhile."""
+        assert self.client is not None
+        self.stream_id = stream_id
         for data, end in self._body:
-            client.send_data(self.stream_id, data, end)
+            self.client.send_data(stream_id, data, end)
         self._body.clear()
 
     def send_body(self, data: bytes, end: bool) -> None:
         if self._ended:
             return
         self._ended = end
-        if self.client is None:
+        if self.client is None or self.stream_id < 0:
             self._body.append((data, end))
         else:
             self.client.send_data(self.stream_id, data, end)
@@ -65,12 +72,14 @@ class H3Call:
         """Bytes waiting for the connection plus those the VM has not acknowledged on the stream."""
         waiting = sum(len(data) for data, _ in self._body)
         client = self.client
-        return waiting + (client.engine.tuning.stream_backlog(client._quic, self.stream_id) if client else 0)
+        if client is None or self.stream_id < 0:
+            return waiting
+        return waiting + client.engine.tuning.stream_backlog(client._quic, self.stream_id)
 
     def abort(self) -> None:
         self.aborted = True
         if self.client is not None:
-            self.client.cancel(self.stream_id)
+            self.client.cancel(self)
 
 
 class HeadSafeH3(H3Base):
@@ -101,9 +110,24 @@ class H3Client(ProtocolBase):
         super().__init__(*args, **kwargs)
         self.http = self.engine.compose(HeadSafeH3, self.engine.H3Connection)(self._quic)
         self.calls: dict[int, H3Call] = {}
+        self.queued: deque[H3Call] = deque()
+        """Calls waiting for the VM to allow another stream (its MAX_STREAMS), oldest first."""
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.dead = False
         self._scheduled = False
+
+    def start(self, call: H3Call) -> None:
+        """Open the call's stream now, or queue it while the VM's stream limit is reached."""
+        if self.queued or not self.engine.tuning.can_open_stream(self._quic):
+            self.queued.append(call)
+        else:
+            call.opened(self.open(call))
+
+    def _open_queued(self) -> None:
+        while self.queued and not self.dead and self.engine.tuning.can_open_stream(self._quic):
+            call = self.queued.popleft()
+            if not call.aborted:
+                call.opened(self.open(call))
 
     def open(self, call: H3Call) -> int:
         stream_id = self._quic.get_next_available_stream_id()
@@ -124,9 +148,11 @@ class H3Client(ProtocolBase):
             self.http.send_data(stream_id, data, end_stream=end)
             self.schedule()
 
-    def cancel(self, stream_id: int) -> None:
-        if self.calls.pop(stream_id, None) is not None and not self.dead:
-            self._quic.reset_stream(stream_id, H3Code.H3_REQUEST_CANCELLED)
+    def cancel(self, call: H3Call) -> None:
+        if call.stream_id < 0:
+            return  # still queued: `_open_queued` skips aborted calls
+        if self.calls.pop(call.stream_id, None) is not None and not self.dead:
+            self._quic.reset_stream(call.stream_id, H3Code.H3_REQUEST_CANCELLED)
             self.schedule()
 
     def schedule(self) -> None:
@@ -152,6 +178,8 @@ class H3Client(ProtocolBase):
         self._process_events()
         if self.engine.tuning.is_closing(self._quic):
             self._die(RESET)  # the VM closed the connection: fail over now, not after the draining period
+        elif self.queued:
+            self._open_queued()  # streams ended, or the VM raised its stream limit
         self.schedule()
 
     def error_received(self, exc: Exception) -> None:
@@ -200,7 +228,8 @@ class H3Client(ProtocolBase):
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(reason))
             self.ready.exception()  # mark retrieved: waiters get it from `wait`
-        calls, self.calls = list(self.calls.values()), {}
+        calls, self.calls = [*self.calls.values(), *self.queued], {}
+        self.queued.clear()
         for call in calls:
             if not call.aborted:
                 call.sink.on_failed(reason)
@@ -262,6 +291,7 @@ class H3Upstream:
         loop = asyncio.get_running_loop()
         engine = self.engine
         quic = engine.QuicConnection(configuration=self.config)
+        engine.tuning.harden(quic)
         engine.tuning.set_ack_delay(quic, self.ack_delay_s)
         protocol = engine.compose(H3Client, engine.QuicConnectionProtocol)
         _, client = await loop.create_datagram_endpoint(lambda: protocol(quic), remote_addr=(self.host, self.port))

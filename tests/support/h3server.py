@@ -46,6 +46,18 @@ class _BackendProtocol(QuicConnectionProtocol):
             self._answer(event.stream_id)
 
     def _answer(self, stream_id: int) -> None:
+        gate = self.server.gate
+        if gate is not None and not gate.is_set():
+            self.server.held += 1
+            asyncio.get_running_loop().create_task(self._answer_after(gate, stream_id))
+            return
+        self._respond(stream_id)
+
+    async def _answer_after(self, gate: asyncio.Event, stream_id: int) -> None:
+        await gate.wait()
+        self._respond(stream_id)
+
+    def _respond(self, stream_id: int) -> None:
         assert self._http is not None
         self.server.requests += 1
         self.server.paths.append(self._paths.pop(stream_id, "/"))
@@ -65,8 +77,14 @@ class _BackendProtocol(QuicConnectionProtocol):
 class H3Backend:
     """An aioquic HTTP/3 server on 127.0.0.1 (port 0 picks a free one). Use `async with`."""
 
-    def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int = 0, status: int = 200) -> None:
+    def __init__(
+        self, workdir: Path, host: str = "127.0.0.1", port: int = 0, status: int = 200,
+        gate: asyncio.Event | None = None,
+    ) -> None:
+        """`gate`: when given, requests are answered only once it is set (`held` counts the waiting)."""
         self.workdir = workdir
+        self.gate = gate
+        self.held = 0
         self.host = host
         self.port = port
         self.status = status

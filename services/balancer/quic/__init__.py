@@ -74,6 +74,8 @@ class Tuning(Protocol):
 
     def is_closing(self, quic: Any) -> bool: ...
 
+    def can_open_stream(self, quic: Any) -> bool: ...
+
 
 @dataclass(frozen=True)
 class Engine:

@@ -116,6 +116,15 @@ class Qh3Tuning:
     """qh3's CONNECTION_CLOSE during the handshake does not reach an aioquic client."""
 
     @staticmethod
+    def can_open_stream(quic: Any) -> bool:
+        """Whether the peer's MAX_STREAMS (cumulative) admits another bidirectional stream: qh3
+        raises instead of waiting, so callers queue."""
+        try:
+            return int(quic.get_next_available_stream_id()) // 4 < int(quic.max_concurrent_bidi_streams)
+        except (AttributeError, ValueError):
+            return True
+
+    @staticmethod
     def is_closing(quic: Any) -> bool:
         """Whether the connection is closing or closed: qh3 refuses sends from then on."""
         return getattr(quic, "_close_event", None) is not None

@@ -143,3 +143,22 @@ async def test_head_gets_headers_without_body(
     assert head.status_code == 200 and head.content in (b"", None)
     assert head.headers["content-length"] == str(len(get.content or b""))
     assert (get.text or "").strip() == f"Server Address: {h3.address if upstream == 'http3' else h1.address}"
+
+
+async def test_more_requests_than_the_vms_stream_limit_all_succeed_over_http3(
+    bus: Bus, start_balancer: StartBalancer, tmp_path: Path
+) -> None:
+    """200 GETs held open at once over one HTTP/3 upstream connection (the VM allows 128 streams) all get 200.
+
+    The requests beyond the VM's MAX_STREAMS wait for a stream instead of failing (qh3 raises where
+    aioquic would queue).
+    """
+    gate = asyncio.Event()
+    async with H3Backend(tmp_path, gate=gate) as backend, start_balancer(upstream_protocol="http3") as lb:
+        await announce(bus, lb, "vm-a", backend.address)
+        async with h3_client(lb.port) as one, h3_client(lb.port) as two:
+            pending = [asyncio.ensure_future(c.get("/")) for c in (one, two) for _ in range(100)]
+            await wait_until(lambda: backend.held >= 100, timeout=20, what="the VM holding 100 requests")
+            gate.set()
+            responses = await asyncio.gather(*pending)
+    assert Counter(r.status for r in responses) == {200: 200}

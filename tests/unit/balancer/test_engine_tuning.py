@@ -132,3 +132,24 @@ def test_released_stream_gets_the_engines_own_credit_again(engine: Engine, tmp_p
     client.send_stream_data(0, b"x" * (3 * WINDOW))
     _exchange(client, server, 10.0)
     assert _received(engine, server, 0) == 4 + 3 * WINDOW
+
+
+def test_hardened_cores_handshake_through_padded_initials_and_carry_data(engine: Engine, tmp_path: Path) -> None:
+    """With `harden` applied before the handshake (aioquic: PADDING skipped at once), padded Initials still
+    complete it and stream data arrives whole."""
+    make_self_signed(tmp_path / "c.pem", tmp_path / "k.pem")
+    server_config = engine.QuicConfiguration(is_client=False, alpn_protocols=["test"])
+    server_config.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    client = engine.QuicConnection(configuration=engine.QuicConfiguration(
+        is_client=True, alpn_protocols=["test"], verify_mode=ssl.CERT_NONE))
+    client.connect(SERVER, now=0.0)
+    server = engine.QuicConnection(configuration=server_config,
+                                   original_destination_connection_id=client.original_destination_connection_id)
+    engine.tuning.harden(client)
+    engine.tuning.harden(server)
+    if engine.name == "aioquic":
+        assert server._QuicConnection__frame_handlers[0x00][0].__name__ == "padding"
+    _exchange(client, server, 0.0)
+    client.send_stream_data(0, b"x" * 3000, end_stream=True)
+    _exchange(client, server, 1.0)
+    assert _received(engine, server, 0) == 3000

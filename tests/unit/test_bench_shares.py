@@ -1,0 +1,38 @@
+"""The balancer bench's CPU-share check tells a proxy-bound figure from a generator-bound one."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench._shares import Share, bottleneck, describe, per_core
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_saturated_system_under_test_is_not_flagged() -> None:
+    """The proxy at 99% of its core is the bottleneck, whatever the others did."""
+    sut = Share("balancer", cpu_s=2.97, wall_s=3.0, cores="0")
+    others = [Share("h2load", 1.5, 3.0, "1"), Share("caddy backend", 1.5, 3.0, "1")]
+    assert bottleneck(sut, others) is None
+
+
+def test_a_generator_bound_scenario_is_flagged() -> None:
+    """Proxy at 60% while generator and backends fill the other core: the figure is the generator's."""
+    sut = Share("balancer", cpu_s=1.8, wall_s=3.0, cores="0")
+    others = [Share("python generator", 2.1, 3.0, "1"), Share("python backends", 0.84, 3.0, "1")]
+    verdict = bottleneck(sut, others)
+    assert verdict is not None
+    assert "60%" in verdict and "core 1 at 98%" in verdict
+
+
+def test_an_idle_system_with_idle_others_is_not_flagged() -> None:
+    """One request in flight leaves every process mostly idle: nobody is a bottleneck to flag."""
+    sut = Share("balancer", 0.9, 3.0, "0")
+    assert bottleneck(sut, [Share("h2load", 0.3, 3.0, "1"), Share("backend", 0.3, 3.0, "1")]) is None
+
+
+def test_shares_are_per_core_of_their_affinity() -> None:
+    """A process allowed two cores that used one core's worth is at 50%."""
+    assert Share("workers", 3.0, 3.0, "0,1").share == pytest.approx(0.5)
+    assert per_core([Share("a", 1.0, 2.0, "1"), Share("b", 1.0, 2.0, "1")]) == {"1": pytest.approx(1.0)}
+    assert describe([Share("a", 1.0, 2.0, "1")]) == "a 50% (core 1)"
