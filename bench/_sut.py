@@ -89,7 +89,7 @@ def _serving(sut: Sut) -> Iterator[Sut]:
         sut.stop()
 
 
-def caddy_backends(work: Path, core: str) -> tuple[Sut, int, int]:
+def caddy_backends(work: Path, core: str, gomaxprocs: int = 1) -> tuple[Sut, int, int]:
     """Caddy (one Go thread) as the VMs: `Server Address` over HTTP/1.1 on one port, HTTP/3 on another.
 
     Caddy serves a fixed body at ~20k req/s per core, so the backends are never what a proxy
@@ -105,8 +105,8 @@ def caddy_backends(work: Path, core: str) -> tuple[Sut, int, int]:
         f"http://127.0.0.1:{h1} {{\n\trespond \"Server Address: 127.0.0.1:{h1}\"\n}}\n"
         f"https://127.0.0.1:{h3} {{\n\ttls {cert} {key}\n\trespond \"Server Address: 127.0.0.1:{h3}\"\n}}\n"
     )
-    env = {"GOMAXPROCS": "1", "XDG_DATA_HOME": str(work / "caddy-b"), "XDG_CONFIG_HOME": str(work / "caddy-b"),
-           "HOME": str(work)}
+    home = str(work / "caddy-b")
+    env = {"GOMAXPROCS": str(gomaxprocs), "XDG_DATA_HOME": home, "XDG_CONFIG_HOME": home, "HOME": str(work)}
     proc = _pinned(core, ["caddy", "run", "--config", str(config), "--adapter", "caddyfile"], env,
                    work / "caddy-backends.log")
     sut = Sut(proc, h3)

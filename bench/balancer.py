@@ -98,8 +98,9 @@ class Measure:
         self.backends = backends
         self.seconds = seconds
 
-    def round(self, sut: Sut) -> dict[str, Any]:
+    def round(self, sut: Sut, everyone: list[Sut]) -> dict[str, Any]:
         """Throughput (with CPU shares), one-in-flight latency, memory with many connections."""
+        settle(everyone)
         busy, shares = self._throughput(sut)
         calm = self._run(sut, _h2load.throughput_args(1, 1, self.seconds, 1))
         idle, held = self._rss(sut)
@@ -143,13 +144,28 @@ class Measure:
         return idle, held
 
 
+def settle(suts: list[Sut], quiet: float = 0.05, deadline_s: float = 30.0) -> None:
+    """Wait until no system under test uses more than `quiet` of a core (they share one).
+
+    The one measured before may still be closing 1,000 connections; its work would be charged to
+    the next one's figures.
+    """
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        before = [sut.cpu_seconds() for sut in suts]
+        time.sleep(0.5)  # a sampling window for a benchmark, not a wait in a test
+        if all(sut.cpu_seconds() - used < quiet * 0.5 for sut, used in zip(suts, before, strict=True)):
+            return
+
+
 def run_rounds(found: list[System], measure: Measure, rounds: int) -> None:
     """Start every system, then measure each in turn, `rounds` times (interleaved)."""
     with contextlib.ExitStack() as stack:
         running = [(system, stack.enter_context(system.start())) for system in found]
+        everyone = [sut for _, sut in running]
         for index in range(rounds):
             for system, sut in running:
-                system.rounds.append(measure.round(sut))
+                system.rounds.append(measure.round(sut, everyone))
                 print(f"  round {index + 1}: {system.label}: {system.rounds[-1]['rps']:.0f} req/s", flush=True)
 
 
@@ -191,12 +207,41 @@ def report(found: list[System], generator_note: str) -> None:
     print("median [min-max] over rounds; per core = requests per CPU-second of the system under test vs Caddy's.")
 
 
-def scaling_note() -> str:
-    """Worker scaling needs cores for N workers plus the generator and backends."""
-    available = len(os.sched_getaffinity(0))
-    if available < 4:
-        return f"worker scaling: cannot measure here ({available} cores; N workers vs 1 needs 4 or more)"
-    return "worker scaling: run `python -m bench balancer_workers` on this machine"
+def worker_plan(available: list[int]) -> list[tuple[int, str, str]]:
+    """(workers, their cores, the load's cores) for N = 1, 2, 4, 8 while half the cores or more
+    stay for h2load and the backends; empty below 4 cores (then nothing can be compared)."""
+    if len(available) < 4:
+        return []
+    load = available[len(available) // 2:]
+    plan = []
+    for n in (1, 2, 4, 8):
+        if n <= len(available) // 2:
+            plan.append((n, ",".join(map(str, available[:n])), ",".join(map(str, load))))
+    return plan
+
+
+def scale_workers(work: Path, nats_url: str, h2load: str | None, engine: str = "aioquic") -> list[str]:
+    """N SO_REUSEPORT workers on N cores against one worker on one: req/s and the ratio to N x one."""
+    plan = worker_plan(sorted(os.sched_getaffinity(0)))
+    if not plan:
+        return [f"worker scaling: cannot measure here ({len(os.sched_getaffinity(0))} cores; N workers vs 1 "
+                "needs 4 or more: N for the workers, the rest for h2load and the backends)"]
+    if h2load is None:
+        return ["worker scaling: needs h2load (the Python generator would be the bottleneck)"]
+    lines, single = [], 0.0
+    backends, h1_port, _ = caddy_backends(work, plan[0][2], gomaxprocs=len(plan[0][2].split(",")))
+    try:
+        for n, sut_cores, load_cores in plan:
+            with balancer_sut(work, nats_url, h1_port, sut_cores, "http1", workers=n, engine=engine) as sut:
+                threads = str(len(load_cores.split(",")))
+                args = ["-t", threads, "-c", str(8 * n * 4), "-m", "16", "--duration=5", "--warm-up-time=1"]
+                rps = _h2load.run(h2load, f"https://127.0.0.1:{sut.port}/", load_cores, args).rps
+            single = single or rps
+            lines.append(f"worker scaling ({engine}): {n} worker(s) on cores {sut_cores}: {rps:.0f} req/s, "
+                         f"{rps / single:.2f}x one worker (target >= {0.9 * n:.1f}x)")
+    finally:
+        backends.stop()
+    return lines
 
 
 def main() -> None:
@@ -216,7 +261,9 @@ def main() -> None:
         found = systems(work, nats_url, h1_port, h3_port, sut_core)
         run_rounds(found, Measure(h2load, sut_core, load_core, backends, seconds), rounds)
     report(found, note)
-    print(scaling_note())
+    with _stack(load_core) as (work, nats_url, _backends, _h1, _h3):
+        for line in scale_workers(work, nats_url, h2load):
+            print(line)
     print(f"bench took {time.monotonic() - started:.0f} s")
 
 

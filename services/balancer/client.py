@@ -54,6 +54,8 @@ class ClientConnection(ProtocolBase):
         self.coalesce_s = 0.0
         self._started = False
         self._refused = False
+        self._closing = False
+        """The connection is closing: its events are no longer fed to HTTP/3 (qh3 refuses sends then)."""
         self._deferred: asyncio.TimerHandle | None = None
         self.credit: Credit | None = None
 
@@ -89,7 +91,7 @@ class ClientConnection(ProtocolBase):
         elif isinstance(event, engine.ConnectionTerminated):
             self._terminated()
             return
-        if self.http is not None and not engine.tuning.is_closing(self._quic):  # qh3 refuses sends once closing
+        if self.http is not None and not self._closing:
             try:
                 http_events = self.http.handle_event(event)
             except engine.H3Error:
@@ -125,6 +127,7 @@ class ClientConnection(ProtocolBase):
         self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
         if self._refused and self._refuse_now():
             return
+        self._closing = self.engine.tuning.is_closing(self._quic)
         before = len(self.exchanges)
         self._started = False
         self._process_events()
@@ -141,6 +144,7 @@ class ClientConnection(ProtocolBase):
         if not (handshake_done or self.engine.tuning.closes_before_handshake):
             return False
         self._refused = False
+        self._closing = True
         self._quic.close(error_code=H3Code.CONNECTION_REFUSED, reason_phrase="too many connections")
         self.transmit()
         return True

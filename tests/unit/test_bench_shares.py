@@ -36,3 +36,14 @@ def test_shares_are_per_core_of_their_affinity() -> None:
     assert Share("workers", 3.0, 3.0, "0,1").share == pytest.approx(0.5)
     assert per_core([Share("a", 1.0, 2.0, "1"), Share("b", 1.0, 2.0, "1")]) == {"1": pytest.approx(1.0)}
     assert describe([Share("a", 1.0, 2.0, "1")]) == "a 50% (core 1)"
+
+
+def test_worker_scaling_is_planned_only_with_cores_to_spare() -> None:
+    """Two cores cannot compare N workers with one; sixteen try 1, 2, 4 and 8 with half the cores for load."""
+    from bench.balancer import worker_plan
+
+    assert worker_plan([0, 1]) == []
+    plan = worker_plan(list(range(16)))
+    assert [n for n, _, _ in plan] == [1, 2, 4, 8]
+    assert plan[-1][1] == "0,1,2,3,4,5,6,7" and plan[-1][2] == "8,9,10,11,12,13,14,15"
+    assert [n for n, _, _ in worker_plan([0, 1, 2, 3])] == [1, 2]
