@@ -42,7 +42,7 @@ class ClientConnection(ProtocolBase):
         self.engine.tuning.harden(quic)
         super().__init__(quic, stream_handler)
         self.http: Any = None
-        self.send_errors = (*SEND_ERRORS, self.engine.H3Error)
+        self.send_errors = (*SEND_ERRORS, self.engine.H3Error, *self.engine.tuning.send_errors)
         self.exchanges: dict[int, Exchange] = {}
         self.watched: list[Exchange] = []
         self.server: Listener | None = None

@@ -263,6 +263,8 @@ class H3Upstream:
     def request(self, request: UpstreamRequest, sink: Sink) -> H3Call:
         call = H3Call(request, sink)
         client = self.client
+        if client is not None and not client.dead and self.engine.tuning.is_closing(client._quic):
+            client._die(RESET)  # closed by a timer since its last datagram (qh3 would raise on the next send)
         if client is not None and not client.dead and client.ready.done():
             call.attach(client)
             return call

@@ -57,6 +57,7 @@ class Tuning(Protocol):
     """What the balancer tunes in an engine; each call is safe when the engine cannot do it."""
 
     closes_before_handshake: bool
+    send_errors: tuple[type[Exception], ...]
 
     def set_ack_delay(self, quic: Any, seconds: float) -> bool: ...
 

@@ -16,7 +16,7 @@ from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
-from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.connection import H3_ALPN, H3Connection, ProtocolError
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.h3.exceptions import H3Error
 from aioquic.quic.configuration import QuicConfiguration
@@ -146,6 +146,10 @@ class StreamCredit:
 
 class AioquicTuning:
     """The `Tuning` of aioquic: the guarded private-field helpers above."""
+
+    send_errors: tuple[type[Exception], ...] = (ProtocolError,)
+    """aioquic drops writes to a closed connection; its H3 layer raises its state errors (DATA on a
+    stream whose HEADERS never went out)."""
 
     set_ack_delay = staticmethod(set_ack_delay)
     ack_with_next_packet = staticmethod(ack_with_next_packet)

@@ -21,7 +21,7 @@ from typing import Any
 from qh3._hazmat import Buffer
 from qh3.asyncio.protocol import QuicConnectionProtocol
 from qh3.asyncio.server import QuicServer
-from qh3.h3.connection import H3_ALPN, H3Connection
+from qh3.h3.connection import H3_ALPN, H3Connection, ProtocolError
 from qh3.h3.events import DataReceived, HeadersReceived
 from qh3.h3.exceptions import H3Error
 from qh3.quic.configuration import QuicConfiguration
@@ -90,6 +90,10 @@ class NoCredit:
 
 class Qh3Tuning:
     """The `Tuning` of qh3: public calls where the core has them, honest no-ops where not."""
+
+    send_errors: tuple[type[Exception], ...] = (QuicConnectionError, ProtocolError)
+    """qh3 raises on a write to a closed connection (aioquic drops it): a client that left; and the
+    H3 layer's state errors (DATA after HEADERS that never went out)."""
 
     @staticmethod
     def set_ack_delay(quic: Any, seconds: float) -> bool:

@@ -189,3 +189,22 @@ async def test_active_checks_take_a_dead_backend_out(bus: Bus, start_balancer: S
         await b.stop()
         await wait_until(lambda: not lb.router.table.get("vm-b").health.healthy, timeout=10, what="vm-b unhealthy")
         assert lb.router.table.get("vm-a").health.healthy
+
+
+async def test_a_client_leaving_with_requests_in_flight_does_not_count_against_the_vm(
+    bus: Bus, start_balancer: StartBalancer
+) -> None:
+    """Responses that arrive for a client gone mid-request are dropped quietly: the VM is not ejected."""
+    async with H1Backend() as a, start_balancer() as lb:
+        await announce(bus, lb, "vm-a", a.address)
+        async with h3_client(lb.port) as leaving:
+            pending = [asyncio.ensure_future(leaving.get("/slow?ms=20")) for _ in range(100)]
+            await wait_until(lambda: a.requests >= 20, timeout=10, what="the VM taking requests")
+            leaving.close()  # its CONNECTION_CLOSE arrives while the answers are still coming
+        await asyncio.gather(*pending, return_exceptions=True)
+        await wait_until(lambda: lb.router.in_flight() == 0, timeout=10, what="the abandoned requests to end")
+        backend = lb.router.table.get("vm-a")
+        assert backend is not None and backend.health.ejections == 0
+        async with h3_client(lb.port) as staying:
+            response = await staying.get("/")
+    assert response.status == 200
