@@ -112,7 +112,13 @@ class Engine:
 
 
 __all__ = ["ENGINES", "Credit", "Engine", "EngineName", "H3Base", "H3Code", "ProtocolBase", "ServerBase", "Tuning",
-           "load_engine"]
+           "close_event_set", "load_engine"]
+
+def close_event_set(quic: Any) -> bool:
+    """Whether a connection is closing or closed: both engines set `_close_event` at once, and report
+    the close (ConnectionTerminated) only after the draining period."""
+    return getattr(quic, "_close_event", None) is not None
+
 
 _loaded: dict[str, Engine] = {}
 

@@ -30,7 +30,7 @@ from aioquic.quic.events import (
 )
 from aioquic.quic.packet import QuicFrameType, pull_quic_header
 
-from services.balancer.quic import Engine
+from services.balancer.quic import Engine, close_event_set
 from services.balancer.quic.qpack import safe_qpack
 
 
@@ -165,10 +165,7 @@ class AioquicTuning:
         """aioquic queues a stream beyond the peer's limit itself (and opens it on MAX_STREAMS)."""
         return True
 
-    @staticmethod
-    def is_closing(quic: Any) -> bool:
-        """Whether the connection is closing or closed (its close event is set before it is reported)."""
-        return getattr(quic, "_close_event", None) is not None
+    is_closing = staticmethod(close_event_set)
 
     @staticmethod
     def harden(quic: Any) -> None:

@@ -35,7 +35,7 @@ from qh3.quic.events import (
 )
 from qh3.quic.packet import pull_quic_header
 
-from services.balancer.quic import Engine
+from services.balancer.quic import Engine, close_event_set
 from services.balancer.quic.qpack import safe_qpack
 
 CAPPED = "packet builder capacity exhausted"
@@ -128,10 +128,7 @@ class Qh3Tuning:
         except (AttributeError, ValueError):
             return True
 
-    @staticmethod
-    def is_closing(quic: Any) -> bool:
-        """Whether the connection is closing or closed: qh3 refuses sends from then on."""
-        return getattr(quic, "_close_event", None) is not None
+    is_closing = staticmethod(close_event_set)
 
     @staticmethod
     def harden(quic: Any) -> None:
