@@ -22,19 +22,15 @@ class ProxyOptions:
     hash_header: bytes | None = None
 
 
+@dataclass
 class Limits:
-    """Client-facing limits taken from settings once."""
+    """Client-facing limits taken from settings once (`max_connections` drops to 0 on shutdown)."""
 
-    def __init__(
-        self, max_connections: int, max_streams: int, max_header_bytes: int,
-        retry_always: bool, retry_threshold: int, ack_delay_s: float, ack_with_response: bool = True,
-        coalesce_s: float = 0.0,
-    ) -> None:
-        self.max_connections = max_connections
-        self.max_streams = max_streams
-        self.max_header_bytes = max_header_bytes
-        self.retry_always = retry_always
-        self.retry_threshold = retry_threshold
-        self.ack_delay_s = ack_delay_s
-        self.ack_with_response = ack_with_response
-        self.coalesce_s = coalesce_s
+    max_connections: int
+    max_streams: int
+    max_header_bytes: int
+    retry_always: bool
+    retry_threshold: int
+    ack_delay_s: float
+    ack_with_response: bool = True
+    coalesce_s: float = 0.0
