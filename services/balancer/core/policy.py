@@ -16,11 +16,6 @@ from services.balancer.core.backends import Backend
 POLICIES = ("p2c", "round_robin", "least_outstanding", "hash")
 
 
-def _load(backend: Backend, now: float, slow_start_s: float) -> float:
-    """Outstanding requests scaled up while the VM is in slow start."""
-    return (backend.outstanding + 1) / backend.weight(now, slow_start_s)
-
-
 def _unit_hash(key: bytes, vm: str) -> float:
     """A stable number in (0, 1) for a (key, VM) pair."""
     digest = hashlib.blake2b(key + b"\x00" + vm.encode(), digest_size=8).digest()
@@ -52,11 +47,27 @@ class Picker:
             return self._least(candidates, now)
         return self._hash(candidates, now, key)
 
+    def _admitted(self, backend: Backend, now: float) -> bool:
+        """A VM in slow start takes part in a choice with probability equal to its weight.
+
+        Scaling its load by 1/weight instead (the obvious way) gives it nothing at all while the
+        others are idle, since (0 + 1) / weight always loses to 0 + 1, and then a jump at the end
+        of the window. Admission makes its share grow with the weight at any load.
+        """
+        weight = backend.weight(now, self.slow_start_s)
+        return weight >= 1.0 or self.rng.random() < weight
+
     def _p2c(self, candidates: Sequence[Backend], now: float) -> Backend:
-        """Two random candidates; the less loaded one wins (ties go to the first drawn)."""
+        """Two random candidates, each admitted by its slow-start weight; the one with fewer
+        outstanding requests wins (ties go to the first drawn); if neither is admitted, the heavier."""
         first, second = self.rng.sample(range(len(candidates)), 2)
         a, b = candidates[first], candidates[second]
-        return b if _load(b, now, self.slow_start_s) < _load(a, now, self.slow_start_s) else a
+        in_a, in_b = self._admitted(a, now), self._admitted(b, now)
+        if in_a and in_b:
+            return b if b.outstanding < a.outstanding else a
+        if in_a or in_b:
+            return a if in_a else b
+        return b if b.weight(now, self.slow_start_s) > a.weight(now, self.slow_start_s) else a
 
     def _round_robin(self, candidates: Sequence[Backend], now: float) -> Backend:
         """Next in turn; a VM in slow start is skipped with probability 1 - weight."""
@@ -68,10 +79,10 @@ class Picker:
         return backend
 
     def _least(self, candidates: Sequence[Backend], now: float) -> Backend:
-        """Fewest outstanding (weighted); ties are broken at random so load spreads."""
-        loads = [_load(b, now, self.slow_start_s) for b in candidates]
-        best = min(loads)
-        tied = [b for b, load in zip(candidates, loads, strict=True) if load == best]
+        """Fewest outstanding among the admitted (see `_admitted`); ties are broken at random."""
+        admitted = [b for b in candidates if self._admitted(b, now)] or list(candidates)
+        best = min(b.outstanding for b in admitted)
+        tied = [b for b in admitted if b.outstanding == best]
         return tied[0] if len(tied) == 1 else self.rng.choice(tied)
 
     def _hash(self, candidates: Sequence[Backend], now: float, key: bytes) -> Backend:

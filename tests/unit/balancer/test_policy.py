@@ -115,3 +115,26 @@ def test_hash_moves_about_one_share_when_a_backend_joins() -> None:
     moved = [k for k in keys if before[k] != after[k]]
     assert all(after[k] == "vm-4" for k in moved)
     assert 300 < len(moved) < 500
+
+
+def _share_of_new(policy: str, seconds_in: float, outstanding: int, picks: int = 6000) -> float:
+    """The share of picks a VM ready for `seconds_in` of a 10 s slow start gets beside three old
+    VMs, all holding `outstanding` requests (0: an idle fleet; more: under load)."""
+    old = _backends(3)
+    new = Backend("vm-new", "127.0.0.1", 9100, 100.0, Health(HealthPolicy()))
+    for backend in (*old, new):
+        backend.outstanding = outstanding
+    picker = Picker(policy, slow_start_s=10.0, rng=random.Random(11))
+    counts = Counter(picker.pick([*old, new], now=100.0 + seconds_in).vm for _ in range(picks))  # type: ignore[union-attr]
+    return counts["vm-new"] / picks
+
+
+@pytest.mark.parametrize("policy", ["p2c", "least_outstanding", "round_robin"])
+@pytest.mark.parametrize("outstanding", [0, 8])
+def test_slow_start_share_grows_with_the_weight_at_idle_and_under_load(policy: str, outstanding: int) -> None:
+    """Across the window a new VM's share rises step by step from a few percent to an even quarter,
+    whether the fleet is idle or busy (it used to get 0 % under p2c until the window ended)."""
+    shares = [_share_of_new(policy, seconds, outstanding) for seconds in (1.0, 3.0, 6.0, 9.0, 20.0)]
+    assert 0.005 < shares[0] < 0.08, shares
+    assert shares == sorted(shares), shares
+    assert 0.2 < shares[-1] < 0.3, shares
