@@ -62,14 +62,6 @@ def _pinned(
                             stdout=out, stderr=subprocess.STDOUT)
 
 
-def start_backends(work: Path, port: int, core: str) -> Sut:
-    """HTTP/1.1 (TCP) and HTTP/3 (UDP) backends on one port number, like a VM."""
-    proc = _pinned(core, [sys.executable, "-m", "bench._backends", f"--port={port}", "--h1", "--h3",
-                          f"--workdir={work}"])
-    _wait_h3(port)
-    return Sut(proc, port)
-
-
 def _wait_h3(port: int, timeout: float = 20.0) -> None:
     """Until an HTTP/3 GET on `port` answers 200."""
     deadline = time.monotonic() + timeout
@@ -112,13 +104,6 @@ def caddy_backends(work: Path, core: str, gomaxprocs: int = 1) -> tuple[Sut, int
     sut = Sut(proc, h3)
     _wait_h3(h3)
     return sut, h1, h3
-
-
-@contextmanager
-def direct_sut(work: Path, core: str) -> Iterator[Sut]:
-    port = free_port()
-    proc = _pinned(core, [sys.executable, "-m", "bench._backends", f"--port={port}", "--h3", f"--workdir={work}"])
-    yield from _serving(Sut(proc, port))
 
 
 async def _announce(nats_url: str, backend_port: int, prefix: str) -> None:
