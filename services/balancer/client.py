@@ -8,11 +8,11 @@ from typing import Any, ClassVar, Protocol
 import structlog
 
 from services.balancer.exchange import Exchange
-from services.balancer.headers import Headers, end_to_end, forwarding, header_bytes
+from services.balancer.headers import Headers
+from services.balancer.intake import Refusal, intake
 from services.balancer.options import Limits
 from services.balancer.quic import Credit, Engine, H3Code, ProtocolBase
 from services.balancer.router import Router
-from services.balancer.upstream import UpstreamRequest
 
 log = structlog.get_logger("balancer.client")
 
@@ -181,30 +181,15 @@ class ClientConnection(ProtocolBase):
 
     def _new_request(self, stream_id: int, headers: Headers, ended: bool) -> None:
         assert self.server is not None
-        limits = self.server.limits
+        limits, router = self.server.limits, self.server.router
         if len(self.exchanges) >= limits.max_streams:
             self.reset(stream_id, H3Code.H3_REQUEST_REJECTED)
             return
-        if header_bytes(headers) > limits.max_header_bytes:
-            self._refuse(stream_id, 431, b"request header fields too large\n")
+        request = intake(headers, not ended, self.peer_ip, router.options, limits.max_header_bytes)
+        if isinstance(request, Refusal):
+            self._refuse(stream_id, request.status, request.body)
             return
-        pseudo = {n: v for n, v in headers if n.startswith(b":")}
-        method, path = pseudo.get(b":method"), pseudo.get(b":path")
-        if not method or not path or method == b"CONNECT":
-            self._refuse(stream_id, 400, b"bad request\n")
-            return
-        self._start(stream_id, headers, pseudo, ended)
-
-    def _start(self, stream_id: int, headers: Headers, pseudo: dict[bytes, bytes], ended: bool) -> None:
-        router = self.server.router  # type: ignore[union-attr]
-        client_ip = self.peer_ip
-        authority = pseudo.get(b":authority", b"")
-        fields = [(n, v) for n, v in end_to_end(headers) if n != b"expect"]
-        request = UpstreamRequest(
-            method=pseudo[b":method"], path=pseudo[b":path"], authority=authority,
-            headers=forwarding(fields, client_ip, authority, router.options.via), has_body=not ended,
-        )
-        exchange = Exchange(self, stream_id, request, client_ip, router)
+        exchange = Exchange(self, stream_id, request, self.peer_ip, router)
         self.exchanges[stream_id] = exchange
         self._started = True
         if not ended and self.credit is not None:
