@@ -116,10 +116,12 @@ async def _announce(nats_url: str, backend_port: int, prefix: str) -> None:
 @contextmanager
 def balancer_sut(
     work: Path, nats_url: str, backend_port: int, core: str, upstream: str, workers: int = 1, root: Path = ROOT,
-    engine: str = "aioquic", **tuning: str,
+    engine: str = "aioquic", features: dict[str, str] | None = None, **tuning: str,
 ) -> Iterator[Sut]:
     """A balancer process on the shipped defaults; `tuning` sets QUICFLEET_<KEY> variables on top
-    (e.g. quic_coalesce_ms="0"); `root` runs the code of another checkout (a baseline revision)."""
+    (e.g. quic_coalesce_ms="0"), as does `features` (a dict, for callers that build it); `root` runs the code
+    of another checkout (a baseline revision)."""
+    tuning = {**tuning, **(features or {})}
     port = free_port()
     env = {
         "QUICFLEET_NATS_URL": nats_url, "QUICFLEET_LISTEN_PORT": str(port), "QUICFLEET_UPSTREAM_PROTOCOL": upstream,

@@ -64,6 +64,10 @@ def systems(work: Path, nats_url: str, h1_port: int, h3_port: int, core: str) ->
                 f"{engine}-{upstream}", f"balancer {engine}, {upstream} upstream",
                 _balancer(work, nats_url, port, core, f"http{upstream[1]}", engine),
             ))
+    for key, label, off in (("aioquic-h1-nosteer", "steering off", {"quic_steering": "false"}),
+                            ("aioquic-h1-nolog", "access log off", {"balancer_access_log": "false"})):
+        found.append(System(key, f"balancer aioquic, h1 upstream, {label}",
+                            _balancer(work, nats_url, h1_port, core, "http1", "aioquic", features=off)))
     baseline = os.environ.get("QUICFLEET_BENCH_BASELINE_REV")
     if baseline:
         root = checkout(baseline, work)
@@ -74,9 +78,11 @@ def systems(work: Path, nats_url: str, h1_port: int, h3_port: int, core: str) ->
 
 
 def _balancer(
-    work: Path, nats_url: str, port: int, core: str, upstream: str, engine: str, root: Path = ROOT
+    work: Path, nats_url: str, port: int, core: str, upstream: str, engine: str, root: Path = ROOT,
+    features: dict[str, str] | None = None,
 ) -> Callable[[], contextlib.AbstractContextManager[Sut]]:
-    return lambda: balancer_sut(work, nats_url, port, core, upstream, engine=engine, root=root)
+    """A balancer system; `features` turns some off to measure what they cost (same run, same backends)."""
+    return lambda: balancer_sut(work, nats_url, port, core, upstream, engine=engine, root=root, features=features)
 
 
 def checkout(rev: str, work: Path) -> Path:
@@ -202,9 +208,24 @@ def report(found: list[System], generator_note: str) -> None:
         print(f"{system.label}: CPU at 8x16 {describe(last['shares'])}; QPACK header savings "
               f"{last['savings']:.1f}%; idle RSS by round {' -> '.join(growth)} MiB"
               + (f"; FLAGGED: {flags[0]}" if flags else ""))
+    for line in feature_costs(found):
+        print(line)
     print("\nreq/s at 8 connections x 16 streams; p50/p99 at one request in flight (h2load: until the stream is")
     print("closed, which includes the ACK of the request); x caddy = ratio to Caddy's proxy in the same round,")
     print("median [min-max] over rounds; per core = requests per CPU-second of the system under test vs Caddy's.")
+
+
+def feature_costs(found: list[System]) -> list[str]:
+    """What a feature costs: the shipped balancer against the same one with the feature off, per round."""
+    by_key = {s.key: s for s in found}
+    shipped = by_key.get("aioquic-h1")
+    lines = []
+    for key, feature in (("aioquic-h1-nosteer", "connection-ID steering"), ("aioquic-h1-nolog", "the access log")):
+        off = by_key.get(key)
+        if shipped is not None and off is not None:
+            lines.append(f"cost of {feature} (aioquic, h1): req/s on/off {_spread(_ratios(shipped, off, 'rps'))}, "
+                         f"CPU per request on/off {_spread(_ratios(shipped, off, 'cpu_us'))}")
+    return lines
 
 
 def worker_plan(available: list[int]) -> list[tuple[int, str, str]]:

@@ -62,7 +62,9 @@ async def check_all(router: Router, path: bytes, timeout_s: float) -> None:
     results = await asyncio.gather(*(check_once(router, b, path, timeout_s) for b in backends))
     for backend, passed in zip(backends, results, strict=True):
         if passed and backend.health.check_passed():
+            router.telemetry.health_changed(backend.vm, healthy=True)
             log.info("backend.healthy", backend=backend.vm)
         elif not passed and backend.health.check_failed():
+            router.telemetry.health_changed(backend.vm, healthy=False)
             aborted = router.abort_in_flight(backend, "unhealthy")
             log.warning("backend.unhealthy", backend=backend.vm, aborted=aborted)

@@ -16,6 +16,10 @@ from services.balancer.router import Router
 
 log = structlog.get_logger("balancer.client")
 
+GOAWAY_LINGER_S = 0.25
+"""After GOAWAY, how long an idle connection stays open: requests the client sent before it read the
+frame (or that arrive reordered) still get an answer or an explicit REQUEST_REJECTED, not a close."""
+
 SEND_ERRORS: tuple[type[Exception], ...] = (AssertionError, ValueError, RuntimeError)
 """What an engine raises when writing to a stream the client reset or already finished (plus its H3Error)."""
 
@@ -31,6 +35,8 @@ class Listener(Protocol):
     limits: Limits
     connections: int
     half_open: int
+
+    def check_closing(self) -> None: ...
 
 
 class ClientConnection(ProtocolBase):
@@ -58,12 +64,20 @@ class ClientConnection(ProtocolBase):
         """The connection is closing: its events are no longer fed to HTTP/3 (qh3 refuses sends then)."""
         self._deferred: asyncio.TimerHandle | None = None
         self.credit: Credit | None = None
+        self.next_request_id = 0
+        """One past the highest request stream the client opened: where a GOAWAY draws the line."""
+        self.goaway: int | None = None
+        self._goaway_at = 0.0
+        self._idle_close: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.server = transport.get_protocol()  # type: ignore[assignment]
         assert self.server is not None
         tuning = self.engine.tuning
+        steering = getattr(self.server, "steering", None)
+        if steering is not None:
+            tuning.own_cids(self._quic, steering.mint)
         tuning.set_ack_delay(self._quic, self.server.limits.ack_delay_s)
         self.ack_early = self.server.limits.ack_with_response
         self.coalesce_s = self.server.limits.coalesce_s
@@ -74,6 +88,7 @@ class ClientConnection(ProtocolBase):
             return
         self._counted = True
         self.server.connections += 1
+        self.server.router.telemetry.connection_opened()
         self.server.half_open += 1
 
     # engine events
@@ -83,6 +98,8 @@ class ClientConnection(ProtocolBase):
             self.http = engine.H3Connection(self._quic)
             engine.tuning.safe_qpack(self.http)
         elif isinstance(event, engine.HandshakeCompleted):
+            if self.server is not None:
+                self.server.router.telemetry.handshake_done()
             self._handshake_over()
             if self._refused and self._refuse_now(handshake_done=True):
                 return
@@ -159,8 +176,12 @@ class ClientConnection(ProtocolBase):
         if self._counted and self.server is not None:
             self._counted = False
             self.server.connections -= 1
+            self.server.router.telemetry.connection_closed()
         for exchange in list(self.exchanges.values()):
             exchange.client_reset()
+        self._closing = True
+        if self.server is not None:
+            self.server.check_closing()
 
     def _client_reset(self, stream_id: int) -> None:
         exchange = self.exchanges.get(stream_id)
@@ -182,7 +203,8 @@ class ClientConnection(ProtocolBase):
     def _new_request(self, stream_id: int, headers: Headers, ended: bool) -> None:
         assert self.server is not None
         limits, router = self.server.limits, self.server.router
-        if len(self.exchanges) >= limits.max_streams:
+        self.next_request_id = max(self.next_request_id, stream_id + 4)
+        if len(self.exchanges) >= limits.max_streams or (self.goaway is not None and stream_id >= self.goaway):
             self.reset(stream_id, H3Code.H3_REQUEST_REJECTED)
             return
         request = intake(headers, not ended, self.peer_ip, router.options, limits.max_header_bytes)
@@ -239,6 +261,43 @@ class ClientConnection(ProtocolBase):
         self.exchanges.pop(exchange.stream_id, None)
         if self.credit is not None:
             self.credit.release(exchange.stream_id)
+        if self.goaway is not None and not self.exchanges:
+            self._close_when_idle()
+
+    # going away (drain of this process)
+    def go_away(self) -> None:
+        """HTTP/3 GOAWAY: the client opens new requests on a new connection (a sibling takes it), the
+        requests it already sent finish here, then the connection closes with H3_NO_ERROR."""
+        if self.goaway is not None or self._closing:
+            return
+        self.goaway, self._goaway_at = self.next_request_id, self._loop.time()
+        if self.http is None or not self.engine.tuning.send_goaway(self.http, self.goaway):
+            self._close_now()
+            return
+        self.schedule()
+        if not self.exchanges:
+            self._close_when_idle()
+
+    def _close_when_idle(self) -> None:
+        if self._idle_close is None:
+            self._idle_close = self._loop.call_at(self._goaway_at + GOAWAY_LINGER_S, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        self._idle_close = None
+        if not self.exchanges:
+            self._close_now()
+
+    def _close_now(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._quic.close(error_code=H3Code.H3_NO_ERROR, reason_phrase="going away")
+            self.transmit()
+        if self.server is not None:
+            self.server.check_closing()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing or self.engine.tuning.is_closing(self._quic)
 
     def schedule(self) -> None:
         """Coalesce the sends of one loop iteration into one transmit (fewer, fuller datagrams)."""

@@ -12,7 +12,7 @@ import asyncio
 from typing import Protocol
 
 from services.balancer.core.backends import Backend
-from services.balancer.headers import Headers, response_headers
+from services.balancer.headers import Headers, request_id_of, response_headers
 from services.balancer.options import ProxyOptions
 from services.balancer.quic import H3Code
 from services.balancer.upstream import RESET, TIMEOUT, Call, Upstream, UpstreamRequest
@@ -60,20 +60,30 @@ class Dispatcher(Protocol):
 
     def untrack(self, backend: Backend, exchange: Exchange) -> None: ...
 
-    def attempt_over(self, backend: Backend, seconds: float, failed: bool, upstream_failed: bool) -> None: ...
+    def attempt_over(
+        self, backend: Backend, seconds: float, failed: bool, upstream_failed: bool, status: int = 0
+    ) -> None: ...
+
+    def finished(self, exchange: Exchange) -> None: ...
 
 
 class Exchange:
     """A client request and its (at most two) upstream attempts."""
 
     def __init__(
-        self, client: ClientStream, stream_id: int, request: UpstreamRequest, client_ip: str, router: Dispatcher
+        self, client: ClientStream, stream_id: int, request: UpstreamRequest, client_ip: str, router: Dispatcher,
+        protocol: str = "h3",
     ) -> None:
         self.client = client
         self.stream_id = stream_id
         self.request = request
         self.client_ip = client_ip
         self.router = router
+        self.protocol = protocol
+        """What the client spoke ("h3", or "h1"/"h2" on the TCP listener), for the access log and metrics."""
+        self.request_id = request_id_of(request.headers)
+        self.vm = ""
+        """The VM of the last attempt ("" when none was tried), kept after the attempt is over."""
         self.loop = router.loop
         self.backend: Backend | None = None
         self.call: Call | None = None
@@ -85,6 +95,11 @@ class Exchange:
         self.response_started = False
         self.finished = False
         self.body_bytes = 0
+        self.bytes_sent = 0
+        """Response body bytes passed to the client."""
+        self.first_byte_at: float | None = None
+        self.reset_by = ""
+        """"client" or "upstream" when the stream ended in a reset rather than a whole response."""
         self.paused = False
         self.body_ended = not request.has_body
         self._timer: asyncio.TimerHandle | None = None
@@ -97,6 +112,7 @@ class Exchange:
     def attach(self, backend: Backend, upstream: Upstream) -> None:
         """Send the request to `backend` (first attempt or the retry)."""
         self.backend = backend
+        self.vm = backend.vm
         self.attempts += 1
         self.last_activity = self.attempt_started = self.loop.time()
         backend.began()
@@ -156,6 +172,7 @@ class Exchange:
     def client_reset(self) -> None:
         """The client cancelled the stream or went away."""
         if not self.finished:
+            self.reset_by = "client"
             self._abort_call()
             self._finish(failed=False)
 
@@ -174,15 +191,17 @@ class Exchange:
             return
         self.status = status
         self.response_started = True
-        self.last_activity = self.loop.time()
+        self.last_activity = self.first_byte_at = self.loop.time()
         options = self.router.options
         name = self.backend.vm.encode() if options.backend_header and self.backend else None
-        self.client.send_headers(self.stream_id, response_headers(status, headers, options.via, name), end=False)
+        block = response_headers(status, headers, options.via, name, self.request_id)
+        self.client.send_headers(self.stream_id, block, end=False)
 
     def on_data(self, data: bytes) -> None:
         if self.finished or self.request.method == b"HEAD":
             return  # a HEAD response has no content, even if a backend sends some
         self.last_activity = self.loop.time()
+        self.bytes_sent += len(data)
         self.client.send_data(self.stream_id, data, end=False)
         if not self.paused and self.client.backlog(self.stream_id) > BACKLOG_HIGH and self.call is not None:
             self.paused = True
@@ -203,6 +222,7 @@ class Exchange:
             return
         self._abort_call()
         if self.response_started:
+            self.reset_by = "upstream"
             self.client.reset(self.stream_id, H3Code.H3_INTERNAL_ERROR)
             self._finish(failed=True, upstream_failed=True)
         elif reason == TIMEOUT:
@@ -214,18 +234,23 @@ class Exchange:
     def respond(self, status: int, body: bytes, failed: bool, upstream_failed: bool = False) -> None:
         """Answer the client from the balancer itself (no backend response reached it)."""
         self.status = status
+        self.first_byte_at = self.loop.time()
+        self.bytes_sent += len(body)
         headers = [(b":status", str(status).encode()), (b"content-type", b"text/plain"),
                    (b"content-length", str(len(body)).encode()), (b"via", self.router.options.via)]
+        if self.request_id:
+            headers.append((b"x-request-id", self.request_id))
         self.client.send_headers(self.stream_id, headers, end=False)
         self.client.send_data(self.stream_id, body, end=True)
         self._finish(failed=failed, upstream_failed=upstream_failed)
 
     def end_attempt(self, failed: bool, upstream_failed: bool) -> None:
-        """Account the current attempt on its backend (latency, counters, health)."""
+        """Account the current attempt on its backend (latency, counters, health: a 5xx counts there)."""
         backend, self.backend, self.call = self.backend, None, None
         if backend is not None:
             self.router.untrack(backend, self)
-            self.router.attempt_over(backend, self.loop.time() - self.attempt_started, failed, upstream_failed)
+            status = self.status if self.response_started else 0
+            self.router.attempt_over(backend, self.loop.time() - self.attempt_started, failed, upstream_failed, status)
 
     def _finish(self, failed: bool, upstream_failed: bool = False) -> None:
         self.finished = True
@@ -235,6 +260,7 @@ class Exchange:
             self._poll.cancel()
         self.end_attempt(failed, upstream_failed)
         self.client.done(self)
+        self.router.finished(self)
 
     def _abort_call(self) -> None:
         if self.call is not None:

@@ -2,7 +2,7 @@
 
 HTTP/3 streams and the TCP listener (HTTP/1.1 and HTTP/2) both arrive here with HTTP/3-style
 headers (pseudo-headers first, lower-case names), so the size limit, the checks and the
-forwarding rules are the same whichever protocol the client spoke.
+forwarding rules (trusted proxies, request id) are the same whichever protocol the client spoke.
 """
 
 from __future__ import annotations
@@ -40,5 +40,5 @@ def intake(
     fields = [(n, v) for n, v in end_to_end(headers) if n != b"expect"]
     return UpstreamRequest(
         method=method, path=path, authority=authority,
-        headers=forwarding(fields, client_ip, authority, options.via), has_body=has_body,
+        headers=forwarding(fields, client_ip, authority, options.via, options.trusted_proxies), has_body=has_body,
     )

@@ -5,7 +5,9 @@ read them without importing one another.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from services.balancer.headers import TrustedProxies
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,8 @@ class ProxyOptions:
     max_body_bytes: int = 64 * 1024 * 1024
     request_buffer_bytes: int = 1024 * 1024
     hash_header: bytes | None = None
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
+    """Peers whose forwarding headers and request id are kept (empty: every client's are replaced)."""
 
 
 @dataclass

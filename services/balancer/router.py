@@ -1,7 +1,8 @@
 """Glue between exchanges and the pure core: pick a backend, retry, account, finish drains.
 
 The router owns the backend table, the picker, the retry budget, the drain book and one
-upstream per backend. It runs on the event loop thread only; nothing here blocks or awaits.
+upstream per backend; finished exchanges go to the metrics counters and the access log. It runs
+on the event loop thread only; nothing here blocks or awaits.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from collections.abc import Callable
 
 import structlog
 
+from services.balancer.accesslog import AccessLog
 from services.balancer.core.backends import Backend, BackendTable
 from services.balancer.core.drain import DrainBook, DrainOver
 from services.balancer.core.policy import Picker
 from services.balancer.core.retry import RetryBudget
 from services.balancer.exchange import Exchange
 from services.balancer.options import ProxyOptions
+from services.balancer.telemetry import Telemetry
 from services.balancer.upstream import Upstream
 
 log = structlog.get_logger("balancer.router")
@@ -35,8 +38,15 @@ class Router:
         upstreams: UpstreamFactory,
         options: ProxyOptions,
         on_drained: Callable[[DrainOver], None],
+        telemetry: Telemetry | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self.telemetry = telemetry or Telemetry()
+        self.telemetry.panic = lambda: self.panicking
+        self.access_log = access_log or AccessLog(self.loop, enabled=False)
+        self.panicking = False
+        """Whether the last dispatch found the table in panic (logged on each change)."""
         self.table = table
         self.picker = picker
         self.budget = budget
@@ -62,6 +72,8 @@ class Router:
         """Send an exchange to a backend, or answer 503 when none may take it."""
         now = self.loop.time()
         candidates = self.table.candidates(now)
+        if self.table.panic is not self.panicking:
+            self._panic_changed(len(candidates))
         if exclude is not None and len(candidates) > 1:
             candidates = [b for b in candidates if b is not exclude]
         key = self.key_of(exchange) if self.picker.policy == "hash" else b""
@@ -73,6 +85,15 @@ class Router:
             self.budget.request(now)
         self.in_flight_by.setdefault(backend, set()).add(exchange)
         exchange.attach(backend, self.upstream_for(backend))
+
+    def _panic_changed(self, known: int) -> None:
+        """Log entering and leaving panic once each (not per request), and count the entries."""
+        self.panicking = self.table.panic
+        if self.panicking:
+            self.telemetry.panic_entered()
+            log.warning("balancer.panic_entered", known=known, threshold=self.table.panic_threshold)
+        else:
+            log.info("balancer.panic_left", usable=known)
 
     def upstream_for(self, backend: Backend) -> Upstream:
         """The backend's upstream, re-made when the VM's address changed."""
@@ -90,6 +111,7 @@ class Router:
         if not exchange.retryable or not self.budget.try_retry(self.loop.time()):
             return False
         exchange.end_attempt(failed=True, upstream_failed=True)
+        self.telemetry.retried()
         log.info("request.retried", backend=backend.vm, reason=reason)
         self.dispatch(exchange, exclude=backend)
         return True
@@ -115,19 +137,36 @@ class Router:
             log.warning("backend.in_flight_aborted", backend=backend.vm, why=why, count=len(exchanges))
         return len(exchanges)
 
-    def attempt_over(self, backend: Backend, seconds: float, failed: bool, upstream_failed: bool) -> None:
-        """Count an attempt; feed passive health; finish a drain that waited for it."""
+    def attempt_over(
+        self, backend: Backend, seconds: float, failed: bool, upstream_failed: bool, status: int = 0
+    ) -> None:
+        """Count an attempt; feed passive health (`status`: the VM's response status, 0 for none);
+        finish a drain that waited for it."""
         backend.ended(seconds, failed)
         now = self.loop.time()
         if upstream_failed:
-            if backend.health.request_failed(now):
-                log.warning("backend.ejected", backend=backend.vm, ejections=backend.health.ejections)
+            self._ejected_if(backend.health.request_failed(now), backend, "failures")
+        elif status >= 500:
+            self._ejected_if(backend.health.server_error(now), backend, "5xx")
         else:
             backend.health.request_succeeded(now)
         if backend.draining and backend.outstanding == 0:
             self.check_drains()
         if self._quiet is not None and self.in_flight() == 0:
             self._quiet.set()
+
+    def _ejected_if(self, ejected: bool, backend: Backend, why: str) -> None:
+        if ejected:
+            self.telemetry.ejected(backend.vm)
+            log.warning("backend.ejected", backend=backend.vm, why=why, ejections=backend.health.ejections)
+
+    def finished(self, exchange: Exchange) -> None:
+        """A request is over (answered, failed or reset): count it and log it."""
+        now = self.loop.time()
+        self.telemetry.request_done(
+            exchange.vm, exchange.status, exchange.protocol, exchange.bytes_sent, now - exchange.started_at
+        )
+        self.access_log.record(exchange, now)
 
     def drain(self, vm: str, deadline_s: float, request_id: str | None) -> None:
         """Stop new requests to `vm` now and remember who waits for the end of its drain."""
@@ -151,6 +190,7 @@ class Router:
         entry = self.upstreams.pop(vm, None)
         if entry is not None:
             entry[1].close()
+        self.telemetry.forget(vm)
         self.check_drains()
 
     def in_flight(self) -> int:
@@ -164,6 +204,7 @@ class Router:
             await self._quiet.wait()
 
     def close(self) -> None:
+        self.access_log.flush()
         for _, upstream in self.upstreams.values():
             upstream.close()
         self.upstreams.clear()

@@ -17,6 +17,8 @@ from services.balancer.reporting import build_report
 from services.balancer.router import Router
 from services.balancer.server import ProxyServer, start_server
 from services.balancer.settings import BalancerSettings
+from services.balancer.steering.cid import Layout
+from services.balancer.tcp.listener import bind_tcp_first, start_tcp_listener
 from services.balancer.wiring import make_limits, make_router, make_server_config
 from services.balancer.workers import Workers
 from shared.bus import Bus
@@ -53,12 +55,17 @@ class BalancerService(BusService):
 
     async def on_start(self) -> None:
         self.router = make_router(self.settings, self.engine, self._drained)
+        self.metrics_port = await self.router.telemetry.expose(self.settings)  # None: /metrics off
         await self.bus.subscribe(self.subjects.vm_all, VmStateChanged, self._vm_event)
         await self.bus.subscribe(self.subjects.balancer_drain, DrainBackend, self._drain_request)
         await self._learn_fleet()
         config = make_server_config(self.settings, self.engine)
         host, port, limits = self.settings.listen_host, self.settings.listen_port, make_limits(self.settings)
-        self.server, self.port = await start_server(self.engine, host, port, config, self.router, limits)
+        tcp_sock = bind_tcp_first(host, port) if self.settings.listen_tcp else None  # browsers: TLS on TCP too
+        port = tcp_sock.getsockname()[1] if tcp_sock is not None else port  # port 0: one number for both
+        steering = self._steering_layout()
+        self.server, self.port = await start_server(self.engine, host, port, config, self.router, limits, steering)
+        self.tcp = await start_tcp_listener(self.settings, tcp_sock, self.router, limits) if tcp_sock else None
         self.workers.start(self.settings, self.port)
         self.spawn(self._report_loop(), "balancer-report")
         self.spawn(self._health_loop(), "balancer-health")
@@ -68,22 +75,36 @@ class BalancerService(BusService):
     async def on_stop(self) -> None:
         await self.workers.stop()
         await self._finish_in_flight(self.settings.shutdown_grace_s / 2)
+        if (tcp := getattr(self, "tcp", None)) is not None:  # unset when on_start failed before the port
+            await tcp.close()
+            self.tcp = None
         if self.server is not None:
             self.server.close()
             self.server = None
         if self.router is not None:
             self.router.close()
+            await self.router.telemetry.close()
 
     async def _finish_in_flight(self, within_s: float) -> None:
-        """Refuse new connections and give in-flight requests time to finish before closing."""
+        """Hand new connections to siblings, GOAWAY every client, let in-flight requests finish, then close.
+
+        With steering a sibling on the port takes the new connections; without one they are
+        refused (the next version has not bound the port yet: clients retry).
+        """
         if self.server is None or self.router is None:
             return
         self.server.limits.max_connections = 0
+        self.server.drain()
         try:
             async with asyncio.timeout(within_s):
                 await self.router.quiet()
+                await self.server.all_closing()
         except TimeoutError:
             log.warning("balancer.stop_with_requests_in_flight", in_flight=self.router.in_flight())
+
+    def _steering_layout(self) -> Layout | None:
+        settings = self.settings
+        return Layout(settings.quic_lb_config_id, settings.quic_lb_node) if settings.quic_steering else None
 
     async def _learn_fleet(self) -> None:
         """Ask the provisioners which VMs exist, so a restarted balancer serves at once."""

@@ -6,10 +6,11 @@ one environment can hold the settings of all four services without clashes.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from shared.settings import ServiceSettings
 
@@ -52,6 +53,24 @@ class BalancerSettings(ServiceSettings):
     ejection_consecutive: int = Field(3, ge=1, le=1000, description="Failures in a row that eject a VM.")
     ejection_base_s: float = Field(5.0, gt=0, le=3600, description="First ejection; doubles each time.")
     ejection_max_s: float = Field(60.0, gt=0, le=86400)
+    # edge: outlier detection on 5xx, panic, forwarding trust, request log, metrics
+    ejection_consecutive_5xx: int = Field(
+        5, ge=0, le=1000, description="5xx responses in a row that eject a VM (0: off); counted apart from failures."
+    )
+    balancer_panic_threshold: float = Field(
+        0.5, ge=0, le=1, description="Usable share of non-draining VMs below which all of them get requests (0: off)."
+    )
+    balancer_trusted_proxies: str = Field(
+        "", description="Comma-separated CIDRs whose x-forwarded-for/forwarded/x-request-id are kept (default: none)."
+    )
+    balancer_access_log: bool = Field(True, description="One `balancer.access` log line per finished request.")
+    balancer_access_log_sample: float = Field(
+        1.0, ge=0, le=1, description="Share of successful requests logged (5xx and resets always are)."
+    )
+    balancer_metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="TCP port of Prometheus /metrics (unset: off; 0 picks a free one)."
+    )
+    balancer_metrics_host: str | None = Field(None, description="Address of /metrics (default listen_host).")
     listen_max_connections: int = Field(10_000, ge=1, le=1_000_000)
     listen_max_streams_per_connection: int = Field(128, ge=1, le=100_000)
     listen_max_header_bytes: int = Field(16_384, ge=256, le=1_048_576)
@@ -60,6 +79,13 @@ class BalancerSettings(ServiceSettings):
         1024 * 1024, ge=65_536, le=2**30, description="Request-body bytes buffered per request (QUIC credit)."
     )
     listen_idle_timeout_s: float = Field(60.0, gt=0, le=3600)
+    listen_tcp: bool = Field(
+        True, description="Also listen on TCP (TLS, HTTP/2 and HTTP/1.1) on the same port number, for browsers."
+    )
+    listen_alt_svc_max_age_s: int = Field(
+        86_400, ge=0, le=31_536_000, description="How long browsers may keep the HTTP/3 Alt-Svc of a TCP answer."
+    )
+    listen_tcp_handshake_timeout_s: float = Field(10.0, gt=0, le=300, description="TLS handshake limit on TCP.")
     quic_engine: Literal["aioquic", "qh3"] = Field(
         "aioquic", description="QUIC library: aioquic (pure Python), or qh3 (Rust core; extra `quicfleet[qh3]`)."
     )
@@ -69,6 +95,26 @@ class BalancerSettings(ServiceSettings):
     quic_ack_with_response: bool = Field(True, description="Put a pending ACK on the response packet.")
     quic_coalesce_ms: float = Field(1.0, ge=0, le=25, description="Longest wait for a response to share a packet.")
     quic_max_datagram_size: int = Field(1350, ge=1200, le=65_000)
+    quic_steering: bool = Field(
+        True, description="Connection-ID steering: processes sharing the port forward each other's packets."
+    )
+    quic_lb_node: int = Field(
+        0, ge=0, le=255, description="Node id in issued connection IDs (one per host behind a QUIC-LB router)."
+    )
+    quic_lb_config_id: int = Field(0, ge=0, le=6, description="QUIC-LB config rotation bits of issued IDs.")
+
+    @field_validator("balancer_trusted_proxies")
+    @classmethod
+    def _cidrs_ok(cls, value: str) -> str:
+        for cidr in value.split(","):
+            if cidr.strip():
+                ipaddress.ip_network(cidr.strip(), strict=False)  # ValueError names the bad entry
+        return value
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        """The trusted CIDRs as a list."""
+        return [c.strip() for c in self.balancer_trusted_proxies.split(",") if c.strip()]
 
     @property
     def advertised(self) -> str:

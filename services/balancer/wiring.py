@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from services.balancer.accesslog import AccessLog
 from services.balancer.core.backends import Backend, BackendTable
 from services.balancer.core.drain import DrainOver
 from services.balancer.core.health import HealthPolicy
 from services.balancer.core.policy import Picker
 from services.balancer.core.retry import RetryBudget
+from services.balancer.headers import TrustedProxies
 from services.balancer.options import Limits, ProxyOptions
 from services.balancer.quic import Engine
 from services.balancer.router import Router
 from services.balancer.server import server_config
 from services.balancer.settings import BalancerSettings
+from services.balancer.telemetry import Telemetry
 from services.balancer.upstream import Upstream
 from services.balancer.upstream_h1 import H1Pool, client_tls
 from services.balancer.upstream_h3 import H3Upstream
@@ -41,9 +45,12 @@ def make_router(settings: BalancerSettings, engine: Engine, on_drained: Callable
     """The router and its pure core, configured from settings (needs a running loop)."""
     health = HealthPolicy(
         rise=settings.health_rise, fall=settings.health_fall, ejection_consecutive=settings.ejection_consecutive,
+        ejection_consecutive_5xx=settings.ejection_consecutive_5xx,
         ejection_base_s=settings.ejection_base_s, ejection_max_s=settings.ejection_max_s,
     )
-    table = BackendTable(health, settings.balancer_slow_start_s, settings.upstream_port)
+    table = BackendTable(
+        health, settings.balancer_slow_start_s, settings.upstream_port, settings.balancer_panic_threshold
+    )
     picker = Picker(settings.balancer_policy, settings.balancer_slow_start_s)
     hash_header = None if settings.balancer_hash_key == "client" else settings.balancer_hash_key.lower().encode()
     options = ProxyOptions(
@@ -55,9 +62,13 @@ def make_router(settings: BalancerSettings, engine: Engine, on_drained: Callable
         max_body_bytes=settings.listen_max_body_bytes,
         request_buffer_bytes=settings.listen_max_request_buffer_bytes,
         hash_header=hash_header,
+        trusted_proxies=TrustedProxies(settings.trusted_proxies),
     )
     budget = RetryBudget(ratio=settings.balancer_retry_budget)
-    return Router(table, picker, budget, upstream_factory(settings, engine), options, on_drained)
+    access = AccessLog(asyncio.get_running_loop(), settings.balancer_access_log, settings.balancer_access_log_sample)
+    return Router(
+        table, picker, budget, upstream_factory(settings, engine), options, on_drained, Telemetry(), access
+    )
 
 
 def make_limits(settings: BalancerSettings) -> Limits:

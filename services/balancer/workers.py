@@ -35,6 +35,9 @@ class Workers:
                 "QUICFLEET_LISTEN_HOST": settings.listen_host,
                 "QUICFLEET_INSTANCE": f"{settings.instance[:40]}-w{index}",
             }
+            if settings.balancer_metrics_port is not None:  # each worker serves its own /metrics
+                env["QUICFLEET_BALANCER_METRICS_PORT"] = str(settings.balancer_metrics_port + index
+                                                             if settings.balancer_metrics_port else 0)
             self.procs.append(subprocess.Popen([sys.executable, "-m", "services.balancer"], env=env))
         if self.procs:
             log.info("workers.started", workers=len(self.procs) + 1, port=port)

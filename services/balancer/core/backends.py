@@ -70,11 +70,18 @@ def split_address(address: str, port_override: int | None = None) -> tuple[str, 
 class BackendTable:
     """Every known VM by name; the only place that decides who is a candidate."""
 
-    def __init__(self, health: HealthPolicy, slow_start_s: float = 0.0, port_override: int | None = None) -> None:
+    def __init__(
+        self, health: HealthPolicy, slow_start_s: float = 0.0, port_override: int | None = None,
+        panic_threshold: float = 0.5,
+    ) -> None:
         self.health_policy = health
         self.slow_start_s = slow_start_s
         self.port_override = port_override
+        self.panic_threshold = panic_threshold
+        """Share of the non-draining VMs that must be usable; below it every one is a candidate (0: off)."""
         self.backends: dict[str, Backend] = {}
+        self.panic = False
+        """Whether the last `candidates` call found the table in panic."""
 
     def __len__(self) -> int:
         return len(self.backends)
@@ -112,5 +119,15 @@ class BackendTable:
         return self.backends.pop(vm, None)
 
     def candidates(self, now: float) -> list[Backend]:
-        """Backends that may take a new request right now."""
-        return [b for b in self.backends.values() if b.routable(now)]
+        """Backends that may take a new request right now (every non-draining one in panic).
+
+        Panic (Envoy's healthy_panic_threshold): when fewer than `panic_threshold` of the
+        non-draining VMs are usable, the checks or ejections are more likely wrong (or the
+        whole fleet is overloaded) than most VMs dead, and sending the load to the few left
+        would topple them too; spreading it over all of them serves what can be served
+        instead of answering 503 to everyone. Draining VMs stay out: they are leaving.
+        """
+        known = [b for b in self.backends.values() if not b.draining]
+        usable = [b for b in known if b.health.usable(now)]
+        self.panic = len(usable) < self.panic_threshold * len(known)
+        return known if self.panic else usable

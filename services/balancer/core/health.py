@@ -1,5 +1,11 @@
 """Health of one backend: active checks with rise/fall and passive ejection that grows.
 
+Passive ejection has two streaks, like Envoy's outlier detection: connection-level failures
+(connect error, reset, timeout: `ejection_consecutive`) and 5xx responses
+(`ejection_consecutive_5xx`). They are kept apart because a VM that answers 5xx is reachable
+but broken, while a few failed connections may be one bad moment: the 5xx threshold can then
+be set higher, or turned off (0) for an application that answers 5xx on purpose.
+
 Pure state machine: the caller feeds check results and request outcomes with `now`, and asks
 `usable(now)`. Keeping it free of I/O lets the unit tests walk every transition by hand.
 """
@@ -16,6 +22,8 @@ class HealthPolicy:
     rise: int = 2
     fall: int = 2
     ejection_consecutive: int = 3
+    ejection_consecutive_5xx: int = 5
+    """5xx responses in a row that eject (0: off). Envoy's `consecutive_5xx` default."""
     ejection_base_s: float = 5.0
     ejection_max_s: float = 60.0
 
@@ -28,6 +36,8 @@ class Health:
     healthy: bool = True
     check_streak: int = 0
     failures_in_a_row: int = 0
+    errors_in_a_row: int = 0
+    """5xx responses in a row (any response below 500 ends the streak)."""
     ejections: int = 0
     ejected_until: float = 0.0
     last_failure: float = float("-inf")
@@ -62,8 +72,8 @@ class Health:
         return False
 
     def request_succeeded(self, now: float) -> None:
-        """A proxied request got a response; a long quiet spell forgives past ejections."""
-        self.failures_in_a_row = 0
+        """A proxied request got a non-5xx response; a long quiet spell forgives past ejections."""
+        self.failures_in_a_row = self.errors_in_a_row = 0
         if self.ejections and now - self.last_failure > self.policy.ejection_max_s:
             self.ejections = 0
 
@@ -76,6 +86,25 @@ class Health:
         if self.failures_in_a_row < self.policy.ejection_consecutive:
             return False
         self.failures_in_a_row = 0
+        return self._eject(now)
+
+    def server_error(self, now: float) -> bool:
+        """A 5xx response came back; returns True when this ejected the backend.
+
+        The VM answered, so the connection-failure streak ends; the 5xx streak grows.
+        """
+        self.last_failure = now
+        self.failures_in_a_row = 0
+        threshold = self.policy.ejection_consecutive_5xx
+        if threshold <= 0 or self.ejected(now):
+            return False
+        self.errors_in_a_row += 1
+        if self.errors_in_a_row < threshold:
+            return False
+        self.errors_in_a_row = 0
+        return self._eject(now)
+
+    def _eject(self, now: float) -> bool:
         self.ejected_until = now + self.ejection_time()
         self.ejections += 1
         return True

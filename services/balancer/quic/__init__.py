@@ -77,6 +77,10 @@ class Tuning(Protocol):
 
     def can_open_stream(self, quic: Any) -> bool: ...
 
+    def send_goaway(self, http: Any, stream_id: int) -> bool: ...
+
+    def own_cids(self, quic: Any, mint: Callable[[], bytes]) -> bool: ...
+
 
 @dataclass(frozen=True)
 class Engine:
@@ -112,12 +116,21 @@ class Engine:
 
 
 __all__ = ["ENGINES", "Credit", "Engine", "EngineName", "H3Base", "H3Code", "ProtocolBase", "ServerBase", "Tuning",
-           "close_event_set", "load_engine"]
+           "close_event_set", "load_engine", "write_goaway"]
 
 def close_event_set(quic: Any) -> bool:
     """Whether a connection is closing or closed: both engines set `_close_event` at once, and report
     the close (ConnectionTerminated) only after the draining period."""
     return getattr(quic, "_close_event", None) is not None
+
+
+def write_goaway(http: Any, stream_id: int, frame: bytes) -> bool:
+    """Send an encoded GOAWAY frame on an H3 connection's control stream (both engines name it alike)."""
+    control = getattr(http, "_local_control_stream_id", None)
+    if control is None:
+        return False
+    http._quic.send_stream_data(control, frame)
+    return True
 
 
 _loaded: dict[str, Engine] = {}

@@ -10,17 +10,20 @@ they live here, guarded, and fall back to doing nothing if a future aioquic rena
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import Any
 
 from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
-from aioquic.h3.connection import H3_ALPN, H3Connection, ProtocolError
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection, ProtocolError, encode_frame
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.h3.exceptions import H3Error
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
+from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection, QuicConnectionId
 from aioquic.quic.events import (
     ConnectionTerminated,
     HandshakeCompleted,
@@ -30,7 +33,7 @@ from aioquic.quic.events import (
 )
 from aioquic.quic.packet import QuicFrameType, pull_quic_header
 
-from services.balancer.quic import Engine, close_event_set
+from services.balancer.quic import Engine, close_event_set, write_goaway
 from services.balancer.quic.qpack import safe_qpack
 
 
@@ -144,6 +147,28 @@ class StreamCredit:
         stream.max_stream_data_local_sent = stream.max_stream_data_local
 
 
+def own_cids(quic: Any, mint: Callable[[], bytes]) -> bool:
+    """Make every connection ID the connection issues come from `mint` (steering's IDs name their owner).
+
+    aioquic draws its first ID in `__init__` and the later ones in `_replenish_connection_ids`,
+    both with os.urandom; the first is swapped before any packet is sent and the other is
+    replaced on the instance. False (nothing changed) when this aioquic lacks those fields.
+    """
+    first = getattr(quic, "_host_cids", None)
+    if not first or not hasattr(quic, "_replenish_connection_ids") or not hasattr(quic, "_host_cid_seq"):
+        return False
+    first[0].cid = quic.host_cid = quic._local_initial_source_connection_id = mint()
+
+    def replenish() -> None:
+        while len(quic._host_cids) < min(8, quic._remote_active_connection_id_limit):
+            cid = QuicConnectionId(cid=mint(), sequence_number=quic._host_cid_seq, stateless_reset_token=os.urandom(16))
+            quic._host_cids.append(cid)
+            quic._host_cid_seq += 1
+
+    quic._replenish_connection_ids = replenish
+    return True
+
+
 class AioquicTuning:
     """The `Tuning` of aioquic: the guarded private-field helpers above."""
 
@@ -176,6 +201,13 @@ class AioquicTuning:
     def prepare(config: Any) -> None:
         """Nothing to add: aioquic's defaults fit the balancer."""
 
+    @staticmethod
+    def send_goaway(http: Any, stream_id: int) -> bool:
+        """aioquic's H3 layer has no GOAWAY call: write the frame on its control stream."""
+        return write_goaway(http, stream_id, encode_frame(FrameType.GOAWAY, encode_uint_var(stream_id)))
+
+    own_cids = staticmethod(own_cids)
+
 
 def skip_padding_at_once(quic: QuicConnection) -> bool:
     """Replace the connection's PADDING handler with one that skips the zero bytes with one strip.
@@ -195,3 +227,4 @@ def skip_padding_at_once(quic: QuicConnection) -> bool:
 
     handlers[0x00] = (padding, handlers[0x00][1])
     return True
+

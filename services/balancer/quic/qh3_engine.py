@@ -16,12 +16,13 @@ qh3's `QuicConnection` is a facade over a native core, so aioquic's private fiel
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from qh3._hazmat import Buffer
+from qh3._hazmat import Buffer, encode_uint_var
 from qh3.asyncio.protocol import QuicConnectionProtocol
 from qh3.asyncio.server import QuicServer
-from qh3.h3.connection import H3_ALPN, H3Connection, ProtocolError
+from qh3.h3.connection import H3_ALPN, FrameType, H3Connection, ProtocolError, encode_frame
 from qh3.h3.events import DataReceived, HeadersReceived
 from qh3.h3.exceptions import H3Error
 from qh3.quic.configuration import QuicConfiguration
@@ -35,7 +36,7 @@ from qh3.quic.events import (
 )
 from qh3.quic.packet import pull_quic_header
 
-from services.balancer.quic import Engine, close_event_set
+from services.balancer.quic import Engine, close_event_set, write_goaway
 from services.balancer.quic.qpack import safe_qpack
 
 CAPPED = "packet builder capacity exhausted"
@@ -141,3 +142,17 @@ class Qh3Tuning:
         """Offer DATAGRAM frames: qh3's H3 always advertises H3_DATAGRAM, which RFC 9297 ties to them."""
         if config.max_datagram_frame_size is None:
             config.max_datagram_frame_size = 65536
+
+    @staticmethod
+    def send_goaway(http: Any, stream_id: int) -> bool:
+        """qh3 parses GOAWAY but offers no call to send one: write the frame on the control stream."""
+        return write_goaway(http, stream_id, encode_frame(FrameType.GOAWAY, encode_uint_var(stream_id)))
+
+    @staticmethod
+    def own_cids(quic: Any, mint: Callable[[], bytes]) -> bool:
+        """Only the first ID can be chosen: the core is made from `host_cid` at the first datagram and
+        mints the later ones itself (steering then finds their owner by asking every sibling)."""
+        if getattr(quic, "_core", None) is not None or not hasattr(quic, "host_cid"):
+            return False
+        quic.host_cid = mint()
+        return True

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from aioquic._buffer import Buffer, BufferReadError
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
+from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived, StreamReset
+
+SERVER_CONTROL_STREAM = 3
+"""The first unidirectional stream a server opens: HTTP/3 servers open their control stream first."""
 
 
 @dataclass
@@ -29,14 +34,66 @@ class Response:
         return self.body.decode(errors="replace")
 
 
+class _H3(H3Connection):
+    """aioquic's H3 layer, which skips GOAWAY's payload, plus a record of the GOAWAY the server sent.
+
+    The server's control stream is read a second time here, frame by frame, for that one frame.
+    """
+
+    goaway: int | None = None
+    goaway_seen: asyncio.Event
+    control: bytearray
+
+    def handle_event(self, event: QuicEvent) -> list[Any]:
+        if isinstance(event, StreamDataReceived) and event.stream_id == SERVER_CONTROL_STREAM:
+            self.control += event.data
+            self._find_goaway()
+        return super().handle_event(event)
+
+    def _find_goaway(self) -> None:
+        buf = Buffer(data=bytes(self.control))
+        try:
+            buf.pull_uint_var()  # the stream type (control)
+            while not buf.eof():
+                frame_type, length = buf.pull_uint_var(), buf.pull_uint_var()
+                payload = buf.pull_bytes(length)
+                if frame_type == FrameType.GOAWAY:
+                    self.goaway = Buffer(data=payload).pull_uint_var()
+                    self.goaway_seen.set()
+        except BufferReadError:
+            return
+
+
 class _Client(QuicConnectionProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.http = H3Connection(self._quic)
+        self.http = _H3(self._quic)
+        self.http.goaway_seen = asyncio.Event()
+        self.http.control = bytearray()
         self.pending: dict[int, tuple[Response, asyncio.Future[Response]]] = {}
+        self.terminated = asyncio.Event()
+        self.close_code: int | None = None
+
+    @property
+    def goaway(self) -> int | None:
+        """The stream id of the server's GOAWAY, once one arrived."""
+        return self.http.goaway
+
+    async def rebind(self) -> int:
+        """Move to a new UDP source port mid-connection (NAT rebinding); returns the new port."""
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", 0))
+        old = self._transport
+        await asyncio.get_running_loop().create_datagram_endpoint(lambda: self, sock=sock)
+        if old is not None:
+            old.close()
+        return int(sock.getsockname()[1])
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ConnectionTerminated):
+            self.close_code = event.error_code
+            self.terminated.set()
             pending, self.pending = self.pending, {}
             for _, future in pending.values():
                 if not future.done():

@@ -8,7 +8,7 @@ import pytest
 
 from services.balancer.core.backends import BackendTable, split_address
 from services.balancer.core.health import HealthPolicy
-from services.balancer.headers import end_to_end, forwarding, header_bytes, response_headers
+from services.balancer.headers import TrustedProxies, end_to_end, forwarding, header_bytes, response_headers
 from services.balancer.reporting import build_report
 from shared.contract.load import LATENCY_BOUNDS_S
 
@@ -22,9 +22,10 @@ def test_end_to_end_drops_hop_by_hop_pseudo_and_connection_listed_headers() -> N
     assert end_to_end(headers) == [(b"content-type", b"text/plain")]
 
 
-def test_forwarding_appends_client_to_an_existing_chain() -> None:
-    """x-forwarded-for keeps earlier hops and adds the client; forwarded names client, proto and host."""
-    out = dict(forwarding([(b"x-forwarded-for", b"10.0.0.1")], "192.0.2.7", b"example.org", b"3 lb"))
+def test_forwarding_appends_a_trusted_peer_to_its_chain() -> None:
+    """From a trusted peer, x-forwarded-for keeps earlier hops and adds the peer; forwarded names peer and host."""
+    proxies = TrustedProxies(["192.0.2.0/24"])
+    out = dict(forwarding([(b"x-forwarded-for", b"10.0.0.1")], "192.0.2.7", b"example.org", b"3 lb", proxies))
     assert out[b"x-forwarded-for"] == b"10.0.0.1, 192.0.2.7"
     assert out[b"forwarded"] == b'for=192.0.2.7;proto=https;host="example.org"'
     assert out[b"via"] == b"3 lb" and out[b"x-forwarded-proto"] == b"https"
@@ -56,8 +57,8 @@ def test_split_address_handles_ipv6_and_port_override() -> None:
 
 
 def test_table_candidates_exclude_draining_ejected_and_unhealthy() -> None:
-    """Only backends that are not draining, not ejected and pass their checks are candidates."""
-    table = BackendTable(HealthPolicy(fall=1, ejection_consecutive=1))
+    """Without panic, only backends that are not draining, not ejected and pass their checks are candidates."""
+    table = BackendTable(HealthPolicy(fall=1, ejection_consecutive=1), panic_threshold=0)
     for vm in ("a", "b", "c", "d"):
         table.ready(vm, f"127.0.0.1:{9000 + ord(vm)}", now=0.0)
     table.drain("a")

@@ -1,0 +1,311 @@
+"""HTTP/2 over TLS with the `h2` state machine: every stream is one exchange.
+
+h2 does the framing, HPACK and flow-control bookkeeping and never touches the socket; this
+module feeds it bytes, turns its events into exchange calls and writes what it wants sent.
+HTTP/2's request headers are already in HTTP/3's form (pseudo-headers first, lower-case), so
+they go to intake as they are. Two flow-control duties stay here:
+
+- responses: h2 refuses DATA beyond the peer's window, so each stream keeps what does not fit
+  yet; that plus the socket's buffer is the stream's backlog, which pauses its upstream;
+- request bodies: received bytes are acknowledged (WINDOW_UPDATE) only as the upstream drains
+  them, so a fast uploader to a slow VM waits in its own window, not in the balancer's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+import structlog
+from h2.errors import ErrorCodes
+
+from services.balancer.exchange import Exchange
+from services.balancer.headers import Headers
+from services.balancer.intake import Refusal
+from services.balancer.quic import H3Code
+from services.balancer.tcp.connection import Listener, TcpConnection, refusal_headers
+
+log = structlog.get_logger("balancer.tcp.h2")
+
+DEFAULT_WINDOW = 65_535
+"""The connection window every HTTP/2 connection starts with (RFC 9113 section 6.9.2)."""
+UPLOADS_AT_FULL_SPEED = 4
+"""Uploads of one connection that may each fill their stream window before the connection's throttles them."""
+CODES: dict[int, ErrorCodes] = {
+    H3Code.H3_INTERNAL_ERROR: ErrorCodes.INTERNAL_ERROR,
+    H3Code.H3_REQUEST_REJECTED: ErrorCodes.REFUSED_STREAM,
+    H3Code.H3_REQUEST_CANCELLED: ErrorCodes.CANCEL,
+    H3Code.H3_NO_ERROR: ErrorCodes.NO_ERROR,
+}
+"""The HTTP/2 error code for each HTTP/3 one an exchange resets with."""
+
+
+class H2Connection(TcpConnection):
+    """An HTTP/2 client connection."""
+
+    protocol = "h2"
+
+    def __init__(self, listener: Listener) -> None:
+        super().__init__(listener)
+        self.window = listener.router.options.request_buffer_bytes
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: listener.limits.max_streams,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: self.window,
+        })
+        self.exchanges: dict[int, Exchange] = {}
+        self.pending: dict[int, bytearray] = {}
+        """Response bytes of each stream that its flow-control window does not take yet."""
+        self.ending: set[int] = set()
+        """Streams whose response ends once `pending` is sent."""
+        self.unread: set[int] = set()
+        """Streams to stop with NO_ERROR once their response is sent (the body is not wanted)."""
+        self.received: dict[int, int] = {}
+        self.acked: dict[int, int] = {}
+        self._scheduled = False
+
+    # asyncio protocol
+    def started(self) -> None:
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(self.window * UPLOADS_AT_FULL_SPEED - DEFAULT_WINDOW)
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as error:
+            log.info("tcp.h2_protocol_error", error=str(error))
+            self.flush()
+            self._close()
+            return
+        for event in events:
+            self._guarded(event)
+        self.flush()
+
+    def _guarded(self, event: h2.events.Event) -> None:
+        """Handle one event; a bug here costs its stream, never the connection."""
+        try:
+            self._event(event)
+        except Exception:
+            stream_id = getattr(event, "stream_id", None)
+            log.exception("tcp.h2_event_failed", stream_id=stream_id)
+            exchange = self.exchanges.get(stream_id) if stream_id else None
+            if exchange is not None:
+                exchange.client_reset()
+            if stream_id:
+                self.reset(stream_id, H3Code.H3_INTERNAL_ERROR)
+
+    def lost(self) -> None:
+        self.pending.clear()
+        for exchange in list(self.exchanges.values()):
+            exchange.client_reset()
+
+    def idle_expired(self) -> None:
+        if self.exchanges or self.pending:
+            self.arm_idle()
+        else:
+            self._goodbye()
+
+    def shutdown(self) -> None:
+        """GOAWAY once the streams in flight are done (h2 takes no frame after its GOAWAY)."""
+        self.closing = True
+        self._maybe_goodbye()
+
+    def _event(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.RequestReceived):
+            headers = [(bytes(n), bytes(v)) for n, v in event.headers]
+            self._request(event.stream_id, headers, event.stream_ended is None)
+        elif isinstance(event, h2.events.DataReceived):
+            self._data(event.stream_id, event.data, event.flow_controlled_length)
+        elif isinstance(event, h2.events.StreamEnded):
+            self._body_ended(event.stream_id)
+        elif isinstance(event, h2.events.StreamReset):
+            self._stream_reset(event.stream_id)
+        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            self._push_all()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._close()  # h2 sends nothing after the client's GOAWAY, so in-flight streams are lost
+
+    # requests
+    def _request(self, stream_id: int, headers: Headers, has_body: bool) -> None:
+        if self.closing or len(self.exchanges) >= self.listener.limits.max_streams:
+            self.reset(stream_id, H3Code.H3_REQUEST_REJECTED)
+            return
+        outcome = self.begin(stream_id, headers, has_body)
+        if isinstance(outcome, Refusal):
+            self.send_headers(stream_id, refusal_headers(outcome), False)
+            self.send_data(stream_id, outcome.body, True)
+            return
+        self.disarm_idle()  # a refusal leaves the timer running: the connection may still be idle
+        self.exchanges[stream_id] = outcome
+        self.received[stream_id] = self.acked[stream_id] = 0
+        self.listener.router.dispatch(outcome)
+
+    def _data(self, stream_id: int, data: bytes, length: int | None) -> None:
+        length = length or 0
+        exchange = self.exchanges.get(stream_id)
+        if exchange is None or exchange.finished:
+            self._ack(stream_id, length)  # nobody takes it: keep the connection's window open
+            return
+        self.received[stream_id] += length
+        exchange.client_data(data, False)
+
+    def _body_ended(self, stream_id: int) -> None:
+        self._ack_rest(stream_id)  # the stream's window no longer matters, the connection's does
+        exchange = self.exchanges.get(stream_id)
+        if exchange is not None and exchange.request.has_body and not exchange.body_ended:
+            exchange.client_data(b"", True)
+
+    def _stream_reset(self, stream_id: int) -> None:
+        self.pending.pop(stream_id, None)
+        self.ending.discard(stream_id)
+        self._ack_rest(stream_id)
+        exchange = self.exchanges.get(stream_id)
+        if exchange is not None:
+            exchange.client_reset()
+
+    def _ack(self, stream_id: int, size: int) -> None:
+        if size > 0:
+            self.h2.acknowledge_received_data(size, stream_id)
+            self.schedule()
+
+    def _ack_rest(self, stream_id: int) -> None:
+        received = self.received.get(stream_id, 0)
+        self._ack(stream_id, received - self.acked.get(stream_id, 0))
+        if stream_id in self.acked:
+            self.acked[stream_id] = received
+
+    # responses
+    def _push(self, stream_id: int) -> None:
+        """Send as much of a stream's pending response as its window allows; forget it once all is sent."""
+        buf = self.pending.get(stream_id)
+        if buf is None:
+            return
+        try:
+            sent = self._send_what_fits(stream_id, buf)
+        except h2.exceptions.ProtocolError:
+            sent = True  # the client reset the stream: what it did not take is dropped
+        if sent:
+            self.pending.pop(stream_id, None)
+            self.ending.discard(stream_id)
+            if stream_id in self.unread:
+                self._stop_upload(stream_id)
+            self._maybe_goodbye()
+
+    def _send_what_fits(self, stream_id: int, buf: bytearray) -> bool:
+        """DATA frames while the window lasts; True once the response is sent up to its end."""
+        ending = stream_id in self.ending
+        while buf:
+            size = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size, len(buf))
+            if size <= 0:
+                return False
+            last = ending and size == len(buf)
+            self.h2.send_data(stream_id, bytes(buf[:size]), end_stream=last)
+            del buf[:size]
+            if last:
+                return True
+        if ending:
+            self.h2.end_stream(stream_id)
+        return ending
+
+    def _stop_upload(self, stream_id: int) -> None:
+        """The response is complete but the client is still sending a body nobody reads (a 413, an
+        early answer): stop it with NO_ERROR (RFC 9113 section 8.1), once the response is all sent."""
+        if stream_id in self.pending:
+            self.unread.add(stream_id)
+            return
+        self.unread.discard(stream_id)
+        try:
+            self.h2.reset_stream(stream_id, ErrorCodes.NO_ERROR)
+        except h2.exceptions.ProtocolError:
+            return
+        self.schedule()
+
+    def _push_all(self) -> None:
+        for stream_id in list(self.pending):
+            self._push(stream_id)
+        self.schedule()
+
+    def schedule(self) -> None:
+        """Write what h2 has to send once per loop iteration (fewer, fuller TLS records)."""
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        data = self.h2.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+        self.drained()
+
+    def _maybe_goodbye(self) -> None:
+        if self.closing and not self.exchanges and not self.pending:
+            self._goodbye()
+
+    def _goodbye(self) -> None:
+        """GOAWAY (no error: nothing was lost), then close once it is written."""
+        with contextlib.suppress(h2.exceptions.ProtocolError):  # already closed by the client's GOAWAY
+            self.h2.close_connection()
+        self.flush()
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # ClientStream for exchanges
+    def send_headers(self, stream_id: int, headers: Headers, end: bool) -> None:
+        try:
+            self.h2.send_headers(stream_id, self.with_alt_svc(headers), end_stream=end)
+        except h2.exceptions.ProtocolError:
+            return  # the client reset the stream or is gone
+        self.schedule()
+
+    def send_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        buf = self.pending.setdefault(stream_id, bytearray())
+        buf += data
+        if end:
+            self.ending.add(stream_id)
+        self._push(stream_id)
+        self.schedule()
+
+    def reset(self, stream_id: int, code: int) -> None:
+        self.pending.pop(stream_id, None)
+        self.ending.discard(stream_id)
+        try:
+            self.h2.reset_stream(stream_id, CODES.get(code, ErrorCodes.INTERNAL_ERROR))
+        except h2.exceptions.ProtocolError:
+            return
+        self.schedule()
+
+    def grant(self, stream_id: int, buffered: int) -> None:
+        """Acknowledge the body bytes the upstream has taken, so the client may send as many more."""
+        received = self.received.get(stream_id)
+        if received is not None:
+            drained = received - buffered - self.acked[stream_id]
+            if drained > 0:
+                self.acked[stream_id] += drained
+                self._ack(stream_id, drained)
+
+    def backlog(self, stream_id: int) -> int:
+        waiting = len(self.pending.get(stream_id, b""))
+        return waiting + (self.transport.get_write_buffer_size() if self.transport is not None else 0)
+
+    def done(self, exchange: Exchange) -> None:
+        stream_id = exchange.stream_id
+        if self.exchanges.pop(stream_id, None) is None:
+            return
+        self._ack_rest(stream_id)
+        self.received.pop(stream_id, None)
+        self.acked.pop(stream_id, None)
+        if exchange.request.has_body and not exchange.body_ended:
+            self._stop_upload(stream_id)
+        if not self.exchanges:
+            self.arm_idle()
+        self._maybe_goodbye()

@@ -1,0 +1,192 @@
+"""Prometheus metrics of one balancer process, on a port of their own (`BALANCER_METRICS_PORT`).
+
+The data plane counts into plain ints and dicts (`Telemetry`); a custom collector turns them
+into metric families only when Prometheus scrapes. A labelled prometheus_client `.inc()` takes
+a lock and a label lookup per call, several times the cost of a dict update, and this runs per
+request. Each balancer has its own `CollectorRegistry`, so several balancers in one process
+(the tests) never share or clash over series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from services.balancer.settings import BalancerSettings
+from shared.contract.load import LATENCY_BOUNDS_S
+from shared.histogram import bucket_of
+
+log = structlog.get_logger("balancer.telemetry")
+
+PREFIX = "quicfleet_balancer_"
+CODE_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+"""`code_class` label by status // 100; "none" when no status was sent (a reset before the response)."""
+
+
+def code_class(status: int) -> str:
+    return CODE_CLASSES[status // 100] if 100 <= status < 600 else CODE_CLASSES[0]
+
+
+class Telemetry:
+    """The balancer's counters, updated by the data plane (router, exchanges, connections)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str], int] = {}
+        """Finished requests by (vm, code_class, protocol); vm "" when no VM was tried."""
+        self.retries = 0
+        self.ejections: dict[str, int] = {}
+        self.health_transitions = {"healthy": 0, "unhealthy": 0}
+        self.open_connections = 0
+        self.handshakes = 0
+        self.retry_packets = 0
+        self.response_bytes = 0
+        self.latency_counts = [0] * (len(LATENCY_BOUNDS_S) + 1)
+        self.latency_sum_s = 0.0
+        self.panic: Callable[[], bool] = lambda: False
+        """Whether the backend table is in panic now (the router sets it)."""
+        self.panics = 0
+        self._server: web.AppRunner | None = None
+
+    # request level: the router calls these
+    def request_done(self, vm: str, status: int, protocol: str, bytes_sent: int, seconds: float) -> None:
+        key = (vm, code_class(status), protocol)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        self.response_bytes += bytes_sent
+        self.latency_counts[bucket_of(seconds)] += 1
+        self.latency_sum_s += max(0.0, seconds)
+
+    def retried(self) -> None:
+        self.retries += 1
+
+    def ejected(self, vm: str) -> None:
+        self.ejections[vm] = self.ejections.get(vm, 0) + 1
+
+    def health_changed(self, vm: str, healthy: bool) -> None:
+        self.health_transitions["healthy" if healthy else "unhealthy"] += 1
+
+    def panic_entered(self) -> None:
+        self.panics += 1
+
+    def forget(self, vm: str) -> None:
+        """A VM is gone for good: drop its series, so an elastic fleet does not grow them forever."""
+        self.ejections.pop(vm, None)
+        for key in [k for k in self.requests if k[0] == vm]:
+            del self.requests[key]
+
+    # connection level: the listener and its connections call these
+    def connection_opened(self) -> None:
+        self.open_connections += 1
+
+    def connection_closed(self) -> None:
+        self.open_connections -= 1
+
+    def handshake_done(self) -> None:
+        self.handshakes += 1
+
+    def retry_sent(self) -> None:
+        self.retry_packets += 1
+
+    # exposition
+    async def expose(self, settings: BalancerSettings) -> int | None:
+        """Serve `/metrics` when `balancer_metrics_port` is set; returns the bound port (None: off)."""
+        if settings.balancer_metrics_port is None:
+            return None
+        host = settings.balancer_metrics_host or settings.listen_host
+        self._server, port = await serve_metrics(make_registry(self), host, settings.balancer_metrics_port)
+        return port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self._server.cleanup()
+            self._server = None
+
+
+class BalancerCollector(Collector):
+    """Reads a `Telemetry` at scrape time."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.t = telemetry
+
+    def collect(self) -> Iterator[Metric]:
+        yield requests_family(self.t)
+        yield from counter_families(self.t)
+        yield from gauge_families(self.t)
+        yield latency_family(self.t)
+
+
+def requests_family(t: Telemetry) -> Metric:
+    family = CounterMetricFamily(
+        PREFIX + "requests", "Finished client requests.", labels=["vm", "code_class", "protocol"]
+    )
+    for (vm, klass, protocol), count in sorted(t.requests.items()):
+        family.add_metric([vm, klass, protocol], count)
+    return family
+
+
+def counter_families(t: Telemetry) -> Iterator[Metric]:
+    """The unlabelled counters, the ejections per VM and the health transitions."""
+    yield CounterMetricFamily(PREFIX + "retries", "Requests retried on another VM.", value=t.retries)
+    yield CounterMetricFamily(PREFIX + "handshakes", "Client QUIC handshakes completed.", value=t.handshakes)
+    yield CounterMetricFamily(PREFIX + "retry_packets", "QUIC Retry packets sent.", value=t.retry_packets)
+    yield CounterMetricFamily(PREFIX + "response_bytes", "Response body bytes sent to clients.", value=t.response_bytes)
+    yield CounterMetricFamily(PREFIX + "panics", "Times the backend table entered panic.", value=t.panics)
+    ejections = CounterMetricFamily(PREFIX + "ejections", "Passive ejections of a VM.", labels=["vm"])
+    for vm, count in sorted(t.ejections.items()):
+        ejections.add_metric([vm], count)
+    yield ejections
+    transitions = CounterMetricFamily(PREFIX + "health_transitions", "Active-check state changes.", labels=["to"])
+    for to, count in sorted(t.health_transitions.items()):
+        transitions.add_metric([to], count)
+    yield transitions
+
+
+def gauge_families(t: Telemetry) -> Iterator[Metric]:
+    yield GaugeMetricFamily(PREFIX + "open_connections", "Client connections open now.", value=t.open_connections)
+    yield GaugeMetricFamily(
+        PREFIX + "panic", "1 while too few VMs are usable and every non-draining one gets requests.",
+        value=1 if t.panic() else 0,
+    )
+
+
+def latency_family(t: Telemetry) -> Metric:
+    """Request duration on the contract's fixed buckets (the same as the load reports)."""
+    family = HistogramMetricFamily(PREFIX + "request_duration_seconds", "Time from request to its end.")
+    bounds = [str(float(b)) for b in LATENCY_BOUNDS_S] + ["+Inf"]
+    running, buckets = 0, []
+    for bound, count in zip(bounds, t.latency_counts, strict=True):
+        running += count
+        buckets.append((bound, float(running)))
+    family.add_metric([], buckets, sum_value=t.latency_sum_s)
+    return family
+
+
+def make_registry(telemetry: Telemetry) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BalancerCollector(telemetry))
+    return registry
+
+
+async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """A small aiohttp server answering `/metrics` on the balancer's own loop (port 0: any free)."""
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as error:
+        log.error("metrics.bind_failed", host=host, port=port, error=error.strerror or str(error))
+        await runner.cleanup()
+        raise
+    bound = int(runner.addresses[0][1])
+    log.info("metrics.listening", host=host, port=bound)
+    return runner, bound

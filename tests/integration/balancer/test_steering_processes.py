@@ -1,0 +1,136 @@
+"""Real balancer processes on one UDP port: workers and replicas come and go under 50 long-lived client
+connections, clients change source port, and no request fails."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from nats.aio.msg import Msg
+
+from shared.bus import Bus
+from shared.contract.events import VmState
+from shared.contract.load import BalancerReported
+from shared.contract.provisioning import VmList, VmRecord
+from shared.endpoints import ok_reply
+from tests.integration.balancer.load import Load
+from tests.support import Collector, wait_until
+from tests.support.h1server import H1Backend
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+CONNECTIONS = 50
+
+
+class Fleet:
+    """Balancer processes started here, found again by their load reports."""
+
+    def __init__(self, bus: Bus, env: dict[str, str]) -> None:
+        self.bus, self.env = bus, env
+        self.reports = Collector()
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    async def listen(self) -> None:
+        async def on_report(event: BalancerReported, _msg: object) -> None:
+            await self.reports(event)
+
+        await self.bus.subscribe(self.bus.subjects.balancer_report, BalancerReported, on_report)
+
+    async def start(self, port: int, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
+        """A balancer process (with `workers` processes) on `port`; returns it and the bound port once every
+        new process reported."""
+        seen = {r.balancer for r in self.reports.messages}
+        env = self.env | {"QUICFLEET_BALANCER_WORKERS": str(workers), "QUICFLEET_LISTEN_PORT": str(port)}
+        proc = subprocess.Popen([sys.executable, "-m", "services.balancer"], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(proc)
+        await wait_until(lambda: len({r.balancer for r in self.reports.messages} - seen) >= workers, timeout=30,
+                         what=f"{workers} new balancer(s) reporting")
+        fresh = next(r for r in self.reports.messages if r.balancer not in seen)
+        return proc, int(fresh.address.rsplit(":", 1)[1])
+
+    async def stop(self, pid: int) -> int:
+        """SIGTERM one process and wait for its drain to end; returns its exit code (0 for a worker)."""
+        os.kill(pid, signal.SIGTERM)
+        for proc in self.procs:
+            if proc.pid == pid:
+                return await asyncio.to_thread(proc.wait, 30)
+        await wait_until(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=30, what="worker gone")
+        return 0
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _zombie(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+async def test_workers_and_replicas_come_and_go_without_a_failed_request(
+    bus: Bus, settings_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Two workers, then a replica added and removed, then a worker removed, then every client's source port
+    changed: 50 connections each keep a request going throughout and none fails."""
+    env = os.environ | settings_env | {
+        "QUICFLEET_BALANCER_LIST_WINDOW_S": "0.2", "QUICFLEET_BALANCER_REPORT_INTERVAL_S": "0.3",
+        "QUICFLEET_BALANCER_STATE_DIR": str(tmp_path), "QUICFLEET_BALANCER_SLOW_START_S": "0",
+        "QUICFLEET_LOG_LEVEL": "warning",
+    }
+    fleet = Fleet(bus, env)
+    await fleet.listen()
+    async with H1Backend() as backend:
+        await list_as_provisioner(bus, backend.address)
+        runners: list[asyncio.Task[None]] = []
+        try:
+            first, port = await fleet.start(0, workers=2)
+            load = Load(port, path="/slow?ms=20")
+            runners += [asyncio.create_task(load.run(rebind=True)) for _ in range(CONNECTIONS)]
+            await wait_until(lambda: load.ok >= 2 * CONNECTIONS, timeout=30, what="every connection served")
+            replica, _ = await fleet.start(port)
+            await progress(load)
+            assert await fleet.stop(replica.pid) == 0
+            await progress(load)
+            (worker,) = children(first.pid)
+            await fleet.stop(worker)
+            await progress(load)
+            load.rebind.set()
+            await progress(load)
+            load.stop = True
+            await asyncio.gather(*runners)
+            assert await fleet.stop(first.pid) == 0
+        finally:
+            for runner in runners:
+                runner.cancel()
+            fleet.kill_all()
+    assert load.failed == [], load.failed[:5]
+    assert load.rebound >= CONNECTIONS // 2, "clients changed source port mid-connection"
+
+
+async def list_as_provisioner(bus: Bus, address: str) -> None:
+    """Answer `ListVms` as a provisioner with one ready VM, so each balancer knows it before it binds the port."""
+    record = VmRecord(vm="vm-a", state=VmState.READY, address=address, since=datetime.now(UTC), host="h1")
+
+    async def listing(msg: Msg) -> None:
+        await msg.respond(ok_reply(VmList(host="h1", vms=[record])))
+
+    await bus.nc.subscribe(bus.subjects.prov_list, cb=listing)
+
+
+async def progress(load: Load, requests: int = CONNECTIONS) -> None:
+    """Wait until the load got `requests` more answers (the fleet changed under it meanwhile)."""
+    target = load.ok + requests
+    await wait_until(lambda: load.ok >= target, timeout=30, what=f"{requests} more answers")
