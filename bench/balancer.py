@@ -165,12 +165,14 @@ def settle(suts: list[Sut], quiet: float = 0.05, deadline_s: float = 30.0) -> No
 
 
 def run_rounds(found: list[System], measure: Measure, rounds: int) -> None:
-    """Start every system, then measure each in turn, `rounds` times (interleaved)."""
+    """Start every system, then measure each in turn, `rounds` times (interleaved, and each round starting
+    one system later, so that a host slowing down or speeding up within a round favours nobody)."""
     with contextlib.ExitStack() as stack:
         running = [(system, stack.enter_context(system.start())) for system in found]
         everyone = [sut for _, sut in running]
         for index in range(rounds):
-            for system, sut in running:
+            shift = index % len(running)
+            for system, sut in running[shift:] + running[:shift]:
                 system.rounds.append(measure.round(sut, everyone))
                 print(f"  round {index + 1}: {system.label}: {system.rounds[-1]['rps']:.0f} req/s", flush=True)
 

@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Protocol
 
 import structlog
 
+from services.balancer.departure import Departure
 from services.balancer.exchange import Exchange
 from services.balancer.headers import Headers
 from services.balancer.intake import Refusal, intake
@@ -15,10 +16,6 @@ from services.balancer.quic import Credit, Engine, H3Code, ProtocolBase
 from services.balancer.router import Router
 
 log = structlog.get_logger("balancer.client")
-
-GOAWAY_LINGER_S = 0.25
-"""After GOAWAY, how long an idle connection stays open: requests the client sent before it read the
-frame (or that arrive reordered) still get an answer or an explicit REQUEST_REJECTED, not a close."""
 
 SEND_ERRORS: tuple[type[Exception], ...] = (AssertionError, ValueError, RuntimeError)
 """What an engine raises when writing to a stream the client reset or already finished (plus its H3Error)."""
@@ -66,9 +63,7 @@ class ClientConnection(ProtocolBase):
         self.credit: Credit | None = None
         self.next_request_id = 0
         """One past the highest request stream the client opened: where a GOAWAY draws the line."""
-        self.goaway: int | None = None
-        self._goaway_at = 0.0
-        self._idle_close: asyncio.TimerHandle | None = None
+        self.departure: Departure | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -204,7 +199,8 @@ class ClientConnection(ProtocolBase):
         assert self.server is not None
         limits, router = self.server.limits, self.server.router
         self.next_request_id = max(self.next_request_id, stream_id + 4)
-        if len(self.exchanges) >= limits.max_streams or (self.goaway is not None and stream_id >= self.goaway):
+        leaving = self.departure is not None and self.departure.refuses(stream_id)
+        if leaving or len(self.exchanges) >= limits.max_streams:
             self.reset(stream_id, H3Code.H3_REQUEST_REJECTED)
             return
         request = intake(headers, not ended, self.peer_ip, router.options, limits.max_header_bytes)
@@ -261,31 +257,21 @@ class ClientConnection(ProtocolBase):
         self.exchanges.pop(exchange.stream_id, None)
         if self.credit is not None:
             self.credit.release(exchange.stream_id)
-        if self.goaway is not None and not self.exchanges:
-            self._close_when_idle()
+        if self.departure is not None:
+            self.departure.idle()
 
     # going away (drain of this process)
     def go_away(self) -> None:
         """HTTP/3 GOAWAY: the client opens new requests on a new connection (a sibling takes it), the
         requests it already sent finish here, then the connection closes with H3_NO_ERROR."""
-        if self.goaway is not None or self._closing:
+        if self.departure is not None or self._closing:
             return
-        self.goaway, self._goaway_at = self.next_request_id, self._loop.time()
-        if self.http is None or not self.engine.tuning.send_goaway(self.http, self.goaway):
+        self.departure = Departure(self._loop, self.next_request_id, lambda: bool(self.exchanges), self._close_now)
+        if self.http is None or not self.engine.tuning.send_goaway(self.http, self.departure.line):
             self._close_now()
             return
         self.schedule()
-        if not self.exchanges:
-            self._close_when_idle()
-
-    def _close_when_idle(self) -> None:
-        if self._idle_close is None:
-            self._idle_close = self._loop.call_at(self._goaway_at + GOAWAY_LINGER_S, self._close_if_idle)
-
-    def _close_if_idle(self) -> None:
-        self._idle_close = None
-        if not self.exchanges:
-            self._close_now()
+        self.departure.idle()
 
     def _close_now(self) -> None:
         if not self._closing:

@@ -18,7 +18,7 @@ from services.balancer.router import Router
 from services.balancer.server import ProxyServer, start_server
 from services.balancer.settings import BalancerSettings
 from services.balancer.steering.cid import Layout
-from services.balancer.tcp.listener import bind_tcp_first, start_tcp_listener
+from services.balancer.tcp.listener import TcpListener, bind_tcp_first, start_tcp_listener
 from services.balancer.wiring import make_limits, make_router, make_server_config
 from services.balancer.workers import Workers
 from shared.bus import Bus
@@ -45,6 +45,8 @@ class BalancerService(BusService):
         self.started_at = datetime.now(UTC)
         self.router: Router | None = None
         self.server: ProxyServer | None = None
+        self.tcp: TcpListener | None = None
+        self.metrics_port: int | None = None
         self.port = settings.listen_port
         self.workers = Workers()
         self.engine = load_engine(settings.quic_engine)
@@ -73,10 +75,13 @@ class BalancerService(BusService):
                  backends=len(self.router.table))
 
     async def on_stop(self) -> None:
+        """Drain: workers first, then TCP (stop accepting at once, so a sibling on the port takes new
+        connections, and finish the open ones) and QUIC (GOAWAY, finish, close) side by side."""
         await self.workers.stop()
+        tcp_closed = asyncio.create_task(self.tcp.close()) if self.tcp is not None else None
         await self._finish_in_flight(self.settings.shutdown_grace_s / 2)
-        if (tcp := getattr(self, "tcp", None)) is not None:  # unset when on_start failed before the port
-            await tcp.close()
+        if tcp_closed is not None:
+            await tcp_closed
             self.tcp = None
         if self.server is not None:
             self.server.close()
@@ -148,6 +153,7 @@ class BalancerService(BusService):
         """This balancer's load report right now."""
         assert self.router is not None
         connections = self.server.connections if self.server is not None else 0
+        connections += self.tcp.connections if self.tcp is not None else 0  # browsers before they move to HTTP/3
         return build_report(
             self.balancer_id, self.address, self.started_at, self.settings.balancer_report_interval_s,
             connections, self.router.table.backends.values(), self.router.loop.time(),
