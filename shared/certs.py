@@ -55,3 +55,10 @@ def ensure_dev_certificate(directory: Path, names: tuple[str, ...] = DEFAULT_NAM
     if not (cert.exists() and key.exists()):
         make_self_signed(cert, key, names)
     return cert, key
+
+
+def certificate_pair(cert: Path | None, key: Path | None, state_dir: Path) -> tuple[Path, Path]:
+    """The configured certificate and key, else the development pair kept in `state_dir`."""
+    if cert and key:
+        return cert, key
+    return ensure_dev_certificate(state_dir)

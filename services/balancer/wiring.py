@@ -22,7 +22,7 @@ from services.balancer.telemetry import Telemetry
 from services.balancer.upstream import Upstream
 from services.balancer.upstream_h1 import H1Pool, client_tls
 from services.balancer.upstream_h3 import H3Upstream
-from shared.certs import ensure_dev_certificate
+from shared.certs import certificate_pair
 
 
 def upstream_factory(settings: BalancerSettings, engine: Engine) -> Callable[[Backend], Upstream]:
@@ -86,11 +86,7 @@ def make_limits(settings: BalancerSettings) -> Limits:
 
 def make_server_config(settings: BalancerSettings, engine: Engine) -> Any:
     """The server's QUIC configuration with the configured or a development certificate."""
-    if settings.tls_cert and settings.tls_key:
-        cert, key = str(settings.tls_cert), str(settings.tls_key)
-    else:
-        dev_cert, dev_key = ensure_dev_certificate(settings.balancer_state_dir)
-        cert, key = str(dev_cert), str(dev_key)
+    cert, key = (str(p) for p in certificate_pair(settings.tls_cert, settings.tls_key, settings.balancer_state_dir))
     config = server_config(engine, cert, key, settings.listen_idle_timeout_s, settings.quic_max_datagram_size)
     config.max_stream_data = settings.listen_max_request_buffer_bytes
     return config

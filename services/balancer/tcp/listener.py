@@ -24,7 +24,7 @@ from services.balancer.settings import BalancerSettings
 from services.balancer.tcp.connection import TcpConnection
 from services.balancer.tcp.h1 import H1Connection
 from services.balancer.tcp.h2 import H2Connection
-from shared.certs import ensure_dev_certificate
+from shared.certs import certificate_pair
 
 log = structlog.get_logger("balancer.tcp")
 
@@ -48,9 +48,7 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
 
 def certificate(settings: BalancerSettings) -> tuple[Path, Path]:
     """The configured certificate and key, else the development pair QUIC uses too."""
-    if settings.tls_cert and settings.tls_key:
-        return settings.tls_cert, settings.tls_key
-    return ensure_dev_certificate(settings.balancer_state_dir)
+    return certificate_pair(settings.tls_cert, settings.tls_key, settings.balancer_state_dir)
 
 
 def reuseport_tcp_socket(host: str, port: int) -> socket.socket:
