@@ -9,7 +9,6 @@ see each other; the live set is read from /proc/net/unix, which lists exactly th
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import struct
 from collections.abc import Callable
@@ -57,11 +56,12 @@ def live_slots(port: int, node: int, table: Callable[[], str] = PROC_NET_UNIX.re
 
 def encode(kind: int, addr: Any, datagram: bytes) -> bytes:
     """A datagram with the client address it came from, for a sibling."""
-    ip = ipaddress.ip_address(addr[0])
-    if ip.version == 4:
-        return struct.pack("!BBH", kind, _V4, addr[1]) + ip.packed + datagram
+    host = addr[0]
+    if ":" not in host:
+        return struct.pack("!BBH", kind, _V4, addr[1]) + socket.inet_pton(socket.AF_INET, host) + datagram
     flow, scope = (addr[2], addr[3]) if len(addr) >= 4 else (0, 0)
-    return struct.pack("!BBHII", kind, _V6, addr[1], flow, scope) + ip.packed + datagram
+    packed = socket.inet_pton(socket.AF_INET6, host)
+    return struct.pack("!BBHII", kind, _V6, addr[1], flow, scope) + packed + datagram
 
 
 def decode(message: bytes) -> tuple[int, Any, bytes] | None:
@@ -70,8 +70,8 @@ def decode(message: bytes) -> tuple[int, Any, bytes] | None:
         return None
     kind, version, port = struct.unpack_from("!BBH", message)
     if version == _V4:
-        return kind, (str(ipaddress.IPv4Address(message[4:8])), port), message[8:]
+        return kind, (socket.inet_ntop(socket.AF_INET, message[4:8]), port), message[8:]
     if version == _V6 and len(message) >= 28:
         flow, scope = struct.unpack_from("!II", message, 4)
-        return kind, (str(ipaddress.IPv6Address(message[12:28])), port, flow, scope), message[28:]
+        return kind, (socket.inet_ntop(socket.AF_INET6, message[12:28]), port, flow, scope), message[28:]
     return None

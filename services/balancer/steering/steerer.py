@@ -50,6 +50,7 @@ class Steerer:
         self.live: set[int] = {self.slot}
         self.draining = False
         self.counts = SteeringCounts()
+        self._names: dict[int, str] = {}
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._loop.add_reader(self.sock.fileno(), self._readable)
@@ -98,7 +99,7 @@ class Steerer:
     def _send(self, slot: int, kind: int, data: bytes, addr: Any) -> bool:
         """One datagram to a sibling; False when its slot is gone (a full queue drops, as UDP would)."""
         try:
-            self.sock.sendto(peers.encode(kind, addr, data), "\0" + peers.name_of(self.port, self.layout.node, slot))
+            self.sock.sendto(peers.encode(kind, addr, data), self._address(slot))
         except BlockingIOError:
             return True
         except OSError:
@@ -106,13 +107,17 @@ class Steerer:
             return False
         return True
 
+    def _address(self, slot: int) -> str:
+        name = self._names.get(slot)
+        if name is None:
+            name = self._names[slot] = "\0" + peers.name_of(self.port, self.layout.node, slot)
+        return name
+
     def _readable(self) -> None:
         for _ in range(READ_BATCH):
             try:
                 message = self.sock.recv(65_536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
+            except OSError:  # nothing left (BlockingIOError) or the socket closed
                 return
             self._received(message)
 
