@@ -8,6 +8,7 @@ XML fixtures, and an execution failure never leaves a half-decided clone.
 from __future__ import annotations
 
 import random
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -91,7 +92,7 @@ def plan_clone(
     _set_name(domain, name)
     _drop_uuids(domain)
     _set_macs(domain, macs)
-    volumes = tuple(_retarget_disks(domain, name, sources, mode))
+    volumes = tuple(_retarget_disks(domain, name, tag, sources, mode))
     _reset_device_paths(domain)
     full_tag = replace(tag, volumes=tuple(v.path for v in volumes))
     _set_tag(domain, full_tag)
@@ -157,18 +158,39 @@ def _target(disk: ET.Element) -> str:
 
 
 def _retarget_disks(
-    domain: ET.Element, name: str, sources: Mapping[str, SourceVolume], mode: CloneMode
+    domain: ET.Element, name: str, tag: VmTag, sources: Mapping[str, SourceVolume], mode: CloneMode
 ) -> list[VolumePlan]:
     plans = []
     for disk, path in _clonable_disks(domain):
         source = sources.get(path)
         if source is None:
             raise ClonePlanError(f"template disk {path} is not a volume in a libvirt storage pool")
-        plan = _volume_plan(source, f"{name}-{_target(disk)}.qcow2", mode)
+        plan = _volume_plan(source, volume_name(name, _target(disk), tag), mode)
         disk.find("source").set("file", plan.path)  # type: ignore[union-attr]
         _set_driver_format(disk, "qcow2" if mode == "linked" else source.format)
         plans.append(plan)
     return plans
+
+
+def volume_name(vm: str, dev: str, tag: VmTag) -> str:
+    """`<vm>-<dev>.<fleet>.<host>.qcow2`: the disk says whose it is even after its domain is gone.
+
+    libvirt keeps no metadata on volumes, so the name is the only owner mark a disk can carry;
+    reconcile deletes a domain-less disk only when this name is exactly ours. Without a host the
+    old `<vm>-<dev>.qcow2` is used, which reconcile never recognises (so never deletes).
+    """
+    return f"{vm}-{dev}.{tag.fleet}.{tag.host}.qcow2" if tag.host else f"{vm}-{dev}.qcow2"
+
+
+def owned_volume_vm(volume: str, prefix: str, fleet: str, host: str) -> str | None:
+    """The VM a volume name says it belongs to, when it is exactly one of ours (else None).
+
+    Strict on purpose: our prefix, the 8 hex digits the fleet names VMs with, a plain device
+    name, and our fleet id and host, so a disk of another fleet, host or tool never matches.
+    """
+    pattern = rf"({re.escape(prefix)}[0-9a-f]{{8}})-[A-Za-z0-9]+\.{re.escape(fleet)}\.{re.escape(host)}\.qcow2"
+    found = re.fullmatch(pattern, volume)
+    return found.group(1) if found else None
 
 
 def _volume_plan(source: SourceVolume, volume_name: str, mode: CloneMode) -> VolumePlan:

@@ -13,6 +13,7 @@ import structlog
 
 from services.provisioner.clone import ClonePlan
 from services.provisioner.ports import Hypervisor, HypervisorError
+from services.provisioner.reconcile import Disks
 
 log = structlog.get_logger("provisioner.execute")
 
@@ -61,3 +62,15 @@ def teardown(hv: Hypervisor, name: str, volumes: tuple[str, ...]) -> list[str]:
     if problems:
         log.warning("vm.teardown_incomplete", vm=name, problems=problems)
     return problems
+
+
+def clone_disks(hv: Hypervisor, template: str) -> Disks:
+    """The volumes of the pools clones are made in; none (so no disk is deleted) while the template is unreadable."""
+    try:
+        sources = hv.template(template).sources
+        pools = frozenset(source.pool for source in sources.values())
+        listed = tuple(volume for pool in sorted(pools) for volume in hv.list_volumes(pool))
+    except HypervisorError as error:
+        log.info("volume.cleanup_skipped", error=str(error))
+        return Disks(frozenset(), (), frozenset())
+    return Disks(pools, listed, frozenset(sources))

@@ -17,10 +17,18 @@ import structlog
 
 from services.provisioner.addresses import free_static, parse_static_pool
 from services.provisioner.boot import Probe, load_template, provision, watch_ready
-from services.provisioner.execute import teardown
+from services.provisioner.execute import clone_disks, teardown
 from services.provisioner.machine import IN_LIBVIRT, VmEntry, adopted, can_become, requested, to_record, transition
 from services.provisioner.ports import DomainEvent, DomainEventKind, DomainView, Hypervisor, HypervisorError, Template
-from services.provisioner.reconcile import Adopt, Forget, Remove, is_ours, plan_reconcile
+from services.provisioner.reconcile import (
+    Action,
+    Adopt,
+    Remove,
+    RemoveVolume,
+    is_ours,
+    plan_reconcile,
+    plan_volumes,
+)
 from services.provisioner.settings import ProvisionerSettings
 from services.provisioner.tags import template_addresses
 from shared.contract.base import ErrorCode, utcnow
@@ -232,11 +240,18 @@ class Fleet:
             await self._quietly(self.remove(event.name, reason))
 
     async def reconcile(self) -> None:
-        """Bring the table in line with libvirt, then republish every live VM."""
+        """Bring the table (and our disks) in line with libvirt, then republish every live VM.
+
+        Disks are listed before domains: a clone defines its domain before it makes its disks, so a
+        disk listed here whose domain is missing from the later listing is not one being made.
+        """
+        disks = await asyncio.to_thread(clone_disks, self.hv, self.settings.template)
         views = await _call(self.hv.domains)
         self._recall_epoch(views)
         busy = set(self.tasks) | set(self.removing)
-        actions = plan_reconcile(views, self.entries, busy, self.settings.fleet_id, self.settings.host)
+        s = self.settings
+        actions = plan_reconcile(views, self.entries, busy, s.fleet_id, s.host)
+        actions += plan_volumes(disks, views, busy, s.vm_prefix, s.fleet_id, s.host)
         for action in actions:
             await self._quietly(self._apply(action))
         await self.republish()
@@ -246,8 +261,12 @@ class Fleet:
         fleet, host = self.settings.fleet_id, self.settings.host
         self.epoch = max([self.epoch, *(v.tag.epoch for v in views if v.tag is not None and is_ours(v, fleet, host))])
 
-    async def _apply(self, action: Adopt | Remove | Forget) -> None:
-        if isinstance(action, Adopt):
+    async def _apply(self, action: Action) -> None:
+        if isinstance(action, RemoveVolume):
+            if await _call(self.hv.delete_volume, action.volume.path):
+                log.warning("volume.orphan_removed", volume=action.volume.name, path=action.volume.path,
+                            reason=action.reason)
+        elif isinstance(action, Adopt):
             await self._adopt(action.view)
         elif isinstance(action, Remove):
             self._track(action.view)

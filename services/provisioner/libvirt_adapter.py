@@ -28,6 +28,7 @@ from services.provisioner.ports import (
     HypervisorError,
     Template,
     TemplateMissing,
+    VolumeView,
 )
 from services.provisioner.tags import NAMESPACE, parse_tag
 
@@ -215,6 +216,11 @@ class LibvirtHypervisor:
             volume.delete(0)
         return True
 
+    def list_volumes(self, pool: str) -> list[VolumeView]:
+        with _errors(f"listing volumes of pool {pool}"):
+            volumes = self.conn.storagePoolLookupByName(pool).listAllVolumes(0)
+            return [VolumeView(pool, volume.name(), volume.path()) for volume in volumes]
+
     def domains(self) -> list[DomainView]:
         with _errors("listing domains"):
             listed = self.conn.listAllDomains(0)
@@ -247,7 +253,6 @@ class LibvirtHypervisor:
         except libvirt.libvirtError as error:
             log.debug("libvirt.no_addresses_yet", vm=name, source=source, error=_message(error))
             return found
-
 
     def _network_leases(self) -> dict[str, Any]:
         """Leases of the configured network (empty when the driver cannot tell, like the test driver)."""

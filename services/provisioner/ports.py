@@ -52,6 +52,15 @@ class DomainView:
 
 
 @dataclass(frozen=True)
+class VolumeView:
+    """One volume of a storage pool as listed: its pool, its name and its path."""
+
+    pool: str
+    name: str
+    path: str
+
+
+@dataclass(frozen=True)
 class Template:
     """The template domain's inactive XML and the volumes behind its writable disks."""
 
@@ -93,6 +102,9 @@ class Hypervisor(Protocol):
 
     def delete_volume(self, path: str) -> bool:
         """Delete a volume by path; False when it does not exist."""
+
+    def list_volumes(self, pool: str) -> list[VolumeView]:
+        """Every volume of storage pool `pool` (HypervisorError when the pool does not exist)."""
 
     def domains(self) -> list[DomainView]:
         """Every domain on the connection (tags parsed; untagged ones have tag None)."""

@@ -2,7 +2,7 @@
 
 libvirt is the source of truth. A provisioner that crashed between define and start leaves a
 defined, never-started domain; one that restarted has forgotten running VMs; someone may have
-removed a domain by hand. This pure function turns one listing into actions; the glue runs them.
+removed a domain by hand. These pure functions turn one listing into actions; the glue runs them.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from services.provisioner.clone import owned_volume_vm
 from services.provisioner.machine import VmEntry
-from services.provisioner.ports import DomainView
+from services.provisioner.ports import DomainView, VolumeView
 from shared.contract.events import VmState
 
 HALF_MADE = (
@@ -20,6 +21,7 @@ HALF_MADE = (
 )
 LEFTOVER = "still in libvirt after it failed or was destroyed; removed again"
 VANISHED = "its domain disappeared from libvirt (removed outside quicfleet)"
+ORPHAN_DISK = "a disk of this fleet and host without its domain (a clone or teardown was interrupted); deleted"
 _RUNNING_STATES = frozenset({VmState.BOOTING, VmState.READY, VmState.DRAINING})
 
 
@@ -46,7 +48,24 @@ class Forget:
     reason: str
 
 
-Action = Adopt | Remove | Forget
+@dataclass(frozen=True)
+class RemoveVolume:
+    """A disk of ours whose domain is gone: delete it."""
+
+    volume: VolumeView
+    reason: str
+
+
+@dataclass(frozen=True)
+class Disks:
+    """The volumes of the pools clones are made in, and the template's own disks (never touched)."""
+
+    pools: frozenset[str]
+    volumes: tuple[VolumeView, ...]
+    protected: frozenset[str]
+
+
+Action = Adopt | Remove | Forget | RemoveVolume
 
 
 def is_ours(view: DomainView, fleet: str, host: str) -> bool:
@@ -74,4 +93,25 @@ def plan_reconcile(
     for name, entry in sorted(entries.items()):
         if name not in mine and name not in skip and entry.state in _RUNNING_STATES:
             actions.append(Forget(name, VANISHED))
+    return actions
+
+
+def plan_volumes(
+    disks: Disks, views: Iterable[DomainView], busy: Iterable[str], prefix: str, fleet: str, host: str
+) -> list[RemoveVolume]:
+    """Deletes for disks provably ours (clone pool, our exact name) whose domain neither exists nor is busy.
+
+    Any domain of that name counts, ours or not, and so does any tag that lists the disk: when in
+    doubt a disk is kept, since a leaked disk costs space and a wrong delete costs a VM.
+    """
+    views = list(views)
+    domains = {view.name for view in views} | set(busy)
+    referenced = {path for view in views if view.tag is not None for path in view.tag.volumes}
+    actions = []
+    for volume in sorted(disks.volumes, key=lambda v: v.path):
+        vm = owned_volume_vm(volume.name, prefix, fleet, host)
+        if vm is None or vm in domains or volume.pool not in disks.pools:
+            continue
+        if volume.path not in disks.protected and volume.path not in referenced:
+            actions.append(RemoveVolume(volume, ORPHAN_DISK))
     return actions

@@ -12,7 +12,7 @@ from ops.natsserver import NatsServer
 from services.provisioner.bootstrap import bootstrap
 from services.provisioner.clone import SourceVolume, interface_count, plan_clone, random_macs
 from services.provisioner.reconcile import HALF_MADE
-from services.provisioner.tags import VmTag
+from services.provisioner.tags import NAMESPACE, VmTag, parse_tag
 from shared.bus import Bus
 from shared.contract.base import ErrorCode
 from shared.contract.events import VmState, VmStateChanged
@@ -127,3 +127,35 @@ async def test_drain_announced_by_the_scaler_is_kept_in_lists_and_republishes(
         await wait_until(lambda: events.states(record.vm)[seen:].count(VmState.DRAINING) >= 2, timeout=20,
                          what="draining republished")
     assert VmState.READY not in events.states(record.vm)[seen:]
+
+
+def _bare_volume(world: World, name: str) -> str:
+    """A disk with no domain, as a provisioner killed mid-teardown (after undefine) leaves one."""
+    xml = f"<volume><name>{name}</name><capacity unit='MiB'>1</capacity><target><format type='qcow2'/></target>"
+    return str(world.conn.storagePoolLookupByName(POOL).createXML(xml + "</volume>", 0).path())
+
+
+async def test_reconcile_deletes_our_disk_without_a_domain_and_nothing_else(
+    bus: Bus, nats_server: NatsServer, world: World, backends: list[H3Backend]
+) -> None:
+    """Reconcile deletes a disk named for this fleet and host that has no domain, keeping foreign and in-use disks."""
+    ours = f"vda.{world.fleet_id}.{world.host}.qcow2"
+    at_start = _bare_volume(world, f"qf-0badf00d-{ours}")
+    foreign = [_bare_volume(world, f"qf-0badf00d-vda.other-{world.fleet_id}.{world.host}.qcow2"),
+               _bare_volume(world, f"qf-0badf00d-vda.{world.fleet_id}.other-{world.host}.qcow2")]
+    events = await VmEvents().start(bus)
+    settings = world.settings(nats_server, static_addresses=backends[0].address, reconcile_interval_s=0.2)
+    try:
+        async with bootstrap(settings):
+            record = await bus.request(bus.subjects.prov_create, CreateVm(request_id="r-1", epoch=1), VmRecord)
+            await events.wait_state(record.vm, VmState.READY)
+            later = _bare_volume(world, f"qf-1badf00d-{ours}")
+            await wait_until(lambda: not world.volume_exists(later), timeout=20, what="the orphan disk deleted")
+            (overlay,) = parse_tag(world.conn.lookupByName(record.vm).metadata(2, NAMESPACE, 0)).volumes  # type: ignore[union-attr]
+        kept = {path: world.volume_exists(path) for path in [*foreign, overlay, world.template_volume]}
+    finally:
+        for path in foreign:
+            if world.volume_exists(path):
+                world.conn.storageVolLookupByPath(path).delete(0)
+    assert not world.volume_exists(at_start)
+    assert overlay.endswith(f"-{ours}") and [path for path, there in kept.items() if not there] == []

@@ -14,6 +14,7 @@ from services.provisioner.ports import (
     HypervisorError,
     Template,
     TemplateMissing,
+    VolumeView,
 )
 from services.provisioner.tags import parse_tag
 
@@ -82,6 +83,12 @@ class FakeHypervisor:
             self.volumes.remove(path)
             return True
         return False
+
+    def list_volumes(self, pool: str) -> list[VolumeView]:
+        self._step("list_volumes")
+        folder = f"/{pool}/"
+        return [VolumeView(pool, path.removeprefix(folder), path) for path in sorted(self.volumes)
+                if path.startswith(folder)]
 
     def domains(self) -> list[DomainView]:
         return [view for name in self.defined if (view := self.domain(name)) is not None]

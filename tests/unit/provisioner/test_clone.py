@@ -58,14 +58,15 @@ def test_writable_disk_points_at_the_overlay_and_cdrom_is_shared() -> None:
     """The writable disk moves to a qcow2 overlay in the template's pool; the read-only cdrom stays."""
     plan, domain = _plan()
     disk, cdrom = domain.findall("devices/disk")
-    assert disk.find("source").get("file") == "/fleet-pool/qf-1234abcd-vda.qcow2"  # type: ignore[union-attr]
+    assert disk.find("source").get("file") == "/fleet-pool/qf-1234abcd-vda.fleet-a.host-1.qcow2"  # type: ignore[union-attr]
     assert disk.find("driver").get("type") == "qcow2"  # type: ignore[union-attr]
     assert cdrom.find("source").get("file") == "/fleet-pool/seed.iso"  # type: ignore[union-attr]
     (volume,) = plan.volumes
     volume_xml = ET.fromstring(volume.xml)
     assert volume_xml.findtext("backingStore/path") == DISK
     assert volume_xml.findtext("capacity") == str(64 * 2**20)
-    assert (volume.pool, volume.path, volume.mode) == ("fleet-pool", "/fleet-pool/qf-1234abcd-vda.qcow2", "linked")
+    overlay = "/fleet-pool/qf-1234abcd-vda.fleet-a.host-1.qcow2"
+    assert (volume.pool, volume.path, volume.mode) == ("fleet-pool", overlay, "linked")
 
 
 def test_full_copy_plan_has_no_backing_store() -> None:
@@ -92,7 +93,7 @@ def test_metadata_tag_names_fleet_request_time_and_volumes() -> None:
     plan, domain = _plan()
     assert domain.find(f"metadata/{{{NAMESPACE}}}vm") is not None
     tag = parse_tag(plan.domain_xml)
-    overlay = ("/fleet-pool/qf-1234abcd-vda.qcow2",)
+    overlay = ("/fleet-pool/qf-1234abcd-vda.fleet-a.host-1.qcow2",)
     assert tag == VmTag("fleet-a", "req-1", TAG.created_at, "host-1", "10.0.0.5:443", overlay)
 
 

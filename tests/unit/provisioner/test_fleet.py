@@ -159,3 +159,16 @@ async def test_clones_and_boots_in_flight_are_bounded() -> None:
     release.set()
     await wait_until(lambda: VmState.READY in h.states(second.vm), timeout=10, what="second ready")
     assert h.states(first.vm)[-1] is VmState.READY
+
+
+async def test_reconcile_deletes_our_orphan_disk_only() -> None:
+    """Reconcile deletes a disk of ours left without a domain and keeps the template's and a running VM's."""
+    hv = FakeHypervisor()
+    h = Harness(hv)
+    record = await h.fleet.create(CreateVm(request_id="r1", epoch=1))
+    await wait_until(lambda: VmState.READY in h.states(record.vm), timeout=5, what="ready")
+    orphan, foreign = "/fleet-pool/qf-0badf00d-vda.f1.h1.qcow2", "/fleet-pool/qf-0badf00d-vda.f2.h1.qcow2"
+    hv.volumes |= {orphan, foreign}
+    await h.fleet.reconcile()
+    assert hv.volumes == {DISK, foreign, f"/fleet-pool/{record.vm}-vda.f1.h1.qcow2"}
+    await h.fleet.stop()
