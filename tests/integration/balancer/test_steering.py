@@ -41,36 +41,45 @@ def owners(connections: list[_Client], *balancers: BalancerService) -> list[int]
     return [slot(c._quic._peer_cid.cid) or -1 for c in connections]
 
 
+@asynccontextmanager
+async def two_processes(
+    bus: Bus, start_balancer: StartBalancer
+) -> AsyncIterator[tuple[BalancerService, BalancerService, H1Backend]]:
+    """Two balancers on one port, both routing to one backend."""
+    async with H1Backend() as backend, start_balancer() as first, start_balancer(listen_port=first.port) as second:
+        for balancer in (first, second):
+            await announce(bus, balancer, "vm-a", backend.address)
+        yield first, second, backend
+
+
+async def all_ok(connections: list[_Client]) -> bool:
+    return {r.status for r in await get_all(connections)} == {200}
+
+
 def forwarded(*balancers: BalancerService) -> int:
     return sum(b.server.steering.counts.forwarded for b in balancers if b.server and b.server.steering)
 
 
 async def test_connections_survive_source_port_changes(bus: Bus, start_balancer: StartBalancer) -> None:
     """Through two processes on one port, every client that changes its source port keeps its connection."""
-    async with H1Backend() as backend, start_balancer() as first, start_balancer(listen_port=first.port) as second:
-        for balancer in (first, second):
-            await announce(bus, balancer, "vm-a", backend.address)
-        async with clients(first.port) as connections:
-            assert {r.status for r in await get_all(connections)} == {200}
-            assert len(set(owners(connections))) == 2, "the kernel spread connections over both processes"
-            for connection in connections:
-                await connection.rebind()
-            assert {r.status for r in await get_all(connections)} == {200}
-            assert forwarded(first, second) > 0, "some moved clients landed on the other process"
+    async with two_processes(bus, start_balancer) as (first, second, _), clients(first.port) as connections:
+        assert await all_ok(connections)
+        assert len(set(owners(connections))) == 2, "the kernel spread connections over both processes"
+        for connection in connections:
+            await connection.rebind()
+        assert await all_ok(connections)
+        assert forwarded(first, second) > 0, "some moved clients landed on the other process"
 
 
 async def test_adding_and_removing_a_process_keeps_every_connection(bus: Bus, start_balancer: StartBalancer) -> None:
     """A third process joining the port and then draining away costs no connection of the other two."""
-    async with H1Backend() as backend, start_balancer() as first, start_balancer(listen_port=first.port) as second:
-        for balancer in (first, second):
-            await announce(bus, balancer, "vm-a", backend.address)
-        async with clients(first.port) as connections:
-            assert {r.status for r in await get_all(connections)} == {200}
-            async with start_balancer(listen_port=first.port) as third:
-                await announce(bus, third, "vm-a", backend.address)
-                assert {r.status for r in await get_all(connections)} == {200}
-            assert {r.status for r in await get_all(connections)} == {200}
-            assert all(c.goaway is None for c in connections), "none of these belonged to the third"
+    async with two_processes(bus, start_balancer) as (first, _, backend), clients(first.port) as connections:
+        assert await all_ok(connections)
+        async with start_balancer(listen_port=first.port) as third:
+            await announce(bus, third, "vm-a", backend.address)
+            assert await all_ok(connections)
+        assert await all_ok(connections)
+        assert all(c.goaway is None for c in connections), "none of these belonged to the third"
 
 
 async def test_draining_process_sends_goaway_then_closes_cleanly(bus: Bus, start_balancer: StartBalancer) -> None:

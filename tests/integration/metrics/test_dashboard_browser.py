@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import re
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from shared.contract.base import utcnow
 from shared.contract.events import ScalingDecided, VmState, VmStateChanged
 from shared.contract.status import DesiredState
 from tests.support import wait_until
+from tests.support.chromium import chromium_binary
 from tests.unit.metrics.builders import backend, report
 
 pytestmark = pytest.mark.browser
@@ -27,18 +26,6 @@ pytestmark = pytest.mark.browser
 TICK_S = 0.25
 VMS = ("vm-1", "vm-2", "vm-3")
 CHARTS = ("fleet", "rps", "latency", "errors")
-
-
-def chromium() -> str:
-    """Debian's chromium, or a loud skip (a failure in CI, where it must be installed)."""
-    path = shutil.which("chromium")
-    if path is None:
-        reason = "chromium is not installed: `apt-get install chromium` (listed in deploy/apt/browser.txt)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
-
 
 async def run_chromium(binary: str, profile: Path, url: str, *mode: str) -> bytes:
     """Run headless Chromium once on `url` (dump the DOM or take a screenshot); return its stdout."""
@@ -101,7 +88,7 @@ async def live_metrics(bus: Bus, settings_env: dict[str, str]) -> AsyncIterator[
 
 async def test_dashboard_charts_hold_live_data(live_metrics: MetricsService, tmp_path: Path) -> None:
     """Headless Chromium renders the page with all four charts holding points, the tiles and a decision."""
-    binary = chromium()
+    binary = chromium_binary()
     assert live_metrics.http is not None
     url = f"{live_metrics.http.url}/"
     dom = (await run_chromium(binary, tmp_path / "profile-dom", url, "--dump-dom")).decode()
