@@ -44,6 +44,8 @@ class BalancerView:
     interval_s: float = 1.0
     address: str | None = None
     outstanding: Mapping[str, int] = field(default_factory=dict)
+    unroutable: frozenset[str] = frozenset()
+    """VMs this balancer does not route to for their health (ejected or failing checks; drains aside)."""
 
     def live(self, now: float) -> bool:
         """A balancer silent for about three report intervals is gone."""
@@ -142,6 +144,10 @@ class FleetState:
     """Provisioners that answered the last list, and each one's `max_vms` (creates are placed on these)."""
     placed: Mapping[str, str] = field(default_factory=dict)
     """Pending creates sent to one host (request id -> host): they take room there until settled."""
+    sick_since: Mapping[str, float] = field(default_factory=dict)
+    """Ready VMs the balancers agree are unhealthy, since when (local time; see `liveness`)."""
+    last_replaced: float = float("-inf")
+    """When the last unhealthy VM was replaced (the replacement rate limit)."""
 
 
 @dataclass(frozen=True)

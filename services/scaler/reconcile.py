@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from services.scaler.liveness import choose, observe
 from services.scaler.model import (
     CAPACITY_STATES,
     Command,
@@ -60,10 +61,23 @@ def reconcile(state: FleetState, now: float) -> tuple[tuple[Command, ...], Fleet
     """Commands that move the fleet towards `state.desired`, the updated state, and a note."""
     commands: list[Command] = []
     state = _collect_failed(state, now)
+    state, sick_note = _replace_sick(state, now)
     state = _start_drains(state, sorted(_orphans(state) | (state.drain_requests - set(state.drains))), now, commands)
     state, note = _resize(state, now, commands)
     state = _finish_drains(state, now, commands)
+    if sick_note:
+        note = sick_note if note == MATCHED else f"{note}; {sick_note}"
     return tuple(commands), state, note
+
+
+def _replace_sick(state: FleetState, now: float) -> tuple[FleetState, str]:
+    """Destroy (without a drain) the unhealthy VM `liveness` chooses; `_resize` then creates its successor."""
+    state = observe(state, now)
+    sick, note = choose(state, now)
+    if sick is None:
+        return state, note
+    rest = {name: since for name, since in state.sick_since.items() if name != sick}
+    return replace(_discard(state, [sick], now), sick_since=rest, last_replaced=now), note
 
 
 def _resize(state: FleetState, now: float, commands: list[Command]) -> tuple[FleetState, str]:

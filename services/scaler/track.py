@@ -185,6 +185,7 @@ def on_report(state: FleetState, report: BalancerReported, now: float) -> FleetS
     view = BalancerView(
         id=report.balancer, last_seen=now, interval_s=report.interval_s, address=report.address,
         outstanding={b.vm: b.outstanding for b in report.backends},
+        unroutable=frozenset(b.vm for b in report.backends if not b.routable and not b.draining),
     )
     alive = {k: b for k, b in state.balancers.items() if b.live(now)}
     return replace(state, balancers=alive | {report.balancer: view})

@@ -55,6 +55,17 @@ class ScalingPolicy(Model):
     evaluation_interval_s: Annotated[float, Field(ge=0.05, le=300, allow_inf_nan=False)] = 1
     failure_backoff_s: Seconds = 5
     failure_backoff_max_s: Seconds = 300
+    unhealthy_replace_after_s: Annotated[float, Field(
+        ge=0, le=86400, allow_inf_nan=False,
+        description="Replace a VM the balancers agree is unhealthy for this long (0: never).")] = 30
+    unhealthy_quorum: Annotated[float, Field(
+        gt=0, le=1, allow_inf_nan=False,
+        description="Share of the live balancers that know a VM which must call it unhealthy.")] = 1.0
+    unhealthy_hold_share: Annotated[float, Field(
+        gt=0, le=1, allow_inf_nan=False,
+        description="Above this share of ready VMs unhealthy at once, replace none (a fleet-wide fault).")] = 0.5
+    unhealthy_replace_interval_s: Annotated[float, Field(
+        ge=0, le=86400, allow_inf_nan=False, description="At most one replacement per this many seconds.")] = 30
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> Self:

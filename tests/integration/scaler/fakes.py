@@ -102,6 +102,8 @@ class FakeBalancer:
     def __init__(self, bus: Bus, name: str = "b1", interval_s: float = 0.2) -> None:
         self.bus, self.name, self.interval_s = bus, name, interval_s
         self.outstanding: dict[str, int] = {}
+        self.unhealthy: set[str] = set()
+        """VMs reported as not routable (ejected or failing checks), as a real balancer would."""
         self.drains: list[DrainBackend] = []
         self._task: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
@@ -120,7 +122,8 @@ class FakeBalancer:
     async def _report(self) -> None:
         started = datetime.now(UTC)
         while True:
-            backends = [BackendLoad(vm=vm, outstanding=n) for vm, n in self.outstanding.items()]
+            backends = [BackendLoad(vm=vm, outstanding=n, routable=vm not in self.unhealthy)
+                        for vm, n in self.outstanding.items()]
             report = BalancerReported(balancer=self.name, started_at=started, interval_s=self.interval_s,
                                       address="127.0.0.1:8443", backends=backends)
             await self.bus.publish(self.bus.subjects.balancer_report, report)

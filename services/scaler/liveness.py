@@ -1,0 +1,63 @@
+"""Liveness: a ready VM that the balancers agree is unhealthy for too long is replaced.
+
+The balancers already eject a VM whose checks or requests fail, and say so in their reports
+(`routable`), but an ejected VM still counted as capacity and was never replaced. Kubernetes
+restarts a pod that fails its liveness probe; an AWS Auto Scaling group replaces an instance that
+fails its load balancer's health check. Here, each evaluation:
+
+- `observe` marks a ready VM sick when at least `unhealthy_quorum` of the live balancers that
+  know it report it unroutable for its health, and forgets the mark as soon as that stops;
+- `choose` picks at most one VM sick for `unhealthy_replace_after_s`, no sooner than
+  `unhealthy_replace_interval_s` after the last one, and none at all while more than
+  `unhealthy_hold_share` of the ready VMs are sick at once: a bad template or a dead upstream
+  makes every VM fail, and destroying them all would not help.
+
+The reconciler destroys the chosen VM without a drain (nothing routes to it) and, since it no
+longer counts, creates its replacement in the same evaluation, the create first. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from services.scaler.model import FleetState
+from shared.contract.events import VmState
+
+
+def verdict(state: FleetState, vm: str, now: float) -> bool:
+    """Whether enough of the live balancers that know `vm` call it unhealthy."""
+    knowing = [b for b in state.balancers.values() if b.live(now) and vm in b.outstanding]
+    if not knowing:
+        return False
+    against = sum(vm in b.unroutable for b in knowing)
+    return against >= state.policy.unhealthy_quorum * len(knowing)
+
+
+def observe(state: FleetState, now: float) -> FleetState:
+    """Start or clear each ready VM's sick mark from the balancers' latest verdicts."""
+    sick: dict[str, float] = {}
+    for vm in state.vms.values():
+        if vm.state is VmState.READY and vm.name not in state.drains and verdict(state, vm.name, now):
+            sick[vm.name] = state.sick_since.get(vm.name, now)
+    return replace(state, sick_since=sick) if sick != state.sick_since else state
+
+
+def choose(state: FleetState, now: float) -> tuple[str | None, str]:
+    """The VM to replace now (or None) and a note saying why, or why not ("" when nothing is sick)."""
+    policy = state.policy
+    if not state.sick_since or policy.unhealthy_replace_after_s <= 0:
+        return None, ""
+    ready = sum(vm.state is VmState.READY and vm.name not in state.drains for vm in state.vms.values())
+    if len(state.sick_since) > policy.unhealthy_hold_share * ready:
+        return None, (f"{len(state.sick_since)} of {ready} ready VMs unhealthy at once: replacing none "
+                      f"(above unhealthy_hold_share {policy.unhealthy_hold_share:g}; a fleet-wide fault)")
+    due = sorted((since, name) for name, since in state.sick_since.items()
+                 if now - since >= policy.unhealthy_replace_after_s)
+    if not due:
+        return None, f"unhealthy: {', '.join(sorted(state.sick_since))} (replaced after "\
+                     f"{policy.unhealthy_replace_after_s:g} s)"
+    wait = state.last_replaced + policy.unhealthy_replace_interval_s - now
+    if wait > 0:
+        return None, f"unhealthy: {due[0][1]} waits {wait:.1f} s for the replacement rate limit"
+    since, name = due[0]
+    return name, f"replacing {name}: unhealthy on the balancers for {now - since:.0f} s"

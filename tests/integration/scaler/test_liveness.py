@@ -1,0 +1,84 @@
+"""Liveness through the real scaler on a real nats-server: balancers' verdicts replace a sick VM, and a
+fleet-wide fault is held, with fake provisioner and balancers on the bus."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from services.scaler.bootstrap import bootstrap
+from services.scaler.service import ScalerService
+from services.scaler.settings import ScalerSettings
+from shared.bus import Bus
+from shared.contract.commands import GetStatus, PolicyPatch, ScaleFleet
+from shared.contract.events import VmState
+from shared.contract.policy import ScalingPolicy
+from shared.contract.status import DesiredState, FleetStatus
+from tests.integration.scaler.fakes import FakeBalancer, FakeProvisioner
+from tests.support import Collector, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@asynccontextmanager
+async def fleet_of_three(
+    bus: Bus, prov: FakeProvisioner, balancers: list[FakeBalancer]
+) -> AsyncIterator[ScalerService]:
+    """A leading scaler with three ready VMs that every fake balancer reports, and a fast liveness policy."""
+    async with bootstrap(ScalerSettings(scaler_id="s1", lease_ttl_s=2.0)) as scaler:
+        await wait_until(lambda: scaler.leading, 20, what="leadership")
+        patch = PolicyPatch(unhealthy_replace_after_s=0.5, unhealthy_replace_interval_s=0, warmup_s=0)
+        await bus.request(bus.subjects.cmd_policy, patch, ScalingPolicy)
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=3), DesiredState)
+        await wait_until(lambda: len(ready(scaler)) == 3, 20, what="three ready VMs")
+        for balancer in balancers:
+            balancer.outstanding = dict.fromkeys(prov.vms, 0)
+        yield scaler
+
+
+def ready(scaler: ScalerService) -> list[str]:
+    return sorted(v.name for v in scaler.fleet.vms.values() if v.state is VmState.READY)
+
+
+async def decisions(bus: Bus) -> Collector:
+    """Every `fleet.scaler.decision` from now on."""
+    collector = Collector()
+
+    async def on_message(msg: object) -> None:
+        await collector(msg)
+
+    await bus.nc.subscribe(bus.subjects.scaler_decision, cb=on_message)
+    return collector
+
+
+async def test_a_vm_every_balancer_calls_unhealthy_is_replaced(bus: Bus, settings_env: dict[str, str]) -> None:
+    """A VM both balancers report unroutable is destroyed, a new one created, and the fleet is back at three."""
+    said = await decisions(bus)
+    async with (
+        FakeProvisioner(bus) as prov, FakeBalancer(bus, "b1") as one, FakeBalancer(bus, "b2") as two,
+        fleet_of_three(bus, prov, [one, two]) as scaler,
+    ):
+        sick = sorted(prov.vms)[1]
+        one.unhealthy = two.unhealthy = {sick}
+        await wait_until(lambda: [d.vm for d in prov.destroys] == [sick], 20, what="the sick VM destroyed")
+        await wait_until(lambda: len(ready(scaler)) == 3 and sick not in ready(scaler), 20, what="three again")
+    assert len(prov.creates) == 4
+    assert one.drains == [] and two.drains == [], "a sick VM is destroyed without a drain"
+    await said.wait_for(lambda m: f"replacing {sick}" in json.loads(m.data)["reason"])
+
+
+async def test_most_of_the_fleet_unhealthy_at_once_is_held(bus: Bus, settings_env: dict[str, str]) -> None:
+    """Two of three VMs unhealthy at once (above the hold share) makes the scaler hold and say so in
+    `quicfleet status`'s reason, destroying none."""
+    async with FakeProvisioner(bus) as prov, FakeBalancer(bus, "b1") as one, fleet_of_three(bus, prov, [one]):
+        one.unhealthy = set(sorted(prov.vms)[:2])
+
+        async def holding() -> bool:
+            status = await bus.request(bus.subjects.cmd_status, GetStatus(), FleetStatus)
+            return "2 of 3 ready VMs unhealthy at once" in (status.reason or "")
+
+        await wait_until(holding, 20, what="the hold in the status reason")
+        assert prov.destroys == []

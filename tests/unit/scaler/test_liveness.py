@@ -1,0 +1,85 @@
+"""Liveness: VMs the balancers agree are unhealthy are replaced, one at a time, and never in a fleet-wide fault."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from services.scaler.liveness import choose, observe, verdict
+from services.scaler.model import BalancerView, CreateCommand, DestroyCommand, DrainCommand, FleetState
+from services.scaler.reconcile import reconcile
+from shared.contract.policy import ScalingPolicy
+from tests.unit.scaler.fleets import NOW, fleet
+
+pytestmark = pytest.mark.unit
+
+POLICY = ScalingPolicy(unhealthy_replace_after_s=30, unhealthy_replace_interval_s=60)
+
+
+def reporting(state: FleetState, sick: dict[str, set[str]], at: float = NOW) -> FleetState:
+    """Each balancer in `sick` reports every VM of the fleet, and these as unroutable."""
+    views = {b: BalancerView(id=b, last_seen=at, outstanding={n: 0 for n in state.vms}, unroutable=frozenset(vms))
+             for b, vms in sick.items()}
+    return replace(state, balancers=views)
+
+
+def test_quorum_of_the_balancers_that_know_the_vm() -> None:
+    """With quorum 1 every live balancer must agree; with 0.5 half of them is enough; a silent one has no say."""
+    state = reporting(fleet(4, policy=POLICY), {"b1": {"vm1"}, "b2": set()})
+    assert not verdict(state, "vm1", NOW)
+    assert verdict(replace(state, policy=POLICY.model_copy(update={"unhealthy_quorum": 0.5})), "vm1", NOW)
+    gone = dict(state.balancers)
+    gone["b2"] = replace(gone["b2"], last_seen=NOW - 60)
+    assert verdict(replace(state, balancers=gone), "vm1", NOW)
+
+
+def test_a_sick_vm_is_replaced_after_the_window_create_first() -> None:
+    """A VM unhealthy on every balancer is kept for `unhealthy_replace_after_s`, then a create and its destroy
+    (no drain) go out in one evaluation, the create first."""
+    state = reporting(fleet(4, policy=POLICY), {"b1": {"vm2"}, "b2": {"vm2"}})
+    commands, state, note = reconcile(state, NOW)
+    assert commands == () and "unhealthy: vm2" in note
+    commands, state, note = reconcile(reporting(state, {"b1": {"vm2"}, "b2": {"vm2"}}, NOW + 30), NOW + 30)
+    kinds = [type(c) for c in commands]
+    assert kinds == [CreateCommand, DestroyCommand], note
+    assert [c.vm for c in commands if isinstance(c, DestroyCommand)] == ["vm2"]
+    assert not any(isinstance(c, DrainCommand) for c in commands)
+    assert "replacing vm2" in note
+
+
+def test_a_vm_that_recovers_is_forgotten() -> None:
+    """A VM healthy again before the window ends starts from zero next time."""
+    state = observe(reporting(fleet(4, policy=POLICY), {"b1": {"vm2"}}), NOW)
+    assert state.sick_since == {"vm2": NOW}
+    state = observe(reporting(state, {"b1": set()}, NOW + 10), NOW + 10)
+    assert state.sick_since == {}
+
+
+def test_replacements_are_rate_limited() -> None:
+    """Two VMs sick at once are replaced one interval apart, the longest sick first."""
+    state = replace(fleet(6, policy=POLICY), sick_since={"vm4": NOW - 40, "vm1": NOW - 50})
+    state = reporting(state, {"b1": {"vm1", "vm4"}})
+    first, _ = choose(state, NOW)
+    assert first == "vm1"
+    _, state, _ = reconcile(state, NOW)
+    second, note = choose(reporting(state, {"b1": {"vm4"}}, NOW + 10), NOW + 10)
+    assert second is None and "rate limit" in note
+    second, _ = choose(reporting(state, {"b1": {"vm4"}}, NOW + 60), NOW + 60)
+    assert second == "vm4"
+
+
+def test_most_of_the_fleet_sick_at_once_is_held() -> None:
+    """Above `unhealthy_hold_share` of the ready VMs sick, nothing is replaced and the note says why."""
+    sick = {"vm0", "vm1", "vm2"}
+    state = replace(reporting(fleet(4, policy=POLICY), {"b1": sick}), sick_since=dict.fromkeys(sick, NOW - 100))
+    commands, _, note = reconcile(state, NOW)
+    assert commands == ()
+    assert "3 of 4 ready VMs unhealthy at once" in note
+
+
+def test_zero_window_turns_replacement_off() -> None:
+    """`unhealthy_replace_after_s=0` never replaces."""
+    policy = POLICY.model_copy(update={"unhealthy_replace_after_s": 0})
+    state = replace(reporting(fleet(4, policy=policy), {"b1": {"vm1"}}), sick_since={"vm1": NOW - 1000})
+    assert choose(state, NOW) == (None, "")
