@@ -12,6 +12,12 @@ fails its load balancer's health check. Here, each evaluation:
   `unhealthy_hold_share` of the ready VMs are sick at once: a bad template or a dead upstream
   makes every VM fail, and destroying them all would not help.
 
+A host whose provisioner answers no list for `host_lost_after_s` while another one does is lost
+(`lost_hosts`): its VMs no longer count, so their successors are created on the other hosts at
+once, and nothing is sent to it. When it answers again its VMs count again, and the surplus is
+drained like any other: never doubled. Silence from every host at once is the scaler's own
+trouble (NATS), not the hosts', and writes nothing off.
+
 The reconciler destroys the chosen VM without a drain (nothing routes to it) and, since it no
 longer counts, creates its replacement in the same evaluation, the create first. Pure: no I/O.
 """
@@ -22,6 +28,15 @@ from dataclasses import replace
 
 from services.scaler.model import FleetState
 from shared.contract.events import VmState
+
+
+def lost_hosts(state: FleetState) -> frozenset[str]:
+    """Hosts silent for `host_lost_after_s` longer than the freshest one."""
+    after = state.policy.host_lost_after_s
+    if after <= 0 or not state.host_seen:
+        return frozenset()
+    freshest = max(state.host_seen.values())
+    return frozenset(host for host, seen in state.host_seen.items() if freshest - seen > after)
 
 
 def verdict(state: FleetState, vm: str, now: float) -> bool:
@@ -36,7 +51,10 @@ def verdict(state: FleetState, vm: str, now: float) -> bool:
 def observe(state: FleetState, now: float) -> FleetState:
     """Start or clear each ready VM's sick mark from the balancers' latest verdicts."""
     sick: dict[str, float] = {}
+    lost = lost_hosts(state)
     for vm in state.vms.values():
+        if vm.host in lost:
+            continue  # written off with its host: replaced without a destroy nobody would answer
         if vm.state is VmState.READY and vm.name not in state.drains and verdict(state, vm.name, now):
             sick[vm.name] = state.sick_since.get(vm.name, now)
     return replace(state, sick_since=sick) if sick != state.sick_since else state
@@ -47,7 +65,9 @@ def choose(state: FleetState, now: float) -> tuple[str | None, str]:
     policy = state.policy
     if not state.sick_since or policy.unhealthy_replace_after_s <= 0:
         return None, ""
-    ready = sum(vm.state is VmState.READY and vm.name not in state.drains for vm in state.vms.values())
+    lost = lost_hosts(state)
+    ready = sum(vm.state is VmState.READY and vm.name not in state.drains and vm.host not in lost
+                for vm in state.vms.values())
     if len(state.sick_since) > policy.unhealthy_hold_share * ready:
         return None, (f"{len(state.sick_since)} of {ready} ready VMs unhealthy at once: replacing none "
                       f"(above unhealthy_hold_share {policy.unhealthy_hold_share:g}; a fleet-wide fault)")

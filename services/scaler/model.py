@@ -148,6 +148,8 @@ class FleetState:
     """Ready VMs the balancers agree are unhealthy, since when (local time; see `liveness`)."""
     last_replaced: float = float("-inf")
     """When the last unhealthy VM was replaced (the replacement rate limit)."""
+    host_seen: Mapping[str, float] = field(default_factory=dict)
+    """When each provisioner last answered a list (local time): a host silent far longer than the others is lost."""
 
 
 @dataclass(frozen=True)

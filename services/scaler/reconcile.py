@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from services.scaler.liveness import choose, observe
+from services.scaler.liveness import choose, lost_hosts, observe
 from services.scaler.model import (
     CAPACITY_STATES,
     Command,
@@ -29,9 +29,11 @@ DESTROY_RETRY_S = 15.0
 
 
 def counted(state: FleetState) -> list[VmView]:
-    """VMs that are, or will be, serving and are not leaving."""
+    """VMs that are, or will be, serving and are not leaving (nor on a lost host)."""
     leaving = set(state.drains) | state.drain_requests
-    return [vm for vm in state.vms.values() if vm.state in CAPACITY_STATES and vm.name not in leaving]
+    lost = lost_hosts(state)
+    return [vm for vm in state.vms.values()
+            if vm.state in CAPACITY_STATES and vm.name not in leaving and vm.host not in lost]
 
 
 def outstanding(state: FleetState, vm: str, now: float) -> int:
@@ -65,9 +67,18 @@ def reconcile(state: FleetState, now: float) -> tuple[tuple[Command, ...], Fleet
     state = _start_drains(state, sorted(_orphans(state) | (state.drain_requests - set(state.drains))), now, commands)
     state, note = _resize(state, now, commands)
     state = _finish_drains(state, now, commands)
-    if sick_note:
-        note = sick_note if note == MATCHED else f"{note}; {sick_note}"
+    for extra in (sick_note, _lost_note(state)):
+        if extra:
+            note = extra if note == MATCHED else f"{note}; {extra}"
     return tuple(commands), state, note
+
+
+def _lost_note(state: FleetState) -> str:
+    lost = lost_hosts(state)
+    if not lost:
+        return ""
+    stranded = sum(vm.host in lost for vm in state.vms.values())
+    return f"host {', '.join(sorted(lost))} silent: its {stranded} VM(s) written off and replaced elsewhere"
 
 
 def _replace_sick(state: FleetState, now: float) -> tuple[FleetState, str]:

@@ -36,6 +36,7 @@ from services.scaler.track import (
     on_create_failed,
     on_created,
     on_drained,
+    on_heard,
     on_hosts,
     on_lists,
     on_report,
@@ -302,7 +303,8 @@ class ScalerService(BusService):
         if lists:
             hosts = {vl.host: vl.max_vms for vl in lists}
             records = [(vl.host, vl.vms) for vl in lists]
-            await self._mutate(lambda f: on_hosts(on_lists(f, records, asked, self.clock()), hosts))
+            now = self.clock()
+            await self._mutate(lambda f: on_heard(on_hosts(on_lists(f, records, asked, now), hosts), hosts, now))
 
 
 def _with_desired(fleet: FleetState, stored: DesiredState, known: bool) -> FleetState:

@@ -152,6 +152,11 @@ def on_hosts(state: FleetState, hosts: Mapping[str, int | None]) -> FleetState:
     return replace(state, hosts=known if len(known) == len(hosts) else {})
 
 
+def on_heard(state: FleetState, hosts: Iterable[str], now: float) -> FleetState:
+    """These provisioners answered a list just now (`liveness.lost_hosts` compares them)."""
+    return replace(state, host_seen=dict(state.host_seen) | dict.fromkeys(hosts, now))
+
+
 def on_created(state: FleetState, request_id: str, record: VmRecord | None, now: float) -> FleetState:
     """A create reply: the pending create is settled; its record only fills in a VM not heard of yet.
 

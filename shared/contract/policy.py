@@ -66,6 +66,9 @@ class ScalingPolicy(Model):
         description="Above this share of ready VMs unhealthy at once, replace none (a fleet-wide fault).")] = 0.5
     unhealthy_replace_interval_s: Annotated[float, Field(
         ge=0, le=86400, allow_inf_nan=False, description="At most one replacement per this many seconds.")] = 30
+    host_lost_after_s: Annotated[float, Field(
+        ge=0, le=86400, allow_inf_nan=False,
+        description="Write off a host whose provisioner answers no list this long while another does (0: never).")] = 60
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> Self:

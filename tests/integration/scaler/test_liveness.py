@@ -82,3 +82,26 @@ async def test_most_of_the_fleet_unhealthy_at_once_is_held(bus: Bus, settings_en
 
         await wait_until(holding, 20, what="the hold in the status reason")
         assert prov.destroys == []
+
+
+async def test_a_lost_host_is_replaced_elsewhere_and_reconciled_on_return(
+    bus: Bus, settings_env: dict[str, str]
+) -> None:
+    """A provisioner that stops answering has its VMs replaced on the other host; when it answers again with
+    them, the surplus is removed and the fleet is back at its size, never above it for good."""
+    first, second = FakeProvisioner(bus, "h1"), FakeProvisioner(bus, "h2")
+    settings = ScalerSettings(scaler_id="s1", lease_ttl_s=2.0, scaler_resync_s=0.3)
+    async with first, second, bootstrap(settings) as scaler:
+        await wait_until(lambda: scaler.leading, 20, what="leadership")
+        await bus.request(bus.subjects.cmd_policy, PolicyPatch(host_lost_after_s=1), ScalingPolicy)
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=4), DesiredState)
+        await wait_until(lambda: len(ready(scaler)) == 4 and scaler.fleet.host_seen.keys() == {"h1", "h2"}, 20)
+        gone, survivor = (first, second) if first.vms else (second, first)
+        stranded = set(gone.vms)
+        await gone.__aexit__(None, None, None)
+        await wait_until(lambda: len(survivor.vms) == 4, 20, what="replacements on the other host")
+        assert gone.destroys == []
+        await gone.__aenter__()  # back, with its VMs: more than four exist until the surplus goes
+        assert len(first.vms) + len(second.vms) == 4 + len(stranded)
+        await wait_until(lambda: len(first.vms) + len(second.vms) == 4, 20, what="the surplus removed")
+        await wait_until(lambda: len(ready(scaler)) == 4, 20, what="four ready VMs")

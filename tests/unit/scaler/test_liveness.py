@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from services.scaler.liveness import choose, observe, verdict
+from services.scaler.liveness import choose, lost_hosts, observe, verdict
 from services.scaler.model import BalancerView, CreateCommand, DestroyCommand, DrainCommand, FleetState
 from services.scaler.reconcile import reconcile
 from shared.contract.policy import ScalingPolicy
@@ -83,3 +83,27 @@ def test_zero_window_turns_replacement_off() -> None:
     policy = POLICY.model_copy(update={"unhealthy_replace_after_s": 0})
     state = replace(reporting(fleet(4, policy=policy), {"b1": {"vm1"}}), sick_since={"vm1": NOW - 1000})
     assert choose(state, NOW) == (None, "")
+
+
+def test_a_silent_host_is_written_off_and_its_vms_replaced_elsewhere() -> None:
+    """A host silent far longer than another loses its VMs' count: creates make up for them at once, and no
+    destroy is sent to it; when it answers again its VMs count, and the surplus is drained."""
+    state = fleet(2, policy=POLICY, desired=2)
+    state = replace(state, vms={**state.vms, "vm1": replace(state.vms["vm1"], host="h2")},
+                    host_seen={"h1": NOW, "h2": NOW - 61}, hosts={"h1": 10})
+    assert lost_hosts(state) == {"h2"}
+    commands, state, note = reconcile(state, NOW)
+    assert [type(c) for c in commands] == [CreateCommand] and "host h2 silent" in note
+    assert not any(isinstance(c, DestroyCommand) for c in commands)
+    back = replace(state, host_seen={"h1": NOW + 1, "h2": NOW + 1}, pending={},
+                   vms={**state.vms, "vm2": replace(state.vms["vm0"], name="vm2")})
+    commands, _, _ = reconcile(back, NOW + 1)
+    drained = [c.vm for c in commands if isinstance(c, DrainCommand)]
+    assert len(drained) == 1, "three VMs for a desired two: one is drained (then destroyed: no balancer waits)"
+    assert not any(isinstance(c, CreateCommand) for c in commands)
+
+
+def test_every_host_silent_at_once_writes_nothing_off() -> None:
+    """Silence from every host alike is the scaler's own trouble (NATS): nothing is written off."""
+    state = replace(fleet(2, policy=POLICY), host_seen={"h1": NOW - 500, "h2": NOW - 500})
+    assert lost_hosts(state) == frozenset()
