@@ -64,6 +64,7 @@ class ClientConnection(ProtocolBase):
         self.next_request_id = 0
         """One past the highest request stream the client opened: where a GOAWAY draws the line."""
         self.departure: Departure | None = None
+        self._leave_when_negotiated = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -92,6 +93,8 @@ class ClientConnection(ProtocolBase):
         if isinstance(event, engine.ProtocolNegotiated) and event.alpn_protocol in engine.H3_ALPN:
             self.http = engine.H3Connection(self._quic)
             engine.tuning.safe_qpack(self.http)
+            if self._leave_when_negotiated:
+                self.go_away()
         elif isinstance(event, engine.HandshakeCompleted):
             if self.server is not None:
                 self.server.router.telemetry.handshake_done()
@@ -265,6 +268,9 @@ class ClientConnection(ProtocolBase):
         """HTTP/3 GOAWAY: the client opens new requests on a new connection (a sibling takes it), the
         requests it already sent finish here, then the connection closes with H3_NO_ERROR."""
         if self.departure is not None or self._closing:
+            return
+        if self.http is None and self._half_open:
+            self._leave_when_negotiated = True  # mid-handshake: closing now would fail the client's connect
             return
         self.departure = Departure(self._loop, self.next_request_id, lambda: bool(self.exchanges), self._close_now)
         if self.http is None or not self.engine.tuning.send_goaway(self.http, self.departure.line):

@@ -68,22 +68,24 @@ class Steerer:
             self.live = {self.slot}
         self._timer = self._loop.call_later(REFRESH_S, self.refresh)
 
-    def route(self, data: bytes, addr: Any) -> bool:
+    def route(self, data: bytes, addr: Any, again: bool = True) -> bool:
         """Send a datagram where it belongs; False when this process should handle it itself."""
         parsed = destination_cid(data)
         if parsed is None:
             return False
         long_header, dcid = parsed
         decision = decide(self.layout, self.slot, dcid, long_header, self.known(dcid), self.live, self.draining)
-        return self._act(decision, data, addr)
+        return self._act(decision, data, addr, again)
 
-    def _act(self, decision: Decision, data: bytes, addr: Any) -> bool:
+    def _act(self, decision: Decision, data: bytes, addr: Any, again: bool = False) -> bool:
         if decision.action == "local":
             return False
         if decision.action == "forward" and decision.slot is not None:
             if self._send(decision.slot, peers.FORWARD, data, addr):
                 self.counts.forwarded += 1
                 return True
+            if again and self.draining and decision.fallback == "local" and self.live - {self.slot}:
+                return self.route(data, addr, again=False)  # that sibling is gone (out of `live` now): once more
             return self._act(Decision(decision.fallback), data, addr)
         if decision.action == "broadcast":
             self._broadcast(data, addr)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.aio.msg import Msg
 
 from services.balancer.bootstrap import bootstrap
 from services.balancer.quic import ENGINES
@@ -15,6 +17,8 @@ from services.balancer.service import BalancerService
 from services.balancer.settings import BalancerSettings
 from shared.bus import Bus
 from shared.contract.events import VmState, VmStateChanged
+from shared.contract.provisioning import VmList, VmRecord
+from shared.endpoints import ok_reply
 from tests.support import wait_until
 
 StartBalancer = Callable[..., Any]
@@ -62,3 +66,14 @@ async def announce(bus: Bus, service: BalancerService, vm: str, address: str, st
 
 
 Announce = Callable[[Bus, BalancerService, str, str], Awaitable[None]]
+
+
+async def list_as_provisioner(bus: Bus, vm: str, address: str) -> None:
+    """Answer `ListVms` as a provisioner with one ready VM, so a balancer knows it before it binds its port
+    (as with a real provisioner; `announce` comes only after the port is bound)."""
+    record = VmRecord(vm=vm, state=VmState.READY, address=address, since=datetime.now(UTC), host="h1")
+
+    async def listing(msg: Msg) -> None:
+        await msg.respond(ok_reply(VmList(host="h1", vms=[record])))
+
+    await bus.nc.subscribe(bus.subjects.prov_list, cb=listing)

@@ -12,7 +12,7 @@ import pytest
 from services.balancer.service import BalancerService
 from services.balancer.steering.cid import Layout
 from shared.bus import Bus
-from tests.integration.balancer.conftest import StartBalancer, announce
+from tests.integration.balancer.conftest import StartBalancer, announce, list_as_provisioner
 from tests.integration.balancer.h3client import Response, _Client, h3_client
 from tests.integration.balancer.load import Load
 from tests.support import wait_until
@@ -113,6 +113,7 @@ async def test_rolling_restart_under_load_fails_no_request(bus: Bus, start_balan
     """Replacing each of two processes in turn (new one up, old one drained) under steady load fails no
     request: clients move to a new connection on GOAWAY."""
     async with H1Backend() as backend:
+        await list_as_provisioner(bus, "vm-a", backend.address)
         procs = [await Proc.start(start_balancer, bus, backend, 0)]
         port = procs[0].service.port
         procs.append(await Proc.start(start_balancer, bus, backend, port))

@@ -8,17 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from nats.aio.msg import Msg
 
 from shared.bus import Bus
-from shared.contract.events import VmState
 from shared.contract.load import BalancerReported
-from shared.contract.provisioning import VmList, VmRecord
-from shared.endpoints import ok_reply
+from tests.integration.balancer.conftest import list_as_provisioner
 from tests.integration.balancer.load import Load
 from tests.support import Collector, wait_until
 from tests.support.h1server import H1Backend
@@ -93,7 +89,7 @@ async def test_workers_and_replicas_come_and_go_without_a_failed_request(
     fleet = Fleet(bus, env)
     await fleet.listen()
     async with H1Backend() as backend:
-        await list_as_provisioner(bus, backend.address)
+        await list_as_provisioner(bus, "vm-a", backend.address)
         runners: list[asyncio.Task[None]] = []
         try:
             first, port = await fleet.start(0, workers=2)
@@ -118,16 +114,6 @@ async def test_workers_and_replicas_come_and_go_without_a_failed_request(
             fleet.kill_all()
     assert load.failed == [], load.failed[:5]
     assert load.rebound >= CONNECTIONS // 2, "clients changed source port mid-connection"
-
-
-async def list_as_provisioner(bus: Bus, address: str) -> None:
-    """Answer `ListVms` as a provisioner with one ready VM, so each balancer knows it before it binds the port."""
-    record = VmRecord(vm="vm-a", state=VmState.READY, address=address, since=datetime.now(UTC), host="h1")
-
-    async def listing(msg: Msg) -> None:
-        await msg.respond(ok_reply(VmList(host="h1", vms=[record])))
-
-    await bus.nc.subscribe(bus.subjects.prov_list, cb=listing)
 
 
 async def progress(load: Load, requests: int = CONNECTIONS) -> None:
