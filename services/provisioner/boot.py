@@ -20,7 +20,7 @@ from services.provisioner.clone import ClonePlanError, interface_count, plan_clo
 from services.provisioner.machine import VmEntry
 from services.provisioner.ports import Hypervisor, HypervisorError, Template, TemplateMissing
 from services.provisioner.settings import ProvisionerSettings
-from services.provisioner.tags import VmTag
+from services.provisioner.tags import VmTag, template_identity
 from shared.contract.base import ErrorCode
 from shared.contract.events import VmState
 from shared.errors import BusError
@@ -31,8 +31,9 @@ _FIRST_DELAY_S = 0.2
 _MAX_DELAY_S = 3.0
 
 
-Probe = Callable[[str], Awaitable[str | None]]
-"""An HTTP/3 readiness check of an address: None when it answered, else what was seen."""
+Probe = Callable[[str, str | None], Awaitable[str | None]]
+"""An HTTP/3 readiness check of an address (and, when given, of the UUID it must answer as):
+None when it answered, else what was seen."""
 
 
 class FleetView(Protocol):
@@ -101,13 +102,22 @@ async def _clone_and_start(fleet: FleetView, name: str, template: Template) -> N
     await fleet.advance(name, VmState.CLONING)
     entry = fleet.entries[name]
     settings = fleet.settings
-    tag = VmTag(settings.fleet_id, entry.request_id, entry.created_at, settings.host, entry.address, epoch=fleet.epoch)
+    identity = checks_identity(settings.ready_identity, template.xml)
+    tag = VmTag(
+        settings.fleet_id, entry.request_id, entry.created_at, settings.host, entry.address, epoch=fleet.epoch,
+        identity=identity,
+    )
     macs = random_macs(interface_count(template.xml))
     plan = plan_clone(template.xml, name, macs, tag, template.sources, settings.clone_mode)
-    fleet.entries[name] = replace(entry, macs=plan.macs, volumes=plan.tag.volumes)
+    fleet.entries[name] = replace(entry, macs=plan.macs, volumes=plan.tag.volumes, uuid=plan.uuid, identity=identity)
     await finish(lambda: execute.define_and_create_storage(fleet.hv, plan))
     await finish(lambda: execute.start(fleet.hv, plan))
     await fleet.advance(name, VmState.BOOTING)
+
+
+def checks_identity(setting: str, template_xml: str) -> bool:
+    """Whether clones of this template must prove their UUID: `on`, or `auto` and the template says it can."""
+    return setting == "on" or (setting == "auto" and template_identity(template_xml))
 
 
 async def _wait_ready(fleet: FleetView, name: str) -> None:
@@ -116,8 +126,10 @@ async def _wait_ready(fleet: FleetView, name: str) -> None:
     deadline = loop.time() + fleet.settings.boot_timeout_s
     delay = _FIRST_DELAY_S
     while True:
-        address = fleet.entries[name].address or await _discover(fleet, name)
-        last = await fleet.probe(address) if address else _no_address(fleet, name)
+        entry = fleet.entries[name]
+        address = entry.address or await _discover(fleet, name)
+        expected = entry.uuid if entry.identity else None
+        last = await fleet.probe(address, expected) if address else _no_address(fleet, name)
         if address and last is None:
             await fleet.advance(name, VmState.READY, address=address)
             return

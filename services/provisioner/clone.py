@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import re
+import uuid as uuids
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -56,6 +57,13 @@ class ClonePlan:
     volumes: tuple[VolumePlan, ...]
     macs: tuple[str, ...]
     tag: VmTag
+    uuid: str
+
+
+def random_uuid(rng: random.Random | None = None) -> str:
+    """A version-4 UUID for a clone, chosen here so the VM's identity is known before it is defined."""
+    source = rng or random.SystemRandom()
+    return str(uuids.UUID(int=source.getrandbits(128), version=4))
 
 
 def random_macs(count: int, rng: random.Random | None = None) -> tuple[str, ...]:
@@ -85,18 +93,24 @@ def plan_clone(
     tag: VmTag,
     sources: Mapping[str, SourceVolume],
     mode: CloneMode = "linked",
+    uuid: str | None = None,
 ) -> ClonePlan:
-    """The clone of `template_xml` called `name`; raises ClonePlanError when it cannot be made."""
+    """The clone of `template_xml` called `name`; raises ClonePlanError when it cannot be made.
+
+    `uuid` (a fresh one when None) becomes the domain's UUID, which libvirt also gives the guest
+    as its SMBIOS system UUID: the value a VM proves its identity with.
+    """
     domain = _parse(template_xml)
     domain.attrib.pop("id", None)
     _set_name(domain, name)
-    _drop_uuids(domain)
+    chosen = uuid or random_uuid()
+    _set_uuid(domain, chosen)
     _set_macs(domain, macs)
     volumes = tuple(_retarget_disks(domain, name, tag, sources, mode))
     _reset_device_paths(domain)
     full_tag = replace(tag, volumes=tuple(v.path for v in volumes))
     _set_tag(domain, full_tag)
-    return ClonePlan(name, ET.tostring(domain, encoding="unicode"), volumes, tuple(macs), full_tag)
+    return ClonePlan(name, ET.tostring(domain, encoding="unicode"), volumes, tuple(macs), full_tag, chosen)
 
 
 def _parse(template_xml: str) -> ET.Element:
@@ -118,10 +132,14 @@ def _set_name(domain: ET.Element, name: str) -> None:
         domain.remove(title)
 
 
-def _drop_uuids(domain: ET.Element) -> None:
-    """No UUID: libvirt assigns a fresh one, and SMBIOS must not repeat the template's."""
-    for uuid in domain.findall("uuid"):
-        domain.remove(uuid)
+def _set_uuid(domain: ET.Element, uuid: str) -> None:
+    """The clone's own UUID; an SMBIOS override from the template is dropped so the guest sees it."""
+    for old in domain.findall("uuid"):
+        domain.remove(old)
+    element = ET.Element("uuid")
+    element.text = uuid
+    name = domain.find("name")
+    domain.insert(0 if name is None else list(domain).index(name) + 1, element)
     for system in domain.findall("sysinfo/system"):
         for entry in system.findall("entry"):
             if entry.get("name") == "uuid":

@@ -163,7 +163,7 @@ class Fleet:
         if view is None and entry is None:
             return self._gone(name, command.request_id)
         if entry is None and view is not None and view.tag is not None:
-            entry = adopted(name, VmState.BOOTING, self.clock(), view.tag, view.macs)
+            entry = adopted(name, VmState.BOOTING, self.clock(), view.tag, view.macs, view.uuid)
             self.entries[name] = entry
         await self.remove(name, reason=None)
         return to_record(self.entries[name], self.settings.host)
@@ -277,12 +277,12 @@ class Fleet:
 
     def _track(self, view: DomainView) -> None:
         if view.name not in self.entries and view.tag is not None:
-            self.entries[view.name] = adopted(view.name, VmState.BOOTING, self.clock(), view.tag, view.macs)
+            self.entries[view.name] = adopted(view.name, VmState.BOOTING, self.clock(), view.tag, view.macs, view.uuid)
 
     async def _adopt(self, view: DomainView) -> None:
         assert view.tag is not None
         log.info("vm.adopted", vm=view.name, request_id=view.tag.request_id)
-        await self.put(adopted(view.name, VmState.BOOTING, self.clock(), view.tag, view.macs))
+        await self.put(adopted(view.name, VmState.BOOTING, self.clock(), view.tag, view.macs, view.uuid))
         self._spawn(view.name, watch_ready(self, view.name))
 
     async def _quietly(self, work: Awaitable[None]) -> None:

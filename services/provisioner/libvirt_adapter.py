@@ -237,11 +237,12 @@ class LibvirtHypervisor:
             name, active = dom.name(), bool(dom.isActive())
             tag = _tag_of(dom)
             macs = _macs(dom.XMLDesc(0)) if tag is not None else ()
+            uuid = dom.UUIDString().lower()
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
             raise HypervisorError(f"reading domain: {_message(error)}") from None
-        return DomainView(name, active, tag, macs)
+        return DomainView(name, active, tag, macs, uuid)
 
     def interface_addresses(self, name: str, source: AddressSource) -> Mapping[str, Any]:
         dom = self._lookup(name)

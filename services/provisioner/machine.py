@@ -45,6 +45,9 @@ class VmEntry:
     reason: str | None = None
     macs: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
+    uuid: str | None = None
+    identity: bool = False
+    """Readiness and the balancers check that `uuid` answers at `address` (`x-quicfleet-vm`)."""
 
     @property
     def finished(self) -> bool:
@@ -74,6 +77,7 @@ def to_event(entry: VmEntry, host: str) -> VmStateChanged:
     return VmStateChanged(
         vm=entry.name, state=entry.state, address=entry.address, at=entry.since,
         reason=_short(entry.reason), request_id=entry.request_id, host=host,
+        uuid=entry.uuid, identity=entry.identity and entry.uuid is not None,
     )
 
 
@@ -81,7 +85,7 @@ def to_record(entry: VmEntry, host: str) -> VmRecord:
     """The `VmRecord` a command reply or a list carries."""
     return VmRecord(
         vm=entry.name, state=entry.state, address=entry.address, since=entry.since,
-        request_id=entry.request_id, host=host,
+        request_id=entry.request_id, host=host, uuid=entry.uuid, identity=entry.identity and entry.uuid is not None,
     )
 
 
@@ -89,9 +93,11 @@ def _short(reason: str | None) -> str | None:
     return reason if reason is None or len(reason) <= 500 else reason[:497] + "..."
 
 
-def adopted(name: str, state: VmState, now: datetime, tag: VmTag, macs: tuple[str, ...] = ()) -> VmEntry:
+def adopted(
+    name: str, state: VmState, now: datetime, tag: VmTag, macs: tuple[str, ...] = (), uuid: str | None = None
+) -> VmEntry:
     """An entry rebuilt from a tagged domain found in libvirt (after a restart)."""
     return VmEntry(
         name=name, state=state, since=now, created_at=tag.created_at, request_id=tag.request_id,
-        address=tag.address, macs=macs, volumes=tag.volumes,
+        address=tag.address, macs=macs, volumes=tag.volumes, uuid=uuid, identity=tag.identity,
     )

@@ -43,12 +43,13 @@ class DomainEvent:
 
 @dataclass(frozen=True)
 class DomainView:
-    """One domain as listed: its name, whether it runs, our tag (None if untagged), its MACs."""
+    """One domain as listed: its name, whether it runs, our tag (None if untagged), its MACs, its UUID."""
 
     name: str
     active: bool
     tag: VmTag | None
     macs: tuple[str, ...] = ()
+    uuid: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """Readiness: a VM is `ready` only once a real HTTP/3 GET to its backend succeeds.
 
 A running domain or a DHCP lease says nothing about the web server inside; the balancer would
-send traffic into a black hole. niquests speaks HTTP/3 (QUIC via qh3) when HTTP/1.1 and HTTP/2
-are disabled; it blocks, so the probe runs in a thread.
+send traffic into a black hole. Nor does an answer at the address say whose it is (a recycled
+lease, a stale record): when the VM proves its identity, the answer must carry the domain's
+UUID in `x-quicfleet-vm`, or it is a failure of its own kind. niquests speaks HTTP/3 (QUIC via
+qh3) when HTTP/1.1 and HTTP/2 are disabled; it blocks, so the probe runs in a thread.
 """
 
 from __future__ import annotations
@@ -13,6 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import niquests
+import structlog
+
+from shared.contract.base import IDENTITY_HEADER
+
+log = structlog.get_logger("provisioner.readiness")
+IMPOSTOR = "answered as another VM"
+"""The words every identity failure's reason carries (logs, `fleet.vm.failed`)."""
 
 
 @dataclass(frozen=True)
@@ -35,11 +44,11 @@ class ReadinessProbe:
             return str(self.ca_file)
         return self.verify_tls
 
-    async def __call__(self, address: str) -> str | None:
-        """None when the backend answered with a 2xx/3xx over HTTP/3, else why not (in words)."""
-        return await asyncio.to_thread(self.check, address)
+    async def __call__(self, address: str, uuid: str | None = None) -> str | None:
+        """None when the backend answered with a 2xx/3xx over HTTP/3 (as `uuid`, when given), else why not."""
+        return await asyncio.to_thread(self.check, address, uuid)
 
-    def check(self, address: str) -> str | None:
+    def check(self, address: str, uuid: str | None = None) -> str | None:
         url = f"https://{address}{self.path}"
         try:
             with niquests.Session(disable_http1=True, disable_http2=True) as session:
@@ -53,4 +62,13 @@ class ReadinessProbe:
         status = response.status_code or 0
         if not 200 <= status < 400:
             return f"GET {url} answered {status}"
+        return None if uuid is None else _identity(url, uuid, response.headers.get(IDENTITY_HEADER))
+
+
+def _identity(url: str, expected: str, seen: str | None) -> str | None:
+    """None when the answer came from the VM expected at this address, else the mismatch in words."""
+    if seen is not None and seen.strip().lower() == expected:
         return None
+    shown = f"{IDENTITY_HEADER}: {seen[:64]}" if seen is not None else f"no {IDENTITY_HEADER} header"
+    log.warning("readiness.identity_mismatch", url=url, expected=expected, seen=seen and seen[:64])
+    return f"GET {url} {IMPOSTOR} ({shown}, expected {expected})"

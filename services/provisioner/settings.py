@@ -42,6 +42,10 @@ class ProvisionerSettings(ServiceSettings):
     ready_path: str = Field("/", pattern=r"^/[\x21-\x7e]*$", max_length=512, description="Readiness GET path.")
     ready_verify_tls: bool = Field(False, description="Verify the backend certificate (off: self-signed template).")
     ready_ca_file: Path | None = Field(None, description="CA bundle for verifying backends (implies verify).")
+    ready_identity: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Check that a VM answers with its own UUID (x-quicfleet-vm); auto: when the template declares it.",
+    )
     ready_timeout_s: float = Field(3.0, gt=0, le=60, description="One readiness request's timeout.")
     boot_timeout_s: float = Field(120.0, gt=0, le=3600, description="Clone to ready deadline, else failed.")
     provisioner_max_in_flight: int = Field(2, ge=1, le=64, description="Clones/boots running at once.")

@@ -29,6 +29,8 @@ class VmTag:
     volumes: tuple[str, ...] = field(default=())
     epoch: int = 0
     """The leader epoch that asked for the VM: after a restart, the highest one seen is rebuilt."""
+    identity: bool = False
+    """The VM proves its domain UUID in an `x-quicfleet-vm` header (decided at clone time)."""
 
 
 def tag_element(tag: VmTag) -> ET.Element:
@@ -42,6 +44,7 @@ def tag_element(tag: VmTag) -> ET.Element:
     for path in tag.volumes:
         _child(root, "volume", path)
     _child(root, "epoch", str(tag.epoch))
+    _child(root, "identity", "uuid" if tag.identity else None)
     return root
 
 
@@ -83,6 +86,20 @@ def template_addresses(template_xml: str) -> str:
     return (found or "").strip()
 
 
+def template_identity(template_xml: str) -> bool:
+    """Whether the template declares that its guests send their UUID: `<qf:template><qf:identity>uuid`.
+
+    A template cannot be asked whether its web server sends the header, so it says so itself;
+    only then does the provisioner's `ready_identity=auto` check it (see docs/services/provisioner.md).
+    """
+    try:
+        root = ET.fromstring(template_xml)
+    except ET.ParseError:
+        return False
+    found = root.findtext(f"metadata/{{{NAMESPACE}}}template/{{{NAMESPACE}}}identity")
+    return (found or "").strip() == "uuid"
+
+
 def _find_in_metadata(domain: ET.Element) -> ET.Element | None:
     metadata = domain.find("metadata")
     if metadata is None:
@@ -105,6 +122,7 @@ def _read(element: ET.Element) -> VmTag | None:
     return VmTag(
         fleet=fleet, request_id=_one(values, "request"), created_at=created, host=_one(values, "host"),
         address=_one(values, "address"), volumes=tuple(values.get("volume", [])), epoch=_epoch(_one(values, "epoch")),
+        identity=_one(values, "identity") == "uuid",
     )
 
 

@@ -23,6 +23,10 @@ RequestId = Annotated[str, StringConstraints(min_length=1, max_length=64, patter
 Address = Annotated[str, StringConstraints(min_length=3, max_length=80, pattern=r"^[\[\]0-9A-Za-z.:_-]+:\d{1,5}$")]
 """`host:port` (IPv6 hosts in brackets)."""
 Reason = Annotated[str, StringConstraints(max_length=500)]
+VmUuid = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+"""A libvirt domain UUID, lower case: the guest sees it as its SMBIOS system UUID."""
+IDENTITY_HEADER = "x-quicfleet-vm"
+"""The response header in which a VM that proves its identity sends its domain UUID."""
 
 
 def utcnow() -> datetime:

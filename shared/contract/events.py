@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from shared.contract.base import Address, Message, Name, Reason, RequestId, utcnow
+from shared.contract.base import Address, Message, Name, Reason, RequestId, VmUuid, utcnow
 
 
 class VmState(StrEnum):
@@ -37,6 +37,10 @@ class VmStateChanged(Message):
     reason: Reason | None = None
     request_id: RequestId | None = None
     host: Name | None = Field(default=None, description="Provisioner host that owns the VM.")
+    uuid: VmUuid | None = Field(default=None, description="libvirt domain UUID (the guest's SMBIOS system UUID).")
+    identity: bool = Field(
+        default=False, description="The VM sends `uuid` in an `x-quicfleet-vm` header on every response: check it."
+    )
 
 
 class ScalingDecided(Message):

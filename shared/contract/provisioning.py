@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from shared.contract.base import Address, Message, Model, Name, RequestId
+from shared.contract.base import Address, Message, Model, Name, RequestId, VmUuid
 from shared.contract.events import VmState
 
 Epoch = Annotated[int, Field(ge=0, le=2**53)]
@@ -44,6 +44,8 @@ class VmRecord(Model):
     since: datetime
     request_id: RequestId | None = None
     host: Name | None = None
+    uuid: VmUuid | None = None
+    identity: bool = Field(default=False, description="As in `VmStateChanged`: responses carry `uuid` to check.")
 
 
 class VmList(Model):

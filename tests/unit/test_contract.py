@@ -7,7 +7,7 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from shared.bus import decode, encode, parse_reply
 from shared.contract import commands, draining, events, load, provisioning, status
@@ -135,3 +135,12 @@ def test_oversized_payload_is_refused_before_parsing() -> None:
     """A payload over the size limit is refused with a message naming the limit."""
     with pytest.raises(BusError, match="limit"):
         decode(commands.GetStatus, b" " * (300 * 1024))
+
+
+def test_a_vm_uuid_must_be_a_lower_case_uuid() -> None:
+    """The identity a VM proves is a canonical lower-case UUID; anything else is refused at the edge."""
+    good = "0f8e3c1a-2b4d-4e6f-8a9b-0c1d2e3f4a5b"
+    assert events.VmStateChanged(vm="qf-1", state="ready", uuid=good, identity=True).uuid == good
+    for bad in (good.upper(), good[:-1], "x" * 36, good + "\n"):
+        with pytest.raises(ValidationError):
+            events.VmStateChanged(vm="qf-1", state="ready", uuid=bad)

@@ -28,4 +28,7 @@ virt-install --connect "$uri" \
   --initrd-inject "$here/origin.ks" --initrd-inject "$here/nginx.conf" \
   --extra-args "inst.ks=file:/origin.ks console=ttyS0,115200" \
   --graphics none --noautoconsole --wait -1
+# Declare that its guests prove their UUID (x-quicfleet-vm): the provisioner then checks it.
+virsh --connect "$uri" metadata backend-template urn:quicfleet:vm:1 --key qf --config \
+  --set '<template><identity>uuid</identity></template>'
 echo "backend-template is installed and shut off; the provisioner clones it."

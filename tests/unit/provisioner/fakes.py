@@ -20,6 +20,11 @@ from services.provisioner.tags import parse_tag
 
 TEMPLATE_XML = (Path(__file__).resolve().parents[2] / "fixtures" / "libvirt" / "template-domain.xml").read_text()
 DISK = "/fleet-pool/backend-template.qcow2"
+IDENTITY_TEMPLATE_XML = TEMPLATE_XML.replace(
+    "</name>", '</name><metadata><qf:template xmlns:qf="urn:quicfleet:vm:1"><qf:identity>uuid</qf:identity>'
+    "</qf:template></metadata>", 1,
+)
+"""The fixture template declaring that its guests send `x-quicfleet-vm`."""
 
 
 class FakeHypervisor:
@@ -27,6 +32,7 @@ class FakeHypervisor:
 
     def __init__(self, has_template: bool = True) -> None:
         self.has_template = has_template
+        self.template_xml = TEMPLATE_XML
         self.defined: dict[str, str] = {}
         self.running: set[str] = set()
         self.volumes: set[str] = {DISK}
@@ -50,7 +56,7 @@ class FakeHypervisor:
     def template(self, name: str) -> Template:
         if not self.has_template:
             raise TemplateMissing(f"template domain '{name}' does not exist on fake:///")
-        return Template(name, TEMPLATE_XML, {DISK: SourceVolume(DISK, "fleet-pool", "/fleet-pool", 1 << 26)})
+        return Template(name, self.template_xml, {DISK: SourceVolume(DISK, "fleet-pool", "/fleet-pool", 1 << 26)})
 
     def define(self, xml: str) -> None:
         self._step("define")
@@ -96,7 +102,9 @@ class FakeHypervisor:
     def domain(self, name: str) -> DomainView | None:
         if name not in self.defined:
             return None
-        return DomainView(name, name in self.running, parse_tag(self.defined[name]))
+        xml = self.defined[name]
+        uuid = xml.split("<uuid>", 1)[1].split("</uuid>", 1)[0] if "<uuid>" in xml else None
+        return DomainView(name, name in self.running, parse_tag(xml), uuid=uuid)
 
     def interface_addresses(self, name: str, source: AddressSource) -> Mapping[str, Any]:
         return {}

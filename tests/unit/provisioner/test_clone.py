@@ -35,14 +35,23 @@ def _plan(mode: str = "linked") -> tuple[ClonePlan, ET.Element]:
     return plan, ET.fromstring(plan.domain_xml)
 
 
-def test_clone_gets_new_name_and_no_uuid() -> None:
-    """The clone carries the new name, no <uuid>, no SMBIOS uuid entry and no title."""
-    domain = _plan()[1]
+def test_clone_gets_new_name_and_its_own_uuid() -> None:
+    """The clone carries the new name, the plan's fresh <uuid>, no SMBIOS uuid entry and no title."""
+    plan, domain = _plan()
     assert domain.findtext("name") == "qf-1234abcd"
-    assert domain.find("uuid") is None
+    assert [u.text for u in domain.findall("uuid")] == [plan.uuid]
+    assert plan.uuid != _plan()[0].uuid
     assert domain.find("title") is None
     entries = [e.get("name") for e in domain.findall("sysinfo/system/entry")]
     assert entries == ["manufacturer"]
+
+
+def test_a_given_uuid_is_used_as_is() -> None:
+    """A UUID chosen by the caller is the clone's domain UUID (the one its guest will report)."""
+    chosen = "0f8e3c1a-2b4d-4e6f-8a9b-0c1d2e3f4a5b"
+    plan = plan_clone(TEMPLATE, "qf-1", MACS, TAG, SOURCES, uuid=chosen)
+    assert plan.uuid == chosen
+    assert ET.fromstring(plan.domain_xml).findtext("uuid") == chosen
 
 
 def test_every_mac_is_replaced_and_tap_names_dropped() -> None:

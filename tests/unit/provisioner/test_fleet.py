@@ -24,10 +24,12 @@ class Harness:
         base: dict[str, object] = {"fleet_id": "f1", "host": "h1", "address_strategy": "static",
                                    "static_addresses": "127.0.0.1:1,127.0.0.1:2", "boot_timeout_s": 0.5}
         self.published: list[VmEntry] = []
+        self.probed: list[tuple[str, str | None]] = []
         self.ready = ready
         self.fleet = Fleet(ProvisionerSettings(**(base | settings)), hv, self.probe, self.publish)  # type: ignore[arg-type]
 
-    async def probe(self, address: str) -> str | None:
+    async def probe(self, address: str, uuid: str | None = None) -> str | None:
+        self.probed.append((address, uuid))
         return None if self.ready else f"nothing answers on {address}"
 
     async def publish(self, entry: VmEntry) -> None:
@@ -147,7 +149,7 @@ async def test_clones_and_boots_in_flight_are_bounded() -> None:
     h = Harness(hv, provisioner_max_in_flight=1, boot_timeout_s=30)
     release = asyncio.Event()
 
-    async def gated_probe(address: str) -> str | None:
+    async def gated_probe(address: str, uuid: str | None = None) -> str | None:
         return None if release.is_set() else "still booting"
 
     h.fleet.probe = gated_probe
