@@ -197,12 +197,30 @@ class Bus:
             await sub.unsubscribe()
 
     async def drain(self) -> None:
-        """Finish what is in flight, unsubscribe, and close the connection."""
-        if not self.nc.is_closed:
+        """Finish what is in flight, unsubscribe, and close the connection, whatever its state.
+
+        A service stopped while NATS is away must still exit cleanly: nats-py's drain refuses a
+        reconnecting connection (ConnectionReconnectingError), and its close can then trip over
+        the transport the failed reconnect left behind (RuntimeError). What cannot be drained
+        is dropped with one log line; nothing here raises.
+        """
+        if self.nc.is_closed:
+            return
+        if self.nc.is_connected:
             try:
                 await self.nc.drain()
-            except (NatsError, TimeoutError):
-                await self.nc.close()
+                return
+            except (NatsError, TimeoutError, OSError) as error:
+                log.warning("nats.drain_failed", error=str(error) or type(error).__name__)
+        else:
+            log.warning("nats.closed_while_disconnected", detail="unsent messages and subscriptions are dropped")
+        await self._close_quietly()
+
+    async def _close_quietly(self) -> None:
+        try:
+            await self.nc.close()
+        except (NatsError, TimeoutError, OSError, RuntimeError) as error:
+            log.warning("nats.close_failed", error=str(error) or type(error).__name__)
 
 
 def _no_responders(msg: Msg) -> bool:

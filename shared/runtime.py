@@ -67,7 +67,7 @@ class BusService(TaskGroupService):
         if self.micro is not None:
             try:
                 await self.micro.stop()
-            except (NatsError, TimeoutError) as error:
+            except (NatsError, TimeoutError, OSError, RuntimeError) as error:
                 log.warning("service.unregister_failed", error=str(error) or type(error).__name__)
             self.micro = None
         await self.on_stop()
