@@ -29,7 +29,9 @@ from ops.cli.health import SERVICES
 from ops.natsserver import nats_server_binary, write_config
 from ops.stack.plan import SERVICE_STYLES, TEST_URI, Mode, Plan, choose_mode, hints, lab_env, service_argv
 from ops.stack.plan import service_env as make_service_env
-from ops.stack.restarts import Restarts, next_restart, restarted
+from ops.stack.restarts import Restarts, restarted
+from ops.stack.say import say
+from ops.stack.watch import watch_children
 
 PR_SET_PDEATHSIG = 1
 SERVICE_GRACE_S = 20.0
@@ -94,10 +96,6 @@ class Child:
         return code
 
 
-def say(console: Console, message: str, style: str = "bold") -> None:
-    console.print(Text(f"{'up':>11} | ", style=SERVICE_STYLES["up"]) + Text(message, style=style), soft_wrap=True)
-
-
 async def spawn(name: str, argv: list[str], env: dict[str, str], console: Console) -> Child:
     process = await asyncio.create_subprocess_exec(
         *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -129,6 +127,7 @@ class Stack:
         await asyncio.wait(waiters, timeout=30, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
             waiter.cancel()
+        self.restarts["nats"] = restarted(self.restarts.get("nats", Restarts()), asyncio.get_running_loop().time())
         if not self.nats.ready.is_set():
             raise RuntimeError(f"nats-server did not start (see its lines above; config {config})")
 
@@ -169,7 +168,7 @@ class Stack:
 
 
 async def supervise(stack: Stack) -> int:
-    """Run until SIGINT/SIGTERM or until NATS dies; report services that exit on their own."""
+    """Run until SIGINT/SIGTERM; restart services and NATS that exit on their own."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -193,43 +192,7 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
             say(stack.console, line, "bold yellow" if line.startswith("WARNING") else "bold")
     else:
         say(stack.console, "not every service answered $SRV.PING in time; see the lines above", "bold red")
-    return await _watch_children(stack, stop)
-
-
-async def _watch_children(stack: Stack, stop: asyncio.Event) -> int:
-    """Until `stop`: restart a service that exits on its own (after a backoff); end at once (1) if NATS exits."""
-    due: dict[str, float] = {}
-    down: set[str] = set()
-    loop = asyncio.get_running_loop()
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await stop.wait()
-        if stop.is_set():
-            break
-        for name in sorted(set(stack.crashed()) - set(due) - down):
-            _schedule(stack, name, loop.time(), due, down)
-        for name in [n for n, when in due.items() if loop.time() >= when]:
-            del due[name]
-            await stack.start_service(name)
-            say(stack.console, f"{name} restarted")
-        if stack.nats is not None and not stack.nats.running:
-            say(stack.console, "nats-server exited; stopping everything", "bold red")
-            return 1
-    return 0
-
-
-def _schedule(stack: Stack, name: str, now: float, due: dict[str, float], down: set[str]) -> None:
-    """Say that `name` exited, and either put its restart in `due` or leave it in `down`."""
-    code = stack.services[name].process.returncode or 0
-    wait, stack.restarts[name] = next_restart(code, stack.restarts[name], now)
-    if wait is None:
-        say(stack.console, f"{name} exited with code {code} (a setting it refused): left down; fix it and run up again",
-            "bold red")
-        down.add(name)
-        return
-    say(stack.console, f"{name} exited with code {code}; restarting in {wait:g} s", "bold red")
-    due[name] = now + wait
+    return await watch_children(stack, stop)
 
 
 def _load_lab() -> ModuleType | None:

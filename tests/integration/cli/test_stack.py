@@ -34,8 +34,8 @@ def processes_with(marker: str) -> list[int]:
 
 
 async def test_up_runs_nats_and_four_services_and_stops_cleanly(tmp_path: Path) -> None:
-    """`up --no-lab` answers status and every $SRV.PING, restarts a service that dies, and SIGTERM stops
-    every child and exits 0."""
+    """`up --no-lab` answers status and every $SRV.PING, restarts a service that dies and a nats-server
+    that dies (the services answer again), and SIGTERM stops every child and exits 0."""
     port, token = free_port(), uuid.uuid4().hex
     marker = f"QUICFLEET_STACK_TEST={token}"
     env = os.environ | {
@@ -59,6 +59,10 @@ async def test_up_runs_nats_and_four_services_and_stops_cleanly(tmp_path: Path) 
         await wait_until(lambda: "metrics exited with code -9" in log.read_text(), timeout=30, what="crash report")
         await wait_until(lambda: "metrics restarted" in log.read_text(), timeout=30, what="the restart")
         again = await cli(url, "health", "--window", "15")
+        nats = [p for p in processes_with(marker) if b"nats-server" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        os.kill(nats[0], signal.SIGKILL)
+        await wait_until(lambda: "nats-server restarted" in log.read_text(), timeout=30, what="NATS restarted")
+        after_nats = await cli(url, "health", "--window", "20")
     finally:
         stack.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(stack.wait(), 60)
@@ -66,6 +70,8 @@ async def test_up_runs_nats_and_four_services_and_stops_cleanly(tmp_path: Path) 
     assert health.code == 0, health.err + text[-3000:]
     assert "balancer, metrics, provisioner, scaler" in health.out
     assert again.code == 0 and "balancer, metrics, provisioner, scaler" in again.out, again.err + text[-3000:]
+    assert after_nats.code == 0 and "balancer, metrics, provisioner, scaler" in after_nats.out, after_nats.err
+    assert "nats-server exited with code -9; restarting" in text and "stopping everything" not in text
     assert status.code == 0 and "desired" in json.loads(status.out)
     assert "WARNING: --no-lab was given" in text and "libvirt's test driver" in text
     assert code == 0, text[-3000:]

@@ -1,0 +1,75 @@
+"""What `quicfleet up` does while it runs: restart a service, or NATS, that exits on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from ops.stack.restarts import BAD_SETTING_EXIT, Restarts, next_restart
+from ops.stack.say import say
+
+if TYPE_CHECKING:
+    from ops.stack.supervisor import Stack
+
+
+async def watch_children(stack: Stack, stop: asyncio.Event) -> int:
+    """Until `stop`: restart a service, or NATS, that exits on its own (after a backoff).
+
+    NATS going away must not take the fleet with it: the services reconnect without limit and the
+    balancers keep serving from what they know, so NATS is restarted like any child (its JetStream
+    store on disk keeps desired size, policy and lease).
+    """
+    due: dict[str, float] = {}
+    down: set[str] = set()
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await stop.wait()
+        if stop.is_set():
+            break
+        for name in sorted(set(stack.crashed()) - set(due) - down):
+            _schedule(stack, name, loop.time(), due, down)
+        if stack.nats is not None and not stack.nats.running and "nats" not in due:
+            _schedule_nats(stack, loop.time(), due)
+        for name in [n for n, when in due.items() if loop.time() >= when]:
+            del due[name]
+            await _restart(stack, name, due)
+    return 0
+
+
+async def _restart(stack: Stack, name: str, due: dict[str, float]) -> None:
+    if name != "nats":
+        await stack.start_service(name)
+        say(stack.console, f"{name} restarted")
+        return
+    try:
+        await stack.start_nats()
+    except (RuntimeError, OSError) as error:
+        say(stack.console, f"nats-server did not come back: {error}", "bold red")
+        return  # the next round sees it not running and schedules it again, a longer wait
+    say(stack.console, "nats-server restarted; the services reconnect on their own")
+
+
+def _schedule_nats(stack: Stack, now: float, due: dict[str, float]) -> None:
+    assert stack.nats is not None
+    code = stack.nats.process.returncode or 0
+    wait, stack.restarts["nats"] = next_restart(-1 if code == BAD_SETTING_EXIT else code,
+                                                stack.restarts.get("nats", Restarts()), now)
+    say(stack.console, f"nats-server exited with code {code}; restarting in {wait:g} s (the balancers keep serving)",
+        "bold red")
+    due["nats"] = now + (wait or 1.0)
+
+
+def _schedule(stack: Stack, name: str, now: float, due: dict[str, float], down: set[str]) -> None:
+    """Say that `name` exited, and either put its restart in `due` or leave it in `down`."""
+    code = stack.services[name].process.returncode or 0
+    wait, stack.restarts[name] = next_restart(code, stack.restarts[name], now)
+    if wait is None:
+        say(stack.console, f"{name} exited with code {code} (a setting it refused): left down; fix it and run up again",
+            "bold red")
+        down.add(name)
+        return
+    say(stack.console, f"{name} exited with code {code}; restarting in {wait:g} s", "bold red")
+    due[name] = now + wait
