@@ -118,7 +118,12 @@ class Stack:
         self.nats_url = f"nats://127.0.0.1:{options.nats_port}"
 
     async def start_nats(self) -> None:
-        workdir = self.options.workdir / "nats"
+        # One store per mode: a desired size set against the test driver must not carry into a run
+        # on real VMs (or the other way round), so each mode keeps its own JetStream state.
+        workdir = self.options.workdir / f"nats-{self.plan.mode.value}"
+        if "nats" not in self.restarts:
+            mode = self.plan.mode.value
+            say(self.console, f"NATS state (desired size, policy) in {workdir}: one store per mode, this is {mode}")
         (workdir / "jetstream").mkdir(parents=True, exist_ok=True)
         config = write_config(workdir / "nats.conf", self.options.nats_port, workdir / "jetstream")
         argv = self.wrap([nats_server_binary(), "-c", str(config)])

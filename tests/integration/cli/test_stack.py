@@ -35,7 +35,8 @@ def processes_with(marker: str) -> list[int]:
 
 async def test_up_runs_nats_and_four_services_and_stops_cleanly(tmp_path: Path) -> None:
     """`up --no-lab` answers status and every $SRV.PING, restarts a service that dies and a nats-server
-    that dies (the services answer again), and SIGTERM stops every child and exits 0."""
+    that dies (the services answer again), keeps its NATS store apart from lab runs, and SIGTERM stops
+    every child and exits 0."""
     port, token = free_port(), uuid.uuid4().hex
     marker = f"QUICFLEET_STACK_TEST={token}"
     env = os.environ | {
@@ -74,6 +75,7 @@ async def test_up_runs_nats_and_four_services_and_stops_cleanly(tmp_path: Path) 
     assert "nats-server exited with code -9; restarting" in text and "stopping everything" not in text
     assert status.code == 0 and "desired" in json.loads(status.out)
     assert "WARNING: --no-lab was given" in text and "libvirt's test driver" in text
+    assert (tmp_path / "run" / "nats-test" / "jetstream").is_dir(), "a test-driver run keeps its own NATS store"
     assert code == 0, text[-3000:]
     assert "stopped; no process left behind" in text
     assert processes_with(marker) == []
