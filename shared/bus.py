@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ from shared.contract.subjects import Subjects
 from shared.errors import BusError, describe_validation_error
 from shared.logging import bind_message
 from shared.settings import ServiceSettings
+from shared.throttle import LineThrottle
 
 log = structlog.get_logger("shared.bus")
 
@@ -106,6 +108,8 @@ class Bus:
     def __init__(self, nc: NATS, subjects: Subjects) -> None:
         self.nc = nc
         self.subjects = subjects
+        self.throttle = LineThrottle()
+        """Bad events per subject: counted always, logged at most a few per period."""
 
     @property
     def connected(self) -> bool:
@@ -134,7 +138,10 @@ class Bus:
             try:
                 event = decode(model, msg.data)
             except BusError as error:
-                log.warning("bus.bad_event", error=error.message)
+                dropped = self.throttle.admit(msg.subject, time.monotonic())
+                if dropped is not None:
+                    log.warning("bus.bad_event", error=error.message, dropped_before=dropped,
+                                total=self.throttle.totals[msg.subject])
                 return
             try:
                 await handler(event, msg)

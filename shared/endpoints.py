@@ -7,6 +7,7 @@ caller should see by raising `BusError`; anything else is logged with its stack 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from shared.bus import Bus, decode
 from shared.contract.base import ERROR_HEADER_CODES, ErrorBody, ErrorCode, ErrorReply, OkReply
 from shared.errors import BusError
 from shared.logging import bind_message
+from shared.throttle import LineThrottle
 
 log = structlog.get_logger("shared.endpoints")
 
@@ -51,6 +53,10 @@ def error_reply(code: ErrorCode, message: str) -> tuple[bytes, dict[str, str]]:
     return body, headers
 
 
+REFUSALS = LineThrottle()
+"""Refused commands per subject and code, for the whole process: every one is answered, a few are logged."""
+
+
 def wrap(endpoint: Endpoint) -> Callable[[Request], Awaitable[None]]:
     """Adapt a typed handler into a micro handler that always answers with the envelope."""
 
@@ -61,7 +67,10 @@ def wrap(endpoint: Endpoint) -> Callable[[Request], Awaitable[None]]:
             command = decode(endpoint.model, request.data)
             result = await endpoint.handler(command)
         except BusError as error:
-            log.warning("command.refused", code=error.code.value, error=error.message)
+            key = f"{request.subject} {error.code.value}"
+            if (dropped := REFUSALS.admit(key, time.monotonic())) is not None:
+                log.warning("command.refused", code=error.code.value, error=error.message, dropped_before=dropped,
+                            total=REFUSALS.totals[key])
             await _respond_error(request, error.code, error.message)
             return
         except Exception:
