@@ -26,6 +26,14 @@ class Signal(StrEnum):
     P95_LATENCY = "p95_latency"
 
 
+TARGET_RANGES: dict[Signal, tuple[float, float, str]] = {
+    Signal.OUTSTANDING: (0.1, 100_000, "requests in flight per VM"),
+    Signal.RPS: (0.1, 10_000_000, "requests per second per VM"),
+    Signal.P95_LATENCY: (0.001, 60, "seconds of p95 latency"),
+}
+"""Sane targets per signal: the schema's bound (> 0) let `target=1e-308` drive any load to max_replicas."""
+
+
 class ScalingPolicy(Model):
     """A complete policy; `fleet.cmd.policy` replies with one."""
 
@@ -74,6 +82,9 @@ class ScalingPolicy(Model):
     def _bounds_ordered(self) -> Self:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        low, high, unit = TARGET_RANGES[self.signal]
+        if not low <= self.target <= high:
+            raise ValueError(f"target {self.target:g} is outside {low:g}..{high:g} {unit} (signal {self.signal.value})")
         return self
 
 

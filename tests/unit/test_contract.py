@@ -144,3 +144,22 @@ def test_a_vm_uuid_must_be_a_lower_case_uuid() -> None:
     for bad in (good.upper(), good[:-1], "x" * 36, good + "\n"):
         with pytest.raises(ValidationError):
             events.VmStateChanged(vm="qf-1", state="ready", uuid=bad)
+
+
+@pytest.mark.parametrize(
+    ("signal", "target"),
+    [("outstanding", 1e-308), ("outstanding", 0.05), ("rps", 1e8), ("p95_latency", 0.0001), ("p95_latency", 120)],
+)
+def test_a_target_outside_its_signals_range_is_refused(signal: str, target: float) -> None:
+    """A schema-valid but absurd target (1e-308 outstanding would drive any fleet to max) is refused, patch or not."""
+    with pytest.raises(ValidationError, match="outside"):
+        ScalingPolicy(signal=signal, target=target)
+    with pytest.raises(ValueError, match="outside"):
+        PolicyPatch(signal=signal, target=target).apply(ScalingPolicy())
+
+
+def test_targets_inside_each_signals_range_are_kept() -> None:
+    """The defaults and ordinary targets per signal pass."""
+    assert ScalingPolicy().target == 8.0
+    assert ScalingPolicy(signal="rps", target=250).target == 250
+    assert ScalingPolicy(signal="p95_latency", target=0.2).target == 0.2
