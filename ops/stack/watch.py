@@ -4,13 +4,47 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, MutableMapping
+from typing import Protocol
+
+from rich.console import Console
 
 from ops.stack.restarts import BAD_SETTING_EXIT, Restarts, next_restart
 from ops.stack.say import say
 
-if TYPE_CHECKING:
-    from ops.stack.supervisor import Stack
+
+class Process(Protocol):
+    @property
+    def returncode(self) -> int | None: ...
+
+
+class Child(Protocol):
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def process(self) -> Process: ...
+
+
+class Stack(Protocol):
+    """What the watch needs of the supervisor's stack (`supervisor.Stack` is the one)."""
+
+    console: Console
+
+    @property
+    def restarts(self) -> MutableMapping[str, Restarts]: ...
+
+    @property
+    def nats(self) -> Child | None: ...
+
+    @property
+    def services(self) -> Mapping[str, Child]: ...
+
+    def crashed(self) -> list[str]: ...
+
+    async def start_service(self, name: str) -> None: ...
+
+    async def start_nats(self) -> None: ...
 
 
 async def watch_children(stack: Stack, stop: asyncio.Event) -> int:
