@@ -2,7 +2,7 @@
 
 `Fleet` owns the table of VMs and the rules around commands (leader epoch, request ids, the VM
 ceiling, ownership). The long work of one VM (clone, boot, readiness) lives in `boot.py`; the
-pure decisions live in `machine.py`, `clone.py`, `reconcile.py`.
+pure decisions live in `machine.py`, `clone.py`, `reconcile.py`, `pauses.py`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from services.provisioner.addresses import free_static, parse_static_pool
 from services.provisioner.boot import Probe, load_template, provision, watch_ready
 from services.provisioner.execute import clone_disks, teardown
 from services.provisioner.machine import IN_LIBVIRT, VmEntry, adopted, can_become, requested, to_record, transition
+from services.provisioner.pauses import paused_by, plan_pauses, with_pause
 from services.provisioner.ports import DomainEvent, DomainEventKind, DomainView, Hypervisor, HypervisorError, Template
 from services.provisioner.reconcile import (
     Action,
@@ -230,7 +231,14 @@ class Fleet:
 
     # --- libvirt events and reconcile ----------------------------------------------------------
     async def on_domain_event(self, event: DomainEvent) -> None:
-        """A VM stopped, crashed or vanished behind our back: report it failed and clean it up."""
+        """A VM stopped, crashed or vanished behind our back: report it failed and clean it up.
+
+        A pause or a resume changes no state: the VM is republished at once with the new flag.
+        """
+        if (paused := paused_by(event.kind)) is not None:
+            if self._note_pause(event.name, paused, event.detail):
+                await self._publish(self.entries[event.name])
+            return
         entry = self.entries.get(event.name)
         reason = _EVENT_REASONS.get(event.kind)
         if entry is None or reason is None or event.name in self.removing:
@@ -239,13 +247,23 @@ class Fleet:
             log.warning("vm.lost", vm=event.name, kind=event.kind.value, detail=event.detail)
             await self._quietly(self.remove(event.name, reason))
 
+    def _note_pause(self, name: str, paused: bool, detail: str) -> bool:
+        """Keep libvirt's word that a VM is paused (or no longer); True when that is news."""
+        entry = None if name in self.removing else with_pause(self.entries.get(name), paused)
+        if entry is not None:
+            self.entries[name] = entry
+            note = log.warning if paused else log.info
+            note("vm.paused" if paused else "vm.resumed", vm=name, state=entry.state.value, detail=detail)
+        return entry is not None
+
     async def reconcile(self) -> None:
-        """Bring the table (and our disks) in line with libvirt, then republish every live VM.
+        """Bring the table (pause flags too) and our disks in line with libvirt, then republish every live VM.
 
         Disks are listed before domains: a clone defines its domain before it makes its disks, so a
         disk listed here whose domain is missing from the later listing is not one being made.
         """
         disks = await asyncio.to_thread(clone_disks, self.hv, self.settings.template)
+        before = dict(self.entries)
         views = await _call(self.hv.domains)
         self._recall_epoch(views)
         busy = set(self.tasks) | set(self.removing)
@@ -254,6 +272,8 @@ class Fleet:
         actions += plan_volumes(disks, views, busy, s.vm_prefix, s.fleet_id, s.host)
         for action in actions:
             await self._quietly(self._apply(action))
+        for name, paused in plan_pauses(views, before, self.entries):
+            self._note_pause(name, paused, "found by reconcile")
         await self.republish()
 
     def _recall_epoch(self, views: list[DomainView]) -> None:

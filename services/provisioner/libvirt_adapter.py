@@ -41,7 +41,16 @@ _KINDS = {
     libvirt.VIR_DOMAIN_EVENT_STOPPED: DomainEventKind.STOPPED,
     libvirt.VIR_DOMAIN_EVENT_CRASHED: DomainEventKind.CRASHED,
     libvirt.VIR_DOMAIN_EVENT_UNDEFINED: DomainEventKind.UNDEFINED,
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: DomainEventKind.SUSPENDED,
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: DomainEventKind.SUSPENDED,
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: DomainEventKind.RESUMED,
 }
+_PAUSED = frozenset({libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PMSUSPENDED})
+_SUSPEND_DETAILS = {
+    getattr(libvirt, name): name.removeprefix("VIR_DOMAIN_EVENT_SUSPENDED_").lower()
+    for name in dir(libvirt) if name.startswith("VIR_DOMAIN_EVENT_SUSPENDED_")
+}
+"""libvirt's names for the details of a SUSPENDED event (`ioerror`, `watchdog`, `paused`: by hand, ...)."""
 _SOURCES = {
     "lease": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
     "agent": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
@@ -128,11 +137,9 @@ class LibvirtHypervisor:
         self._broken = True
 
     def _lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
-        kind = _KINDS.get(event)
-        if kind is DomainEventKind.STOPPED and detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED:
-            kind = DomainEventKind.CRASHED
+        kind = _kind(event, detail)
         if kind is not None and self._on_event is not None:
-            self._on_event(DomainEvent(dom.name(), kind, str(detail)))
+            self._on_event(DomainEvent(dom.name(), kind, _detail(event, detail)))
 
     @property
     def conn(self) -> libvirt.virConnect:
@@ -238,11 +245,12 @@ class LibvirtHypervisor:
             tag = _tag_of(dom)
             macs = _macs(dom.XMLDesc(0)) if tag is not None else ()
             uuid = dom.UUIDString().lower()
+            paused = active and dom.state()[0] in _PAUSED
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
             raise HypervisorError(f"reading domain: {_message(error)}") from None
-        return DomainView(name, active, tag, macs, uuid)
+        return DomainView(name, active, tag, macs, uuid, paused)
 
     def interface_addresses(self, name: str, source: AddressSource) -> Mapping[str, Any]:
         dom = self._lookup(name)
@@ -263,6 +271,23 @@ class LibvirtHypervisor:
             log.debug("libvirt.no_network_leases", network=self.network, error=_message(error))
             return {}
         return leases_as_interfaces(leases or [])
+
+
+def _kind(event: int, detail: int) -> DomainEventKind | None:
+    """What a lifecycle event means for us; a stop that was a crash, and a wake-up, say so."""
+    kind = _KINDS.get(event)
+    if kind is DomainEventKind.STOPPED and detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED:
+        return DomainEventKind.CRASHED
+    if kind is DomainEventKind.STARTED and detail == libvirt.VIR_DOMAIN_EVENT_STARTED_WAKEUP:
+        return DomainEventKind.RESUMED  # back from a guest's suspend to memory (PMSUSPENDED)
+    return kind
+
+
+def _detail(event: int, detail: int) -> str:
+    """Why libvirt paused a domain in its own words (`ioerror`, `paused`: by hand); other details as numbers."""
+    if event == libvirt.VIR_DOMAIN_EVENT_SUSPENDED:
+        return _SUSPEND_DETAILS.get(detail, str(detail))
+    return str(detail)
 
 
 def _alive(conn: libvirt.virConnect) -> bool:

@@ -48,6 +48,8 @@ class VmEntry:
     uuid: str | None = None
     identity: bool = False
     """Readiness and the balancers check that `uuid` answers at `address` (`x-quicfleet-vm`)."""
+    paused: bool = False
+    """libvirt's word that the domain is paused (`pauses.py`); a fact reported, not a state of its own."""
 
     @property
     def finished(self) -> bool:
@@ -77,7 +79,7 @@ def to_event(entry: VmEntry, host: str) -> VmStateChanged:
     return VmStateChanged(
         vm=entry.name, state=entry.state, address=entry.address, at=entry.since,
         reason=_short(entry.reason), request_id=entry.request_id, host=host,
-        uuid=entry.uuid, identity=entry.identity and entry.uuid is not None,
+        uuid=entry.uuid, identity=entry.identity and entry.uuid is not None, paused=entry.paused,
     )
 
 
@@ -86,6 +88,7 @@ def to_record(entry: VmEntry, host: str) -> VmRecord:
     return VmRecord(
         vm=entry.name, state=entry.state, address=entry.address, since=entry.since,
         request_id=entry.request_id, host=host, uuid=entry.uuid, identity=entry.identity and entry.uuid is not None,
+        paused=entry.paused,
     )
 
 

@@ -30,6 +30,9 @@ class DomainEventKind(StrEnum):
     STOPPED = "stopped"
     CRASHED = "crashed"
     UNDEFINED = "undefined"
+    SUSPENDED = "suspended"
+    """Paused (or suspended to memory by the guest): it runs as far as libvirt lists go, but serves nothing."""
+    RESUMED = "resumed"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class DomainView:
     tag: VmTag | None
     macs: tuple[str, ...] = ()
     uuid: str | None = None
+    paused: bool = False
+    """libvirt says paused (or suspended to memory); such a domain still counts as active."""
 
 
 @dataclass(frozen=True)

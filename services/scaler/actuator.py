@@ -75,6 +75,7 @@ class Actuator:
         event = VmStateChanged(
             vm=command.vm, state=VmState.DRAINING, address=vm.address if vm else None,
             host=vm.host if vm else None, request_id=command.request_id, reason="scale-in",
+            paused=vm.paused if vm else False,
         )
         await self.bus.publish(self.bus.subjects.vm(VmState.DRAINING), event)
         log.info("scaler.drain_sent", deadline_s=command.deadline_s)

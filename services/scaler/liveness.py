@@ -1,4 +1,4 @@
-"""Liveness: a ready VM that the balancers agree is unhealthy for too long is replaced.
+"""Liveness: a ready VM the balancers agree is unhealthy, or libvirt reports paused, for too long is replaced.
 
 The balancers already eject a VM whose checks or requests fail, and say so in their reports
 (`routable`), but an ejected VM still counted as capacity and was never replaced. Kubernetes
@@ -6,7 +6,9 @@ restarts a pod that fails its liveness probe; an AWS Auto Scaling group replaces
 fails its load balancer's health check. Here, each evaluation:
 
 - `observe` marks a ready VM sick when at least `unhealthy_quorum` of the live balancers that
-  know it report it unroutable for its health, and forgets the mark as soon as that stops;
+  know it report it unroutable for its health, or when its provisioner says libvirt reports it
+  paused (a hung guest, a pause on a disk I/O error: it serves nothing, and libvirt says so plainly
+  where the balancers only see checks time out), and forgets the mark as soon as neither holds;
 - `choose` picks at most one VM sick for `unhealthy_replace_after_s`, no sooner than
   `unhealthy_replace_interval_s` after the last one, and none at all while more than
   `unhealthy_hold_share` of the ready VMs are sick at once: a bad template or a dead upstream
@@ -49,13 +51,13 @@ def verdict(state: FleetState, vm: str, now: float) -> bool:
 
 
 def observe(state: FleetState, now: float) -> FleetState:
-    """Start or clear each ready VM's sick mark from the balancers' latest verdicts."""
+    """Start or clear each ready VM's sick mark from the balancers' latest verdicts and libvirt's pauses."""
     sick: dict[str, float] = {}
     lost = lost_hosts(state)
     for vm in state.vms.values():
         if vm.host in lost:
             continue  # written off with its host: replaced without a destroy nobody would answer
-        if vm.state is VmState.READY and vm.name not in state.drains and verdict(state, vm.name, now):
+        if vm.state is VmState.READY and vm.name not in state.drains and (vm.paused or verdict(state, vm.name, now)):
             sick[vm.name] = state.sick_since.get(vm.name, now)
     return replace(state, sick_since=sick) if sick != state.sick_since else state
 
@@ -80,4 +82,10 @@ def choose(state: FleetState, now: float) -> tuple[str | None, str]:
     if wait > 0:
         return None, f"unhealthy: {due[0][1]} waits {wait:.1f} s for the replacement rate limit"
     since, name = due[0]
-    return name, f"replacing {name}: unhealthy on the balancers for {now - since:.0f} s"
+    return name, f"replacing {name}: {_ailment(state, name)} for {now - since:.0f} s"
+
+
+def _ailment(state: FleetState, name: str) -> str:
+    """What is wrong with a sick VM, in the words of the decision's reason (a pause is the plainer fact)."""
+    vm = state.vms.get(name)
+    return "paused in libvirt" if vm is not None and vm.paused else "unhealthy on the balancers"

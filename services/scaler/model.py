@@ -33,6 +33,8 @@ class VmView:
     request_id: str | None = None
     seen: float = 0.0
     """Local time of the last news about this VM (a list asked earlier must not undo it)."""
+    paused: bool = False
+    """Its provisioner says libvirt reports it paused (`liveness` treats a paused ready VM as sick)."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ class FleetState:
     placed: Mapping[str, str] = field(default_factory=dict)
     """Pending creates sent to one host (request id -> host): they take room there until settled."""
     sick_since: Mapping[str, float] = field(default_factory=dict)
-    """Ready VMs the balancers agree are unhealthy, since when (local time; see `liveness`)."""
+    """Ready VMs the balancers agree are unhealthy, or paused in libvirt, since when (local time; see `liveness`)."""
     last_replaced: float = float("-inf")
     """When the last unhealthy VM was replaced (the replacement rate limit)."""
     host_seen: Mapping[str, float] = field(default_factory=dict)

@@ -40,12 +40,13 @@ class Known:
     host: str | None = None
     address: str | None = None
     request_id: str | None = None
+    paused: bool | None = None
 
     def onto(self, vm: VmView) -> VmView:
         """The VM with every field this report knows filled in."""
         return replace(
             vm, host=self.host or vm.host, address=self.address or vm.address,
-            request_id=self.request_id or vm.request_id,
+            request_id=self.request_id or vm.request_id, paused=vm.paused if self.paused is None else self.paused,
         )
 
 
@@ -102,7 +103,8 @@ def on_vm_event(state: FleetState, event: VmStateChanged, now: float) -> FleetSt
     if event.state is VmState.DESTROYED:
         return _settle(forget(state, event.vm, now), event.request_id)
     return upsert(
-        state, event.vm, event.state, seconds(event.at), now, Known(event.host, event.address, event.request_id)
+        state, event.vm, event.state, seconds(event.at), now,
+        Known(event.host, event.address, event.request_id, event.paused),
     )
 
 
@@ -112,7 +114,7 @@ def on_record(state: FleetState, record: VmRecord, now: float) -> FleetState:
         return forget(state, record.vm, now)
     return upsert(
         state, record.vm, record.state, seconds(record.since), now,
-        Known(record.host, record.address, record.request_id),
+        Known(record.host, record.address, record.request_id, record.paused),
     )
 
 

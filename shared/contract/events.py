@@ -41,6 +41,7 @@ class VmStateChanged(Message):
     identity: bool = Field(
         default=False, description="The VM sends `uuid` in an `x-quicfleet-vm` header on every response: check it."
     )
+    paused: bool = Field(default=False, description="libvirt reports the domain paused: it serves nothing.")
 
 
 class ScalingDecided(Message):

@@ -46,6 +46,7 @@ class VmRecord(Model):
     host: Name | None = None
     uuid: VmUuid | None = None
     identity: bool = Field(default=False, description="As in `VmStateChanged`: responses carry `uuid` to check.")
+    paused: bool = Field(default=False, description="libvirt reports the domain paused: it serves nothing.")
 
 
 class VmList(Model):

@@ -68,3 +68,39 @@ async def test_reconnects_after_close_and_keeps_delivering_events(world: World) 
                          timeout=10, what="stopped event after reconnect")
     finally:
         hv.close()
+
+
+async def test_a_suspended_domain_lists_paused_and_its_pause_and_resume_arrive_as_events(world: World) -> None:
+    """After `suspend()` the adapter's view says paused (still active) and a SUSPENDED event arrives naming why;
+    after `resume()` the view is unpaused and a RESUMED event arrives."""
+    seen: list[DomainEvent] = []
+    lock = threading.Lock()
+
+    def sink(event: DomainEvent) -> None:
+        with lock:
+            seen.append(event)
+
+    def kinds() -> list[DomainEventKind]:
+        with lock:
+            return [e.kind for e in seen if e.name == world.template]
+
+    hv = LibvirtHypervisor(URI)
+    hv.open(sink)
+    dom = world.conn.lookupByName(world.template)
+    try:
+        dom.create()
+        running = hv.domain(world.template)
+        assert running is not None and running.active and not running.paused
+        dom.suspend()
+        view = hv.domain(world.template)
+        assert view is not None and view.active and view.paused
+        assert [v.paused for v in hv.domains() if v.name == world.template] == [True]
+        await wait_until(lambda: DomainEventKind.SUSPENDED in kinds(), timeout=10, what="suspended event")
+        with lock:
+            assert next(e.detail for e in seen if e.kind is DomainEventKind.SUSPENDED) == "paused"
+        dom.resume()
+        resumed = hv.domain(world.template)
+        assert resumed is not None and not resumed.paused
+        await wait_until(lambda: DomainEventKind.RESUMED in kinds(), timeout=10, what="resumed event")
+    finally:
+        hv.close()

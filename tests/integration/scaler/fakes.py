@@ -74,9 +74,15 @@ class FakeProvisioner:
             await self._publish(record, state)
         self.vms[record.vm] = record.model_copy(update={"state": VmState.READY})
 
+    async def pause(self, vm: str, announce: bool = True) -> None:
+        """libvirt paused `vm`: its list says so from now on, and with `announce` a republished event too."""
+        self.vms[vm] = self.vms[vm].model_copy(update={"paused": True})
+        if announce:
+            await self._publish(self.vms[vm], self.vms[vm].state)
+
     async def _publish(self, record: VmRecord, state: VmState) -> None:
         event = VmStateChanged(vm=record.vm, state=state, address=record.address, host=self.host,
-                               request_id=record.request_id)
+                               request_id=record.request_id, paused=record.paused)
         await self.bus.publish(self.bus.subjects.vm(state), event)
 
     async def _destroy(self, msg: Msg) -> None:

@@ -1,5 +1,5 @@
-"""Liveness through the real scaler on a real nats-server: balancers' verdicts replace a sick VM, and a
-fleet-wide fault is held, with fake provisioner and balancers on the bus."""
+"""Liveness through the real scaler on a real nats-server: balancers' verdicts (or libvirt's pauses) replace a
+sick VM, and a fleet-wide fault is held, with fake provisioner and balancers on the bus."""
 
 from __future__ import annotations
 
@@ -25,15 +25,16 @@ pytestmark = pytest.mark.integration
 
 @asynccontextmanager
 async def fleet_of_three(
-    bus: Bus, prov: FakeProvisioner, balancers: list[FakeBalancer]
+    bus: Bus, prov: FakeProvisioner, balancers: list[FakeBalancer], resync_s: float = 15.0
 ) -> AsyncIterator[ScalerService]:
     """A leading scaler with three ready VMs that every fake balancer reports, and a fast liveness policy."""
-    async with bootstrap(ScalerSettings(scaler_id="s1", lease_ttl_s=2.0)) as scaler:
+    async with bootstrap(ScalerSettings(scaler_id="s1", lease_ttl_s=2.0, scaler_resync_s=resync_s)) as scaler:
         await wait_until(lambda: scaler.leading, 20, what="leadership")
         patch = PolicyPatch(unhealthy_replace_after_s=0.5, unhealthy_replace_interval_s=0, warmup_s=0)
         await bus.request(bus.subjects.cmd_policy, patch, ScalingPolicy)
         await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=3), DesiredState)
         await wait_until(lambda: len(ready(scaler)) == 3, 20, what="three ready VMs")
+        await wait_until(lambda: [v.state for v in prov.vms.values()] == [VmState.READY] * 3, 20, what="booted")
         for balancer in balancers:
             balancer.outstanding = dict.fromkeys(prov.vms, 0)
         yield scaler
@@ -68,6 +69,25 @@ async def test_a_vm_every_balancer_calls_unhealthy_is_replaced(bus: Bus, setting
     assert len(prov.creates) == 4
     assert one.drains == [] and two.drains == [], "a sick VM is destroyed without a drain"
     await said.wait_for(lambda m: f"replacing {sick}" in json.loads(m.data)["reason"])
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["event", "list"])
+async def test_a_vm_libvirt_reports_paused_is_replaced(
+    bus: Bus, settings_env: dict[str, str], announced: bool
+) -> None:
+    """A VM its provisioner announces (or only lists) paused is replaced after `unhealthy_replace_after_s`,
+    though every balancer still calls it healthy, and the decision says it was paused."""
+    said = await decisions(bus)
+    async with (
+        FakeProvisioner(bus) as prov, FakeBalancer(bus, "b1") as one,
+        fleet_of_three(bus, prov, [one], resync_s=15.0 if announced else 0.3) as scaler,
+    ):
+        paused = sorted(prov.vms)[0]
+        await prov.pause(paused, announce=announced)
+        await wait_until(lambda: [d.vm for d in prov.destroys] == [paused], 20, what="the paused VM destroyed")
+        await wait_until(lambda: len(ready(scaler)) == 3 and paused not in ready(scaler), 20, what="three again")
+    assert len(prov.creates) == 4 and one.drains == []
+    await said.wait_for(lambda m: f"replacing {paused}: paused in libvirt" in json.loads(m.data)["reason"])
 
 
 async def test_most_of_the_fleet_unhealthy_at_once_is_held(bus: Bus, settings_env: dict[str, str]) -> None:

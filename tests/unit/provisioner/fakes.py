@@ -28,13 +28,14 @@ IDENTITY_TEMPLATE_XML = TEMPLATE_XML.replace(
 
 
 class FakeHypervisor:
-    """Domains and volumes in dicts; `fail_on` names a method that raises once called."""
+    """Domains and volumes in dicts; `fail_on` names a method that raises once called; `paused` ones list paused."""
 
     def __init__(self, has_template: bool = True) -> None:
         self.has_template = has_template
         self.template_xml = TEMPLATE_XML
         self.defined: dict[str, str] = {}
         self.running: set[str] = set()
+        self.paused: set[str] = set()
         self.volumes: set[str] = {DISK}
         self.fail_on: str | None = None
         self.calls: list[str] = []
@@ -77,6 +78,7 @@ class FakeHypervisor:
     def stop(self, name: str) -> bool:
         self.calls.append("stop")
         self.running.discard(name)
+        self.paused.discard(name)
         return name in self.defined
 
     def undefine(self, name: str) -> bool:
@@ -104,7 +106,8 @@ class FakeHypervisor:
             return None
         xml = self.defined[name]
         uuid = xml.split("<uuid>", 1)[1].split("</uuid>", 1)[0] if "<uuid>" in xml else None
-        return DomainView(name, name in self.running, parse_tag(xml), uuid=uuid)
+        running = name in self.running
+        return DomainView(name, running, parse_tag(xml), uuid=uuid, paused=running and name in self.paused)
 
     def interface_addresses(self, name: str, source: AddressSource) -> Mapping[str, Any]:
         return {}

@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 
 from services.scaler.liveness import choose, lost_hosts, observe, verdict
-from services.scaler.model import BalancerView, CreateCommand, DestroyCommand, DrainCommand, FleetState
+from services.scaler.model import BalancerView, CreateCommand, DestroyCommand, DrainCommand, DrainView, FleetState
 from services.scaler.reconcile import reconcile
+from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy
 from tests.unit.scaler.fleets import NOW, fleet
 
@@ -107,3 +108,47 @@ def test_every_host_silent_at_once_writes_nothing_off() -> None:
     """Silence from every host alike is the scaler's own trouble (NATS): nothing is written off."""
     state = replace(fleet(2, policy=POLICY), host_seen={"h1": NOW - 500, "h2": NOW - 500})
     assert lost_hosts(state) == frozenset()
+
+
+def pausing(state: FleetState, *names: str) -> FleetState:
+    """The VMs `names` reported paused in libvirt, the others not."""
+    return replace(state, vms={n: replace(v, paused=n in names) for n, v in state.vms.items()})
+
+
+def test_a_paused_vm_is_sick_without_any_balancer_verdict() -> None:
+    """A ready VM libvirt reports paused is marked sick with no balancer reporting, and replaced after the window,
+    the reason saying it is paused."""
+    state = pausing(fleet(4, policy=POLICY), "vm3")
+    commands, state, note = reconcile(state, NOW)
+    assert commands == () and state.sick_since == {"vm3": NOW} and "unhealthy: vm3" in note
+    commands, _, note = reconcile(state, NOW + 30)
+    assert [type(c) for c in commands] == [CreateCommand, DestroyCommand]
+    assert [c.vm for c in commands if isinstance(c, DestroyCommand)] == ["vm3"]
+    assert "replacing vm3: paused in libvirt for 30 s" in note, note
+
+
+def test_a_resumed_vm_is_forgotten_unless_the_balancers_still_call_it_unhealthy() -> None:
+    """Resuming clears a paused VM's mark; while the balancers still agree it is unhealthy, the mark keeps its start."""
+    state = observe(pausing(fleet(4, policy=POLICY), "vm1", "vm2"), NOW)
+    assert state.sick_since == {"vm1": NOW, "vm2": NOW}
+    state = observe(reporting(pausing(state), {"b1": {"vm2"}}, NOW + 10), NOW + 10)
+    assert state.sick_since == {"vm2": NOW}
+    _, note = choose(state, NOW + 30)
+    assert note.startswith("replacing vm2: unhealthy on the balancers for 30 s"), note
+
+
+def test_a_paused_draining_or_booting_vm_is_not_sick() -> None:
+    """Only a ready VM that is not draining is marked sick for a pause: the others are on their way in or out."""
+    state = pausing(fleet(3, policy=POLICY), "vm0", "vm1")
+    state = replace(state, vms={**state.vms, "vm1": replace(state.vms["vm1"], state=VmState.BOOTING)},
+                    drain_requests=frozenset(), drains={"vm0": DrainView("vm0", NOW, NOW + 60, frozenset())})
+    assert observe(state, NOW).sick_since == {}
+
+
+def test_paused_vms_count_towards_the_hold_share() -> None:
+    """Paused and balancer-unhealthy VMs together above `unhealthy_hold_share` hold every replacement."""
+    state = reporting(pausing(fleet(4, policy=POLICY), "vm0", "vm1"), {"b1": {"vm2"}})
+    state = observe(state, NOW - 100)
+    commands, _, note = reconcile(reporting(state, {"b1": {"vm2"}}), NOW)
+    assert commands == ()
+    assert "3 of 4 ready VMs unhealthy at once" in note

@@ -64,6 +64,18 @@ def test_list_asked_before_newer_events_does_not_undo_them() -> None:
     assert on_lists(state, [("h1", [stale])], NOW, NOW + 2).vms["a"].state is VmState.READY
 
 
+def test_a_pause_is_taken_from_events_and_lists_and_a_resume_clears_it() -> None:
+    """`paused` on a republished event or a listed record sets the VM's flag; the next one without it clears it."""
+    ready = VmStateChanged(vm="a", state=VmState.READY, at=T0, host="h1")
+    state = on_vm_event(fleet(0), ready.model_copy(update={"paused": True}), NOW)
+    assert state.vms["a"].paused and state.vms["a"].since == T0.timestamp()
+    assert not on_vm_event(state, ready, NOW + 1).vms["a"].paused
+    listed = VmRecord(vm="a", state=VmState.READY, since=T0, host="h1", paused=False)
+    assert not on_lists(state, [("h1", [listed])], NOW + 1, NOW + 2).vms["a"].paused
+    paused = on_lists(fleet(0), [("h1", [listed.model_copy(update={"paused": True})])], NOW, NOW)
+    assert paused.vms["a"].paused
+
+
 def test_silent_balancer_drops_out_after_three_intervals() -> None:
     """A balancer is live while it reports; after ~3 silent intervals it is left out of status."""
     report = BalancerReported(balancer="b1", started_at=T0, backends=[BackendLoad(vm="vm0", outstanding=3)])
