@@ -23,7 +23,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from shared.contract.base import MAX_PAYLOAD_BYTES, ErrorCode, ErrorReply, OkReply, Reply
 from shared.contract.subjects import Subjects
-from shared.errors import BusError, describe_validation_error
+from shared.errors import BusError, NoResponders, describe_validation_error
 from shared.logging import bind_message
 from shared.settings import ServiceSettings
 from shared.throttle import LineThrottle
@@ -155,7 +155,7 @@ class Bus:
         try:
             msg = await self.nc.request(subject, encode(model), timeout=timeout)
         except nats.errors.NoRespondersError:
-            raise BusError(ErrorCode.UNAVAILABLE, f"no service answers {subject}") from None
+            raise NoResponders(ErrorCode.UNAVAILABLE, f"no service answers {subject}") from None
         except (TimeoutError, nats.errors.TimeoutError):
             raise BusError(ErrorCode.UNAVAILABLE, f"no reply on {subject} within {timeout:g} s") from None
         return parse_reply(msg.data, result)

@@ -24,6 +24,13 @@ class BusError(Exception):
         return f"BusError({self.code.value}: {self.message})"
 
 
+class NoResponders(BusError):
+    """Nobody subscribes to the subject (NATS said so at once): the request reached no one.
+
+    Unlike a timeout, nothing can have acted on it, so a caller may retry without counting a failure.
+    """
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """`field: problem; …` without echoing the input values (they may be huge or hostile)."""
     parts = []

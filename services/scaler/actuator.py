@@ -7,6 +7,7 @@ it (`conflict`), which fences a deposed leader that has not noticed yet.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
@@ -18,10 +19,13 @@ from shared.contract.base import ErrorCode
 from shared.contract.draining import DrainBackend
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.provisioning import CreateVm, DestroyVm, VmRecord
-from shared.errors import BusError
+from shared.errors import BusError, NoResponders
 from shared.logging import bind_message
+from shared.throttle import LineThrottle
 
 log = structlog.get_logger("services.scaler.actuator")
+NO_PROVISIONER = LineThrottle(burst=1, period_s=30.0)
+"""A create nobody listened for is retried every evaluation; one line per 30 s says so."""
 
 
 class Feedback(Protocol):
@@ -29,7 +33,7 @@ class Feedback(Protocol):
 
     def created(self, request_id: str, record: VmRecord | None) -> None: ...
 
-    def create_failed(self, request_id: str) -> None: ...
+    def create_failed(self, request_id: str, counted: bool = True) -> None: ...
 
     async def destroyed(self, vm: str) -> None: ...
 
@@ -60,6 +64,13 @@ class Actuator:
         subject = subjects.prov_create_on(command.host) if command.host else subjects.prov_create
         try:
             record = await self.bus.request(subject, request, VmRecord, self.timeout_s)
+        except NoResponders as error:
+            # Nobody got it (at cold start the leader is often up before any provisioner): no
+            # failure to back off from; the next evaluation sends it again.
+            if NO_PROVISIONER.admit(subject, time.monotonic()) is not None:
+                log.info("scaler.no_provisioner", subject=subject, error=error.message)
+            self.feedback.create_failed(command.request_id, counted=False)
+            return
         except BusError as error:
             log.warning("scaler.create_failed", code=error.code.value, error=error.message)
             self.feedback.create_failed(command.request_id)

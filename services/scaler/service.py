@@ -181,8 +181,9 @@ class ScalerService(BusService):
     def created(self, request_id: str, record: VmRecord | None) -> None:
         self.spawn(self._mutate(lambda f: on_created(f, request_id, record, self.clock())), "scaler-created")
 
-    def create_failed(self, request_id: str) -> None:
-        self.spawn(self._mutate(lambda f: on_create_failed(f, request_id, self.clock())), "scaler-create-failed")
+    def create_failed(self, request_id: str, counted: bool = True) -> None:
+        settle = on_create_failed
+        self.spawn(self._mutate(lambda f: settle(f, request_id, self.clock(), counted)), "scaler-create-failed")
 
     async def destroyed(self, vm: str) -> None:
         await self._mutate(lambda f: forget(f, vm, self.clock()))

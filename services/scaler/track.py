@@ -181,9 +181,14 @@ def new_term(state: FleetState, epoch: int, leader: str, memory: AutoscaleMemory
     return replace(state, epoch=epoch, leader=leader, memory=memory)
 
 
-def on_create_failed(state: FleetState, request_id: str, now: float) -> FleetState:
-    """A create was refused or went unanswered: count it as a failure for the backoff."""
+def on_create_failed(state: FleetState, request_id: str, now: float, counted: bool = True) -> FleetState:
+    """A create was refused or went unanswered: count it as a failure for the backoff.
+
+    `counted=False` (no provisioner listened, so none can have acted) only forgets the create.
+    """
     state = _settle(state, request_id)
+    if not counted:
+        return state
     return replace(state, failures=Failures(count=state.failures.count + 1, last_at=now))
 
 

@@ -307,3 +307,18 @@ async def _collect(bus: Bus, subject: str) -> Collector:
 
     await bus.nc.subscribe(subject, cb=on_message)
     return collector
+
+
+async def test_a_create_nobody_listened_for_is_not_a_failure(bus: Bus, settings_env: dict[str, str]) -> None:
+    """A leader up before any provisioner does not back off: once one listens, the pending VM is created at once."""
+    decisions = await _collect(bus, bus.subjects.scaler_decision)
+    async with scaler("s1") as one:
+        await wait_until(lambda: one.leading, 20, what="leadership")
+        patch = PolicyPatch(failure_backoff_s=3600, failure_backoff_max_s=3600)
+        await bus.request(bus.subjects.cmd_policy, patch, ScalingPolicy)
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=1), DesiredState)
+        await decisions.wait_for(lambda m: b"creating" in m.data)
+        await wait_until(lambda: not one.fleet.pending, 20, what="the unheard create forgotten")
+        assert one.fleet.failures.count == 0
+        async with FakeProvisioner(bus) as prov:
+            await wait_until(lambda: len(prov.vms) == 1, 20, what="the create once a provisioner listens (no backoff)")
