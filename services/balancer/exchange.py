@@ -12,6 +12,7 @@ import asyncio
 from typing import Protocol
 
 from services.balancer.core.backends import Backend
+from services.balancer.core.identity import identity_of
 from services.balancer.headers import Headers, request_id_of, response_headers
 from services.balancer.options import ProxyOptions
 from services.balancer.quic import H3Code
@@ -59,6 +60,8 @@ class Dispatcher(Protocol):
     def retry(self, exchange: Exchange, backend: Backend, reason: str) -> bool: ...
 
     def untrack(self, backend: Backend, exchange: Exchange) -> None: ...
+
+    def identity_failed(self, backend: Backend, seen: bytes | None) -> None: ...
 
     def attempt_over(
         self, backend: Backend, seconds: float, failed: bool, upstream_failed: bool, status: int = 0
@@ -120,8 +123,8 @@ class Exchange:
             self._timer = self.loop.call_at(self.last_activity + self._first_byte_limit(), self._tick)
         self.call = upstream.request(self.request, self)
 
-    def backend_lost(self) -> None:
-        """The VM is gone (destroyed, failed, unhealthy): give up on it now, not at a timeout.
+    def backend_lost(self, reason: str = RESET) -> None:
+        """The VM is gone (destroyed, failed, unhealthy, another machine at its address): give up on it now.
 
         A VM killed behind our back sends no RST, so without this its requests would wait for
         the first-byte or idle timeout. Failing the attempt retries an idempotent request that
@@ -132,7 +135,7 @@ class Exchange:
         call, self.call = self.call, None
         if call is not None:
             call.abort()
-        self.on_failed(RESET)
+        self.on_failed(reason)
 
     # client side
     def client_data(self, data: bytes, end: bool) -> None:
@@ -189,11 +192,17 @@ class Exchange:
     def on_headers(self, status: int, headers: Headers) -> None:
         if self.finished:
             return
+        backend = self.backend
+        if backend is not None and backend.verification.expected is not None:
+            seen = identity_of(headers)  # only VMs that prove who they are pay for the look
+            if seen != backend.verification.expected:
+                self.router.identity_failed(backend, seen)  # out, and this attempt fails with the rest
+                return
         self.status = status
         self.response_started = True
         self.last_activity = self.first_byte_at = self.loop.time()
         options = self.router.options
-        name = self.backend.vm.encode() if options.backend_header and self.backend else None
+        name = backend.vm.encode() if options.backend_header and backend else None
         block = response_headers(status, headers, options.via, name, self.request_id)
         self.client.send_headers(self.stream_id, block, end=False)
 

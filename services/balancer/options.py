@@ -24,6 +24,8 @@ class ProxyOptions:
     hash_header: bytes | None = None
     trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
     """Peers whose forwarding headers and request id are kept (empty: every client's are replaced)."""
+    identity_check: bool = True
+    """Whether VMs announced with `identity` must prove it (`balancer_identity_check`)."""
 
 
 @dataclass

@@ -20,7 +20,7 @@ from services.balancer.core.retry import RetryBudget
 from services.balancer.exchange import Exchange
 from services.balancer.options import ProxyOptions
 from services.balancer.telemetry import Telemetry
-from services.balancer.upstream import Upstream
+from services.balancer.upstream import IDENTITY, RESET, Upstream
 
 log = structlog.get_logger("balancer.router")
 
@@ -123,7 +123,7 @@ class Router:
             if not exchanges:
                 del self.in_flight_by[backend]
 
-    def abort_in_flight(self, backend: Backend, why: str) -> int:
+    def abort_in_flight(self, backend: Backend, why: str, reason: str = RESET) -> int:
         """Fail every attempt in flight to `backend` at once (it is gone); returns how many.
 
         Each exchange retries or answers 502 on its own; retries cannot land on `backend`
@@ -132,10 +132,28 @@ class Router:
         exchanges = self.in_flight_by.pop(backend, set())
         for exchange in list(exchanges):
             if exchange.backend is backend:
-                exchange.backend_lost()
+                exchange.backend_lost(reason)
         if exchanges:
             log.warning("backend.in_flight_aborted", backend=backend.vm, why=why, count=len(exchanges))
         return len(exchanges)
+
+    def identity_failed(self, backend: Backend, seen: bytes | None) -> None:
+        """Another machine answered at `backend`'s address: out at once, counted, and its in-flight aborted.
+
+        No fall streak: one answer from the wrong machine says the address is no longer the
+        VM's, and every request sent there meanwhile is going to that machine too.
+        """
+        news = backend.verification.mismatched(seen)
+        self.telemetry.identity_mismatched(backend.vm)
+        if news:
+            log.warning(
+                "backend.identity_mismatch",
+                vm=backend.vm,
+                address=backend.address,
+                expected=backend.identity,
+                seen=backend.verification.seen,
+            )
+        self.abort_in_flight(backend, "identity", IDENTITY)
 
     def attempt_over(
         self, backend: Backend, seconds: float, failed: bool, upstream_failed: bool, status: int = 0

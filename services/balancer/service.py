@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import structlog
 from nats.aio.msg import Msg
 
-from services.balancer.checks import check_all
+from services.balancer.checks import Verifier, check_all
 from services.balancer.core.drain import DrainOver
 from services.balancer.membership import apply_event, apply_listing
 from services.balancer.quic import load_engine
@@ -44,6 +44,7 @@ class BalancerService(BusService):
         self.balancer_id = f"{settings.instance[:50]}-{secrets.token_hex(3)}"
         self.started_at = datetime.now(UTC)
         self.router: Router | None = None
+        self.verifier: Verifier | None = None
         self.server: ProxyServer | None = None
         self.tcp: TcpListener | None = None
         self.metrics_port: int | None = None
@@ -57,6 +58,7 @@ class BalancerService(BusService):
 
     async def on_start(self) -> None:
         self.router = make_router(self.settings, self.engine, self._drained)
+        self.verifier = Verifier(self.router, self.settings.health_path.encode(), self.settings.health_timeout_s)
         self.metrics_port = await self.router.telemetry.expose(self.settings)  # None: /metrics off
         await self.bus.subscribe(self.subjects.vm_all, VmStateChanged, self._vm_event)
         await self.bus.subscribe(self.subjects.balancer_drain, DrainBackend, self._drain_request)
@@ -116,13 +118,22 @@ class BalancerService(BusService):
         assert self.router is not None
         lists = await self.bus.gather(self.subjects.prov_list, ListVms(), VmList, self.settings.balancer_list_window_s)
         added = apply_listing(self.router, lists, self.router.loop.time())
+        self._verify_new()
         log.info("balancer.fleet_listed", hosts=len(lists), added=added)
 
     async def _vm_event(self, event: VmStateChanged, _msg: Msg) -> None:
         assert self.router is not None
         bind_message(subject=_msg.subject, vm=event.vm, state=event.state.value, request_id=event.request_id)
         outcome = apply_event(self.router, event, self.router.loop.time())
+        self._verify_new()
         log.info("vm.event_handled", outcome=outcome, address=event.address)
+
+    def _verify_new(self) -> None:
+        """Check at once each VM that must still prove its identity (new, moved, or another UUID)."""
+        assert self.verifier is not None
+        due = self.verifier.due()
+        if due:
+            self.spawn(self.verifier.check(due), "balancer-verify")
 
     async def _drain_request(self, command: DrainBackend, _msg: Msg) -> None:
         assert self.router is not None

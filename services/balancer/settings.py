@@ -71,6 +71,9 @@ class BalancerSettings(ServiceSettings):
         None, ge=0, le=65535, description="TCP port of Prometheus /metrics (unset: off; 0 picks a free one)."
     )
     balancer_metrics_host: str | None = Field(None, description="Address of /metrics (default listen_host).")
+    balancer_identity_check: bool = Field(
+        True, description="A VM announced with `identity` gets requests only while it sends its UUID (x-quicfleet-vm)."
+    )
     listen_max_connections: int = Field(10_000, ge=1, le=1_000_000)
     listen_max_streams_per_connection: int = Field(128, ge=1, le=100_000)
     listen_max_header_bytes: int = Field(16_384, ge=256, le=1_048_576)

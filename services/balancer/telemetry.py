@@ -40,6 +40,8 @@ class Telemetry:
         """Finished requests by (vm, code_class, protocol); vm "" when no VM was tried."""
         self.retries = 0
         self.ejections: dict[str, int] = {}
+        self.identity_mismatches: dict[str, int] = {}
+        """Responses (to checks or proxied requests) that carried another VM's UUID or none, by vm."""
         self.health_transitions = {"healthy": 0, "unhealthy": 0}
         self.open_connections = 0
         self.handshakes = 0
@@ -66,6 +68,9 @@ class Telemetry:
     def ejected(self, vm: str) -> None:
         self.ejections[vm] = self.ejections.get(vm, 0) + 1
 
+    def identity_mismatched(self, vm: str) -> None:
+        self.identity_mismatches[vm] = self.identity_mismatches.get(vm, 0) + 1
+
     def health_changed(self, vm: str, healthy: bool) -> None:
         self.health_transitions["healthy" if healthy else "unhealthy"] += 1
 
@@ -75,6 +80,7 @@ class Telemetry:
     def forget(self, vm: str) -> None:
         """A VM is gone for good: drop its series, so an elastic fleet does not grow them forever."""
         self.ejections.pop(vm, None)
+        self.identity_mismatches.pop(vm, None)
         for key in [k for k in self.requests if k[0] == vm]:
             del self.requests[key]
 
@@ -129,7 +135,7 @@ def requests_family(t: Telemetry) -> Metric:
 
 
 def counter_families(t: Telemetry) -> Iterator[Metric]:
-    """The unlabelled counters, the ejections per VM and the health transitions."""
+    """The unlabelled counters, the ejections and identity mismatches per VM, and the health transitions."""
     yield CounterMetricFamily(PREFIX + "retries", "Requests retried on another VM.", value=t.retries)
     yield CounterMetricFamily(PREFIX + "handshakes", "Client QUIC handshakes completed.", value=t.handshakes)
     yield CounterMetricFamily(PREFIX + "retry_packets", "QUIC Retry packets sent.", value=t.retry_packets)
@@ -139,6 +145,14 @@ def counter_families(t: Telemetry) -> Iterator[Metric]:
     for vm, count in sorted(t.ejections.items()):
         ejections.add_metric([vm], count)
     yield ejections
+    mismatches = CounterMetricFamily(
+        PREFIX + "identity_mismatches",
+        "Responses at a VM's address that carried another VM's UUID or none.",
+        labels=["vm"],
+    )
+    for vm, count in sorted(t.identity_mismatches.items()):
+        mismatches.add_metric([vm], count)
+    yield mismatches
     transitions = CounterMetricFamily(PREFIX + "health_transitions", "Active-check state changes.", labels=["to"])
     for to, count in sorted(t.health_transitions.items()):
         transitions.add_metric([to], count)

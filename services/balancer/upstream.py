@@ -16,6 +16,7 @@ CONNECT = "connect"
 RESET = "reset"
 TIMEOUT = "timeout"
 PROTOCOL = "protocol"
+IDENTITY = "identity"
 """Why an upstream call failed; the proxy maps them to 502/504 and decides on a retry."""
 
 
@@ -51,7 +52,10 @@ class Call(Protocol):
 
     def resume(self) -> None: ...
 
-    def abort(self) -> None: ...
+    def abort(self) -> None:
+        """Give up on the call: from now on it calls its sink no more, not even from inside a callback
+        (the proxy refuses a response in `on_headers` and may already retry with the same sink)."""
+        ...
 
     def buffered(self) -> int:
         """Request bytes accepted from the proxy that the backend has not taken yet."""

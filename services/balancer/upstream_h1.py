@@ -88,9 +88,12 @@ class H1Call:
         return waiting + (transport.get_write_buffer_size() if transport is not None else 0)
 
     def abort(self) -> None:
-        """The client went away: drop the connection (its response state is unknown)."""
+        """The client went away or the response was refused: drop the connection (its response state
+        is unknown), and let nothing more reach the sink, not even the rest of the bytes in the parser."""
         self.aborted = True
         if self.conn is not None:
+            if self.conn.call is self:
+                self.conn.call = None
             self.conn.close()
 
 

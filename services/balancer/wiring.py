@@ -63,6 +63,7 @@ def make_router(settings: BalancerSettings, engine: Engine, on_drained: Callable
         request_buffer_bytes=settings.listen_max_request_buffer_bytes,
         hash_header=hash_header,
         trusted_proxies=TrustedProxies(settings.trusted_proxies),
+        identity_check=settings.balancer_identity_check,
     )
     budget = RetryBudget(ratio=settings.balancer_retry_budget)
     access = AccessLog(asyncio.get_running_loop(), settings.balancer_access_log, settings.balancer_access_log_sample)

@@ -1,7 +1,7 @@
-"""The backend set as this balancer sees it: membership, drain flags, health, slow start, counters.
+"""The backend set as this balancer sees it: membership, drain flags, health, identity, slow start, counters.
 
-Membership comes from the provisioner's events; routability combines them with health and
-drains. Counters live on the record itself so the request path touches one object per request.
+Membership comes from the provisioner's events; routability combines them with health, identity
+and drains. Counters live on the record itself so the request path touches one object per request.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.balancer.core.health import Health, HealthPolicy
+from services.balancer.core.identity import Verification
 from shared.contract.load import LATENCY_BOUNDS_S
 from shared.histogram import bucket_of
 
@@ -25,6 +26,7 @@ class Backend:
     port: int
     ready_since: float
     health: Health
+    verification: Verification = field(default_factory=Verification)
     draining: bool = False
     outstanding: int = 0
     requests: int = 0
@@ -36,8 +38,13 @@ class Backend:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def identity(self) -> str | None:
+        """The domain UUID the VM must send in `x-quicfleet-vm` (None: not checked)."""
+        return self.verification.uuid
+
     def routable(self, now: float) -> bool:
-        return not self.draining and self.health.usable(now)
+        return not self.draining and self.verification.trusted and self.health.usable(now)
 
     def weight(self, now: float, slow_start_s: float) -> float:
         """Share multiplier in (0, 1]: ramps linearly over the slow-start window."""
@@ -89,22 +96,27 @@ class BackendTable:
     def get(self, vm: str) -> Backend | None:
         return self.backends.get(vm)
 
-    def ready(self, vm: str, address: str, now: float, fresh: bool = True) -> Backend:
+    def ready(self, vm: str, address: str, now: float, fresh: bool = True, identity: str | None = None) -> Backend:
         """A VM is ready at `address`; a known one keeps its counters and leaves any drain.
 
         `fresh=False` (learned from a fleet listing at start) skips slow start: those VMs
-        were already serving before this balancer started.
+        were already serving before this balancer started. `identity` is the UUID the VM
+        must prove (None: not checked); a new address or another UUID starts unverified,
+        since whatever answered before proves nothing about what answers now.
         """
         host, port = split_address(address, self.port_override)
         backend = self.backends.get(vm)
         if backend is None or (backend.host, backend.port) != (host, port):
             since = now if fresh else now - self.slow_start_s
-            backend = Backend(vm, host, port, since, Health(self.health_policy))
+            verification = Verification.of(identity, self.health_policy.rise)
+            backend = Backend(vm, host, port, since, Health(self.health_policy), verification)
             if vm in self.backends:
                 old = self.backends[vm]
                 backend.requests, backend.errors = old.requests, old.errors
                 backend.latency_counts, backend.latency_sum_s = old.latency_counts, old.latency_sum_s
             self.backends[vm] = backend
+        elif backend.identity != identity:
+            backend.verification = Verification.of(identity, self.health_policy.rise)
         backend.draining = False
         return backend
 
@@ -125,9 +137,11 @@ class BackendTable:
         non-draining VMs are usable, the checks or ejections are more likely wrong (or the
         whole fleet is overloaded) than most VMs dead, and sending the load to the few left
         would topple them too; spreading it over all of them serves what can be served
-        instead of answering 503 to everyone. Draining VMs stay out: they are leaving.
+        instead of answering 503 to everyone. Draining VMs stay out: they are leaving. So do
+        VMs whose identity is unverified or wrong, panic or not: what answers there may be
+        another machine, and they do not count towards the threshold either.
         """
-        known = [b for b in self.backends.values() if not b.draining]
+        known = [b for b in self.backends.values() if not b.draining and b.verification.trusted]
         usable = [b for b in known if b.health.usable(now)]
         self.panic = len(usable) < self.panic_threshold * len(known)
         return known if self.panic else usable

@@ -48,16 +48,28 @@ def start_balancer(settings_env: dict[str, str], tmp_path: Path) -> StartBalance
     return start
 
 
-async def announce(bus: Bus, service: BalancerService, vm: str, address: str, state: VmState = VmState.READY) -> None:
-    """Publish a VM event as the provisioner would, and wait until the balancer applied it."""
-    await bus.publish(bus.subjects.vm(state), VmStateChanged(vm=vm, state=state, address=address))
+async def announce(
+    bus: Bus, service: BalancerService, vm: str, address: str, state: VmState = VmState.READY, uuid: str | None = None
+) -> None:
+    """Publish a VM event as the provisioner would, and wait until the balancer applied it.
+
+    With `uuid` the VM is announced as one that sends it in `x-quicfleet-vm` (`identity`).
+    """
+    event = VmStateChanged(vm=vm, state=state, address=address, uuid=uuid, identity=uuid is not None)
+    await bus.publish(bus.subjects.vm(state), event)
     router = service.router
     assert router is not None
+    identity = uuid if service.settings.balancer_identity_check else None
 
     def applied() -> bool:
         backend = router.table.get(vm)
         if state is VmState.READY:
-            return backend is not None and backend.address == address and not backend.draining
+            return (
+                backend is not None
+                and backend.address == address
+                and not backend.draining
+                and backend.identity == identity
+            )
         if state is VmState.DRAINING:
             return backend is not None and backend.draining
         return backend is None
