@@ -12,12 +12,23 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ops.lab import Lab, LabInfo, lab_possible
+from ops.lab import Lab, LabInfo, lab_possible, netns
+from shared.bus import Bus, connect
+from shared.contract.policy import PolicyPatch, ScalingPolicy
+from shared.contract.subjects import Subjects
+from shared.settings import ServiceSettings
+from tests.e2e.fleetwatch import FleetWatch, services_answer
+from tests.e2e.load import LoadRun
+from tests.e2e.stack import Stack
+
+TIMINGS: list[str] = []
+"""Figures a test measured (one line each), printed at the end of the run."""
 
 
 def _require_lab() -> None:
@@ -67,3 +78,53 @@ def lab(lab_handle: Lab) -> LabInfo:
 @pytest.fixture
 def lab_workdir(lab_handle: Lab) -> Path:
     return lab_handle.workdir
+
+
+@pytest.fixture(scope="module")
+def stack(lab_handle: Lab, e2e_workdir: Path) -> Iterator[Stack]:
+    """NATS and the services in the namespace; this thread stays inside it for the module."""
+    running = Stack(lab_handle, e2e_workdir / "stack")
+    with netns.entered(lab_handle.name):
+        try:
+            running.start()
+            yield running
+        finally:
+            running.stop()
+
+
+@pytest.fixture
+async def watch(stack: Stack) -> AsyncIterator[FleetWatch]:
+    assert stack.nats is not None
+    bus = Bus(await connect(ServiceSettings(nats_url=stack.nats.url), "quicfleet-e2e"), Subjects())
+    await services_answer(bus)
+    policy = PolicyPatch(min_replicas=0, max_replicas=3)
+    await bus.request(bus.subjects.cmd_policy, policy, ScalingPolicy, timeout=30)
+    fleet = FleetWatch(bus)
+    await fleet.start()
+    yield fleet
+    await bus.drain()
+    assert not stack.exited(), f"a service exited: {stack.exited()}; logs in {stack.workdir}"
+
+
+@pytest.fixture
+def load(lab_handle: Lab, stack: Stack, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Start steady HTTP/3 load through the balancer on demand; stopped after the test."""
+    runs: list[LoadRun] = []
+
+    def start() -> LoadRun:
+        where = stack.workdir / f"load-{request.node.name[:40]}-{len(runs)}"
+        runs.append(LoadRun(lab_handle.wrap([]), stack.balancer_url, where))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        if run.process.poll() is None:
+            run.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print what the end-to-end tests measured, so CI's log keeps the figures."""
+    if TIMINGS:
+        terminalreporter.section("end-to-end figures")
+        for line in TIMINGS:
+            terminalreporter.write_line(line)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from shared.bus import Bus
 from shared.contract.commands import GetStatus, ScaleFleet
-from shared.contract.events import VmState, VmStateChanged
+from shared.contract.events import ScalingDecided, VmState, VmStateChanged
 from shared.contract.provisioning import ListVms, VmList
 from shared.contract.status import DesiredState, FleetStatus
 from shared.errors import BusError
@@ -27,10 +28,14 @@ class FleetWatch:
         self.latest: dict[str, VmStateChanged] = {}
         self.history: list[VmStateChanged] = []
         self.late: list[VmStateChanged] = []
+        self.arrived: list[tuple[float, VmStateChanged]] = []
+        """Every event with the wall time it arrived here (for measured timings)."""
+        self.decisions: list[tuple[float, ScalingDecided]] = []
 
     async def start(self) -> None:
         """Subscribe, then learn the VMs that exist already from the provisioner's list."""
         await self.bus.subscribe(self.bus.subjects.vm_all, VmStateChanged, self._on_event)
+        await self.bus.subscribe(self.bus.subjects.scaler_decision, ScalingDecided, self._on_decision)
         for listing in await self.bus.gather(self.bus.subjects.prov_list, ListVms(), VmList, window=1.0):
             for record in listing.vms:
                 if record.vm not in self.latest:
@@ -40,10 +45,18 @@ class FleetWatch:
         """Destroyed and failed are final (names are never reused): a later event for the same
         VM is stale (e.g. a repeated drain) and is kept in `late`, not taken as its state."""
         self.history.append(event)
+        self.arrived.append((time.time(), event))
         if self.ended(event.vm) and event.state not in TERMINAL:
             self.late.append(event)
             return
         self.latest[event.vm] = event
+
+    async def _on_decision(self, decision: ScalingDecided, _msg: Any) -> None:
+        self.decisions.append((time.time(), decision))
+
+    def first(self, vm: str, state: VmState, after: float) -> float | None:
+        """Wall time the first `state` event of `vm` arrived after `after`, or None."""
+        return next((at for at, e in self.arrived if e.vm == vm and e.state is state and at >= after), None)
 
     def ready(self) -> dict[str, str]:
         """VM name -> address of every VM whose latest state is ready."""

@@ -8,68 +8,19 @@ needs, so a failed test leaves the next one a fair start. At most 3 VMs at any t
 from __future__ import annotations
 
 import subprocess
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import libvirt
 import pytest
 
-from ops.lab import Lab, netns
-from shared.bus import Bus, connect
+from ops.lab import Lab
 from shared.contract.events import VmState
-from shared.contract.policy import PolicyPatch, ScalingPolicy
-from shared.contract.subjects import Subjects
-from shared.settings import ServiceSettings
 from tests.e2e import vms
-from tests.e2e.fleetwatch import FleetWatch, services_answer
+from tests.e2e.fleetwatch import FleetWatch
 from tests.e2e.load import LoadRun
-from tests.e2e.stack import Stack
 from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def stack(lab_handle: Lab, e2e_workdir: Path) -> Iterator[Stack]:
-    """NATS and the services in the namespace; this thread stays inside it for the module."""
-    running = Stack(lab_handle, e2e_workdir / "stack")
-    with netns.entered(lab_handle.name):
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
-
-
-@pytest.fixture
-async def watch(stack: Stack) -> AsyncIterator[FleetWatch]:
-    assert stack.nats is not None
-    bus = Bus(await connect(ServiceSettings(nats_url=stack.nats.url), "quicfleet-e2e"), Subjects())
-    await services_answer(bus)
-    policy = PolicyPatch(min_replicas=0, max_replicas=3)
-    await bus.request(bus.subjects.cmd_policy, policy, ScalingPolicy, timeout=30)
-    fleet = FleetWatch(bus)
-    await fleet.start()
-    yield fleet
-    await bus.drain()
-    assert not stack.exited(), f"a service exited: {stack.exited()}; logs in {stack.workdir}"
-
-
-@pytest.fixture
-def load(lab_handle: Lab, stack: Stack, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """Start steady HTTP/3 load through the balancer on demand; stopped after the test."""
-    runs: list[LoadRun] = []
-
-    def start() -> LoadRun:
-        where = stack.workdir / f"load-{request.node.name[:40]}-{len(runs)}"
-        runs.append(LoadRun(lab_handle.wrap([]), stack.balancer_url, where))
-        return runs[-1]
-
-    yield start
-    for run in runs:
-        if run.process.poll() is None:
-            run.stop()
 
 
 async def test_scale_to_two_boots_two_clones_that_answer_through_the_balancer(

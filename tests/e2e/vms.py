@@ -76,3 +76,20 @@ def h3_get(wrap: list[str], url: str, timeout_s: float = 90.0) -> dict[str, Any]
 
 def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def guest_exec(uri: str, vm: str, script: str) -> None:
+    """Run `sh -c script` inside the guest through its QEMU guest agent (started, not awaited)."""
+    command = {"execute": "guest-exec", "arguments": {"path": "/bin/sh", "arg": ["-c", script]}}
+    subprocess.run(
+        ["virsh", "-c", uri, "qemu-agent-command", vm, json.dumps(command)], check=True, capture_output=True, timeout=30
+    )
+
+
+def domain_uuid(uri: str, vm: str) -> str:
+    """The domain's UUID as libvirt reports it (lower case)."""
+    conn = libvirt.open(uri)
+    try:
+        return str(conn.lookupByName(vm).UUIDString()).lower()
+    finally:
+        conn.close()
