@@ -8,6 +8,11 @@ a DHCP network and the test template, so real VMs boot and serve without a packe
     subprocess.Popen(lab.wrap(["python", "-m", "services.provisioner"]), env=...)
     ...
     lab.stop()                        # safe after a failure, and twice
+
+Each lab records its owner (`ops.lab.owner`): a lab left behind by a process that died is
+reclaimed by the next `start()` under its name, or by `reclaim_stale()`; a lab whose owner still
+runs, or a namespace with no record, is refused and left alone. Two of them routed to each other
+make the two-host lab (`ops.lab.twohost`).
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from pathlib import Path
 import libvirt
 import structlog
 
-from ops.lab import daemons, netns, network, template
+from ops.lab import daemons, netns, network, owner, template
 from ops.lab.netns import LabError
+from ops.lab.network import SUBNET_PREFIX
 
-__all__ = ["Lab", "LabError", "LabInfo", "lab_possible"]
+__all__ = ["Lab", "LabError", "LabInfo", "lab_possible", "reclaim_stale"]
 
 NEEDED_TOOLS = ("qemu-system-x86_64", "libvirtd", "virtlogd", "ip", "virsh")
 
@@ -50,21 +56,31 @@ class LabInfo:
     libvirt_uri: str
     network: str
     template: str
+    subnet: str = SUBNET_PREFIX
+    """The network's /24 (`<subnet>.0/24`; the bridge is `<subnet>.1`)."""
 
 
 class Lab:
-    """One namespace, one private libvirtd, one DHCP network, one template; all under `workdir`."""
+    """One namespace, one private libvirtd, one DHCP network, one template; all under `workdir`.
 
-    def __init__(self, workdir: Path, name: str = "quicfleet-lab") -> None:
+    `subnet` and `routed` are for labs that are routed to each other (`ops.lab.twohost`): each
+    needs its own subnet, and a network whose guests have a gateway and no firewall rule.
+    """
+
+    def __init__(
+        self, workdir: Path, name: str = "quicfleet-lab", subnet: str = SUBNET_PREFIX, routed: bool = False
+    ) -> None:
         self.workdir = Path(workdir).resolve()
         self.name = name
+        self.subnet = subnet
+        self.routed = routed
         self.paths = daemons.DaemonPaths(self.workdir / "libvirt")
         self._daemon: subprocess.Popen[bytes] | None = None
         self._info: LabInfo | None = None
 
     @property
     def info(self) -> LabInfo:
-        return LabInfo(self.name, self.paths.uri, self.name, template.TEMPLATE_NAME)
+        return LabInfo(self.name, self.paths.uri, self.name, template.TEMPLATE_NAME, self.subnet)
 
     def start(self) -> LabInfo:
         """Bring the lab up (a second call returns the running lab); on failure, undo it all."""
@@ -73,11 +89,7 @@ class Lab:
         ok, why = lab_possible()
         if not ok:
             raise LabError(why)
-        if netns.exists(self.name):  # checked before the try: never tear down someone else's lab
-            raise LabError(
-                f"network namespace {self.name} already exists: another lab runs under that name, or one"
-                f" crashed (Lab(<its workdir>, {self.name!r}).stop() or `ip netns del {self.name}` cleans up)"
-            )
+        self.ensure_free()  # before the try: never tear down someone else's lab
         began = time.monotonic()
         try:
             self._start()
@@ -90,14 +102,28 @@ class Lab:
         log.info("lab.started", namespace=self.name, uri=self._info.libvirt_uri, seconds=seconds)
         return self._info
 
+    def ensure_free(self) -> None:
+        """Make sure the namespace is free: reclaim a lab whose recorded owner died, refuse any other."""
+        if not netns.exists(self.name):
+            return
+        found = owner.read(self.name)
+        if found is None or found.alive():
+            held = found.describe() if found is not None else "no owner record"
+            raise LabError(
+                f"network namespace {self.name} already exists ({held}): another lab runs under that name, or one"
+                f" crashed (Lab(<its workdir>, {self.name!r}).stop() or `ip netns del {self.name}` cleans up)"
+            )
+        reclaim(found)
+
     def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         template.build()
+        owner.claim(self.name, self.workdir)  # first: whatever exists from here on is reclaimable
         netns.create(self.name)
         self._daemon = daemons.start(self.name, self.paths)
         conn = libvirt.open(self.paths.uri)
         try:
-            network.ensure_network(conn, self.name)
+            network.ensure_network(conn, self.name, self.subnet, self.routed)
         finally:
             conn.close()
         template.define(self.paths.uri, self.workdir, self.name)
@@ -106,6 +132,19 @@ class Lab:
         """Restart the lab's libvirtd (virtlogd and guests stay): how tests prove that clients reconnect."""
         self._daemon = daemons.restart_libvirtd(self.name, self.paths, self._daemon)
         log.info("lab.libvirtd_restarted", namespace=self.name)
+
+    def stop_libvirtd(self) -> None:
+        """Stop the lab's libvirtd alone (virtlogd, dnsmasq and guests keep running): a host whose daemon died."""
+        daemons.stop_libvirtd(self.paths, self._daemon)
+        self._daemon = None
+        log.info("lab.libvirtd_stopped", namespace=self.name)
+
+    def start_libvirtd(self) -> None:
+        """Start the lab's libvirtd again after `stop_libvirtd` (it finds the running guests in its state dir)."""
+        if self._daemon is not None and self._daemon.poll() is None:
+            return
+        self._daemon = daemons.start(self.name, self.paths, virtlogd=not daemons.virtlogd_running(self.paths))
+        log.info("lab.libvirtd_started", namespace=self.name)
 
     def wrap(self, argv: list[str]) -> list[str]:
         """The command line that runs `argv` inside the lab's namespace."""
@@ -118,6 +157,7 @@ class Lab:
         daemons.stop(self.paths, self._daemon)
         self._daemon = None
         netns.delete(self.name)
+        owner.release(self.name)
         self._info = None
         log.info("lab.stopped", namespace=self.name, problems=len(problems))
         if problems:
@@ -134,3 +174,28 @@ class Lab:
             return network.teardown(conn)
         finally:
             conn.close()
+
+
+def reclaim(found: owner.Owner) -> None:
+    """Tear down a lab whose owner died, through its recorded workdir (teardown is the same as `stop()`'s).
+
+    A workdir that is gone no longer holds sockets or pid files: the namespace's processes are
+    still found by `ip netns pids` and ended with it.
+    """
+    log.warning("lab.reclaiming", namespace=found.namespace, owner=found.describe())
+    Lab(found.workdir, found.namespace).stop()
+
+
+def reclaim_stale(prefix: str = "") -> list[str]:
+    """Reclaim every recorded lab (whose namespace starts with `prefix`) whose owner died; returns their
+    namespaces. Labs in use, and namespaces with no record, are left alone."""
+    reclaimed = []
+    for found in owner.recorded():
+        if found.alive() or not found.namespace.startswith(prefix):
+            continue
+        if netns.exists(found.namespace):
+            reclaim(found)
+            reclaimed.append(found.namespace)
+        else:
+            owner.release(found.namespace)
+    return reclaimed

@@ -134,11 +134,21 @@ def restart_libvirtd(namespace: str, paths: DaemonPaths, process: Daemon | None)
 
     virtlogd and running guests stay; the new libvirtd finds the guests from its state directory.
     """
+    stop_libvirtd(paths, process)
+    return start(namespace, paths, virtlogd=False)
+
+
+def stop_libvirtd(paths: DaemonPaths, process: Daemon | None) -> None:
+    """Stop libvirtd alone (virtlogd, dnsmasq and the guests keep running), as `systemctl stop libvirtd` would."""
     pid = _read_pid(paths.libvirtd_pid, "libvirtd")
     netns.terminate([p for p in {pid, process.pid if process is not None else None} if p is not None])
     if process is not None:
         process.wait(timeout=10)
-    return start(namespace, paths, virtlogd=False)
+
+
+def virtlogd_running(paths: DaemonPaths) -> bool:
+    """Whether the lab's virtlogd still runs (a libvirtd started again must not start a second one)."""
+    return _read_pid(paths.virtlogd_pid, "virtlogd") is not None
 
 
 def _read_pid(path: Path, command: str) -> int | None:

@@ -97,3 +97,14 @@ def _setns(libc: ctypes.CDLL, fd: int) -> None:
     if libc.setns(fd, CLONE_NEWNET) != 0:
         errno = ctypes.get_errno()
         raise LabError(f"setns failed: {os.strerror(errno)}")
+
+
+def rss_kib(pids_: list[int]) -> int:
+    """Resident memory of these processes together, in KiB (what a lab's daemons cost)."""
+    total = 0
+    for pid in pids_:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total

@@ -11,22 +11,29 @@ from typing import Any
 import libvirt
 
 SUBNET_PREFIX = "10.77.0"
-"""Private addresses that exist only inside the lab's namespace."""
+"""Private addresses that exist only inside the lab's namespace (a /24: `<prefix>.0/24`)."""
 
 
-def network_xml(name: str) -> str:
-    """An isolated network (no forwarding) with DHCP, so guests get leases the provisioner reads."""
+def network_xml(name: str, subnet: str = SUBNET_PREFIX, routed: bool = False) -> str:
+    """A network with DHCP, so guests get leases the provisioner reads.
+
+    Isolated (no `<forward>`) by default: a single lab needs no routing, and libvirt then also
+    gives the guests no default route. `routed` makes it `<forward mode='open'/>`: the guests get
+    the bridge as their gateway and libvirt adds no firewall rule, so the two-host lab's own routes
+    (over its veth pair, see `ops.lab.pair`) carry the other namespace's traffic to them and back.
+    """
+    forward = "<forward mode='open'/>" if routed else ""
     return (
-        f"<network><name>{name}</name><bridge name='qfbr0' stp='off' delay='0'/>"
-        f"<ip address='{SUBNET_PREFIX}.1' netmask='255.255.255.0'>"
-        f"<dhcp><range start='{SUBNET_PREFIX}.10' end='{SUBNET_PREFIX}.250'/></dhcp></ip></network>"
+        f"<network><name>{name}</name>{forward}<bridge name='qfbr0' stp='off' delay='0'/>"
+        f"<ip address='{subnet}.1' netmask='255.255.255.0'>"
+        f"<dhcp><range start='{subnet}.10' end='{subnet}.250'/></dhcp></ip></network>"
     )
 
 
-def ensure_network(conn: Any, name: str) -> None:
+def ensure_network(conn: Any, name: str, subnet: str = SUBNET_PREFIX, routed: bool = False) -> None:
     """Define and start the network unless it already runs (start() may be called twice)."""
     known = {net.name(): net for net in conn.listAllNetworks()}
-    net = known.get(name) or conn.networkDefineXML(network_xml(name))
+    net = known.get(name) or conn.networkDefineXML(network_xml(name, subnet, routed))
     if not net.isActive():
         net.create()
 
