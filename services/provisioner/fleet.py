@@ -8,8 +8,10 @@ pure decisions live in `machine.py`, `clone.py`, `reconcile.py`, `pauses.py`.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -17,10 +19,18 @@ import structlog
 
 from services.provisioner.addresses import free_static, parse_static_pool
 from services.provisioner.boot import Probe, load_template, provision, watch_ready
+from services.provisioner.capacity import UNKNOWN, Capacity, measure
 from services.provisioner.execute import clone_disks, teardown
 from services.provisioner.machine import IN_LIBVIRT, VmEntry, adopted, can_become, requested, to_record, transition
 from services.provisioner.pauses import paused_by, plan_pauses, with_pause
-from services.provisioner.ports import DomainEvent, DomainEventKind, DomainView, Hypervisor, HypervisorError, Template
+from services.provisioner.ports import (
+    DomainEvent,
+    DomainEventKind,
+    DomainView,
+    Hypervisor,
+    HypervisorError,
+    Template,
+)
 from services.provisioner.reconcile import (
     Action,
     Adopt,
@@ -36,6 +46,7 @@ from shared.contract.base import ErrorCode, utcnow
 from shared.contract.events import LIVE_STATES, VmState, VmStateChanged
 from shared.contract.provisioning import CreateVm, DestroyVm, VmList, VmRecord
 from shared.errors import BusError
+from shared.throttle import LineThrottle
 
 log = structlog.get_logger("provisioner.fleet")
 
@@ -46,6 +57,9 @@ _EVENT_REASONS = {
     DomainEventKind.UNDEFINED: "the VM was undefined outside quicfleet",
 }
 _KEEP_FINISHED = 1000
+CAPACITY_TIMEOUT_S = 0.5
+"""How long a list reply waits for libvirt's capacity figures: the list answers from memory, and a hung
+libvirtd must not make a live provisioner miss the scaler's gather window and look lost."""
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -69,6 +83,7 @@ class Fleet:
         self.epoch = 0
         self.slots = asyncio.Semaphore(settings.provisioner_max_in_flight)
         self.pool = parse_static_pool(settings.static_addresses, settings.backend_port)
+        self._unmeasured = LineThrottle(burst=1, period_s=60.0)
 
     # --- state table -------------------------------------------------------------------------
     async def advance(self, name: str, to: VmState, *, address: str | None = None, reason: str | None = None) -> None:
@@ -100,6 +115,44 @@ class Fleet:
     def records(self) -> VmList:
         host = self.settings.host
         return VmList(host=host, vms=[to_record(e, host) for e in self.live()], max_vms=self.settings.max_vms)
+
+    async def listing(self) -> VmList:
+        """The list reply: `records` and the host's room (`capacity`).
+
+        The VMs are taken before libvirt is asked: one that starts in between is then counted twice by
+        the scaler (its memory gone from the free figure, and not listed as running), never missed.
+        """
+        listed = self.records()
+        capacity = await self.capacity()
+        return listed.model_copy(update=asdict(capacity))  # `measure` bounded every figure as VmList does
+
+    async def capacity(self) -> Capacity:
+        """The host's room for a list reply; what libvirt does not say in time, or fails to say, is left out.
+
+        The list must answer either way: a host without figures is placed on by count, while a host
+        that does not answer is, after a while, written off.
+        """
+        try:
+            async with asyncio.timeout(CAPACITY_TIMEOUT_S):
+                facts = await self._measured("host", self.hv.host_facts)
+                template = await self._measured("template", self.hv.template, self.settings.template)
+        except TimeoutError:
+            self._not_measured("timeout", f"libvirt gave no capacity figures within {CAPACITY_TIMEOUT_S:g} s")
+            return UNKNOWN
+        return measure(facts, template.xml if template is not None else None)
+
+    async def _measured(self, part: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
+        """A blocking capacity read in a thread; None (and a line saying why) when libvirt fails."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except HypervisorError as error:
+            self._not_measured(part, str(error))
+            return None
+
+    def _not_measured(self, what: str, error: str) -> None:
+        """One line a minute per cause: every list asks again, and the reason seldom changes."""
+        if self._unmeasured.admit(what, time.monotonic()) is not None:
+            log.warning("capacity.unknown", part=what, error=error)
 
     async def republish(self) -> None:
         """Announce every live VM again, so a restarted subscriber learns the fleet."""

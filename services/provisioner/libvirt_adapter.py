@@ -25,6 +25,7 @@ from services.provisioner.ports import (
     DomainEventKind,
     DomainView,
     EventSink,
+    HostFacts,
     HypervisorError,
     Template,
     TemplateMissing,
@@ -262,6 +263,27 @@ class LibvirtHypervisor:
         except libvirt.libvirtError as error:
             log.debug("libvirt.no_addresses_yet", vm=name, source=source, error=_message(error))
             return found
+
+    def host_facts(self) -> HostFacts:
+        """`getInfo()`'s logical CPUs, and the free memory (`_free_kib`) capped at `getInfo()`'s total.
+
+        A free figure above the host's whole memory is a driver's mistake in units, not room.
+        """
+        with _errors("reading the host's CPUs and memory"):
+            info = self.conn.getInfo()  # [model, memory MiB, cpus, MHz, nodes, sockets, cores, threads]
+            free_kib = self._free_kib()
+        return HostFacts(cpus=int(info[2]), free_memory_mib=min(free_kib // 1024, int(info[1])))
+
+    def _free_kib(self) -> int:
+        """Memory a new guest can have, in KiB: free plus buffers and page cache, which Linux gives back
+        when a guest needs it (`getMemoryStats`); where the driver has no such stats (the test driver),
+        `getFreeMemory()`, which counts only free pages.
+        """
+        try:
+            stats = self.conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
+        except libvirt.libvirtError:
+            return int(self.conn.getFreeMemory()) // 1024
+        return sum(int(stats.get(key, 0)) for key in ("free", "buffers", "cached"))
 
     def _network_leases(self) -> dict[str, Any]:
         """Leases of the configured network (empty when the driver cannot tell, like the test driver)."""

@@ -75,6 +75,14 @@ class Template:
     sources: Mapping[str, SourceVolume]
 
 
+@dataclass(frozen=True)
+class HostFacts:
+    """What libvirt says the host has: its logical CPUs and the memory free for new guests (MiB)."""
+
+    cpus: int
+    free_memory_mib: int
+
+
 AddressSource = Literal["lease", "agent"]
 EventSink = Callable[[DomainEvent], None]
 
@@ -119,3 +127,6 @@ class Hypervisor(Protocol):
 
     def interface_addresses(self, name: str, source: AddressSource) -> Mapping[str, Any]:
         """libvirt's `interfaceAddresses` answer; empty when nothing is known yet."""
+
+    def host_facts(self) -> HostFacts:
+        """The host's CPUs and free memory (HypervisorError when libvirt cannot say)."""

@@ -105,7 +105,7 @@ class ProvisionerService(BusService):
 
     async def _list(self, _command: ListVms) -> VmList:
         await self._after_first_reconcile()
-        result = self.fleet.records()
+        result = await self.fleet.listing()
         structlog.contextvars.bind_contextvars(vms=len(result.vms))
         return result
 

@@ -122,6 +122,18 @@ class LoadView:
 
 
 @dataclass(frozen=True)
+class HostCapacity:
+    """What a host's provisioner said about its room in its last list (None: not said), for `placement`."""
+
+    free_memory_mib: int | None = None
+    cpus: int | None = None
+    vm_memory_mib: int | None = None
+    vm_vcpus: int | None = None
+    running: frozenset[str] = frozenset()
+    """Our VMs that list showed running: their memory is already out of `free_memory_mib`, other VMs' is not."""
+
+
+@dataclass(frozen=True)
 class FleetState:
     """Everything `decide` reads: desired size, policy, VMs, drains, balancers, failures, memory."""
 
@@ -152,6 +164,8 @@ class FleetState:
     """When the last unhealthy VM was replaced (the replacement rate limit)."""
     host_seen: Mapping[str, float] = field(default_factory=dict)
     """When each provisioner last answered a list (local time): a host silent far longer than the others is lost."""
+    capacity: Mapping[str, HostCapacity] = field(default_factory=dict)
+    """What each host that answered the last list said it has (placement fits creates into it; see `placement`)."""
 
 
 @dataclass(frozen=True)

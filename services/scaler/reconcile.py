@@ -2,11 +2,13 @@
 
 Pure: the leader calls it after every decision with the state and `now`. VMs in flight
 (requested, cloning, booting, or a create with no reply yet) count, so a slow boot never
-leads to a second create; VMs being drained do not count, they are on their way out.
+leads to a second create; VMs being drained do not count, they are on their way out. Which
+host each create goes to is `placement`'s answer.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 
 from services.scaler.liveness import choose, lost_hosts, observe
@@ -20,6 +22,7 @@ from services.scaler.model import (
     FleetState,
     VmView,
 )
+from services.scaler.placement import place
 from shared.contract.events import VmState
 
 MATCHED = "fleet matches desired size"
@@ -42,15 +45,29 @@ def outstanding(state: FleetState, vm: str, now: float) -> int:
 
 
 def pick_victims(state: FleetState, count: int, now: float) -> list[VmView]:
-    """Scale-in order: VMs not serving yet first, then fewest outstanding requests, the oldest on a tie.
+    """Scale-in order: VMs not serving yet first, then fewest outstanding requests, then the one on the
+    host with the most VMs, the oldest on a tie.
 
     A VM still booting serves nothing: removing it costs no capacity, while draining a ready VM
-    to keep a newer booting one would leave the fleet short until that one is up.
+    to keep a newer booting one would leave the fleet short until that one is up. Among equally
+    idle VMs, taking from the fullest host keeps the hosts even, so one host's loss costs the
+    fewest VMs; victims are chosen one at a time, each leaving its host one VM smaller.
     """
-    def rank(vm: VmView) -> tuple[bool, int, float, str]:
-        return vm.state is VmState.READY, outstanding(state, vm.name, now), vm.created, vm.name
+    left = counted(state)
+    busy = {vm.name: outstanding(state, vm.name, now) for vm in left}
+    per_host = Counter(vm.host for vm in left)
+    per_host.update(host for request_id, host in state.placed.items() if request_id in state.pending)
 
-    return sorted(counted(state), key=rank)[:count]
+    def rank(vm: VmView) -> tuple[bool, int, int, float, str]:
+        return vm.state is VmState.READY, busy[vm.name], -per_host[vm.host], vm.created, vm.name
+
+    chosen: list[VmView] = []
+    for _ in range(min(count, len(left))):
+        victim = min(left, key=rank)
+        chosen.append(victim)
+        left.remove(victim)
+        per_host[victim.host] -= 1
+    return chosen
 
 
 def _next_id(state: FleetState, kind: str) -> tuple[FleetState, str]:
@@ -114,43 +131,16 @@ def _create(state: FleetState, missing: int, now: float, commands: list[Command]
     if state.failures.count and state.pending:
         return state, f"{missing} missing; one create at a time after failures"
     count = 1 if state.failures.count else missing
-    pending, placed, room = dict(state.pending), dict(state.placed), rooms(state)
-    made = 0
-    for _ in range(count):
-        host = roomiest(room)
-        if room and host is None:
-            break
+    hosts, short = place(state, count)
+    pending, placed = dict(state.pending), dict(state.placed)
+    for host in hosts:
         state, request_id = _next_id(state, "c")
         pending[request_id] = now
         if host is not None:
-            placed[request_id], room[host] = host, room[host] - 1
+            placed[request_id] = host
         commands.append(CreateCommand(request_id, host))
-        made += 1
-    note = f"creating {made}" if made == count else f"creating {made}; every host is at its max_vms"
+    note = f"creating {len(hosts)}" if not short else f"creating {len(hosts)}; {short}"
     return replace(state, pending=pending, placed=placed), note
-
-
-def rooms(state: FleetState) -> dict[str, int]:
-    """Free places on each known host: its `max_vms`, less the VMs it holds and the creates placed on it.
-
-    Every VM we know of on a host counts (a draining or failed one still holds its domain), so
-    a create never goes where the provisioner would refuse it: a refusal counts as a failure and
-    slows every later create, while another host may have room.
-    """
-    room = dict(state.hosts)
-    for vm in state.vms.values():
-        if vm.host in room:
-            room[vm.host] -= 1
-    for request_id, host in state.placed.items():
-        if request_id in state.pending and host in room:
-            room[host] -= 1
-    return room
-
-
-def roomiest(room: dict[str, int]) -> str | None:
-    """The host with the most free places (by name on a tie), None when none has any or none is known."""
-    best = min(room, key=lambda host: (-room[host], host), default=None)
-    return best if best is not None and room[best] > 0 else None
 
 
 def _start_drains(state: FleetState, names: list[str], now: float, commands: list[Command]) -> FleetState:

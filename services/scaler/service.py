@@ -33,6 +33,7 @@ from services.scaler.track import (
     load_view,
     new_term,
     news_at,
+    on_capacity,
     on_create_failed,
     on_created,
     on_drained,
@@ -305,7 +306,9 @@ class ScalerService(BusService):
             hosts = {vl.host: vl.max_vms for vl in lists}
             records = [(vl.host, vl.vms) for vl in lists]
             now = self.clock()
-            await self._mutate(lambda f: on_heard(on_hosts(on_lists(f, records, asked, now), hosts), hosts, now))
+            await self._mutate(lambda f: on_heard(
+                on_capacity(on_hosts(on_lists(f, records, asked, now), hosts), lists), hosts, now
+            ))
 
 
 def _with_desired(fleet: FleetState, stored: DesiredState, known: bool) -> FleetState:

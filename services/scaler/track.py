@@ -18,6 +18,7 @@ from services.scaler.model import (
     BalancerView,
     Failures,
     FleetState,
+    HostCapacity,
     LoadView,
     VmLoadView,
     VmView,
@@ -25,7 +26,10 @@ from services.scaler.model import (
 from shared.contract.draining import BackendDrained
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.load import BalancerReported, FleetLoaded
-from shared.contract.provisioning import VmRecord
+from shared.contract.provisioning import VmList, VmRecord
+
+RUNNING = frozenset({VmState.BOOTING, VmState.READY, VmState.DRAINING})
+"""Listed states of a VM whose domain has been started: its memory is no longer free on its host."""
 
 
 def seconds(at: datetime) -> float:
@@ -152,6 +156,28 @@ def on_hosts(state: FleetState, hosts: Mapping[str, int | None]) -> FleetState:
     """
     known = {host: most for host, most in hosts.items() if most is not None}
     return replace(state, hosts=known if len(known) == len(hosts) else {})
+
+
+def on_capacity(state: FleetState, lists: Iterable[VmList]) -> FleetState:
+    """What each answering host says it has, and which of its VMs were running when it said so.
+
+    Like `on_hosts`, a host that did not answer is left out until it does; one that says nothing
+    about its room (an older provisioner, or libvirt could not tell) has no entry, and placement
+    counts only its VMs.
+    """
+    found = {listed.host: capacity_of(listed) for listed in lists}
+    return replace(state, capacity={host: room for host, room in found.items() if room is not None})
+
+
+def capacity_of(listed: VmList) -> HostCapacity | None:
+    """The room one list reports (None when it reports none)."""
+    figures = (listed.free_memory_mib, listed.cpus, listed.vm_memory_mib, listed.vm_vcpus)
+    if all(figure is None for figure in figures):
+        return None
+    return HostCapacity(
+        free_memory_mib=listed.free_memory_mib, cpus=listed.cpus, vm_memory_mib=listed.vm_memory_mib,
+        vm_vcpus=listed.vm_vcpus, running=frozenset(r.vm for r in listed.vms if r.state in RUNNING),
+    )
 
 
 def on_heard(state: FleetState, hosts: Iterable[str], now: float) -> FleetState:

@@ -11,6 +11,12 @@ from shared.contract.base import Address, Message, Model, Name, RequestId, VmUui
 from shared.contract.events import VmState
 
 Epoch = Annotated[int, Field(ge=0, le=2**53)]
+MEMORY_MIB_MAX = 2**32
+"""The largest memory figure a `VmList` carries, in MiB (4 PiB: bounds a confused sender, not a real host)."""
+CPUS_MAX = 2**16
+"""The largest CPU count a `VmList` carries."""
+MemoryMib = Annotated[int, Field(ge=0, le=MEMORY_MIB_MAX)]
+Cpus = Annotated[int, Field(ge=1, le=CPUS_MAX)]
 
 
 class CreateVm(Message):
@@ -57,3 +63,11 @@ class VmList(Model):
     max_vms: Annotated[int, Field(ge=0, le=1000)] | None = Field(
         None, description="The host's ceiling: the leader places creates on hosts with room (None: unknown)."
     )
+    free_memory_mib: MemoryMib | None = Field(
+        None, description="Memory libvirt says is free for new guests on this host, in MiB (None: not read)."
+    )
+    cpus: Cpus | None = Field(None, description="The host's logical CPUs, as libvirt counts them (None: not read).")
+    vm_memory_mib: Annotated[int, Field(ge=1, le=MEMORY_MIB_MAX)] | None = Field(
+        None, description="Memory one VM of the template is given (its `<memory>`, MiB rounded up; None: not read)."
+    )
+    vm_vcpus: Cpus | None = Field(None, description="vCPUs one VM of the template is given (its `<vcpu>`).")

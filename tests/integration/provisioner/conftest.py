@@ -25,6 +25,10 @@ from tests.support.h3server import H3Backend
 URI = "test:///default"
 POOL = "default-pool"
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "libvirt" / "template-domain.xml"
+VM_MEMORY_MIB = 1
+"""Each test's template gives its VMs this much: `test:///default` says 3 MiB are free (its fake NUMA cells'
+KiB, read as bytes), so three VMs fit there, as the scaler's placement counts memory, where a
+256 MiB one would fit none."""
 
 
 @dataclass
@@ -71,10 +75,17 @@ class World:
         return ProvisionerSettings(**(values | overrides))  # type: ignore[arg-type]
 
 
-def _template_xml(name: str, disk: str) -> str:
+def template_xml(name: str, disk: str, memory_mib: int = VM_MEMORY_MIB, vcpus: int = 1) -> str:
+    """The fixture template named `name`, its disk at `disk`, its VMs given `memory_mib` and `vcpus`."""
     domain = ET.fromstring(FIXTURE.read_text())
     domain.find("name").text = name  # type: ignore[union-attr]
+    memory = domain.find("memory")
+    memory.set("unit", "MiB")  # type: ignore[union-attr]
+    memory.text = str(memory_mib)  # type: ignore[union-attr]
+    domain.find("vcpu").text = str(vcpus)  # type: ignore[union-attr]
     domain.remove(domain.find("uuid"))  # type: ignore[arg-type]
+    for entry in domain.iterfind("sysinfo/system/entry[@name='uuid']"):
+        entry.text = str(uuid.uuid4())  # libvirt takes the domain's UUID from here: two templates may coexist
     for source in domain.iterfind("devices/disk/source"):
         if source.get("file", "").endswith("backend-template.qcow2"):
             source.set("file", disk)
@@ -92,7 +103,7 @@ def world() -> Iterator[World]:
         f"<volume><name>tpl-{suffix}.qcow2</name><capacity unit='MiB'>64</capacity>"
         "<target><format type='qcow2'/></target></volume>", 0,
     )
-    conn.defineXML(_template_xml(f"tpl-{suffix}", volume.path()))
+    conn.defineXML(template_xml(f"tpl-{suffix}", volume.path()))
     state = World(conn, f"tpl-{suffix}", volume.path(), f"test-{suffix}", f"h-{suffix}")
     yield state
     _cleanup(state)

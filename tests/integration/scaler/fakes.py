@@ -19,10 +19,18 @@ from shared.endpoints import error_reply, ok_reply
 
 
 class FakeProvisioner:
-    """Creates VMs that become ready at once, destroys them, lists them; refuses stale epochs."""
+    """Creates VMs that become ready at once, destroys them, lists them; refuses stale epochs.
 
-    def __init__(self, bus: Bus, host: str = "h1") -> None:
+    With `max_vms` its list says the ceiling (so the leader places creates on it by name), and with
+    `memory_mib` the host's room too: each VM it holds takes `vm_memory_mib` of that memory.
+    """
+
+    def __init__(
+        self, bus: Bus, host: str = "h1", max_vms: int | None = None, memory_mib: int | None = None,
+        cpus: int | None = None, vm_memory_mib: int = 256,
+    ) -> None:
         self.bus, self.host = bus, host
+        self.max_vms, self.memory_mib, self.cpus, self.vm_memory_mib = max_vms, memory_mib, cpus, vm_memory_mib
         self.creates: list[CreateVm] = []
         self.destroys: list[DestroyVm] = []
         self.vms: dict[str, VmRecord] = {}
@@ -35,6 +43,7 @@ class FakeProvisioner:
         s, nc = self.bus.subjects, self.bus.nc
         self._subs = [
             await nc.subscribe(s.prov_create, queue="provisioners", cb=self._create),
+            await nc.subscribe(s.prov_create_on(self.host), cb=self._create),
             await nc.subscribe(s.prov_destroy(self.host), cb=self._destroy),
             await nc.subscribe(s.prov_list, cb=self._list),
         ]
@@ -99,7 +108,16 @@ class FakeProvisioner:
         await self._publish(gone, VmState.DESTROYED)
 
     async def _list(self, msg: Msg) -> None:
-        await msg.respond(ok_reply(VmList(host=self.host, vms=list(self.vms.values()))))
+        await msg.respond(ok_reply(self.listing()))
+
+    def listing(self) -> VmList:
+        """Its VMs and, when it was given them, its ceiling and its room (what its VMs leave free)."""
+        free = None if self.memory_mib is None else max(0, self.memory_mib - len(self.vms) * self.vm_memory_mib)
+        sized = self.memory_mib is not None or self.cpus is not None
+        return VmList(
+            host=self.host, vms=list(self.vms.values()), max_vms=self.max_vms, free_memory_mib=free, cpus=self.cpus,
+            vm_memory_mib=self.vm_memory_mib if sized else None, vm_vcpus=1 if sized else None,
+        )
 
 
 class FakeBalancer:

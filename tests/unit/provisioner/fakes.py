@@ -11,6 +11,7 @@ from services.provisioner.ports import (
     AddressSource,
     DomainView,
     EventSink,
+    HostFacts,
     HypervisorError,
     Template,
     TemplateMissing,
@@ -28,7 +29,8 @@ IDENTITY_TEMPLATE_XML = TEMPLATE_XML.replace(
 
 
 class FakeHypervisor:
-    """Domains and volumes in dicts; `fail_on` names a method that raises once called; `paused` ones list paused."""
+    """Domains and volumes in dicts; `fail_on` names a method that raises once called; `paused` ones list paused;
+    `facts` is what the host says it has."""
 
     def __init__(self, has_template: bool = True) -> None:
         self.has_template = has_template
@@ -38,6 +40,7 @@ class FakeHypervisor:
         self.paused: set[str] = set()
         self.volumes: set[str] = {DISK}
         self.fail_on: str | None = None
+        self.facts = HostFacts(cpus=8, free_memory_mib=4096)
         self.calls: list[str] = []
 
     def _step(self, what: str) -> None:
@@ -55,6 +58,7 @@ class FakeHypervisor:
         return "fake:///"
 
     def template(self, name: str) -> Template:
+        self._step("template")
         if not self.has_template:
             raise TemplateMissing(f"template domain '{name}' does not exist on fake:///")
         return Template(name, self.template_xml, {DISK: SourceVolume(DISK, "fleet-pool", "/fleet-pool", 1 << 26)})
@@ -111,3 +115,7 @@ class FakeHypervisor:
 
     def interface_addresses(self, name: str, source: AddressSource) -> Mapping[str, Any]:
         return {}
+
+    def host_facts(self) -> HostFacts:
+        self._step("host_facts")
+        return self.facts

@@ -8,12 +8,22 @@ import pytest
 
 from services.scaler import edits
 from services.scaler.lease import LeaseRecord, Seen, expired
-from services.scaler.track import LoadSource, follow, news_at, on_hosts, on_lists, on_report, on_vm_event
+from services.scaler.model import HostCapacity
+from services.scaler.track import (
+    LoadSource,
+    follow,
+    news_at,
+    on_capacity,
+    on_hosts,
+    on_lists,
+    on_report,
+    on_vm_event,
+)
 from shared.contract.base import ErrorCode
 from shared.contract.commands import DrainVm, PolicyPatch, ScaleFleet
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.load import BackendLoad, BalancerReported, FleetLoaded
-from shared.contract.provisioning import VmRecord
+from shared.contract.provisioning import VmList, VmRecord
 from shared.contract.status import DesiredState
 from shared.errors import BusError
 from tests.unit.scaler.fleets import NOW, fleet
@@ -165,3 +175,17 @@ def test_hosts_are_placed_on_only_when_every_one_says_its_max_vms() -> None:
     """Hosts with their max_vms are placed on; one host without (an older provisioner) sends creates to any host."""
     assert on_hosts(fleet(0), {"h1": 4, "h2": 2}).hosts == {"h1": 4, "h2": 2}
     assert on_hosts(fleet(0), {"h1": 4, "h2": None}).hosts == {}
+
+
+def test_each_answering_hosts_room_is_kept_with_the_vms_it_was_running() -> None:
+    """A list's figures become the host's capacity, with its booting, ready and draining VMs as the running ones;
+    a list without figures, or a host that did not answer, leaves no capacity behind."""
+    records = [VmRecord(vm=name, state=state, since=T0) for name, state in
+               [("a", VmState.REQUESTED), ("b", VmState.CLONING), ("c", VmState.BOOTING), ("d", VmState.READY),
+                ("e", VmState.DRAINING), ("f", VmState.FAILED)]]
+    listed = VmList(host="h1", vms=records, max_vms=10, free_memory_mib=2048, cpus=8, vm_memory_mib=256, vm_vcpus=2)
+    state = on_capacity(fleet(0), [listed, VmList(host="h2", max_vms=10)])
+    assert state.capacity == {"h1": HostCapacity(2048, 8, 256, 2, running=frozenset({"c", "d", "e"}))}
+    assert on_capacity(state, [VmList(host="h2", free_memory_mib=1)]).capacity == {
+        "h2": HostCapacity(free_memory_mib=1)
+    }
