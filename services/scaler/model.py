@@ -163,6 +163,8 @@ class FleetState:
     last_replaced: float = float("-inf")
     """When the last unhealthy VM was replaced (the replacement rate limit)."""
     host_seen: Mapping[str, float] = field(default_factory=dict)
+    written_off: frozenset[str] = frozenset()
+    """VMs counted out with their lost host: if it returns, they are the surplus and go first."""
     """When each provisioner last answered a list (local time): a host silent far longer than the others is lost."""
     capacity: Mapping[str, HostCapacity] = field(default_factory=dict)
     """What each host that answered the last list said it has (placement fits creates into it; see `placement`)."""

@@ -45,8 +45,8 @@ def outstanding(state: FleetState, vm: str, now: float) -> int:
 
 
 def pick_victims(state: FleetState, count: int, now: float) -> list[VmView]:
-    """Scale-in order: VMs not serving yet first, then fewest outstanding requests, then the one on the
-    host with the most VMs, the oldest on a tie.
+    """Scale-in order: VMs written off with a lost host that came back first, then VMs not serving yet,
+    then fewest outstanding requests, then the one on the host with the most VMs, the oldest on a tie.
 
     A VM still booting serves nothing: removing it costs no capacity, while draining a ready VM
     to keep a newer booting one would leave the fleet short until that one is up. Among equally
@@ -58,8 +58,9 @@ def pick_victims(state: FleetState, count: int, now: float) -> list[VmView]:
     per_host = Counter(vm.host for vm in left)
     per_host.update(host for request_id, host in state.placed.items() if request_id in state.pending)
 
-    def rank(vm: VmView) -> tuple[bool, int, int, float, str]:
-        return vm.state is VmState.READY, busy[vm.name], -per_host[vm.host], vm.created, vm.name
+    def rank(vm: VmView) -> tuple[bool, bool, int, int, float, str]:
+        written_off = vm.name in state.written_off  # replaced while its host was lost: the surplus itself
+        return not written_off, vm.state is VmState.READY, busy[vm.name], -per_host[vm.host], vm.created, vm.name
 
     chosen: list[VmView] = []
     for _ in range(min(count, len(left))):
@@ -80,14 +81,31 @@ def reconcile(state: FleetState, now: float) -> tuple[tuple[Command, ...], Fleet
     """Commands that move the fleet towards `state.desired`, the updated state, and a note."""
     commands: list[Command] = []
     state = _collect_failed(state, now)
+    state = _write_off(state)
     state, sick_note = _replace_sick(state, now)
     state = _start_drains(state, sorted(_orphans(state) | (state.drain_requests - set(state.drains))), now, commands)
     state, note = _resize(state, now, commands)
     state = _finish_drains(state, now, commands)
+    state = _settle_written_off(state)
     for extra in (sick_note, _lost_note(state)):
         if extra:
             note = extra if note == MATCHED else f"{note}; {extra}"
     return tuple(commands), state, note
+
+
+def _write_off(state: FleetState) -> FleetState:
+    """Remember the VMs of lost hosts: their successors are made now, so they are the ones to remove later."""
+    lost = lost_hosts(state)
+    stranded = frozenset(vm.name for vm in state.vms.values() if vm.host in lost)
+    written_off = (state.written_off | stranded) & frozenset(state.vms)
+    return state if written_off == state.written_off else replace(state, written_off=written_off)
+
+
+def _settle_written_off(state: FleetState) -> FleetState:
+    """Once their host is back, the scale-in of this evaluation has had its pick: the mark is spent."""
+    lost = lost_hosts(state)
+    kept = frozenset(name for name in state.written_off if (vm := state.vms.get(name)) is not None and vm.host in lost)
+    return state if kept == state.written_off else replace(state, written_off=kept)
 
 
 def _lost_note(state: FleetState) -> str:

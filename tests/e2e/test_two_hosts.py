@@ -258,9 +258,9 @@ async def test_losing_a_host_under_load_replaces_its_vms_on_the_other_without_fa
 async def test_a_returning_host_is_reconciled_to_three_ready_vms_and_leaves_no_orphan(
     watch2: FleetWatch, pair: TwoHostLab, stack2: TwoHostStack, scenario: Scenario
 ) -> None:
-    """lab-b back (wire up, libvirtd and provisioner started): its stale VM is adopted and counts again, the surplus
-    is drained and destroyed, the fleet settles at 3 ready, neither libvirt keeps an orphan domain or disk, no GET
-    fails."""
+    """lab-b back (wire up, libvirtd and provisioner started): its stale VM is adopted and counts again, and is the
+    surplus drained and destroyed; the fleet settles at 3 ready, neither libvirt keeps an orphan domain or disk, no
+    GET fails."""
     run, lost = scenario.run, scenario.lost
     if run is None or not lost:
         pytest.skip("needs the host the previous test cut off")
@@ -276,6 +276,7 @@ async def test_a_returning_host_is_reconciled_to_three_ready_vms_and_leaves_no_o
     settled = time.time()
     gone = sorted(vm for vm in before | set(lost) if watch2.ended(vm))
     assert len(gone) == len(lost), f"expected {len(lost)} VM(s) drained away, gone: {gone}; fleet {_spread(watch2)}"
+    assert set(gone) == set(lost), f"the written-off VM(s) {sorted(lost)} are the surplus, yet {gone} went"
     undrained = [vm for vm in gone if watch2.first(vm, VmState.DRAINING, back_at) is None]
     assert not undrained, f"destroyed without a drain while ready: {undrained}"
     await wait_until(lambda: not _orphans(pair, watch2), 60, 0.5, "no orphan domain or disk on either host")

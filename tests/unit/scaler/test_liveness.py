@@ -98,10 +98,24 @@ def test_a_silent_host_is_written_off_and_its_vms_replaced_elsewhere() -> None:
     assert not any(isinstance(c, DestroyCommand) for c in commands)
     back = replace(state, host_seen={"h1": NOW + 1, "h2": NOW + 1}, pending={},
                    vms={**state.vms, "vm2": replace(state.vms["vm0"], name="vm2")})
-    commands, _, _ = reconcile(back, NOW + 1)
+    commands, after, _ = reconcile(back, NOW + 1)
     drained = [c.vm for c in commands if isinstance(c, DrainCommand)]
-    assert len(drained) == 1, "three VMs for a desired two: one is drained (then destroyed: no balancer waits)"
+    assert drained == ["vm1"], "three VMs for a desired two: the written-off one is drained (then destroyed)"
     assert not any(isinstance(c, CreateCommand) for c in commands)
+    assert after.written_off == frozenset(), "the mark is spent once its host is back"
+
+
+def test_the_written_off_vm_goes_first_even_when_it_is_older_idler_or_on_the_emptier_host() -> None:
+    """When a lost host returns, its written-off VM is the surplus, whatever the usual scale-in order says."""
+    state = fleet(3, policy=POLICY, desired=3)
+    state = replace(state, vms={**state.vms, "vm2": replace(state.vms["vm2"], host="h2", created=NOW + 5)},
+                    host_seen={"h1": NOW, "h2": NOW - 61}, hosts={"h1": 10})
+    _, lost, _ = reconcile(state, NOW)
+    assert lost.written_off == {"vm2"}
+    back = replace(lost, host_seen={"h1": NOW + 1, "h2": NOW + 1}, pending={},
+                   vms={**lost.vms, "vm3": replace(lost.vms["vm0"], name="vm3", created=NOW + 2)})
+    commands, _, _ = reconcile(back, NOW + 1)
+    assert [c.vm for c in commands if isinstance(c, DrainCommand)] == ["vm2"]
 
 
 def test_every_host_silent_at_once_writes_nothing_off() -> None:
