@@ -29,6 +29,10 @@ class ServiceSettings(BaseSettings):
     nats_token: SecretStr | None = Field(None, description="NATS token.")
     nats_creds: Path | None = Field(None, description="NATS credentials file (JWT + nkey seed).")
     nats_tls_ca: Path | None = Field(None, description="CA bundle to verify a tls:// NATS server.")
+    nats_replicas: int = Field(
+        1, ge=1, le=5,
+        description="Copies JetStream keeps of each bucket quicfleet makes: the number of NATS nodes (1, 3 or 5).",
+    )
     subject_prefix: str = Field("fleet", description="First token of every subject (two fleets, one NATS).")
     instance: str = Field(default_factory=_default_instance, description="This replica's name in logs and reports.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged.")

@@ -19,13 +19,27 @@ from ops.cli.health import SERVICES
 def up(
     no_lab: Annotated[bool, typer.Option("--no-lab", help="Never start the namespaced QEMU lab.")] = False,
     workdir: Annotated[Path, typer.Option(help="Where NATS data and logs go.")] = Path(".run"),
-    nats_port: Annotated[int, typer.Option(help="NATS client port.")] = 4222,
+    nats_port: Annotated[int, typer.Option(help="NATS client port (a cluster's first node).")] = 4222,
+    nats_cluster: Annotated[int, typer.Option(
+        help="Run a NATS cluster of this many nodes (3 or 5) on loopback: client ports nats-port, +1 ...; "
+             "routes +2000; monitoring +4000. Every bucket gets that many replicas.", min=1, max=5,
+    )] = 1,
     lab_name: Annotated[str, typer.Option(help="The lab's network namespace.")] = "quicfleet-lab",
 ) -> None:
     """Run the local stack: NATS with JetStream and the four services, logs merged; Ctrl-C stops it all."""
+    from ops.natsserver import fixed_node_ports
     from ops.stack.supervisor import StackOptions, run_stack
 
-    options = StackOptions(workdir=workdir.resolve(), nats_port=nats_port, lab=not no_lab, lab_name=lab_name)
+    if nats_cluster > 1:
+        try:
+            fixed_node_ports(nats_port, nats_cluster)
+        except ValueError as error:
+            raise fail(str(error), 2) from None
+    if nats_cluster % 2 == 0:
+        err.print(f"warning: {nats_cluster} NATS nodes tolerate no more failures than {nats_cluster - 1}; "
+                  "use an odd number", markup=False)
+    options = StackOptions(workdir=workdir.resolve(), nats_port=nats_port, nats_cluster=nats_cluster,
+                           lab=not no_lab, lab_name=lab_name)
     raise typer.Exit(run_stack(options))
 
 

@@ -64,12 +64,25 @@ def lab_env(libvirt_uri: str, network: str, template: str) -> dict[str, str]:
     return {"QUICFLEET_LIBVIRT_URI": libvirt_uri, "QUICFLEET_NETWORK": network, "QUICFLEET_TEMPLATE": template}
 
 
+def style_of(child: str) -> str:
+    """A child's colour: a cluster node (`nats-2`) is coloured like `nats`."""
+    return SERVICE_STYLES.get(child, SERVICE_STYLES.get(child.partition("-")[0], ""))
+
+
+def nats_children(size: int) -> list[str]:
+    """The nats-server children of `up`: `nats` alone, or `nats-1` ... `nats-<size>` for a cluster."""
+    return ["nats"] if size == 1 else [f"nats-{i + 1}" for i in range(size)]
+
+
 def service_env(
-    base: Mapping[str, str], service: str, nats_url: str, plan: Plan, tty: bool
+    base: Mapping[str, str], service: str, nats_url: str, plan: Plan, tty: bool, replicas: int = 1
 ) -> dict[str, str]:
-    """A service's environment: the caller's, plus where NATS is, the libvirt plan and a log format."""
+    """A service's environment: the caller's, plus where NATS is (every node's URL, and as many bucket
+    replicas as nodes unless the caller says otherwise), the libvirt plan and a log format."""
     env = dict(base)
     env["QUICFLEET_NATS_URL"] = nats_url
+    if replicas > 1:
+        env.setdefault("QUICFLEET_NATS_REPLICAS", str(replicas))
     env.setdefault("QUICFLEET_LOG_FORMAT", "console" if tty else "json")
     env.setdefault("PYTHONUNBUFFERED", "1")
     for defaults in _defaults(plan.mode):

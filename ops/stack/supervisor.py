@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.text import Text
 
 from ops.cli.health import SERVICES
-from ops.natsserver import nats_server_binary, write_config
-from ops.stack.plan import SERVICE_STYLES, TEST_URI, Mode, Plan, choose_mode, hints, lab_env, service_argv
+from ops.natsserver import fixed_node_ports, nats_server_binary, write_config, write_node_config
+from ops.stack.plan import TEST_URI, Mode, Plan, choose_mode, hints, lab_env, nats_children, service_argv, style_of
 from ops.stack.plan import service_env as make_service_env
 from ops.stack.restarts import Restarts, restarted
 from ops.stack.say import say
@@ -36,6 +36,7 @@ from ops.stack.watch import watch_children
 PR_SET_PDEATHSIG = 1
 SERVICE_GRACE_S = 20.0
 NATS_READY = b"Server is ready"
+JETSTREAM_WAIT_S = 30.0
 Wrap = Callable[[list[str]], list[str]]
 
 
@@ -43,6 +44,8 @@ Wrap = Callable[[list[str]], list[str]]
 class StackOptions:
     workdir: Path
     nats_port: int = 4222
+    nats_cluster: int = 1
+    """1: one nats-server (`nats`); N: a cluster of N nodes (`nats-1` ...) on nats_port, nats_port + 1 ..."""
     lab: bool = True
     lab_name: str = "quicfleet-lab"
     ready_timeout_s: float = 90.0
@@ -70,7 +73,7 @@ class Child:
             if NATS_READY in raw:
                 self.ready.set()
             line = raw.decode(errors="replace").rstrip("\n")
-            prefix = Text(f"{self.name:>11} | ", style=SERVICE_STYLES.get(self.name, ""))
+            prefix = Text(f"{self.name:>11} | ", style=style_of(self.name))
             self.console.print(prefix + Text.from_ansi(line), soft_wrap=True)
 
     @property
@@ -105,36 +108,65 @@ async def spawn(name: str, argv: list[str], env: dict[str, str], console: Consol
 
 
 class Stack:
-    """NATS plus the four services, started in order and stopped in reverse."""
+    """NATS (one server or a cluster) plus the four services, started in order and stopped in reverse."""
 
     def __init__(self, options: StackOptions, plan: Plan, wrap: Wrap, console: Console) -> None:
         self.options = options
         self.plan = plan
         self.wrap = wrap
         self.console = console
-        self.nats: Child | None = None
+        self.nats: dict[str, Child] = {}
         self.services: dict[str, Child] = {}
         self.restarts: dict[str, Restarts] = {}
-        self.nats_url = f"nats://127.0.0.1:{options.nats_port}"
+        self.ports = fixed_node_ports(options.nats_port, options.nats_cluster) if options.nats_cluster > 1 else []
+        clients = [node.client for node in self.ports] or [options.nats_port]
+        self.nats_url = ",".join(f"nats://127.0.0.1:{port}" for port in clients)
+
+    @property
+    def nats_dir(self) -> Path:
+        """One store per mode and cluster size: a desired size set against the test driver must not
+        carry into a run on real VMs (or the other way round), and a single server's store is not a
+        cluster node's."""
+        size = self.options.nats_cluster
+        suffix = "" if size == 1 else f"-cluster{size}"
+        return self.options.workdir / f"nats-{self.plan.mode.value}{suffix}"
 
     async def start_nats(self) -> None:
-        # One store per mode: a desired size set against the test driver must not carry into a run
-        # on real VMs (or the other way round), so each mode keeps its own JetStream state.
-        workdir = self.options.workdir / f"nats-{self.plan.mode.value}"
-        if "nats" not in self.restarts:
-            mode = self.plan.mode.value
-            say(self.console, f"NATS state (desired size, policy) in {workdir}: one store per mode, this is {mode}")
-        (workdir / "jetstream").mkdir(parents=True, exist_ok=True)
-        config = write_config(workdir / "nats.conf", self.options.nats_port, workdir / "jetstream")
+        """Start every nats-server; a cluster is ready once its nodes agree on a JetStream meta leader."""
+        mode = self.plan.mode.value
+        say(self.console, f"NATS state (desired size, policy) in {self.nats_dir}: one store per mode, this is {mode}")
+        for name in nats_children(self.options.nats_cluster):
+            await self.start_nats_node(name)
+        if self.options.nats_cluster > 1:
+            await self._wait_jetstream(JETSTREAM_WAIT_S)
+            say(self.console, f"NATS cluster of {self.options.nats_cluster} nodes at {self.nats_url}: JetStream "
+                              f"keeps {self.options.nats_cluster} copies of every bucket")
+
+    async def start_nats_node(self, name: str) -> None:
+        """Start (or start again) one nats-server, with the same ports and store as before."""
+        config = self._nats_config(nats_children(self.options.nats_cluster).index(name))
         argv = self.wrap([nats_server_binary(), "-c", str(config)])
-        self.nats = await spawn("nats", argv, dict(os.environ) | {"GOMAXPROCS": "2"}, self.console)
-        waiters = [asyncio.create_task(self.nats.ready.wait()), asyncio.create_task(self.nats.process.wait())]
+        child = self.nats[name] = await spawn(name, argv, dict(os.environ) | {"GOMAXPROCS": "2"}, self.console)
+        waiters = [asyncio.create_task(child.ready.wait()), asyncio.create_task(child.process.wait())]
         await asyncio.wait(waiters, timeout=30, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
             waiter.cancel()
-        self.restarts["nats"] = restarted(self.restarts.get("nats", Restarts()), asyncio.get_running_loop().time())
-        if not self.nats.ready.is_set():
-            raise RuntimeError(f"nats-server did not start (see its lines above; config {config})")
+        self.restarts[name] = restarted(self.restarts.get(name, Restarts()), asyncio.get_running_loop().time())
+        if not child.ready.is_set():
+            raise RuntimeError(f"nats-server {name} did not start (see its lines above; config {config})")
+
+    def _nats_config(self, index: int) -> Path:
+        if self.options.nats_cluster == 1:
+            (self.nats_dir / "jetstream").mkdir(parents=True, exist_ok=True)
+            return write_config(self.nats_dir / "nats.conf", self.options.nats_port, self.nats_dir / "jetstream")
+        return write_node_config(self.nats_dir / f"node{index + 1}", index, self.ports)
+
+    async def _wait_jetstream(self, timeout: float) -> None:
+        """Until JetStream answers through the cluster (its nodes have elected a meta leader): a service
+        started before would find its bucket unreachable. Asked with `quicfleet health nats`, which runs
+        inside the lab's namespace like the nodes do."""
+        if not await self._poll_cli(["health", "nats"], timeout):
+            raise RuntimeError(f"the NATS cluster's JetStream did not answer within {timeout:g} s (no meta leader)")
 
     async def start_services(self) -> None:
         for name in SERVICES:
@@ -142,17 +174,21 @@ class Stack:
 
     async def start_service(self, name: str) -> None:
         """Start (or start again) one service, with the environment the plan gives it."""
-        env = make_service_env(os.environ, name, self.nats_url, self.plan, sys.stdout.isatty())
+        env = make_service_env(os.environ, name, self.nats_url, self.plan, sys.stdout.isatty(),
+                               self.options.nats_cluster)
         self.services[name] = await spawn(name, self.wrap(service_argv(sys.executable, name)), env, self.console)
         now = asyncio.get_running_loop().time()
         self.restarts[name] = restarted(self.restarts.get(name, Restarts()), now)
 
     async def wait_healthy(self) -> bool:
         """Poll `quicfleet health` (inside the lab when there is one) until every service answers."""
-        argv = self.wrap([sys.executable, "-m", "ops.cli", "--nats-url", self.nats_url, "--timeout", "3",
-                          "health", "--window", "3"])
+        return await self._poll_cli(["health", "--window", "3"], self.options.ready_timeout_s)
+
+    async def _poll_cli(self, args: list[str], timeout: float) -> bool:
+        """Run `quicfleet <args>` against this stack's NATS every second until it exits 0 or `timeout` passes."""
+        argv = self.wrap([sys.executable, "-m", "ops.cli", "--nats-url", self.nats_url, "--timeout", "3", *args])
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.options.ready_timeout_s
+        deadline = loop.time() + timeout
         while loop.time() < deadline:
             check = await asyncio.create_subprocess_exec(
                 *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
@@ -164,8 +200,7 @@ class Stack:
     async def stop(self) -> None:
         say(self.console, "stopping the services (SIGTERM), then NATS")
         await asyncio.gather(*(child.stop(SERVICE_GRACE_S) for child in self.services.values()))
-        if self.nats is not None:
-            await self.nats.stop(10.0)
+        await asyncio.gather(*(child.stop(10.0) for child in self.nats.values()))
         say(self.console, "stopped; no process left behind")
 
     def crashed(self) -> list[str]:

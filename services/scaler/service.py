@@ -113,7 +113,7 @@ class ScalerService(BusService):
         ]
 
     async def on_start(self) -> None:
-        kv = await open_bucket(self.bus.nc, self.settings.scaler_bucket)
+        kv = await open_bucket(self.bus.nc, self.settings.scaler_bucket, replicas=self.settings.nats_replicas)
         self._store = DesiredStore(kv)
         await self._store.refresh()
         self._lease = Lease(kv, self.settings.scaler_id, self.settings.lease_ttl_s)

@@ -6,14 +6,16 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import uuid
 from pathlib import Path
 
+import nats
 import pytest
 
-from ops.natsserver import free_port
-from tests.integration.cli.support import cli
+from ops.natsserver import MONITOR_OFFSET, ROUTE_OFFSET, free_port
+from tests.integration.cli.support import Result, cli
 from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
@@ -78,4 +80,77 @@ async def test_up_runs_nats_and_four_services_and_stops_cleanly(tmp_path: Path) 
     assert (tmp_path / "run" / "nats-test" / "jetstream").is_dir(), "a test-driver run keeps its own NATS store"
     assert code == 0, text[-3000:]
     assert "stopped; no process left behind" in text
+    assert processes_with(marker) == []
+
+
+def free_cluster_port(size: int) -> int:
+    """A first client port whose cluster layout (client, route +2000 and monitoring +4000 ports) is all free now."""
+    while True:
+        first = free_port()
+        ports = [p + offset for p in range(first, first + size) for offset in (0, ROUTE_OFFSET, MONITOR_OFFSET)]
+        if max(ports) <= 65535 and all(_bindable(p) for p in ports):
+            return first
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def _replicas(url: str) -> int:
+    nc = await nats.connect(servers=url.split(","), connect_timeout=2, max_reconnect_attempts=2)
+    try:
+        info = await nc.jetstream().stream_info("KV_quicfleet_scaler")
+        return info.config.num_replicas or 1
+    finally:
+        await nc.close()
+
+
+async def _healthy(url: str) -> Result | None:
+    result = await cli(url, "health", "--window", "5")
+    return result if result.code == 0 else None
+
+
+async def test_up_with_a_nats_cluster_restarts_a_killed_node(tmp_path: Path) -> None:
+    """`up --nats-cluster 3` runs three routed nodes, keeps the scaler's bucket on all three, restarts a node
+    killed with -9 while the services keep answering, and SIGTERM stops every node and service with exit 0."""
+    port, token = free_cluster_port(3), uuid.uuid4().hex
+    marker = f"QUICFLEET_STACK_TEST={token}"
+    env = os.environ | {
+        "QUICFLEET_STACK_TEST": token, "QUICFLEET_LISTEN_PORT": "0", "QUICFLEET_METRICS_PORT": "0",
+        "QUICFLEET_LIBVIRT_URI": "", "COLUMNS": "300",
+    }
+    log = tmp_path / "up.log"
+    with log.open("wb") as sink:
+        stack = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ops.cli", "up", "--no-lab", "--workdir", str(tmp_path / "run"),
+            "--nats-port", str(port), "--nats-cluster", "3", env=env, stdout=sink, stderr=asyncio.subprocess.STDOUT,
+        )
+    url = ",".join(f"nats://127.0.0.1:{port + i}" for i in range(3))
+    try:
+        await wait_until(lambda: "quicfleet is up" in log.read_text(), timeout=120, what="the stack to come up")
+        health = await cli(url, "health")
+        replicas = await _replicas(url)
+        second = [p for p in processes_with(marker) if b"node2/nats.conf" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        os.kill(second[0], signal.SIGKILL)
+        during = await cli(url, "--json", "status")
+        await wait_until(lambda: "nats-server nats-2 restarted" in log.read_text(), timeout=30, what="nats-2 back")
+        # a node just back may not answer JetStream requests until it has caught up (~3 s measured)
+        after = await wait_until(lambda: _healthy(url), timeout=40, interval=0.5, what="health after nats-2 is back")
+    finally:
+        stack.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(stack.wait(), 60)
+    text = log.read_text()
+    assert health.code == 0 and "balancer, metrics, provisioner, scaler" in health.out, health.err + text[-3000:]
+    assert replicas == 3
+    assert during.code == 0 and "desired" in json.loads(during.out), during.err
+    assert "nats-server nats-2 exited with code -9; restarting" in text
+    assert "balancer, metrics, provisioner, scaler" in after.out
+    assert "NATS cluster of 3 nodes" in text
+    assert all((tmp_path / "run" / "nats-test-cluster3" / f"node{i}" / "jetstream").is_dir() for i in (1, 2, 3))
+    assert code == 0, text[-3000:]
     assert processes_with(marker) == []

@@ -1,0 +1,1 @@
+"""A three-node NATS cluster under the real services: node loss, meta leader loss, bucket replicas."""
