@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from rich.text import Text
 
 from ops.cli import flows, local, render
-from ops.cli.client import CliError, session
+from ops.cli.client import EXIT_ERROR, CliError, session
 from ops.cli.console import err, fail, out
 from ops.cli.health import run_health
 from ops.cli.progress import FleetTracker
@@ -226,11 +227,7 @@ def get(
     from ops.cli import fetch
 
     options: Options = ctx.obj
-    if url is None:
-        status = execute(_with_bus(options, lambda bus: flows.status(bus, options.timeout)))
-        url = fetch.balancer_url(status, path)
-        if url is None:
-            raise fail("no balancer has reported yet; give --url", 3)
+    url = url or _balancer_url(options, path, "give --url")
     try:
         answers = fetch.get(url, count, verify, options.timeout)
         emit(options, {"url": url, "answers": [a.as_dict() for a in answers]},
@@ -238,6 +235,65 @@ def get(
         fetch.check(answers)
     except CliError as error:
         raise fail(error.message, error.code) from None
+
+
+def _balancer_url(options: Options, path: str, hint: str) -> str:
+    """The first reporting balancer's URL for `path`, from the fleet status (exit 3 when none has reported)."""
+    from ops.cli import fetch
+
+    status = execute(_with_bus(options, lambda bus: flows.status(bus, options.timeout)))
+    url = fetch.balancer_url(status, path)
+    if url is None:
+        raise fail(f"no balancer has reported yet; {hint}", 3)
+    return url
+
+
+@app.command()
+def load(
+    ctx: typer.Context,
+    url: Annotated[str | None, typer.Argument(
+        help="https://HOST:PORT/PATH (default: the first balancer in the status).", show_default=False)] = None,
+    rate: Annotated[float | None, typer.Option(
+        help="Requests per second, each started on schedule (open loop).", min=0.01, max=100_000)] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        help="Requests kept in flight, the next sent as one ends (closed loop).", min=1, max=10_000)] = None,
+    duration: Annotated[float, typer.Option(help="Seconds to send for.", min=0.1, max=86_400)] = 10.0,
+    path: Annotated[str | None, typer.Option(help="Path to request (default: the URL's, else /).")] = None,
+    connections: Annotated[int, typer.Option(help="QUIC connections the requests share.", min=1, max=64)] = 2,
+    max_in_flight: Annotated[int, typer.Option(
+        help="With --rate: a request due while this many wait is not sent, and counts as dropped.",
+        min=1, max=100_000)] = 1000,
+    verify: Annotated[bool, typer.Option(help="Verify the balancer's TLS certificate.")] = False,
+    ca_file: Annotated[Path | None, typer.Option(
+        help="Verify it against this CA bundle (implies --verify).", exists=True, dir_okay=False)] = None,
+) -> None:
+    """HTTP/3 load through the balancer at a rate or a concurrency, with a live line and a summary.
+
+    Failures count by kind: 5xx, 4xx, timeout (--timeout, per request), connection, reset, dropped.
+
+    Exit code: 0 when every request succeeded, 1 when any failed, 3 when the balancer is not reached.
+    """
+    from ops.cli import load as loadgen
+    from ops.cli import loadcore
+    from shared.lifecycle import install_uvloop
+
+    options: Options = ctx.obj
+    try:
+        loadcore.check_mode(rate, concurrency)
+        target = loadcore.parse_target(url or _balancer_url(options, path or "/", "give a URL"), path)
+    except ValueError as error:
+        raise fail(str(error), 2) from None
+    plan = loadcore.Plan(target, duration, rate, concurrency, max_in_flight, connections, options.timeout,
+                         verify, ca_file)
+    install_uvloop()
+    with loadgen.live_display(quiet=options.json) as show:
+        summary = execute(loadgen.run(plan, show))
+    emit(options, summary, loadcore.summary_text(summary))
+    problem = loadcore.failure_line(summary)
+    if problem:
+        raise fail(problem, EXIT_ERROR)
+    if summary.interrupted:
+        raise typer.Exit(130)
 
 
 # The commands that run local processes rather than talk to the fleet.

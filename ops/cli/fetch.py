@@ -13,9 +13,8 @@ from typing import Any
 import niquests
 
 from ops.cli.client import EXIT_ERROR, EXIT_UNREACHABLE, CliError
+from ops.cli.loadcore import BACKEND_HEADER
 from shared.contract.status import FleetStatus
-
-BACKEND_HEADER = "x-quicfleet-backend"
 
 
 @dataclass(frozen=True)
