@@ -17,7 +17,8 @@ import os
 from multiprocessing import Pool
 from typing import Any
 
-from bench.scaler_replay import MODEL, POLICY, SEEDS, TARGET_RPS, TRACES, HpaController, total
+from bench._traces import SHORT, TRACES
+from bench.scaler_replay import AFTER, MODEL, POLICY, SEEDS, TARGET_RPS, HpaController, total
 from services.scaler.simulate import DecideController, Tally, replay
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -30,6 +31,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "up held 15 s": {"scale_up_stabilization_s": 15},
     "up headroom 10%": {"scale_up_headroom": 0.1},
     "up headroom 20%, in >= 20%": {"scale_up_headroom": 0.2, "scale_down_tolerance": 0.2},
+    "pool 1 per host + boot lead": {k: AFTER.model_dump()[k] for k in ("pool_size", "boot_lead_percentile")},
 }
 
 
@@ -41,7 +43,7 @@ def _one(job: tuple[str, str, int]) -> tuple[str, str, Tally]:
     if variant == "hpa":
         return variant, trace_name, replay(trace, HpaController(POLICY.min_replicas, POLICY.max_replicas), MODEL, start)
     policy = POLICY.model_copy(update=VARIANTS[variant])
-    return variant, trace_name, replay(trace, DecideController(policy, start), MODEL, start)
+    return variant, trace_name, replay(trace, DecideController(policy, start, MODEL.hosts), MODEL, start)
 
 
 def _ratios(ours: Tally, hpa: Tally) -> tuple[float, float, float]:
@@ -52,12 +54,12 @@ def _ratios(ours: Tally, hpa: Tally) -> tuple[float, float, float]:
 
 def main() -> None:
     """Replay every variant and print ratios, and per trace whether any variant meets the target."""
-    jobs = [(v, n, s) for v in ("hpa", *VARIANTS) for n in TRACES for s in SEEDS]
+    jobs = [(v, n, s) for v in ("hpa", *VARIANTS) for n in SHORT for s in SEEDS]
     with Pool(os.cpu_count() or 1) as pool:
         results = pool.map(_one, jobs)
     sums = {(v, n): total([t for vv, nn, t in results if (vv, nn) == (v, n)]) for v, n, _ in jobs}
     print(f"ours / HPA over seeds {SEEDS}; target: flaps 0, actions <= 0.5, req-over <= 0.5, VM-h <= 1.0")
-    for name in TRACES:
+    for name in SHORT:
         hpa, met = sums[("hpa", name)], []
         print(f"{name} (HPA: {hpa.actions} actions, {hpa.flaps} flaps):")
         for variant in VARIANTS:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
-from bench.scaler_replay import TRACES
+from bench._traces import SHORT, TRACES
 from services.scaler.autoscale import witness
 from services.scaler.level import step_estimate
 from services.scaler.model import FleetState, VmView
@@ -91,7 +91,8 @@ def main() -> None:
     }
     print(f"{SECONDS} s of each trace (seed {SEED}), {WINDOW} s windowed; "
           "seconds that read a step, ÷ one snapshot per report")
-    for name, make in TRACES.items():
+    for name in SHORT:
+        make = TRACES[name]
         means = _windowed(make(SECONDS, SEED))
         base, base_factor = steps_read(one_per_report(means), guarded=True)
         print(f"{name}: one snapshot per report: {base} s read a step (largest x{base_factor:.2f})")

@@ -120,6 +120,8 @@ build_root_disk() {
   mkdir -p "$staging"/{bin,sbin,etc/caddy,dev,proc,sys,run,tmp,var/lib/caddy,root}
   cp /usr/bin/busybox "$staging/bin/busybox"
   ln -s busybox "$staging/bin/sh"
+  # qemu-ga's guest-set-time runs /sbin/hwclock: a clone taken from the warm pool gets its clock set
+  ln -s ../bin/busybox "$staging/sbin/hwclock"
   install -m 0755 "$here/guest/init" "$staging/sbin/init"
   install -m 0755 "$here/guest/udhcpc.sh" "$staging/etc/udhcpc.sh"
   install -m 0644 "$here/guest/Caddyfile" "$staging/etc/caddy/Caddyfile"

@@ -24,6 +24,7 @@ STATE_STYLES: dict[VmState, str] = {
     VmState.CLONING: "cyan",
     VmState.BOOTING: "yellow",
     VmState.READY: "bold green",
+    VmState.POOLED: "blue",
     VmState.DRAINING: "magenta",
     VmState.DESTROYED: "dim",
     VmState.FAILED: "bold red",
@@ -54,11 +55,17 @@ def vm_load(vm: VmStatus, load: FleetLoaded | None) -> str:
 
 
 def fleet_headline(status: FleetStatus) -> Text:
-    """`desired 3, live 2, ready 1` with the leader and a manual hold when there is one."""
-    live = sum(1 for vm in status.vms if vm.state in LIVE_STATES)
+    """`desired 3, live 2, ready 1` (and `, pooled 1`) with the leader and a manual hold when there is one.
+
+    Pooled VMs are not capacity: they are counted apart, so a full fleet with its pool reads green.
+    """
+    live = sum(1 for vm in status.vms if vm.state in LIVE_STATES and not vm.pool and vm.state is not VmState.POOLED)
     ready = sum(1 for vm in status.vms if vm.state is VmState.READY)
+    pooled = sum(1 for vm in status.vms if vm.state is VmState.POOLED)
     style = "green" if ready == live == status.desired else "yellow"
     text = Text.assemble("desired ", (str(status.desired), "bold"), f", live {live}, ready ", (str(ready), style))
+    if pooled:
+        text.append(f", pooled {pooled}", style="blue")
     if status.leader:
         text.append(f"   leader {status.leader}", style="dim")
     if status.hold_until:

@@ -1,4 +1,4 @@
-"""One VM's way from `requested` to `ready`: plan, clone, start, find its address, probe it.
+"""One VM's way from `requested` to `ready` (or into the warm pool): plan, clone, start, find its address, probe it.
 
 Each VM runs as one task. Blocking libvirt steps run in a thread and are finished even when the
 task is cancelled (a destroy arriving mid-clone), so the teardown that follows never races a
@@ -81,21 +81,35 @@ async def finish(call: Callable[[], T]) -> T:
 
 
 async def provision(fleet: FleetView, name: str, template: Template) -> None:
-    """Clone and boot `name` (at most `provisioner_max_in_flight` at once), then wait for readiness."""
+    """Clone and boot `name` (at most `provisioner_max_in_flight` at once), wait for readiness, then settle it."""
     try:
         async with fleet.slots:
             await _clone_and_start(fleet, name, template)
-            await _wait_ready(fleet, name)
+            await settle(fleet, name, await await_ready(fleet, name))
     except (ClonePlanError, HypervisorError, NotReady) as error:
         await fleet.remove(name, reason=str(error))
 
 
 async def watch_ready(fleet: FleetView, name: str) -> None:
-    """For a VM adopted after a restart: wait for readiness, remove it if it never comes."""
+    """For a VM adopted after a restart: wait for readiness and settle it, remove it if it never comes."""
     try:
-        await _wait_ready(fleet, name)
+        await settle(fleet, name, await await_ready(fleet, name))
     except (HypervisorError, NotReady) as error:
         await fleet.remove(name, reason=str(error))
+
+
+async def settle(fleet: FleetView, name: str, address: str) -> None:
+    """A VM that answered becomes `ready`; one made for the warm pool is paused and becomes `pooled` instead.
+
+    The pause is written on the entry before libvirt makes it, so libvirt's SUSPENDED event of our
+    own pause is no news (`pauses.with_pause`) and no `booting, paused` VM is ever published.
+    """
+    if not fleet.entries[name].pooled:
+        await fleet.advance(name, VmState.READY, address=address)
+        return
+    fleet.entries[name] = replace(fleet.entries[name], paused=True)
+    await finish(lambda: fleet.hv.suspend(name))
+    await fleet.advance(name, VmState.POOLED, address=address)
 
 
 async def _clone_and_start(fleet: FleetView, name: str, template: Template) -> None:
@@ -105,7 +119,7 @@ async def _clone_and_start(fleet: FleetView, name: str, template: Template) -> N
     identity = checks_identity(settings.ready_identity, template.xml)
     tag = VmTag(
         settings.fleet_id, entry.request_id, entry.created_at, settings.host, entry.address, epoch=fleet.epoch,
-        identity=identity,
+        identity=identity, pooled=entry.pooled,
     )
     macs = random_macs(interface_count(template.xml))
     plan = plan_clone(template.xml, name, macs, tag, template.sources, settings.clone_mode)
@@ -120,8 +134,11 @@ def checks_identity(setting: str, template_xml: str) -> bool:
     return setting == "on" or (setting == "auto" and template_identity(template_xml))
 
 
-async def _wait_ready(fleet: FleetView, name: str) -> None:
-    """Find the address and probe it with backoff until ready or `boot_timeout_s` runs out."""
+async def await_ready(fleet: FleetView, name: str) -> str:
+    """The VM's address once it answers (as itself, when it proves its identity), probed with backoff.
+
+    Raises NotReady with what was last seen when `boot_timeout_s` runs out.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + fleet.settings.boot_timeout_s
     delay = _FIRST_DELAY_S
@@ -131,8 +148,7 @@ async def _wait_ready(fleet: FleetView, name: str) -> None:
         expected = entry.uuid if entry.identity else None
         last = await fleet.probe(address, expected) if address else _no_address(fleet, name)
         if address and last is None:
-            await fleet.advance(name, VmState.READY, address=address)
-            return
+            return address
         if loop.time() + delay > deadline:
             raise NotReady(f"not ready within {fleet.settings.boot_timeout_s:g} s: {last}")
         await asyncio.sleep(delay)

@@ -1,14 +1,14 @@
 """The provisioner's bookkeeping: one entry per VM, every state change published, commands checked.
 
 `Fleet` owns the table of VMs and the rules around commands (leader epoch, request ids, the VM
-ceiling, ownership). The long work of one VM (clone, boot, readiness) lives in `boot.py`; the
-pure decisions live in `machine.py`, `clone.py`, `reconcile.py`, `pauses.py`.
+ceiling, ownership). The long work of one VM (clone, boot, readiness) lives in `boot.py`, the warm
+pool's in `pool.py`; the pure decisions live in `machine.py`, `clone.py`, `reconcile.py`, `pauses.py`,
+`pool.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict
@@ -19,10 +19,20 @@ import structlog
 
 from services.provisioner.addresses import free_static, parse_static_pool
 from services.provisioner.boot import Probe, load_template, provision, watch_ready
-from services.provisioner.capacity import UNKNOWN, Capacity, measure
+from services.provisioner.capacity import Capacity
 from services.provisioner.execute import clone_disks, teardown
-from services.provisioner.machine import IN_LIBVIRT, VmEntry, adopted, can_become, requested, to_record, transition
+from services.provisioner.machine import (
+    IN_LIBVIRT,
+    RUNNING,
+    VmEntry,
+    adopted,
+    can_become,
+    requested,
+    to_record,
+    transition,
+)
 from services.provisioner.pauses import paused_by, plan_pauses, with_pause
+from services.provisioner.pool import adopted_entry, pick, take, taken
 from services.provisioner.ports import (
     DomainEvent,
     DomainEventKind,
@@ -40,13 +50,13 @@ from services.provisioner.reconcile import (
     plan_reconcile,
     plan_volumes,
 )
+from services.provisioner.room import RoomReader
 from services.provisioner.settings import ProvisionerSettings
 from services.provisioner.tags import template_addresses
 from shared.contract.base import ErrorCode, utcnow
 from shared.contract.events import LIVE_STATES, VmState, VmStateChanged
 from shared.contract.provisioning import CreateVm, DestroyVm, VmList, VmRecord
 from shared.errors import BusError
-from shared.throttle import LineThrottle
 
 log = structlog.get_logger("provisioner.fleet")
 
@@ -57,9 +67,6 @@ _EVENT_REASONS = {
     DomainEventKind.UNDEFINED: "the VM was undefined outside quicfleet",
 }
 _KEEP_FINISHED = 1000
-CAPACITY_TIMEOUT_S = 0.5
-"""How long a list reply waits for libvirt's capacity figures: the list answers from memory, and a hung
-libvirtd must not make a live provisioner miss the scaler's gather window and look lost."""
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -83,7 +90,7 @@ class Fleet:
         self.epoch = 0
         self.slots = asyncio.Semaphore(settings.provisioner_max_in_flight)
         self.pool = parse_static_pool(settings.static_addresses, settings.backend_port)
-        self._unmeasured = LineThrottle(burst=1, period_s=60.0)
+        self.room = RoomReader(hv, settings.template)
 
     # --- state table -------------------------------------------------------------------------
     async def advance(self, name: str, to: VmState, *, address: str | None = None, reason: str | None = None) -> None:
@@ -106,8 +113,9 @@ class Fleet:
         finished = [e for e in self.entries.values() if e.finished]
         for entry in sorted(finished, key=lambda e: e.since)[: max(0, len(finished) - _KEEP_FINISHED)]:
             del self.entries[entry.name]
-            if entry.request_id and self.by_request.get(entry.request_id) == entry.name:
-                del self.by_request[entry.request_id]
+            # every request id of the VM: a VM taken from the pool answers to its pooled create's id too
+            for request_id in [r for r, name in self.by_request.items() if name == entry.name]:
+                del self.by_request[request_id]
 
     def live(self) -> list[VmEntry]:
         return [e for e in self.entries.values() if e.state in LIVE_STATES]
@@ -127,32 +135,8 @@ class Fleet:
         return listed.model_copy(update=asdict(capacity))  # `measure` bounded every figure as VmList does
 
     async def capacity(self) -> Capacity:
-        """The host's room for a list reply; what libvirt does not say in time, or fails to say, is left out.
-
-        The list must answer either way: a host without figures is placed on by count, while a host
-        that does not answer is, after a while, written off.
-        """
-        try:
-            async with asyncio.timeout(CAPACITY_TIMEOUT_S):
-                facts = await self._measured("host", self.hv.host_facts)
-                template = await self._measured("template", self.hv.template, self.settings.template)
-        except TimeoutError:
-            self._not_measured("timeout", f"libvirt gave no capacity figures within {CAPACITY_TIMEOUT_S:g} s")
-            return UNKNOWN
-        return measure(facts, template.xml if template is not None else None)
-
-    async def _measured(self, part: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
-        """A blocking capacity read in a thread; None (and a line saying why) when libvirt fails."""
-        try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except HypervisorError as error:
-            self._not_measured(part, str(error))
-            return None
-
-    def _not_measured(self, what: str, error: str) -> None:
-        """One line a minute per cause: every list asks again, and the reason seldom changes."""
-        if self._unmeasured.admit(what, time.monotonic()) is not None:
-            log.warning("capacity.unknown", part=what, error=error)
+        """The host's room for a list reply (`room.RoomReader`: in time, or left out)."""
+        return await self.room.capacity()
 
     async def republish(self) -> None:
         """Announce every live VM again, so a restarted subscriber learns the fleet."""
@@ -168,10 +152,13 @@ class Fleet:
         self.epoch = epoch
 
     async def create(self, command: CreateVm) -> VmRecord:
-        """Accept a create: reply at once with the `requested` record; the clone runs in the background."""
+        """Accept a create: reply at once, with a VM taken from the warm pool (plain creates) or else with the
+        `requested` record of a new clone; the resume or the clone runs in the background."""
         self.check_epoch(command.epoch)
         if (known := self._known(command.request_id)) is not None:
             return known
+        if not command.pooled and (pooled := pick(self.entries, self.removing)) is not None:
+            return await self._take(pooled, command.request_id)
         self._check_room()
         template = await load_template(self.hv, self.settings.template)
         # checked again: another create may have run while the template was read
@@ -179,8 +166,18 @@ class Fleet:
             return known
         self._check_room()
         name = f"{self.settings.vm_prefix}{uuid.uuid4().hex[:8]}"
-        await self.put(requested(name, command.request_id, self.clock(), self._static_address(template)))
+        address = self._static_address(template)
+        await self.put(requested(name, command.request_id, self.clock(), address, pooled=command.pooled))
         self._spawn(name, provision(self, name, template))
+        return to_record(self.entries[name], self.settings.host)
+
+    async def _take(self, name: str, request_id: str) -> VmRecord:
+        """Hand out pooled VM `name`: marked taken (`booting`, the new request id) before any await, so no
+        other create can pick it, then resumed in the background (`pool.take`)."""
+        static = self.settings.address_strategy == "static"
+        await self.put(taken(self.entries[name], request_id, self.clock(), static))
+        log.info("vm.taken_from_pool", vm=name, request_id=request_id)
+        self._spawn(name, take(self, name))
         return to_record(self.entries[name], self.settings.host)
 
     def _known(self, request_id: str) -> VmRecord | None:
@@ -296,7 +293,7 @@ class Fleet:
         reason = _EVENT_REASONS.get(event.kind)
         if entry is None or reason is None or event.name in self.removing:
             return
-        if entry.state in {VmState.BOOTING, VmState.READY, VmState.DRAINING}:
+        if entry.state in RUNNING:
             log.warning("vm.lost", vm=event.name, kind=event.kind.value, detail=event.detail)
             await self._quietly(self.remove(event.name, reason))
 
@@ -353,10 +350,11 @@ class Fleet:
             self.entries[view.name] = adopted(view.name, VmState.BOOTING, self.clock(), view.tag, view.macs, view.uuid)
 
     async def _adopt(self, view: DomainView) -> None:
-        assert view.tag is not None
-        log.info("vm.adopted", vm=view.name, request_id=view.tag.request_id)
-        await self.put(adopted(view.name, VmState.BOOTING, self.clock(), view.tag, view.macs, view.uuid))
-        self._spawn(view.name, watch_ready(self, view.name))
+        entry = adopted_entry(view, self.clock())
+        log.info("vm.adopted", vm=view.name, request_id=entry.request_id, state=entry.state.value)
+        await self.put(entry)
+        if entry.state is VmState.BOOTING:
+            self._spawn(view.name, watch_ready(self, view.name))
 
     async def _quietly(self, work: Awaitable[None]) -> None:
         """Event and reconcile work is logged on failure; it must not stop the loop that runs it."""

@@ -9,6 +9,7 @@ and the next call opens a new one, so a libvirtd restart costs one failed call a
 from __future__ import annotations
 
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ from services.provisioner.ports import (
     TemplateMissing,
     VolumeView,
 )
-from services.provisioner.tags import NAMESPACE, parse_tag
+from services.provisioner.tags import NAMESPACE, PREFIX, VmTag, parse_tag, tag_xml
 
 log = structlog.get_logger("provisioner.libvirt")
 
@@ -196,6 +197,41 @@ class LibvirtHypervisor:
         with _errors(f"starting {name}"):
             self.conn.lookupByName(name).create()
 
+    def suspend(self, name: str) -> None:
+        dom = self._existing(name)
+        with _errors(f"pausing {name}"):
+            if dom.state()[0] not in _PAUSED:
+                dom.suspend()
+
+    def resume(self, name: str) -> None:
+        """`resume()` only when paused: a pooled VM someone resumed by hand is taken as it is."""
+        dom = self._existing(name)
+        with _errors(f"resuming {name}"):
+            if not dom.isActive():
+                raise HypervisorError(f"resuming {name}: the domain is not running")
+            if dom.state()[0] in _PAUSED:
+                dom.resume()
+
+    def set_tag(self, name: str, tag: VmTag) -> None:
+        dom = self._existing(name)
+        with _errors(f"rewriting the tag of {name}"):
+            live = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
+            flags = live | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, tag_xml(tag), PREFIX, NAMESPACE, flags)
+
+    def set_clock(self, name: str) -> None:
+        """`setTime` with the host's time: qemu-ga sets it, then writes the RTC (it needs /sbin/hwclock)."""
+        dom = self._existing(name)
+        now = time.time()
+        with _errors(f"setting the clock of {name} through its guest agent"):
+            dom.setTime({"seconds": int(now), "nseconds": int(now % 1 * 1e9)}, 0)
+
+    def _existing(self, name: str) -> libvirt.virDomain:
+        dom = self._lookup(name)
+        if dom is None:
+            raise HypervisorError(f"domain {name} no longer exists")
+        return dom
+
     def stop(self, name: str) -> bool:
         dom = self._lookup(name)
         if dom is None:
@@ -254,9 +290,7 @@ class LibvirtHypervisor:
         return DomainView(name, active, tag, macs, uuid, paused)
 
     def interface_addresses(self, name: str, source: AddressSource) -> Mapping[str, Any]:
-        dom = self._lookup(name)
-        if dom is None:
-            raise HypervisorError(f"domain {name} no longer exists")
+        dom = self._existing(name)
         found = self._network_leases() if source == "lease" else {}
         try:
             return found | (dom.interfaceAddresses(_SOURCES[source], 0) or {})

@@ -1,7 +1,8 @@
 """A VM's life as a pure state machine: which state may follow which, and what is published.
 
 The contract promises subscribers a fixed order (requested, cloning, booting, ready; then
-destroyed, or failed at any point). Keeping the rule here, apart from libvirt and NATS, makes a
+destroyed, or failed at any point; a VM of the warm pool goes booting, pooled, and booting again
+when a create takes it). Keeping the rule here, apart from libvirt and NATS, makes a
 wrong order a refused transition rather than a confusing event.
 """
 
@@ -18,14 +19,17 @@ S = VmState
 ALLOWED: dict[VmState, frozenset[VmState]] = {
     S.REQUESTED: frozenset({S.CLONING, S.FAILED, S.DESTROYED}),
     S.CLONING: frozenset({S.BOOTING, S.FAILED, S.DESTROYED}),
-    S.BOOTING: frozenset({S.READY, S.FAILED, S.DESTROYED}),
+    S.BOOTING: frozenset({S.READY, S.POOLED, S.FAILED, S.DESTROYED}),
+    S.POOLED: frozenset({S.BOOTING, S.FAILED, S.DESTROYED}),
     S.READY: frozenset({S.DRAINING, S.FAILED, S.DESTROYED}),
     S.DRAINING: frozenset({S.FAILED, S.DESTROYED}),
     S.FAILED: frozenset({S.DESTROYED}),
     S.DESTROYED: frozenset(),
 }
-IN_LIBVIRT = frozenset({S.REQUESTED, S.CLONING, S.BOOTING, S.READY, S.DRAINING, S.FAILED})
+IN_LIBVIRT = frozenset({S.REQUESTED, S.CLONING, S.BOOTING, S.READY, S.DRAINING, S.POOLED, S.FAILED})
 """States whose VM may still hold a domain or a volume, so it counts against `max_vms`."""
+RUNNING = frozenset({S.BOOTING, S.READY, S.DRAINING, S.POOLED})
+"""States whose VM runs in libvirt (a pooled one paused): its domain going away is news, and a pause is a fact."""
 
 
 class IllegalTransition(ValueError):
@@ -50,15 +54,21 @@ class VmEntry:
     """Readiness and the balancers check that `uuid` answers at `address` (`x-quicfleet-vm`)."""
     paused: bool = False
     """libvirt's word that the domain is paused (`pauses.py`); a fact reported, not a state of its own."""
+    pooled: bool = False
+    """Made for the warm pool and not taken yet: its first readiness ends in a pause and `pooled`, not `ready`."""
 
     @property
     def finished(self) -> bool:
         return self.state is S.DESTROYED
 
 
-def requested(name: str, request_id: str | None, now: datetime, address: str | None = None) -> VmEntry:
-    """A new VM, accepted but not yet cloned."""
-    return VmEntry(name=name, state=S.REQUESTED, since=now, created_at=now, request_id=request_id, address=address)
+def requested(
+    name: str, request_id: str | None, now: datetime, address: str | None = None, pooled: bool = False
+) -> VmEntry:
+    """A new VM, accepted but not yet cloned (`pooled`: for the warm pool)."""
+    return VmEntry(
+        name=name, state=S.REQUESTED, since=now, created_at=now, request_id=request_id, address=address, pooled=pooled
+    )
 
 
 def transition(
@@ -102,5 +112,5 @@ def adopted(
     """An entry rebuilt from a tagged domain found in libvirt (after a restart)."""
     return VmEntry(
         name=name, state=state, since=now, created_at=tag.created_at, request_id=tag.request_id,
-        address=tag.address, macs=macs, volumes=tag.volumes, uuid=uuid, identity=tag.identity,
+        address=tag.address, macs=macs, volumes=tag.volumes, uuid=uuid, identity=tag.identity, pooled=tag.pooled,
     )

@@ -3,8 +3,8 @@
 A paused domain (`virsh suspend`, a hung guest, libvirt pausing it on a disk I/O error) is still
 active as far as libvirt's lists go, so neither the lifecycle events that fail a VM nor reconcile
 remove it; yet it serves nothing. The provisioner reports the fact (`paused` on `VmStateChanged`
-and `VmRecord`) and leaves its meaning to the scaler: today a paused VM is replaced like an
-unhealthy one; a warm pool may one day pause VMs on purpose. Pure: no I/O.
+and `VmRecord`) and leaves its meaning to the scaler: a paused ready VM is replaced like an
+unhealthy one, while a `pooled` VM is paused on purpose (`pool.py`). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from services.provisioner.machine import VmEntry
+from services.provisioner.machine import RUNNING, VmEntry
 from services.provisioner.ports import DomainEventKind, DomainView
-from shared.contract.events import VmState
 
-PAUSABLE = frozenset({VmState.BOOTING, VmState.READY, VmState.DRAINING})
-"""States of a VM that runs in libvirt, so that a pause of it is news worth publishing."""
+PAUSABLE = RUNNING
+"""States of a VM that runs in libvirt, so that a pause of it is news worth publishing (a pooled VM that someone
+resumed by hand is reported so; the pauses the pool makes itself are set on the entry first, so they are no news)."""
 _NEWS = {DomainEventKind.SUSPENDED: True, DomainEventKind.RESUMED: False}
 
 

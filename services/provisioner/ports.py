@@ -108,6 +108,18 @@ class Hypervisor(Protocol):
 
     def start(self, name: str) -> None: ...
 
+    def suspend(self, name: str) -> None:
+        """Pause the running domain (already paused is fine): a VM going into the warm pool."""
+
+    def resume(self, name: str) -> None:
+        """Let the paused domain run again (already running is fine; not running at all is an error)."""
+
+    def set_tag(self, name: str, tag: VmTag) -> None:
+        """Replace the domain's tag, in its live and its persistent definition (a VM taken from the pool)."""
+
+    def set_clock(self, name: str) -> None:
+        """Set the guest's clock to the host's through its guest agent (HypervisorError when it cannot)."""
+
     def stop(self, name: str) -> bool:
         """Power off if running; False when the domain does not exist."""
 

@@ -11,9 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from services.provisioner.clone import owned_volume_vm
-from services.provisioner.machine import VmEntry
+from services.provisioner.machine import RUNNING, VmEntry
 from services.provisioner.ports import DomainView, VolumeView
-from shared.contract.events import VmState
 
 HALF_MADE = (
     "found defined but not running (a clone interrupted before it started, or a VM stopped "
@@ -22,12 +21,11 @@ HALF_MADE = (
 LEFTOVER = "still in libvirt after it failed or was destroyed; removed again"
 VANISHED = "its domain disappeared from libvirt (removed outside quicfleet)"
 ORPHAN_DISK = "a disk of this fleet and host without its domain (a clone or teardown was interrupted); deleted"
-_RUNNING_STATES = frozenset({VmState.BOOTING, VmState.READY, VmState.DRAINING})
 
 
 @dataclass(frozen=True)
 class Adopt:
-    """A running tagged domain we have no entry for: take it back and check readiness."""
+    """A running tagged domain we have no entry for: take it back (`pool.adopt_as` says as what)."""
 
     view: DomainView
 
@@ -88,10 +86,10 @@ def plan_reconcile(
             actions.append(Remove(view, HALF_MADE))
         elif entry is None:
             actions.append(Adopt(view))
-        elif entry.state not in _RUNNING_STATES:
+        elif entry.state not in RUNNING:
             actions.append(Remove(view, LEFTOVER))
     for name, entry in sorted(entries.items()):
-        if name not in mine and name not in skip and entry.state in _RUNNING_STATES:
+        if name not in mine and name not in skip and entry.state in RUNNING:
             actions.append(Forget(name, VANISHED))
     return actions
 

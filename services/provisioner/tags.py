@@ -31,31 +31,40 @@ class VmTag:
     """The leader epoch that asked for the VM: after a restart, the highest one seen is rebuilt."""
     identity: bool = False
     """The VM proves its domain UUID in an `x-quicfleet-vm` header (decided at clone time)."""
+    pooled: bool = False
+    """Made for the warm pool and not taken yet (`<qf:pool>1</qf:pool>`): a restarted provisioner adopts it
+    paused as `pooled`; a take rewrites the tag without it before it resumes the VM (`pool.py`)."""
 
 
 def tag_element(tag: VmTag) -> ET.Element:
     """The `<qf:vm>` element (namespaced, so it cannot clash with other tools' metadata)."""
-    root = ET.Element(f"{{{NAMESPACE}}}{ROOT}")
-    _child(root, "fleet", tag.fleet)
-    _child(root, "request", tag.request_id)
-    _child(root, "created", tag.created_at.astimezone(UTC).isoformat())
-    _child(root, "host", tag.host)
-    _child(root, "address", tag.address)
-    for path in tag.volumes:
-        _child(root, "volume", path)
-    _child(root, "epoch", str(tag.epoch))
-    _child(root, "identity", "uuid" if tag.identity else None)
-    return root
-
-
-def _child(parent: ET.Element, name: str, text: str | None) -> None:
-    if text is not None:
-        ET.SubElement(parent, f"{{{NAMESPACE}}}{name}").text = text
+    return _element(tag, f"{{{NAMESPACE}}}")
 
 
 def tag_xml(tag: VmTag) -> str:
-    """The tag as the XML string `virDomainSetMetadata` takes (without the namespace on the root)."""
-    return ET.tostring(tag_element(tag), encoding="unicode")
+    """The tag as the XML string `virDomainSetMetadata` takes: without the namespace, which libvirt adds itself
+    from the call's prefix and URI (it refuses an element that declares one)."""
+    return ET.tostring(_element(tag, ""), encoding="unicode")
+
+
+def _element(tag: VmTag, namespace: str) -> ET.Element:
+    root = ET.Element(f"{namespace}{ROOT}")
+
+    def child(name: str, text: str | None) -> None:
+        if text is not None:
+            ET.SubElement(root, f"{namespace}{name}").text = text
+
+    child("fleet", tag.fleet)
+    child("request", tag.request_id)
+    child("created", tag.created_at.astimezone(UTC).isoformat())
+    child("host", tag.host)
+    child("address", tag.address)
+    for path in tag.volumes:
+        child("volume", path)
+    child("epoch", str(tag.epoch))
+    child("identity", "uuid" if tag.identity else None)
+    child("pool", "1" if tag.pooled else None)
+    return root
 
 
 def parse_tag(text: str) -> VmTag | None:
@@ -122,7 +131,7 @@ def _read(element: ET.Element) -> VmTag | None:
     return VmTag(
         fleet=fleet, request_id=_one(values, "request"), created_at=created, host=_one(values, "host"),
         address=_one(values, "address"), volumes=tuple(values.get("volume", [])), epoch=_epoch(_one(values, "epoch")),
-        identity=_one(values, "identity") == "uuid",
+        identity=_one(values, "identity") == "uuid", pooled=_one(values, "pool") == "1",
     )
 
 

@@ -5,17 +5,29 @@ recommendation over the scale-down window), with two changes that matter on a VM
 VMs still booting or warming count as capacity but their load is left out (a booting VM
 has no load yet, which would otherwise read as "the fleet is idle"), and a missing or
 stale load snapshot holds the size: no data is never a reason to scale down.
+
+Two more inputs shape a scale: the boot lead (`ahead`: a rise that has lasted is sized for
+the load it will have reached when the VMs are ready) and the churn budget (`churn`: bands
+widen as an hour's actions and flaps are spent, and scale-ins hold at its end).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
-from services.scaler.level import scale_in_size, step_estimate
+from services.scaler.ahead import lead_for, project
+from services.scaler.boottimes import Lead
+from services.scaler.churn import Budget, budget, would_flap
+from services.scaler.churn import span as churn_span
+from services.scaler.level import scale_in_size
 from services.scaler.model import CAPACITY_STATES, AutoscaleMemory, FleetState, LoadView, Signals, VmView
+from services.scaler.reading import demand, observe
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy, Signal
+
+T = TypeVar("T")
 
 NOISE_SPAN_S = 60.0
 """The least load history kept, so the step detector knows how much the signal wobbles on its own."""
@@ -49,37 +61,6 @@ def capacity(state: FleetState, now: float) -> tuple[list[VmView], int]:
     return warm, len(counted) - len(warm) + len(state.pending)
 
 
-def observe(signal: Signal, warm: list[VmView], load: LoadView) -> float | None:
-    """The per-VM value of `signal` over warm VMs; None when the snapshot has nothing for them."""
-    views = [load.vms[vm.name] for vm in warm if vm.name in load.vms]
-    if not views:
-        return _fleet_wide(signal, len(warm), load)
-    if signal is Signal.OUTSTANDING:
-        return sum(v.outstanding for v in views) / len(views)
-    if signal is Signal.RPS:
-        return sum(v.rps for v in views) / len(views)
-    return _weighted_p95([(v.p95_s, v.rps) for v in views]) or load.p95_s
-
-
-def _fleet_wide(signal: Signal, warm: int, load: LoadView) -> float | None:
-    """Without per-VM figures, spread the fleet totals over the warm VMs."""
-    if warm == 0:
-        return None
-    if signal is Signal.OUTSTANDING:
-        return load.outstanding / warm
-    if signal is Signal.RPS:
-        return load.rps / warm
-    return load.p95_s
-
-
-def _weighted_p95(pairs: list[tuple[float | None, float]]) -> float | None:
-    """Request-weighted mean of per-VM p95 latencies (VMs without a figure are skipped)."""
-    known = [(p95, max(rps, 1e-9)) for p95, rps in pairs if p95 is not None]
-    if not known:
-        return None
-    return sum(p * w for p, w in known) / sum(w for _, w in known)
-
-
 def recommend(policy: ScalingPolicy, observed: float, warm: int, warming: int, current: int) -> int:
     """ceil(warm x ratio), inside the tolerance band the current size; warming VMs count as capacity.
 
@@ -96,15 +77,6 @@ def recommend(policy: ScalingPolicy, observed: float, warm: int, warming: int, c
     return math.ceil(warm * ratio + warming - 1e-9)
 
 
-def demand(signal: Signal, observed: float, counted: int, load: LoadView) -> float:
-    """The fleet-wide amount of the signal: totals for rates and in-flight requests, latency x VMs otherwise."""
-    if signal is Signal.RPS:
-        return load.rps
-    if signal is Signal.OUTSTANDING:
-        return load.outstanding
-    return observed * counted
-
-
 def history_span(policy: ScalingPolicy) -> float:
     """How much load history the estimators need: the scale-down window and its settle time, or the noise span."""
     return max(policy.scale_down_stabilization_s + policy.scale_down_settle_s + 1, NOISE_SPAN_S)
@@ -118,10 +90,30 @@ def _observations(
     Per snapshot, not per evaluation: the leader also evaluates between snapshots, and a repeated
     value would read as "no change" and shrink the noise the step detector compares jumps with.
     """
-    kept = tuple((t, o) for t, o in memory.observations if t >= now - history_span(policy))
+    kept = since(memory.observations, now - history_span(policy), inclusive=True)
     if kept and kept[-1][0] >= load.at:
         return kept
     return (*kept, (load.at, value))
+
+
+def since(entries: tuple[tuple[float, T], ...], cut: float, inclusive: bool = False) -> tuple[tuple[float, T], ...]:
+    """The time-ordered `entries` from `cut` on (after it, unless `inclusive`): the old ones are a prefix.
+
+    Each evaluation drops a few entries off the front of histories hundreds long; scanning only
+    the prefix is what keeps a day's replay in seconds.
+    """
+    start = 0
+    while start < len(entries) and (entries[start][0] < cut if inclusive else entries[start][0] <= cut):
+        start += 1
+    return entries[start:] if start else entries
+
+
+def newest(entries: tuple[tuple[float, T], ...], cut: float) -> tuple[tuple[float, T], ...]:
+    """The time-ordered `entries` at or after `cut`, found from the newest end (a short window of a long history)."""
+    start = len(entries)
+    while start > 0 and entries[start - 1][0] >= cut:
+        start -= 1
+    return entries[start:]
 
 
 def witness(state: FleetState, load: LoadView, now: float) -> FleetState:
@@ -142,7 +134,7 @@ def witness(state: FleetState, load: LoadView, now: float) -> FleetState:
 
 def stabilize(memory: AutoscaleMemory, policy: ScalingPolicy, current: int, now: float) -> int:
     """Up: the lowest recommendation of the scale-up window (0 s by default: at once); otherwise hold."""
-    ups = [r for t, r in memory.recommendations if t >= now - policy.scale_up_stabilization_s] or [current]
+    ups = [r for _, r in newest(memory.recommendations, now - policy.scale_up_stabilization_s)] or [current]
     return max(min(ups), current)
 
 
@@ -167,11 +159,12 @@ def rate_limit(memory: AutoscaleMemory, policy: ScalingPolicy, current: int, wan
 
 
 def remember(memory: AutoscaleMemory, policy: ScalingPolicy, now: float, rec: int, delta: int) -> AutoscaleMemory:
-    """Add this tick's recommendation (and action), forgetting what no window can see any more."""
+    """Add this tick's recommendation (and action), forgetting what no window (nor the churn budget) can see."""
     keep = max(policy.scale_up_stabilization_s, policy.scale_down_stabilization_s)
-    recs = (*((t, r) for t, r in memory.recommendations if t > now - keep), (now, rec))
-    span = max(policy.scale_up_period_s, policy.scale_down_period_s, policy.cooldown_s, policy.scale_down_after_up_s)
-    actions = tuple((t, d) for t, d in memory.actions if t > now - span)
+    recs = (*since(memory.recommendations, now - keep), (now, rec))
+    span = max(policy.scale_up_period_s, policy.scale_down_period_s, policy.cooldown_s, policy.scale_down_after_up_s,
+               churn_span(policy))
+    actions = since(memory.actions, now - span)
     return replace(memory, recommendations=recs, actions=actions + (((now, delta),) if delta else ()))
 
 
@@ -180,11 +173,13 @@ def in_cooldown(memory: AutoscaleMemory, policy: ScalingPolicy, now: float) -> b
     return any(now - t < policy.cooldown_s for t, _ in memory.actions)
 
 
-def autoscale(state: FleetState, load: LoadView | None, now: float) -> Outcome:
+def autoscale(state: FleetState, load: LoadView | None, now: float, ahead: Lead | None = None) -> Outcome:
     """The new desired size from the load, or the current one with the reason to hold.
 
     Bounds are enforced here only on fresh data (the command handlers clamp on a policy
-    change): the first size comes from a command or from the first load snapshot.
+    change): the first size comes from a command or from the first load snapshot. `ahead` is
+    the boot lead (`ahead.lead_for` of this state when not given; `decide` gives the one of the
+    whole fleet, warm pool included, since the pool is what makes a scale-out a resume).
     """
     policy, current = state.policy, state.desired
     signals = Signals(signal=policy.signal.value, target=policy.target)
@@ -194,7 +189,7 @@ def autoscale(state: FleetState, load: LoadView | None, now: float) -> Outcome:
     bounded = clamp(current, policy)
     if bounded != current:
         return Outcome(bounded, f"bounds [{policy.min_replicas}, {policy.max_replicas}]", state.memory, signals)
-    return _track(state, load, now, signals)
+    return _track(state, load, now, signals, lead_for(state) if ahead is None else ahead)
 
 
 def stale_after(state: FleetState, now: float) -> float:
@@ -219,51 +214,64 @@ def _hold_reason(state: FleetState, load: LoadView | None, now: float) -> str | 
     return None
 
 
-def _track(state: FleetState, load: LoadView, now: float, signals: Signals) -> Outcome:
-    """Target tracking proper: observe, recommend (up) or find a landing (down), limit, bound."""
+def _track(state: FleetState, load: LoadView, now: float, signals: Signals, ahead: Lead) -> Outcome:
+    """Target tracking proper: observe, project, recommend (up) or find a landing (down), limit, bound.
+
+    The churn budget's widened bands (`churn`) size the recommendation and the scale-in; the
+    rate limits and bounds are the policy's own.
+    """
     policy, current = state.policy, state.desired
     warm, warming = capacity(state, now)
     observed = observe(policy.signal, warm, load)
     if observed is None:
         return _from_zero(state, load, warming, signals)
     seen = _observations(state.memory, policy, now, load, demand(policy.signal, observed, len(warm) + warming, load))
-    rising = observed > policy.target * (1 + policy.tolerance)
-    sized = observed * _step_factor(seen, policy, load) if rising else observed
-    rec = clamp(recommend(policy, sized, len(warm), warming, current), policy)
+    spent = budget(state.memory.actions, policy, now)
+    bands = spent.bands(policy)
+    plain, sized = project(seen, policy, load, observed, ahead)  # burst and lead: the policy's own trigger
+    rec, led = _led(state, bands, (plain, sized), (len(warm), warming), ahead, now)
     memory = remember(state.memory, policy, now, rec, 0)
     wanted, why = stabilize(memory, policy, current, now), ""
     if wanted == current and rec < current:
-        wanted, why = _scale_in(seen, policy, now, current, warming)
+        wanted, why = _scale_in(seen, bands, now, current, warming, spent)
     size = clamp(rate_limit(memory, policy, current, wanted, now), policy)
     memory = replace(remember(state.memory, policy, now, rec, size - current), observations=seen)
     signals = replace(signals, observed=observed, recommendation=rec)
-    return Outcome(size, _explain(policy, observed, rec, wanted, size, current, why), memory, signals)
+    notes = [note for note in (led, "" if spent.words in why else spent.words) if note]
+    reason = _explain(policy, observed, rec, wanted, size, current, why)
+    return Outcome(size, "; ".join((reason, *notes)), memory, signals)
+
+
+def _led(state: FleetState, bands: ScalingPolicy, values: tuple[float, float], counts: tuple[int, int], ahead: Lead,
+         now: float) -> tuple[int, str]:
+    """The recommendation from the projected value, and words when the boot lead changed it.
+
+    A projection is a guess: alone, it never asks for the scale-out that would reverse a
+    scale-in of the flap window; it holds the size instead (the load itself crossing the
+    trigger still scales out, led or not).
+    """
+    (plain, sized), (warm, warming), current = values, counts, state.desired
+    without = clamp(recommend(bands, plain, warm, warming, current), state.policy)
+    rec = clamp(recommend(bands, sized, warm, warming, current), state.policy)
+    if rec <= without:
+        return rec, ""
+    if without <= current and would_flap(state.memory.actions, now, rec - current):
+        return current, f"boot lead {ahead.seconds:.3g} s waits: a scale-out now would reverse the last scale-in"
+    return rec, f"boot lead {ahead.seconds:.3g} s ({ahead.basis}): a lasting rise sized +{sized / plain - 1:.0%}"
 
 
 def _scale_in(seen: tuple[tuple[float, float], ...], policy: ScalingPolicy, now: float, current: int,
-              warming: int) -> tuple[int, str]:
+              warming: int, spent: Budget) -> tuple[int, str]:
     """The size a scale-in lands on (bounded), or `current`, with the words that say which and why."""
     if warming:
         return current, "scale-in waits for the warming VMs"
     size, why = scale_in_size(seen, policy, now, current)
     size = clamp(size, policy)
+    if size < current and spent.hold_in:
+        return current, spent.words
     if size < current:
         return size, f"scale in to {size} (the window's peak level fits)"
     return current, why or f"min_replicas is {policy.min_replicas}"
-
-
-def _step_factor(seen: tuple[tuple[float, float], ...], policy: ScalingPolicy, load: LoadView) -> float:
-    """How much bigger the load is than its average shows: a step's estimate over the latest demand (1 if none).
-
-    Only windowed rates hide a step (in-flight counts are read as they are); the look-ahead is
-    capped at the load's own window, because that is all the averaging there is to undo.
-    """
-    latest = seen[-1][1]
-    horizon = min(policy.scale_up_lookahead_s, load.window_s if policy.signal is Signal.RPS else 1.0)
-    if latest <= 0:
-        return 1.0
-    window = load.window_s if policy.signal is Signal.RPS else 1.0
-    return max(1.0, step_estimate(seen, horizon, window) / latest)
 
 
 def _from_zero(state: FleetState, load: LoadView, warming: int, signals: Signals) -> Outcome:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from services.scaler.ahead import lead_for
 from services.scaler.autoscale import autoscale
-from services.scaler.model import Decision, FleetState, LoadView
+from services.scaler.model import Decision, FleetState, LoadView, without_pool
 from services.scaler.reconcile import MATCHED, reconcile
 
 
 def decide(state: FleetState, load: LoadView | None, now: float) -> Decision:
     """Choose the desired size and the commands that move the fleet towards it."""
-    outcome = autoscale(state, load, now)
+    outcome = autoscale(without_pool(state), load, now, lead_for(state))  # the lead sees the pool
     sized = replace(state, desired=outcome.desired, memory=outcome.memory)
     if not state.desired_known and outcome.desired == state.desired:
         reason = f"{outcome.reason}; no desired size stored yet: the fleet is left as it is"

@@ -12,13 +12,14 @@ from pydantic import ValidationError
 
 from services.scaler.autoscale import clamp
 from services.scaler.model import FleetState
+from services.scaler.pool import counts
 from services.scaler.reconcile import outstanding
 from shared.contract.base import ErrorCode
 from shared.contract.commands import DrainVm, ScaleFleet
 from shared.contract.events import LIVE_STATES
 from shared.contract.load import FleetLoaded
 from shared.contract.policy import PolicyPatchBase
-from shared.contract.status import BalancerStatus, DesiredState, FleetStatus, VmStatus
+from shared.contract.status import BalancerStatus, DesiredState, FleetStatus, PoolStatus, VmStatus
 from shared.errors import BusError, describe_validation_error
 
 
@@ -51,10 +52,15 @@ def set_policy(state: DesiredState, patch: PolicyPatchBase) -> DesiredState:
 
 
 def drain(state: DesiredState, cmd: DrainVm, fleet: FleetState, now: float) -> DesiredState:
-    """Mark the VM for draining and shrink the size by one (not below min: then it is replaced)."""
+    """Mark the VM for draining and shrink the size by one (not below min: then it is replaced).
+
+    A VM of the warm pool serves nothing and is never drained: the pool is the policy's (`pool_size`).
+    """
     vm = fleet.vms.get(cmd.vm)
     if vm is None or vm.state not in LIVE_STATES:
         raise BusError(ErrorCode.NOT_FOUND, f"no VM named {cmd.vm} in the fleet")
+    if vm.in_pool:
+        raise BusError(ErrorCode.INVALID, f"{cmd.vm} is in the warm pool, not serving: lower pool_size to remove it")
     if cmd.vm in state.draining:
         return state
     hold = when(now) + timedelta(seconds=state.policy.manual_hold_s)
@@ -75,7 +81,7 @@ def status(
     vms = [
         VmStatus(
             name=vm.name, state=vm.state, address=vm.address, since=when(vm.since),
-            outstanding=float(outstanding(fleet, vm.name, now)),
+            outstanding=float(outstanding(fleet, vm.name, now)), host=vm.host, pool=vm.in_pool,
         )
         for vm in sorted(fleet.vms.values(), key=lambda v: v.name)
     ]
@@ -86,4 +92,5 @@ def status(
     return FleetStatus(
         desired=desired.desired, policy=desired.policy, hold_until=desired.hold_until, leader=leader,
         epoch=epoch, vms=vms, balancers=balancers, load=load, reason=reason,
+        pools=[PoolStatus(host=host, pooled=pooled, coming=coming) for host, (pooled, coming) in counts(fleet).items()],
     )

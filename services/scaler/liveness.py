@@ -51,7 +51,10 @@ def verdict(state: FleetState, vm: str, now: float) -> bool:
 
 
 def observe(state: FleetState, now: float) -> FleetState:
-    """Start or clear each ready VM's sick mark from the balancers' latest verdicts and libvirt's pauses."""
+    """Start or clear each ready VM's sick mark from the balancers' latest verdicts and libvirt's pauses.
+
+    Only ready VMs: a pooled VM is paused on purpose and unroutable everywhere, and is never sick.
+    """
     sick: dict[str, float] = {}
     lost = lost_hosts(state)
     for vm in state.vms.values():

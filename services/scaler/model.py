@@ -6,9 +6,11 @@ Everything here is plain frozen data; time is a float of seconds (the glue passe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from services.scaler.boottimes import BootTimes
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy
 
@@ -16,7 +18,22 @@ GONE_KEPT = 1000
 """How many destroyed VM names the view remembers (names are never reused; this only bounds memory)."""
 
 CAPACITY_STATES = frozenset({VmState.REQUESTED, VmState.CLONING, VmState.BOOTING, VmState.READY})
-"""States of a VM that counts towards the fleet size (draining VMs are on their way out)."""
+"""States of a VM that counts towards the fleet size (draining VMs are on their way out; pooled VMs serve nothing)."""
+
+POOL_KIND = "p"
+"""The kind letter in a pool create's request id (`<leader>-e<epoch>-p<seq>`, next to `c` for a create)."""
+_POOL_REQUEST = re.compile(rf"-e\d+-{POOL_KIND}\d+$")
+EN_ROUTE = frozenset({VmState.REQUESTED, VmState.CLONING, VmState.BOOTING})
+
+
+def pool_request(request_id: str | None) -> bool:
+    """Whether a request id is a pool create's.
+
+    Events and lists carry the VM's request id, so every replica, and a leader elected later,
+    tells a VM booting for the pool from one booting to serve without a record of its own: the
+    id is the record. A take gives the VM the plain create's id, which moves it out of the pool.
+    """
+    return request_id is not None and _POOL_REQUEST.search(request_id) is not None
 
 
 @dataclass(frozen=True)
@@ -35,6 +52,16 @@ class VmView:
     """Local time of the last news about this VM (a list asked earlier must not undo it)."""
     paused: bool = False
     """Its provisioner says libvirt reports it paused (`liveness` treats a paused ready VM as sick)."""
+
+    @property
+    def in_pool(self) -> bool:
+        """Pooled, or on its way there (made by a pool create and not taken yet): never capacity."""
+        return self.state is VmState.POOLED or (self.state in EN_ROUTE and pool_request(self.request_id))
+
+    @property
+    def capacity(self) -> bool:
+        """In a state that counts towards the fleet size, and not one of the pool's."""
+        return self.state in CAPACITY_STATES and not self.in_pool
 
 
 @dataclass(frozen=True)
@@ -82,10 +109,12 @@ class Failures:
 
 @dataclass(frozen=True)
 class AutoscaleMemory:
-    """What the stabilization window and the rate limits need to remember."""
+    """What the stabilization window, the rate limits and the churn budget need to remember."""
 
     recommendations: tuple[tuple[float, int], ...] = ()
     actions: tuple[tuple[float, int], ...] = ()
+    """(time, signed size change) of each autoscaling action: the rate limits read minutes of them, the churn
+    budget (`churn`) the last hour and a flap window."""
     observations: tuple[tuple[float, float], ...] = ()
     """(time, fleet-wide demand) per evaluation, over the scale-down window and its settle time."""
 
@@ -142,6 +171,9 @@ class FleetState:
     hold_until: float | None = None
     vms: Mapping[str, VmView] = field(default_factory=dict)
     pending: Mapping[str, float] = field(default_factory=dict)
+    """Capacity creates sent and not answered yet (request id -> local time): they count towards the size."""
+    pool_pending: Mapping[str, float] = field(default_factory=dict)
+    """Pool creates sent and not answered yet: apart from `pending`, as they count towards a host's pool only."""
     drains: Mapping[str, DrainView] = field(default_factory=dict)
     drain_requests: frozenset[str] = frozenset()
     balancers: Mapping[str, BalancerView] = field(default_factory=dict)
@@ -157,25 +189,41 @@ class FleetState:
     hosts: Mapping[str, int] = field(default_factory=dict)
     """Provisioners that answered the last list, and each one's `max_vms` (creates are placed on these)."""
     placed: Mapping[str, str] = field(default_factory=dict)
-    """Pending creates sent to one host (request id -> host): they take room there until settled."""
+    """Pending creates, capacity or pool, sent to one host (request id -> host): they take room there until settled."""
     sick_since: Mapping[str, float] = field(default_factory=dict)
     """Ready VMs the balancers agree are unhealthy, or paused in libvirt, since when (local time; see `liveness`)."""
     last_replaced: float = float("-inf")
     """When the last unhealthy VM was replaced (the replacement rate limit)."""
     host_seen: Mapping[str, float] = field(default_factory=dict)
+    """When each provisioner last answered a list (local time): a host silent far longer than the others is lost."""
     written_off: frozenset[str] = frozenset()
     """VMs counted out with their lost host: if it returns, they are the surplus and go first."""
-    """When each provisioner last answered a list (local time): a host silent far longer than the others is lost."""
     capacity: Mapping[str, HostCapacity] = field(default_factory=dict)
     """What each host that answered the last list said it has (placement fits creates into it; see `placement`)."""
+    boots: BootTimes = field(default_factory=BootTimes)  # create/resume-to-ready times per host (`boottimes`)
+
+
+def without_pool(state: FleetState) -> FleetState:
+    """The state with the warm pool's VMs left out: what the autoscaler sizes from (they serve nothing).
+
+    Pooled VMs are out of `CAPACITY_STATES` already; this also leaves out the VMs still booting
+    for the pool, which the autoscaler would otherwise count as capacity on its way.
+    """
+    if not any(vm.in_pool for vm in state.vms.values()):
+        return state
+    return replace(state, vms={name: vm for name, vm in state.vms.items() if not vm.in_pool})
 
 
 @dataclass(frozen=True)
 class CreateCommand:
-    """Ask a provisioner for one more VM: the one on `host`, or any one when no host is known."""
+    """Ask a provisioner for one more VM: the one on `host`, or any one when no host is known.
+
+    `pooled`: a VM for that host's warm pool (booted, checked, paused), not one to serve.
+    """
 
     request_id: str
     host: str | None = None
+    pooled: bool = False
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,11 @@ the live hosts (answered the last list, not lost), a create goes to the one with
 3. then the fewest VMs, then the name, so that the choice is the same on every replica (a host
    that reports no figures is ranked by places and name alone, as before).
 
+Before all of these, a host with a spare pooled VM (one no pending create is taking yet) comes
+first: its provisioner resumes that VM (seconds) instead of booting one (tens of seconds). Such a
+take needs no place: the pooled VM already holds its room under `max_vms` and its memory (a
+paused domain keeps it), so a host full with its pool still takes a create that resumes one.
+
 A host with no place gets no create; when no host has one, nothing is sent (a refusal would count
 as a failure and slow every later create) and the note says why, per host, in words. Pure.
 """
@@ -27,6 +32,7 @@ from dataclasses import dataclass, replace
 
 from services.scaler.liveness import lost_hosts
 from services.scaler.model import FleetState, HostCapacity
+from shared.contract.events import VmState
 
 ALL_FULL = "every host is at its max_vms"
 
@@ -42,6 +48,8 @@ class Room:
     unstarted: int
     """Of those, the ones its last list did not show running: their memory is still in its free figure."""
     capacity: HostCapacity | None = None
+    spare: int = 0
+    """Its pooled VMs that no pending create is taking: a create here resumes one of them."""
 
     @property
     def fits(self) -> int | None:
@@ -66,16 +74,23 @@ class Room:
             return math.inf
         return (self.vms + 1) * capacity.vm_vcpus / capacity.cpus
 
-    def rank(self) -> tuple[int, float, int, str]:
-        """Best first: most places, least overcommit, fewest VMs, then the name.
+    @property
+    def takes(self) -> bool:
+        """Whether it takes one more create: it has a spare pooled VM to resume, or a place."""
+        return self.spare > 0 or self.places > 0
+
+    def rank(self) -> tuple[bool, int, float, int, str]:
+        """Best first: a spare pooled VM, most places, least overcommit, fewest VMs, then the name.
 
         A host that reports no figures at all skips the VM count: it is ranked as every host was
         before hosts reported any, by places and then name.
         """
-        return -self.places, self.overcommit, self.vms if self.capacity is not None else 0, self.host
+        return not self.spare, -self.places, self.overcommit, self.vms if self.capacity is not None else 0, self.host
 
     def took_one(self) -> Room:
-        """The room after one more create is placed here."""
+        """The room after one more create is placed here: a spare pooled VM taken, or else one more VM."""
+        if self.spare:
+            return replace(self, spare=self.spare - 1)
         return replace(self, vms=self.vms + 1, unstarted=self.unstarted + 1)
 
     def why_full(self) -> str:
@@ -96,25 +111,31 @@ def mib(value: int) -> str:
 def rooms(state: FleetState) -> dict[str, Room]:
     """Every live host's room: answered the last list with its `max_vms`, and not lost.
 
-    Every VM we know of on a host counts against its `max_vms` (a draining or failed one still
-    holds its domain), so a create never goes where the provisioner would refuse it: a refusal
-    counts as a failure and slows every later create, while another host may have room.
+    Every VM we know of on a host counts against its `max_vms` (a draining, failed or pooled one
+    still holds its domain), so a create never goes where the provisioner would refuse it: a
+    refusal counts as a failure and slows every later create, while another host may have room.
+    A pending create takes a place there, unless it takes one of the host's pooled VMs: each
+    pending capacity create there is counted as taking one while it has some (its provisioner
+    resumes one first), and pooled VMs being destroyed are not there to take.
     """
     lost = lost_hosts(state)
     hosts = {host: most for host, most in state.hosts.items() if host not in lost}
-    held, unstarted = Counter[str](), Counter[str]()
+    held, unstarted, pooled = Counter[str](), Counter[str](), Counter[str]()
     for vm in state.vms.values():
         if vm.host in hosts:
             held[vm.host] += 1
             capacity = state.capacity.get(vm.host)
             unstarted[vm.host] += capacity is None or vm.name not in capacity.running
-    for request_id, host in state.placed.items():
-        if request_id in state.pending and host in hosts:
-            held[host] += 1
-            unstarted[host] += 1
-    return {
-        host: Room(host, most, held[host], unstarted[host], state.capacity.get(host)) for host, most in hosts.items()
-    }
+            pooled[vm.host] += vm.state is VmState.POOLED and vm.name not in state.drains
+    creating = Counter(host for request_id, host in state.placed.items() if request_id in state.pending)
+    filling = Counter(host for request_id, host in state.placed.items() if request_id in state.pool_pending)
+    room: dict[str, Room] = {}
+    for host, most in hosts.items():
+        taking = min(creating[host], pooled[host])
+        new = creating[host] - taking + filling[host]
+        room[host] = Room(host, most, held[host] + new, unstarted[host] + new, state.capacity.get(host),
+                          pooled[host] - taking)
+    return room
 
 
 def place(state: FleetState, count: int) -> tuple[list[str | None], str]:
@@ -129,7 +150,7 @@ def place(state: FleetState, count: int) -> tuple[list[str | None], str]:
     chosen: list[str | None] = []
     for _ in range(count):
         best = min(room.values(), key=Room.rank, default=None)
-        if best is None or best.places <= 0:
+        if best is None or not best.takes:
             return chosen, no_room(room.values())
         chosen.append(best.host)
         room[best.host] = best.took_one()

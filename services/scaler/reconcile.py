@@ -2,8 +2,9 @@
 
 Pure: the leader calls it after every decision with the state and `now`. VMs in flight
 (requested, cloning, booting, or a create with no reply yet) count, so a slow boot never
-leads to a second create; VMs being drained do not count, they are on their way out. Which
-host each create goes to is `placement`'s answer.
+leads to a second create; VMs being drained do not count, they are on their way out, and
+neither do the warm pool's. Which host each create goes to is `placement`'s answer; what each
+host's pool needs, once the capacity creates are placed, is `pool`'s.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import replace
 
 from services.scaler.liveness import choose, lost_hosts, observe
 from services.scaler.model import (
-    CAPACITY_STATES,
+    POOL_KIND,
     Command,
     CreateCommand,
     DestroyCommand,
@@ -23,6 +24,7 @@ from services.scaler.model import (
     VmView,
 )
 from services.scaler.placement import place
+from services.scaler.pool import plan
 from shared.contract.events import VmState
 
 MATCHED = "fleet matches desired size"
@@ -32,11 +34,10 @@ DESTROY_RETRY_S = 15.0
 
 
 def counted(state: FleetState) -> list[VmView]:
-    """VMs that are, or will be, serving and are not leaving (nor on a lost host)."""
+    """VMs that are, or will be, serving and are not leaving (nor on a lost host); the pool's are not serving."""
     leaving = set(state.drains) | state.drain_requests
     lost = lost_hosts(state)
-    return [vm for vm in state.vms.values()
-            if vm.state in CAPACITY_STATES and vm.name not in leaving and vm.host not in lost]
+    return [vm for vm in state.vms.values() if vm.capacity and vm.name not in leaving and vm.host not in lost]
 
 
 def outstanding(state: FleetState, vm: str, now: float) -> int:
@@ -85,9 +86,10 @@ def reconcile(state: FleetState, now: float) -> tuple[tuple[Command, ...], Fleet
     state, sick_note = _replace_sick(state, now)
     state = _start_drains(state, sorted(_orphans(state) | (state.drain_requests - set(state.drains))), now, commands)
     state, note = _resize(state, now, commands)
+    state, pool_note = _tend_pool(state, now, commands)
     state = _finish_drains(state, now, commands)
     state = _settle_written_off(state)
-    for extra in (sick_note, _lost_note(state)):
+    for extra in (sick_note, _lost_note(state), pool_note):
         if extra:
             note = extra if note == MATCHED else f"{note}; {extra}"
     return tuple(commands), state, note
@@ -139,6 +141,20 @@ def _resize(state: FleetState, now: float, commands: list[Command]) -> tuple[Fle
         state = _start_drains(state, victims, now, commands)
         return state, f"draining {', '.join(victims)}" if victims else "surplus is still being created"
     return state, MATCHED
+
+
+def _tend_pool(state: FleetState, now: float, commands: list[Command]) -> tuple[FleetState, str]:
+    """Destroy the pool's surplus and stale VMs, and refill each host's pool in the room the capacity creates left."""
+    short = len(counted(state)) + len(state.pending) < state.desired
+    pool = plan(state, now, capacity_short=short)
+    state = _discard(state, list(pool.discard), now)
+    pool_pending, placed = dict(state.pool_pending), dict(state.placed)
+    for host in pool.refill:
+        state, request_id = _next_id(state, POOL_KIND)
+        pool_pending[request_id] = now
+        placed[request_id] = host
+        commands.append(CreateCommand(request_id, host, pooled=True))
+    return replace(state, pool_pending=pool_pending, placed=placed), "; ".join(pool.notes)
 
 
 def _create(state: FleetState, missing: int, now: float, commands: list[Command]) -> tuple[FleetState, str]:

@@ -23,7 +23,7 @@ from services.scaler.actuator import Actuator
 from services.scaler.autoscale import witness
 from services.scaler.decide import decide
 from services.scaler.lease import Lease
-from services.scaler.model import AutoscaleMemory, Decision, FleetState, LoadView
+from services.scaler.model import AutoscaleMemory, Decision, FleetState, LoadView, without_pool
 from services.scaler.settings import ScalerSettings
 from services.scaler.store import DesiredStore
 from services.scaler.track import (
@@ -159,7 +159,7 @@ class ScalerService(BusService):
         self.snapshot, self.load = snapshot, load_view(snapshot, at)
         if not self.leading:
             view, stored, known = self.load, self.store.current, self.store.revision > 0
-            await self._mutate(lambda f: witness(_with_desired(f, stored, known), view, now))
+            await self._mutate(lambda f: _witness(_with_desired(f, stored, known), view, now))
         log.debug("scaler.load", rps=snapshot.rps, outstanding=snapshot.outstanding)
         self._wake.set()
 
@@ -309,6 +309,11 @@ class ScalerService(BusService):
             await self._mutate(lambda f: on_heard(
                 on_capacity(on_hosts(on_lists(f, records, asked, now), hosts), lists), hosts, now
             ))
+
+
+def _witness(fleet: FleetState, load: LoadView, now: float) -> FleetState:
+    """A follower's demand history, measured on the serving fleet alone (as the leader's `decide` does)."""
+    return replace(fleet, memory=witness(without_pool(fleet), load, now).memory)
 
 
 def _with_desired(fleet: FleetState, stored: DesiredState, known: bool) -> FleetState:

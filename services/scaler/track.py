@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
+from services.scaler.boottimes import note
 from services.scaler.model import (
     GONE_KEPT,
     AutoscaleMemory,
@@ -22,14 +23,16 @@ from services.scaler.model import (
     LoadView,
     VmLoadView,
     VmView,
+    pool_request,
 )
 from shared.contract.draining import BackendDrained
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.load import BalancerReported, FleetLoaded
 from shared.contract.provisioning import VmList, VmRecord
 
-RUNNING = frozenset({VmState.BOOTING, VmState.READY, VmState.DRAINING})
-"""Listed states of a VM whose domain has been started: its memory is no longer free on its host."""
+RUNNING = frozenset({VmState.BOOTING, VmState.READY, VmState.DRAINING, VmState.POOLED})
+"""Listed states of a VM whose domain has been started: its memory is no longer free on its host (a pooled
+VM is paused, and a paused domain keeps its memory)."""
 
 
 def seconds(at: datetime) -> float:
@@ -72,20 +75,25 @@ def upsert(state: FleetState, name: str, vm_state: VmState, at: float, now: floa
     vm = replace(vm, seen=now)
     vms = dict(state.vms) | {name: vm}
     state = replace(state, vms=vms, failures=_failures(state, old, vm_state, now))
+    if old is None or old.state is not vm_state:  # time boots and resumes, for the boot lead (`boottimes`)
+        state = replace(state, boots=note(state.boots, name, vm.host, old.state if old else None, vm_state, now))
     return _settle(state, vm.request_id)
 
 
 def _settle(state: FleetState, request_id: str | None) -> FleetState:
-    """The create with this request id has an answer: it no longer counts as pending."""
-    if request_id is None or request_id not in state.pending:
+    """The create (capacity or pool) with this request id has an answer: it no longer counts as pending."""
+    if request_id is None or (request_id not in state.pending and request_id not in state.pool_pending):
         return state
-    pending = {k: t for k, t in state.pending.items() if k != request_id}
-    return replace(state, pending=pending, placed={k: h for k, h in state.placed.items() if k != request_id})
+    return replace(
+        state, pending={k: t for k, t in state.pending.items() if k != request_id},
+        pool_pending={k: t for k, t in state.pool_pending.items() if k != request_id},
+        placed={k: h for k, h in state.placed.items() if k != request_id},
+    )
 
 
 def _failures(state: FleetState, old: VmView | None, vm_state: VmState, now: float) -> Failures:
-    """A VM becoming ready clears the streak; one newly failed adds to it."""
-    if vm_state is VmState.READY:
+    """A VM becoming ready (or pooled: booted and checked) clears the streak; one newly failed adds to it."""
+    if vm_state in (VmState.READY, VmState.POOLED):
         return Failures()
     if vm_state is VmState.FAILED and (old is None or old.state is not VmState.FAILED):
         return Failures(count=state.failures.count + 1, last_at=now)
@@ -189,12 +197,24 @@ def on_created(state: FleetState, request_id: str, record: VmRecord | None, now:
     """A create reply: the pending create is settled; its record only fills in a VM not heard of yet.
 
     The provisioner may publish `booting` or `ready` before its reply reaches us, so the
-    reply's (older) state must not set the VM back.
+    reply's (older) state must not set the VM back. A reply that takes a pooled VM (this
+    create's request id) is the exception: until the VM's own `booting` event it would be
+    neither the pool's nor capacity, and the next evaluation would create again.
     """
     state = _settle(state, request_id)
-    if record is None or record.vm in state.vms:
+    if record is None:
         return state
-    return on_record(state, record, now)
+    known = state.vms.get(record.vm)
+    if known is not None and not (known.state is VmState.POOLED and known.request_id != record.request_id):
+        return state
+    return on_record(state, taken(record, now), now)
+
+
+def taken(record: VmRecord, now: float) -> VmRecord:
+    """A take's reply as the resume it starts: a record still saying `pooled` under a plain create's id is `booting`."""
+    if record.state is not VmState.POOLED or pool_request(record.request_id):
+        return record
+    return record.model_copy(update={"state": VmState.BOOTING, "since": datetime.fromtimestamp(now, UTC)})
 
 
 def new_term(state: FleetState, epoch: int, leader: str, memory: AutoscaleMemory) -> FleetState:

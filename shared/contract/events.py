@@ -18,12 +18,16 @@ class VmState(StrEnum):
     CLONING = "cloning"
     BOOTING = "booting"
     READY = "ready"
+    POOLED = "pooled"
+    """Booted, checked once and paused in the warm pool: never routed to, not serving capacity."""
     DRAINING = "draining"
     DESTROYED = "destroyed"
     FAILED = "failed"
 
 
-LIVE_STATES = frozenset({VmState.REQUESTED, VmState.CLONING, VmState.BOOTING, VmState.READY, VmState.DRAINING})
+LIVE_STATES = frozenset(
+    {VmState.REQUESTED, VmState.CLONING, VmState.BOOTING, VmState.READY, VmState.DRAINING, VmState.POOLED}
+)
 """States that hold (or will hold) a VM in libvirt and so count against the fleet size."""
 
 

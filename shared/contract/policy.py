@@ -78,6 +78,28 @@ class ScalingPolicy(Model):
         ge=0, le=86400, allow_inf_nan=False,
         description="Write off a host whose provisioner answers no list this long while another does (0: never).")] = 60
 
+    pool_size: Annotated[int, Field(
+        ge=0, le=100, strict=True,
+        description="Warm pool per host: VMs booted, checked once, then paused, so a scale-out resumes one "
+                    "instead of booting (0: no pool; a scale to 0 keeps the pool, setting this to 0 removes it).")] = 0
+    pool_max_age_s: Annotated[float, Field(
+        ge=60, le=86400, allow_inf_nan=False,
+        description="A pooled VM paused longer than this is recycled: the guest renews its DHCP lease at half "
+                    "the lease in its own time, which stands still while paused, so keep this under half the "
+                    "lease (libvirt's default: 1 h).")] = 1200
+    boot_lead_percentile: Annotated[float, Field(
+        ge=0, le=1, allow_inf_nan=False,
+        description="Project load forward by this percentile of the measured create-to-ready (or "
+                    "resume-to-ready) times, so VMs are ready when a rise arrives (0: no lead).")] = 0.9
+    max_actions_per_hour: Annotated[int, Field(
+        ge=0, le=100_000, strict=True,
+        description="Churn budget: scale actions per rolling hour before the scaler widens its bands and then "
+                    "holds (0: no budget).")] = 60
+    max_flaps_per_hour: Annotated[int, Field(
+        ge=0, le=100_000, strict=True,
+        description="Churn budget: reversals (a scale the other way inside the flap window) per rolling hour "
+                    "(0: no budget).")] = 6
+
     @model_validator(mode="after")
     def _bounds_ordered(self) -> Self:
         if self.min_replicas > self.max_replicas:

@@ -27,6 +27,11 @@ class CreateVm(Message):
 
     request_id: RequestId
     epoch: Epoch = Field(description="Leader epoch of the sender; stale epochs are refused.")
+    pooled: bool = Field(
+        default=False,
+        description="Make a VM for the warm pool (booted, checked, paused: state `pooled`); a plain create "
+                    "takes a pooled VM of this host first (resume, check again, ready).",
+    )
 
 
 class DestroyVm(Message):

@@ -36,6 +36,18 @@ class VmStatus(Model):
     address: Address | None = None
     since: datetime
     outstanding: Annotated[float, Field(ge=0)] | None = None
+    host: Name | None = None
+    pool: bool = Field(default=False, description="The warm pool's: pooled, or booting for the pool; not serving.")
+
+
+class PoolStatus(Model):
+    """One host's warm pool in a status reply (the policy's `pool_size` is what it is kept at)."""
+
+    host: Name
+    pooled: Annotated[int, Field(ge=0, le=MAX_FLEET)] = Field(description="Paused VMs ready to resume.")
+    coming: Annotated[int, Field(ge=0, le=MAX_FLEET)] = Field(
+        default=0, description="VMs booting for the pool, or asked for and not answered yet."
+    )
 
 
 class BalancerStatus(Model):
@@ -59,3 +71,5 @@ class FleetStatus(Model):
     load: FleetLoaded | None = None
     reason: Annotated[str, Field(max_length=1000)] | None = None
     """The leader's latest evaluation in words (why it holds or moves); a follower relays it from the lease."""
+    pools: Annotated[list[PoolStatus], Field(max_length=MAX_FLEET)] = []
+    """Each host's warm pool, hosts with none left out (sum `pooled` for the total)."""

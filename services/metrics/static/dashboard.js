@@ -7,7 +7,7 @@ const POLL_MS = 1000;
 const POINTS = 600;
 const STATE_COLOURS = {
   ready: "#3fb950", booting: "#d29922", cloning: "#a371f7",
-  requested: "#58a6ff", draining: "#db6d28", failed: "#f85149",
+  requested: "#58a6ff", draining: "#db6d28", failed: "#f85149", pooled: "#8b949e",
 };
 
 const charts = {};

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
-from typing import Self
+from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -23,14 +24,22 @@ class FakeProvisioner:
 
     With `max_vms` its list says the ceiling (so the leader places creates on it by name), and with
     `memory_mib` the host's room too: each VM it holds takes `vm_memory_mib` of that memory.
+
+    A pool create (`pooled=True`) makes a VM that boots and is paused in the pool (`pooled`), as the
+    real provisioner's does; a plain create takes its most recently pooled VM first (the reply is that VM
+    with the new request id; it goes booting, then ready). The first `stale_pooled` pooled VMs are
+    announced and listed as paused `stale_age_s` ago, as if they had sat in the pool that long.
     """
 
     def __init__(
         self, bus: Bus, host: str = "h1", max_vms: int | None = None, memory_mib: int | None = None,
-        cpus: int | None = None, vm_memory_mib: int = 256,
+        cpus: int | None = None, vm_memory_mib: int = 256, stale_pooled: int = 0, stale_age_s: float = 600.0,
     ) -> None:
         self.bus, self.host = bus, host
         self.max_vms, self.memory_mib, self.cpus, self.vm_memory_mib = max_vms, memory_mib, cpus, vm_memory_mib
+        self.stale_pooled, self.stale_age_s = stale_pooled, stale_age_s
+        self.taken: list[str] = []
+        """Pooled VMs a plain create resumed, in order."""
         self.creates: list[CreateVm] = []
         self.destroys: list[DestroyVm] = []
         self.vms: dict[str, VmRecord] = {}
@@ -68,20 +77,56 @@ class FakeProvisioner:
             body, headers = error_reply(ErrorCode.CONFLICT, f"epoch {cmd.epoch} is stale")
             await self.bus.nc.publish(msg.reply, body, headers=headers)
             return
+        if cmd.request_id not in self.by_request and not cmd.pooled and (pooled := self.pooled()):
+            await self._take(msg, pooled[-1], cmd.request_id)
+            return
         name = self.by_request.get(cmd.request_id) or f"{self.host}-vm{len(self.by_request)}"
         self.by_request[cmd.request_id] = name
         record = VmRecord(vm=name, state=VmState.REQUESTED, since=datetime.now(UTC), request_id=cmd.request_id,
                           host=self.host, address=f"127.0.0.1:{5000 + len(self.by_request)}")
         self.vms.setdefault(name, record)
         await msg.respond(ok_reply(record))
-        task = asyncio.create_task(self._boot(self.vms[name]))
+        self._spawn(self._boot(self.vms[name], cmd.pooled))
+
+    def pooled(self) -> list[str]:
+        """Its pooled VMs, oldest first."""
+        return sorted((r.vm for r in self.vms.values() if r.state is VmState.POOLED), key=lambda n: self.vms[n].since)
+
+    async def _take(self, msg: Msg, name: str, request_id: str) -> None:
+        """Resume a pooled VM for a plain create: it becomes that create's VM."""
+        self.taken.append(name)
+        self.by_request[request_id] = name
+        update = {"request_id": request_id, "paused": False, "state": VmState.BOOTING, "since": datetime.now(UTC)}
+        record = self.vms[name].model_copy(update=update)
+        self.vms[name] = record
+        await msg.respond(ok_reply(record))
+        self._spawn(self._resume(record))
+
+    async def _resume(self, record: VmRecord) -> None:
+        await self._publish(record, VmState.BOOTING)
+        await self._publish(record, VmState.READY)
+        self.vms[record.vm] = record.model_copy(update={"state": VmState.READY, "since": datetime.now(UTC)})
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _boot(self, record: VmRecord) -> None:
-        for state in (VmState.REQUESTED, VmState.BOOTING, VmState.READY):
+    async def _boot(self, record: VmRecord, pooled: bool = False) -> None:
+        for state in (VmState.REQUESTED, VmState.BOOTING):
             await self._publish(record, state)
-        self.vms[record.vm] = record.model_copy(update={"state": VmState.READY})
+        if not pooled:
+            await self._publish(record, VmState.READY)
+            self.vms[record.vm] = record.model_copy(update={"state": VmState.READY})
+            return
+        since = datetime.now(UTC)
+        if self.stale_pooled > 0:
+            self.stale_pooled -= 1
+            since -= timedelta(seconds=self.stale_age_s)
+        record = record.model_copy(update={"state": VmState.POOLED, "since": since, "paused": True})
+        if record.vm in self.vms:  # not destroyed while it booted
+            self.vms[record.vm] = record
+            await self._publish(record, VmState.POOLED)
 
     async def pause(self, vm: str, announce: bool = True) -> None:
         """libvirt paused `vm`: its list says so from now on, and with `announce` a republished event too."""
@@ -90,8 +135,9 @@ class FakeProvisioner:
             await self._publish(self.vms[vm], self.vms[vm].state)
 
     async def _publish(self, record: VmRecord, state: VmState) -> None:
+        at = record.since if state is VmState.POOLED else datetime.now(UTC)
         event = VmStateChanged(vm=record.vm, state=state, address=record.address, host=self.host,
-                               request_id=record.request_id, paused=record.paused)
+                               request_id=record.request_id, paused=record.paused, at=at)
         await self.bus.publish(self.bus.subjects.vm(state), event)
 
     async def _destroy(self, msg: Msg) -> None:

@@ -102,3 +102,22 @@ def test_dashboard_since_sends_only_newer_points() -> None:
 def test_since_parameter_is_a_finite_time_or_nothing(raw: str | None, expected: float | None) -> None:
     """The `since` query parameter is a finite number; anything else means the whole history."""
     assert _since(raw) == expected
+
+
+def test_pooled_vms_are_their_own_state_on_metrics_and_the_dashboard() -> None:
+    """A pooled VM counts under `state="pooled"`, not as ready or booting, in the exposition and the dashboard;
+    taken from the pool it moves to booting, then ready."""
+    state = loaded_state()
+    state.fleet.vm_changed(VmStateChanged(vm="vm-p", state=VmState.POOLED, at=T0), now=0)
+    state.fleet.vm_changed(VmStateChanged(vm="vm-q", state=VmState.POOLED, at=T0), now=0)
+    state.tick(6.0, T0 + timedelta(seconds=6))
+    vms = families(state)["quicfleet_vms"]
+    assert vms[("quicfleet_vms", (("state", "pooled"),))] == 2
+    assert vms[("quicfleet_vms", (("state", "ready"),))] == 1
+    data = payload(state)
+    assert data["states"]["pooled"] == 2 and data["series"]["vms_pooled"][-1] == 2
+    assert data["series"]["vms_pooled"][0] == 0
+    state.fleet.vm_changed(VmStateChanged(vm="vm-p", state=VmState.BOOTING, at=T0 + timedelta(seconds=7)), now=7)
+    state.fleet.vm_changed(VmStateChanged(vm="vm-p", state=VmState.READY, at=T0 + timedelta(seconds=8)), now=8)
+    counts = state.fleet.state_counts()
+    assert (counts["pooled"], counts["ready"], counts["booting"]) == (1, 2, 1)

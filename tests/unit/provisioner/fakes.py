@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from services.provisioner.ports import (
     TemplateMissing,
     VolumeView,
 )
-from services.provisioner.tags import parse_tag
+from services.provisioner.tags import NAMESPACE, VmTag, parse_tag, tag_element
 
 TEMPLATE_XML = (Path(__file__).resolve().parents[2] / "fixtures" / "libvirt" / "template-domain.xml").read_text()
 DISK = "/fleet-pool/backend-template.qcow2"
@@ -29,8 +30,8 @@ IDENTITY_TEMPLATE_XML = TEMPLATE_XML.replace(
 
 
 class FakeHypervisor:
-    """Domains and volumes in dicts; `fail_on` names a method that raises once called; `paused` ones list paused;
-    `facts` is what the host says it has."""
+    """Domains and volumes in dicts; `fail_on` names a method that raises when called; `paused` ones list paused
+    (`suspend`/`resume` move them); `facts` is what the host says it has."""
 
     def __init__(self, has_template: bool = True) -> None:
         self.has_template = has_template
@@ -78,6 +79,38 @@ class FakeHypervisor:
     def start(self, name: str) -> None:
         self._step("start")
         self.running.add(name)
+
+    def suspend(self, name: str) -> None:
+        self._step("suspend")
+        if name not in self.running:
+            raise HypervisorError(f"pausing {name}: the domain is not running")
+        self.paused.add(name)
+
+    def resume(self, name: str) -> None:
+        self._step("resume")
+        if name not in self.running:
+            raise HypervisorError(f"resuming {name}: the domain is not running")
+        self.paused.discard(name)
+
+    def set_tag(self, name: str, tag: VmTag) -> None:
+        """Swap the `<qf:vm>` element of the stored XML, as libvirt's `setMetadata` does."""
+        self._step("set_tag")
+        if name not in self.defined:
+            raise HypervisorError(f"domain {name} no longer exists")
+        domain = ET.fromstring(self.defined[name])
+        metadata = domain.find("metadata")
+        assert metadata is not None
+        for old in metadata.findall(f"{{{NAMESPACE}}}vm"):
+            metadata.remove(old)
+        metadata.append(tag_element(tag))
+        self.defined[name] = ET.tostring(domain, encoding="unicode")
+
+    def set_clock(self, name: str) -> None:
+        self._step("set_clock")
+
+    def tag(self, name: str) -> VmTag | None:
+        """The tag the domain carries now (what a restarted provisioner would read)."""
+        return parse_tag(self.defined[name])
 
     def stop(self, name: str) -> bool:
         self.calls.append("stop")

@@ -8,7 +8,7 @@ import threading
 import pytest
 from structlog.testing import capture_logs
 
-from services.provisioner import fleet as fleet_module
+from services.provisioner import room as room_module
 from services.provisioner.capacity import Capacity, measure, template_size, unit_bytes
 from services.provisioner.ports import HostFacts
 from shared.contract.provisioning import CPUS_MAX, MEMORY_MIB_MAX
@@ -90,7 +90,7 @@ class HungHypervisor(FakeHypervisor):
 
 async def test_a_hung_libvirt_costs_the_list_its_figures_not_its_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     """When libvirt does not answer within the capacity timeout the list goes out without figures, in time."""
-    monkeypatch.setattr(fleet_module, "CAPACITY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(room_module, "CAPACITY_TIMEOUT_S", 0.05)
     hv = HungHypervisor()
     harness = Harness(hv)
     try:

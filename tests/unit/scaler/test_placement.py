@@ -79,12 +79,24 @@ PLACEMENTS = {
         {"h1": 1, "h2": 10}, {"h1": cap(4096), "h2": cap(100)}, 1, [],
         "no host has room: h1 at its max_vms (1), h2 has 100 MiB free < one VM of 256 MiB", vms=on("h1", "a")),
     "no host known: creates go to any provisioner": Case({}, {}, 2, [None, None]),
+    "a host with a pooled VM comes first, though another has more room": Case(
+        TEN, {"h1": cap(512, running=("p",)), "h2": cap(4096)}, 2, ["h1", "h2"],
+        vms=on("h1", "p", state=VmState.POOLED)),
+    "a pooled VM a pending create is taking is no longer spare": Case(
+        TEN, {}, 1, ["h2"], vms=on("h1", "p", state=VmState.POOLED), pending_on={"r1": "h1"}),
+    "a host full with its pool still takes a create that resumes a pooled VM": Case(
+        {"h1": 2, "h2": 10}, {"h1": cap(0, running=("a", "p")), "h2": cap(1024)}, 2, ["h1", "h2"],
+        vms=on("h1", "a") | on("h1", "p", state=VmState.POOLED)),
+    "hosts with pooled VMs are ranked among themselves by the usual rules": Case(
+        TEN, {"h1": cap(1024, running=("p",)), "h2": cap(2048, running=("q",))}, 1, ["h2"],
+        vms=on("h1", "p", state=VmState.POOLED) | on("h2", "q", state=VmState.POOLED)),
 }
 
 
 @pytest.mark.parametrize("case", PLACEMENTS.values(), ids=PLACEMENTS.keys())
 def test_placement(case: Case) -> None:
-    """Each create goes to the host with most places (memory, max_vms), then least overcommit, fewest VMs, name."""
+    """Each create goes to a host with a spare pooled VM first, then the one with most places (memory, max_vms),
+    then least overcommit, fewest VMs, name."""
     assert place(case.state(), case.count) == (case.placed, case.note)
 
 
