@@ -108,12 +108,7 @@ async def test_scale_to_zero_leaves_only_the_template(watch: FleetWatch, lab_han
     """Scaling to 0 destroys every clone: libvirt keeps only the template's domain and volume."""
     await watch.scale(0)
     await watch.settle(0)
-    conn = libvirt.open(lab_handle.info.libvirt_uri)
-    try:
-        domains = {d.name() for d in conn.listAllDomains()}
-        volumes = {v.name() for p in conn.listAllStoragePools() for v in p.listAllVolumes()}
-    finally:
-        conn.close()
+    domains, volumes = vms.domains_and_volumes(lab_handle.info.libvirt_uri)
     assert domains == {lab_handle.info.template}
     assert volumes == {f"{lab_handle.info.template}.qcow2"}
     assert all(event.state != VmState.READY for event in watch.latest.values())

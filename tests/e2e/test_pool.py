@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import libvirt
 import pytest
 
 from ops.lab import Lab
 from shared.contract.events import VmState
 from shared.contract.policy import PolicyPatch, ScalingPolicy
+from tests.e2e import vms
 from tests.e2e.conftest import TIMINGS
 from tests.e2e.fleetwatch import BOOT_TIMEOUT_S, FleetWatch
 from tests.support import wait_until
@@ -83,11 +83,6 @@ async def test_the_pool_goes_only_when_asked_and_nothing_is_left(watch: FleetWat
                      "no serving VM, the pool kept")
     await _policy(watch, pool_size=0)
     await watch.settle(0)
-    conn = libvirt.open(lab_handle.info.libvirt_uri)
-    try:
-        domains = {d.name() for d in conn.listAllDomains()}
-        volumes = {v.name() for p in conn.listAllStoragePools() for v in p.listAllVolumes()}
-    finally:
-        conn.close()
+    domains, volumes = vms.domains_and_volumes(lab_handle.info.libvirt_uri)
     assert domains == {lab_handle.info.template}
     assert volumes == {f"{lab_handle.info.template}.qcow2"}

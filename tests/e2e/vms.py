@@ -93,3 +93,14 @@ def domain_uuid(uri: str, vm: str) -> str:
         return str(conn.lookupByName(vm).UUIDString()).lower()
     finally:
         conn.close()
+
+
+def domains_and_volumes(uri: str) -> tuple[set[str], set[str]]:
+    """Every domain name and every volume name libvirt at `uri` holds (the orphan check's view)."""
+    conn = libvirt.open(uri)
+    try:
+        domains = {str(d.name()) for d in conn.listAllDomains()}
+        volumes = {str(v.name()) for p in conn.listAllStoragePools() for v in p.listAllVolumes()}
+    finally:
+        conn.close()
+    return domains, volumes
