@@ -77,6 +77,9 @@ class _BackendProtocol(QuicConnectionProtocol):
 class H3Backend:
     """An aioquic HTTP/3 server on 127.0.0.1 (port 0 picks a free one). Use `async with`."""
 
+    protocol: type[_BackendProtocol] = _BackendProtocol
+    """How a connection answers; a subclass of the backend may answer otherwise (e.g. with more headers)."""
+
     def __init__(
         self, workdir: Path, host: str = "127.0.0.1", port: int = 0, status: int = 200,
         gate: asyncio.Event | None = None,
@@ -102,7 +105,7 @@ class H3Backend:
         config.load_cert_chain(cert, key)
         backend = self
 
-        class Protocol(_BackendProtocol):
+        class Protocol(self.protocol):  # type: ignore[misc,name-defined]  # a class chosen per backend
             server = backend
 
         self._server = await serve(self.host, self.port, configuration=config, create_protocol=Protocol)

@@ -11,11 +11,6 @@ import asyncio
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from aioquic.asyncio.server import serve
-from aioquic.h3.connection import H3_ALPN
-from aioquic.quic.configuration import QuicConfiguration
-
-from shared.certs import ensure_dev_certificate
 from shared.contract.base import IDENTITY_HEADER
 from tests.support import h1server, h3server
 
@@ -81,20 +76,9 @@ class _H3Protocol(h3server._BackendProtocol):
 class IdentityH3Backend(h3server.H3Backend):
     """An HTTP/3 backend that sends `identity` (when set) in `x-quicfleet-vm` on every answer."""
 
+    protocol = _H3Protocol
+
     def __init__(self, workdir: Path, identity: str | None) -> None:
         super().__init__(workdir)
         self.identity = identity
 
-    async def start(self) -> None:
-        cert, key = ensure_dev_certificate(self.workdir)
-        config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
-        config.load_cert_chain(cert, key)
-        backend = self
-
-        class Protocol(_H3Protocol):
-            server = backend
-
-        self._server = await serve(self.host, self.port, configuration=config, create_protocol=Protocol)
-        transport = self._server._transport
-        assert transport is not None
-        self.port = transport.get_extra_info("sockname")[1]
