@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMPS := .stamps
 APT_LISTS := $(wildcard deploy/apt/*.txt)
 
-.PHONY: deps run test lint typecheck unit integration e2e bench clean template
+.PHONY: deps run test lint typecheck unit integration e2e chaos bench clean template
 
 $(STAMPS)/apt: $(APT_LISTS) deploy/install-apt.sh
 	@mkdir -p $(STAMPS)
@@ -38,6 +38,9 @@ integration: deps
 
 e2e: deps
 	$(BIN)/pytest -m e2e tests
+
+chaos: deps ## the reliability matrix (short variants; QUICFLEET_CHAOS_LONG=1 for the full ones)
+	$(BIN)/pytest -m chaos tests
 
 test: lint typecheck ## ruff, mypy and every test tier
 	$(BIN)/pytest tests

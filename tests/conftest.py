@@ -6,6 +6,7 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -14,6 +15,7 @@ from ops.natsserver import NatsServer
 from shared.bus import Bus, connect
 from shared.contract.subjects import Subjects
 from shared.settings import ServiceSettings
+from tests.support import chaos
 
 settings.register_profile("quicfleet", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("quicfleet")
@@ -60,3 +62,11 @@ async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
     client = Bus(await connect(settings, "quicfleet-test"), Subjects())
     yield client
     await client.drain()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the reliability matrix's rows the chaos scenarios recorded (tests/support/chaos.py)."""
+    if chaos.ROWS:
+        terminalreporter.section("reliability matrix (chaos)")
+        for line in chaos.table_lines(chaos.ROWS):
+            terminalreporter.write_line(line)
