@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
+
+from nats.errors import Error as NatsError
 
 from shared.bus import Bus
 from shared.contract.commands import GetStatus, ScaleFleet
@@ -69,10 +72,32 @@ class FleetWatch:
     async def scale(self, replicas: int) -> None:
         await self.bus.request(self.bus.subjects.cmd_scale, ScaleFleet(replicas=replicas), DesiredState, timeout=30)
 
-    async def settle(self, replicas: int, timeout: float = BOOT_TIMEOUT_S) -> dict[str, str]:
-        """Wait until exactly `replicas` VMs are ready and no other VM is on its way."""
+    async def resync(self) -> None:
+        """Take each VM's state from the provisioners' lists: after a NATS outage an event published
+        meanwhile may never have reached us. A VM we hold ready or draining that no list has is gone."""
+        lists = await self.bus.gather(self.bus.subjects.prov_list, ListVms(), VmList, window=1.0)
+        if not lists:
+            return
+        listed = {record.vm: record for listing in lists for record in listing.vms}
+        for vm, record in listed.items():
+            if not self.ended(vm):
+                self.latest[vm] = VmStateChanged(vm=vm, state=record.state, address=record.address,
+                                                 request_id=record.request_id)
+        for vm, event in list(self.latest.items()):
+            if event.state in (VmState.READY, VmState.DRAINING) and vm not in listed:
+                self.latest[vm] = VmStateChanged(vm=vm, state=VmState.DESTROYED, reason="in no provisioner's list")
 
-        def settled() -> tuple[dict[str, str]] | None:
+    async def settle(self, replicas: int, timeout: float = BOOT_TIMEOUT_S, resync: bool = False) -> dict[str, str]:
+        """Wait until exactly `replicas` VMs are ready and no other VM is on its way (with `resync`,
+        checking the provisioners' lists every few seconds too, for events a NATS outage lost)."""
+        last_resync = time.monotonic()
+
+        async def settled() -> tuple[dict[str, str]] | None:
+            nonlocal last_resync
+            if resync and time.monotonic() - last_resync > 5.0:
+                last_resync = time.monotonic()
+                with contextlib.suppress(BusError, NatsError):
+                    await self.resync()
             live = [e for e in self.latest.values() if e.state not in TERMINAL]
             ready = self.ready()
             return (ready,) if len(ready) == replicas and len(live) == replicas else None  # truthy even for 0 VMs

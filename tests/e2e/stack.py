@@ -86,6 +86,10 @@ class Stack:
         """Services that are no longer running, with their exit codes."""
         return {name: code for name, proc in self.processes.items() if (code := proc.poll()) is not None}
 
+    def rss_mib(self) -> dict[str, float]:
+        """Resident memory of every running service process, in MiB (the chaos invariant I4)."""
+        return {name: _rss_mib(proc.pid) for name, proc in self.processes.items() if proc.poll() is None}
+
     def stop(self) -> None:
         """SIGTERM every service (they drain), then nats-server; kill what does not exit."""
         for proc in self.processes.values():
@@ -99,3 +103,11 @@ class Stack:
                 proc.wait(timeout=10)
         if self.nats is not None:
             self.nats.stop()
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:  # gone meanwhile
+        return 0.0
+    return next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:")), 0.0)

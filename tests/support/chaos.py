@@ -21,6 +21,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 INVARIANTS = ("I1", "I2", "I3", "I4")
+MATRIX = {
+    "L1": "steady load, no fault (the baseline)",
+    "F1": "nats-server SIGKILLed and restarted again and again",
+    "F2": "NATS down for minutes",
+    "F3": "NATS lame-duck stop",
+    "F4": "libvirtd restarted while clones are in flight",
+    "F5": "provisioner SIGKILLed at each step of a clone",
+    "F6": "a VM killed, a VM hung, a guest's web server killed",
+    "F7": "scaler leader SIGKILLed halfway through a scale-out",
+    "F8": "balancer restarted under load with 10% long requests",
+    "F9": "scale-in drain",
+    "F10": "`quicfleet up` SIGKILLed during start-up, then started again",
+    "B1": "fuzzed commands and events on every subject",
+    "B2": "payloads and HTTP headers and bodies over the caps",
+    "B3": "absurd scale requests and a flood of scale commands",
+    "B4": "malformed QUIC datagrams under load",
+    "B5": "handshake floods, stream floods, slow bodies",
+    "B6": "NATS authorisation: wrong users and cross-service commands",
+}
+"""Every scenario of the matrix (issue #20); docs/operations.md's "What survives what" has a row for each."""
 RSS_GROWTH_LIMIT_MIB = 50.0
 
 
