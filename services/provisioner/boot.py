@@ -87,7 +87,7 @@ async def provision(fleet: FleetView, name: str, template: Template) -> None:
             await _clone_and_start(fleet, name, template)
             await settle(fleet, name, await await_ready(fleet, name))
     except (ClonePlanError, HypervisorError, NotReady) as error:
-        await fleet.remove(name, reason=str(error))
+        await give_up(fleet, name, error)
 
 
 async def watch_ready(fleet: FleetView, name: str) -> None:
@@ -95,7 +95,17 @@ async def watch_ready(fleet: FleetView, name: str) -> None:
     try:
         await settle(fleet, name, await await_ready(fleet, name))
     except (HypervisorError, NotReady) as error:
+        await give_up(fleet, name, error)
+
+
+async def give_up(fleet: FleetView, name: str, error: Exception) -> None:
+    """Fail and remove a VM whose clone or boot went wrong. When libvirt cannot finish the teardown
+    now (libvirtd restarting: the usual reason a clone failed at all), the VM is already `failed`
+    and the reconcile reaps what is left once libvirt answers; that is logged, not a crashed task."""
+    try:
         await fleet.remove(name, reason=str(error))
+    except BusError as incomplete:
+        log.warning("vm.remove_incomplete", vm=name, error=incomplete.message, left_to="reconcile")
 
 
 async def settle(fleet: FleetView, name: str, address: str) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import structlog
 
 from services.provisioner.fleet import Fleet
 from services.provisioner.machine import VmEntry
+from services.provisioner.ports import HypervisorError
 from services.provisioner.settings import ProvisionerSettings
 from shared.contract.base import ErrorCode
 from shared.contract.events import VmState
@@ -174,3 +176,28 @@ async def test_reconcile_deletes_our_orphan_disk_only() -> None:
     await h.fleet.reconcile()
     assert hv.volumes == {DISK, foreign, f"/fleet-pool/{record.vm}-vda.f1.h1.qcow2"}
     await h.fleet.stop()
+
+
+class LibvirtGoneAtStart(FakeHypervisor):
+    """libvirtd goes away as the clone starts: the start fails and so does every teardown step."""
+
+    def start(self, name: str) -> None:
+        raise HypervisorError("starting: End of file while reading data")
+
+    def undefine(self, name: str) -> bool:
+        raise HypervisorError("cannot connect to libvirt")
+
+    def stop(self, name: str) -> bool:
+        raise HypervisorError("cannot connect to libvirt")
+
+
+async def test_a_clone_whose_teardown_libvirt_cannot_finish_fails_without_a_crashed_task() -> None:
+    """A start that fails while libvirtd is gone publishes failed, logs the unfinished teardown for the
+    reconcile, and leaves no crashed task (no traceback)."""
+    h = Harness(LibvirtGoneAtStart())
+    with structlog.testing.capture_logs() as logs:
+        record = await h.fleet.create(CreateVm(request_id="r1", epoch=1))
+        await wait_until(lambda: record.vm not in h.fleet.tasks, timeout=5, what="the clone's task ended")
+    assert h.states(record.vm)[-1] is VmState.FAILED
+    events = [line["event"] for line in logs]
+    assert "vm.remove_incomplete" in events and "vm.task_crashed" not in events, events
