@@ -8,6 +8,7 @@ needs, so a failed test leaves the next one a fair start. At most 3 VMs at any t
 from __future__ import annotations
 
 import subprocess
+import time
 from typing import Any
 
 import libvirt
@@ -16,9 +17,12 @@ import pytest
 from ops.lab import Lab
 from shared.contract.events import VmState
 from tests.e2e import vms
+from tests.e2e.chaos import invariants as inv
 from tests.e2e.fleetwatch import FleetWatch
 from tests.e2e.load import LoadRun
+from tests.e2e.stack import Stack
 from tests.support import wait_until
+from tests.support.chaos import Row, record
 
 pytestmark = pytest.mark.e2e
 
@@ -70,12 +74,15 @@ async def _two_serving(watch: FleetWatch, load: Any) -> tuple[dict[str, str], Lo
     return before, run
 
 
+@pytest.mark.chaos
 async def test_vm_destroyed_behind_our_back_is_replaced_without_failed_requests(
-    watch: FleetWatch, load: Any, lab_handle: Lab
+    watch: FleetWatch, load: Any, lab_handle: Lab, stack: Stack
 ) -> None:
     """A clone killed with `virsh destroy` is ejected and replaced while idempotent GETs keep succeeding."""
+    health, since = inv.Health(stack), len(watch.history)
     before, run = await _two_serving(watch, load)
     victim = sorted(before)[0]
+    fault_at = time.monotonic()
     subprocess.run(["virsh", "-c", lab_handle.info.libvirt_uri, "destroy", victim], check=True, capture_output=True)
     await wait_until(lambda: watch.ended(victim), 120, 0.5, f"{victim} reported gone")
     after = await watch.settle(2)
@@ -85,8 +92,14 @@ async def test_vm_destroyed_behind_our_back_is_replaced_without_failed_requests(
     (replacement,) = new
     assert replacement is not None, f"no new clone: {after}"
     await wait_until(lambda: run.seen(replacement), 120, 0.5, "answers from the replacement")
+    serving = time.monotonic() - fault_at
     result = run.stop()
+    found = await inv.check_all(watch, lab_handle.info.libvirt_uri, lab_handle.info.template, result, health, since)
+    record(Row("F6", "VM killed (virsh destroy)", load="sequential GETs, 2 VMs", faults=1,
+               invariants=inv.verdicts(found),
+               figures=f"{result['ok']} GETs ok, 0 failed; replacement serving {serving:.1f} s after the kill"))
     assert result["failed"] == 0, result
+    assert not any(found.values()), found
 
 
 async def test_libvirtd_restart_under_load_fails_no_request_and_the_next_scale_out_works(

@@ -21,11 +21,13 @@ from shared.bus import Bus
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.policy import PolicyPatch, ScalingPolicy
 from tests.e2e import vms
+from tests.e2e.chaos import invariants as inv
 from tests.e2e.conftest import TIMINGS
 from tests.e2e.fleetwatch import FleetWatch
 from tests.e2e.load import LoadRun
 from tests.e2e.stack import Stack
 from tests.support import wait_until
+from tests.support.chaos import Row, record
 
 pytestmark = pytest.mark.e2e
 REPLACE_AFTER_S = 5.0
@@ -63,8 +65,9 @@ def _wall(record: dict[str, Any], key: str = "timestamp") -> float:
 
 
 async def _replaced(watch: FleetWatch, run: LoadRun, stack: Stack, victim: str, before: dict[str, str],
-                    fault_at: float, case: str) -> None:
-    """The victim is replaced, the fleet is back at 2 and the replacement serves; its timings are kept."""
+                    fault_at: float, case: str, lab: Lab, health: inv.Health, since: int) -> None:
+    """The victim is replaced, the fleet is back at 2 and the replacement serves; its timings are kept,
+    and the invariants go into the reliability matrix's F6 row."""
     await wait_until(lambda: watch.ended(victim), 180, 0.5, f"{victim} replaced and destroyed")
     after = await watch.settle(2)
     assert victim not in after
@@ -72,7 +75,12 @@ async def _replaced(watch: FleetWatch, run: LoadRun, stack: Stack, victim: str, 
     await wait_until(lambda: run.seen(after[replacement]), 120, 0.2, "answers from the replacement")
     serving = time.time()
     result = run.stop()
+    found = await inv.check_all(watch, lab.info.libvirt_uri, lab.info.template, result, health, since)
+    record(Row("F6", case, load="sequential GETs, 2 VMs", faults=1, invariants=inv.verdicts(found),
+               figures=f"{result['ok']} GETs ok, 0 failed; replaced and serving {time.time() - fault_at:.1f} s "
+                       f"after the fault; {health.growth()}"))
     assert result["failed"] == 0, result
+    assert not any(found.values()), found
     unhealthy = [r for r in log_lines(stack, "balancer", "backend.unhealthy") if r.get("backend") == victim]
     detected = min(_wall(r) for r in unhealthy) if unhealthy else None
     decided = next((at for at, d in watch.decisions if at >= fault_at and f"replacing {victim}" in d.reason), None)
@@ -91,27 +99,32 @@ def _timing_line(case: str, fault: float, detected: float | None, decided: float
             f" replacement created {at(requested)}, ready {at(ready)} (boot {boot}), serving {at(serving)}")
 
 
+@pytest.mark.chaos
 async def test_a_guest_whose_web_server_died_is_replaced_without_failed_requests(
     watch: FleetWatch, load: Any, lab_handle: Lab, stack: Stack
 ) -> None:
     """Caddy killed (and kept down) inside a guest: ejected, replaced, back to 2 VMs, 0 failed GETs."""
+    health, since = inv.Health(stack), len(watch.history)
     before, run = await _two_serving(watch, load)
     victim = sorted(before)[0]
     fault_at = time.time()
     vms.guest_exec(lab_handle.info.libvirt_uri, victim, "touch /run/web.down; /bin/busybox killall caddy")
-    await _replaced(watch, run, stack, victim, before, fault_at, "web server killed")
+    await _replaced(watch, run, stack, victim, before, fault_at, "web server killed", lab_handle, health, since)
 
 
+@pytest.mark.chaos
 async def test_a_hung_guest_is_replaced_without_failed_requests(
     watch: FleetWatch, load: Any, lab_handle: Lab, stack: Stack
 ) -> None:
     """`virsh suspend` (a guest that no longer runs): ejected, replaced, back to 2 VMs, 0 failed GETs."""
+    health, since = inv.Health(stack), len(watch.history)
     before, run = await _two_serving(watch, load)
     victim = sorted(before)[0]
     fault_at = time.time()
     command = ["virsh", "-c", lab_handle.info.libvirt_uri, "suspend", victim]
     subprocess.run(command, check=True, capture_output=True, timeout=30)
-    await _replaced(watch, run, stack, victim, before, fault_at, "guest suspended")
+    await _replaced(watch, run, stack, victim, before, fault_at, "guest hung (virsh suspend)", lab_handle, health,
+                    since)
 
 
 async def _forge(bus: Bus, vm: str, address: str, uuid: str) -> float:
