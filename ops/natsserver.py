@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ops.natsauth import route_block, write_private
+
 CLUSTER_NAME = "quicfleet"
 ROUTE_OFFSET = 2000
 """`up --nats-cluster`: node i routes on client port + 2000 (4222 -> 6222, NATS's usual pair)."""
@@ -51,8 +53,12 @@ def write_config(
     path: Path, port: int, store_dir: Path, host: str = "127.0.0.1", extra: str = "", max_payload: int = 1048576,
     server_name: str = "quicfleet",
 ) -> Path:
-    """A nats-server config with JetStream, fsync on every write, and bounded connections."""
-    path.write_text(
+    """A nats-server config with JetStream, fsync on every write, and bounded connections.
+
+    Written 0600: `extra` may hold the users' password hashes and the routes' secret.
+    """
+    write_private(
+        path,
         f"""
 listen: "{host}:{port}"
 server_name: {server_name}
@@ -65,7 +71,7 @@ jetstream {{
   max_file_store: 1GB
 }}
 {extra}
-"""
+""",
     )
     return path
 
@@ -98,28 +104,28 @@ def node_name(index: int, cluster: str = CLUSTER_NAME) -> str:
     return f"{cluster}-{index + 1}"
 
 
-def cluster_extra(index: int, ports: Sequence[NodePorts], host: str = "127.0.0.1", cluster: str = CLUSTER_NAME) -> str:
+def cluster_extra(
+    index: int, ports: Sequence[NodePorts], host: str = "127.0.0.1", cluster: str = CLUSTER_NAME,
+    route_secret: str | None = None,
+) -> str:
     """The config lines that make node `index` a member: its route listener, explicit routes to the
-    others (each node can start first), and monitoring (`/jsz` names the JetStream meta leader)."""
-    me = ports[index]
-    routes = ", ".join(f'"nats-route://{host}:{p.cluster}"' for i, p in enumerate(ports) if i != index)
-    return f"""
-cluster {{
-  name: {cluster}
-  listen: "{host}:{me.cluster}"
-  routes: [{routes}]
-}}
-http: "{host}:{me.monitor}"
-"""
+    others (each node can start first), and monitoring (`/jsz` names the JetStream meta leader).
+    With `route_secret` the routes are authorised (`ops.natsauth.route_block` says why)."""
+    peers = [f"{host}:{p.cluster}" for i, p in enumerate(ports) if i != index]
+    block = route_block(cluster, f"{host}:{ports[index].cluster}", peers, route_secret)
+    return f'{block}http: "{host}:{ports[index].monitor}"\n'
 
 
 def write_node_config(
-    workdir: Path, index: int, ports: Sequence[NodePorts], host: str = "127.0.0.1", cluster: str = CLUSTER_NAME
+    workdir: Path, index: int, ports: Sequence[NodePorts], host: str = "127.0.0.1", cluster: str = CLUSTER_NAME,
+    auth: str = "", route_secret: str | None = None,
 ) -> Path:
-    """Node `index`'s directory (`workdir`) gets its config and JetStream store; returns the config path."""
+    """Node `index`'s directory (`workdir`) gets its config and JetStream store; returns the config path.
+
+    `auth` (the users' block, the same on every node) and `route_secret` turn authorisation on."""
     store = workdir / "jetstream"
     store.mkdir(parents=True, exist_ok=True)
-    extra = cluster_extra(index, ports, host, cluster)
+    extra = cluster_extra(index, ports, host, cluster, route_secret) + auth
     return write_config(workdir / "nats.conf", ports[index].client, store, host, extra,
                         server_name=node_name(index, cluster))
 
@@ -234,7 +240,7 @@ class NatsCluster:
 
     def __init__(
         self, workdir: Path, size: int = 3, host: str = "127.0.0.1", ports: Sequence[NodePorts] | None = None,
-        cluster: str = CLUSTER_NAME,
+        cluster: str = CLUSTER_NAME, auth: str = "", route_secret: str | None = None,
     ) -> None:
         self.host = host
         self.ports = list(ports) if ports is not None else free_node_ports(size, host)
@@ -242,7 +248,8 @@ class NatsCluster:
         for index, node in enumerate(self.ports):
             (workdir / f"node{index + 1}").mkdir(parents=True, exist_ok=True)
             self.nodes.append(NatsServer(
-                workdir / f"node{index + 1}", node.client, host, cluster_extra(index, self.ports, host, cluster),
+                workdir / f"node{index + 1}", node.client, host,
+                cluster_extra(index, self.ports, host, cluster, route_secret) + auth,
                 name=node_name(index, cluster), monitor_port=node.monitor,
             ))
 

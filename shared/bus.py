@@ -25,7 +25,7 @@ from shared.contract.base import MAX_PAYLOAD_BYTES, ErrorCode, ErrorReply, OkRep
 from shared.contract.subjects import Subjects
 from shared.errors import BusError, NoResponders, describe_validation_error
 from shared.logging import bind_message
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, SettingsError
 from shared.throttle import LineThrottle
 
 log = structlog.get_logger("shared.bus")
@@ -45,10 +45,11 @@ def connect_options(settings: ServiceSettings, name: str) -> dict[str, Any]:
         "ping_interval": 5,
         "max_outstanding_pings": 3,
         "connect_timeout": 2,
+        "inbox_prefix": settings.nats_inbox_prefix,
     }
     if settings.nats_user:
         options["user"] = settings.nats_user
-        options["password"] = settings.nats_password.get_secret_value() if settings.nats_password else ""
+        options["password"] = nats_password(settings)
     if settings.nats_token:
         options["token"] = settings.nats_token.get_secret_value()
     if settings.nats_creds:
@@ -56,6 +57,23 @@ def connect_options(settings: ServiceSettings, name: str) -> dict[str, Any]:
     if settings.nats_tls_ca:
         options["tls"] = ssl.create_default_context(cafile=str(settings.nats_tls_ca))
     return options
+
+
+def nats_password(settings: ServiceSettings) -> str:
+    """The password from `nats_password`, else the first line of `nats_password_file`, else empty.
+
+    A file keeps the secret out of the environment (which `ps e` and `/proc/<pid>/environ` show
+    to the same user); an unreadable one is a setting to fix, so it exits like any bad setting.
+    """
+    if settings.nats_password is not None:
+        return settings.nats_password.get_secret_value()
+    if settings.nats_password_file is None:
+        return ""
+    try:
+        return settings.nats_password_file.read_text().strip()
+    except OSError as error:
+        raise SettingsError(f"QUICFLEET_NATS_PASSWORD_FILE: cannot read {settings.nats_password_file}: "
+                            f"{error.strerror or error}") from None
 
 
 async def connect(settings: ServiceSettings, name: str) -> NATS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -24,8 +25,17 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated.")
-    nats_user: str | None = Field(None, description="NATS user name (with nats_password).")
+    nats_user: str | None = Field(None, description="NATS user name (with nats_password or nats_password_file).")
     nats_password: SecretStr | None = Field(None, description="NATS password.")
+    nats_password_file: Path | None = Field(
+        None, description="File holding the NATS password (when nats_password is unset): keeps it out of the "
+                          "environment.",
+    )
+    nats_inbox_prefix: str = Field(
+        "_INBOX", pattern=r"^[A-Za-z0-9_$-]+$",
+        description="First token of this client's reply subjects; `quicfleet up` gives each user its own "
+                    "(`_INBOX_<user>`), so that no user may subscribe to another's replies.",
+    )
     nats_token: SecretStr | None = Field(None, description="NATS token.")
     nats_creds: Path | None = Field(None, description="NATS credentials file (JWT + nkey seed).")
     nats_tls_ca: Path | None = Field(None, description="CA bundle to verify a tls:// NATS server.")
@@ -46,6 +56,13 @@ class ServiceSettings(BaseSettings):
     def _prefix_ok(cls, value: str) -> str:
         if not PREFIX_PATTERN.match(value):
             raise ValueError("must be dot-separated tokens of letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("nats_password_file")
+    @classmethod
+    def _password_file_ok(cls, value: Path | None) -> Path | None:
+        if value is not None and not os.access(value, os.R_OK):
+            raise ValueError(f"{value} is not a file this user may read")
         return value
 
     @field_validator("nats_url")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.text import Text
 
-from ops.cli import flows, local, render
+from ops.cli import flows, local, login, render
 from ops.cli.client import EXIT_ERROR, CliError, session
 from ops.cli.console import err, fail, out
 from ops.cli.health import run_health
@@ -76,6 +77,8 @@ def main_options(
     nats_url: Annotated[str | None, typer.Option(help="NATS URL (default $QUICFLEET_NATS_URL).")] = None,
 ) -> None:
     overrides = {"nats_url": nats_url} if nats_url else {}
+    url = nats_url or os.environ.get("QUICFLEET_NATS_URL") or ServiceSettings.model_fields["nats_url"].default
+    overrides |= login.discover(url, os.environ)
     try:
         settings = ServiceSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:

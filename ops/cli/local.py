@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import subprocess
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,11 @@ import typer
 
 from ops.cli.console import ROOT, err, fail
 from ops.cli.health import SERVICES
+
+
+class NatsAuth(StrEnum):
+    ON = "on"
+    OFF = "off"
 
 
 def up(
@@ -25,6 +31,11 @@ def up(
              "routes +2000; monitoring +4000. Every bucket gets that many replicas.", min=1, max=5,
     )] = 1,
     lab_name: Annotated[str, typer.Option(help="The lab's network namespace.")] = "quicfleet-lab",
+    nats_auth: Annotated[NatsAuth, typer.Option(
+        envvar="QUICFLEET_NATS_AUTH", case_sensitive=False,
+        help="on: one NATS user per service and one for this CLI, each allowed its own subjects only "
+             "(passwords in WORKDIR/nats-auth); off: no login, any local process may do anything.",
+    )] = NatsAuth.ON,
 ) -> None:
     """Run the local stack: NATS with JetStream and the four services, logs merged; Ctrl-C stops it all."""
     from ops.natsserver import fixed_node_ports
@@ -39,7 +50,7 @@ def up(
         err.print(f"warning: {nats_cluster} NATS nodes tolerate no more failures than {nats_cluster - 1}; "
                   "use an odd number", markup=False)
     options = StackOptions(workdir=workdir.resolve(), nats_port=nats_port, nats_cluster=nats_cluster,
-                           lab=not no_lab, lab_name=lab_name)
+                           lab=not no_lab, lab_name=lab_name, nats_auth=nats_auth is NatsAuth.ON)
     raise typer.Exit(run_stack(options))
 
 

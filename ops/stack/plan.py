@@ -74,12 +74,26 @@ def nats_children(size: int) -> list[str]:
     return ["nats"] if size == 1 else [f"nats-{i + 1}" for i in range(size)]
 
 
+NATS_LOGIN = ("QUICFLEET_NATS_USER", "QUICFLEET_NATS_PASSWORD", "QUICFLEET_NATS_PASSWORD_FILE",
+              "QUICFLEET_NATS_TOKEN", "QUICFLEET_NATS_CREDS", "QUICFLEET_NATS_INBOX_PREFIX")
+"""The variables that say how to log in to NATS: with authorisation on, `up`'s own replace the caller's."""
+
+
+def with_login(base: Mapping[str, str], login: Mapping[str, str] | None) -> dict[str, str]:
+    """`base` logging in with `login` (a user of `up`'s NATS) instead of any login of the caller's."""
+    if login is None:
+        return dict(base)
+    return {k: v for k, v in base.items() if k not in NATS_LOGIN} | dict(login)
+
+
 def service_env(
-    base: Mapping[str, str], service: str, nats_url: str, plan: Plan, tty: bool, replicas: int = 1
+    base: Mapping[str, str], service: str, nats_url: str, plan: Plan, tty: bool, replicas: int = 1,
+    login: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """A service's environment: the caller's, plus where NATS is (every node's URL, and as many bucket
-    replicas as nodes unless the caller says otherwise), the libvirt plan and a log format."""
-    env = dict(base)
+    replicas as nodes unless the caller says otherwise), its own NATS user when authorisation is on,
+    the libvirt plan and a log format."""
+    env = with_login(base, login)
     env["QUICFLEET_NATS_URL"] = nats_url
     if replicas > 1:
         env.setdefault("QUICFLEET_NATS_REPLICAS", str(replicas))

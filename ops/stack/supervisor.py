@@ -26,7 +26,9 @@ from rich.console import Console
 from rich.text import Text
 
 from ops.cli.health import SERVICES
+from ops.natsauth import Auth
 from ops.natsserver import fixed_node_ports, nats_server_binary, write_config, write_node_config
+from ops.stack.natsusers import cli_env, close_users, open_users
 from ops.stack.plan import TEST_URI, Mode, Plan, choose_mode, hints, lab_env, nats_children, service_argv, style_of
 from ops.stack.plan import service_env as make_service_env
 from ops.stack.restarts import Restarts, restarted
@@ -49,6 +51,8 @@ class StackOptions:
     lab: bool = True
     lab_name: str = "quicfleet-lab"
     ready_timeout_s: float = 90.0
+    nats_auth: bool = True
+    """One NATS user per service and one for the CLI (ops.natsauth); off: anyone on loopback may do anything."""
 
 
 def _die_with_parent() -> None:
@@ -119,8 +123,9 @@ class Stack:
         self.services: dict[str, Child] = {}
         self.restarts: dict[str, Restarts] = {}
         self.ports = fixed_node_ports(options.nats_port, options.nats_cluster) if options.nats_cluster > 1 else []
-        clients = [node.client for node in self.ports] or [options.nats_port]
-        self.nats_url = ",".join(f"nats://127.0.0.1:{port}" for port in clients)
+        self.clients = [node.client for node in self.ports] or [options.nats_port]
+        self.nats_url = ",".join(f"nats://127.0.0.1:{port}" for port in self.clients)
+        self.auth: Auth | None = None
 
     @property
     def nats_dir(self) -> Path:
@@ -135,6 +140,7 @@ class Stack:
         """Start every nats-server; a cluster is ready once its nodes agree on a JetStream meta leader."""
         mode = self.plan.mode.value
         say(self.console, f"NATS state (desired size, policy) in {self.nats_dir}: one store per mode, this is {mode}")
+        self.auth = open_users(self.options.workdir, self.options.nats_auth, self.clients, self.console)
         for name in nats_children(self.options.nats_cluster):
             await self.start_nats_node(name)
         if self.options.nats_cluster > 1:
@@ -155,11 +161,18 @@ class Stack:
         if not child.ready.is_set():
             raise RuntimeError(f"nats-server {name} did not start (see its lines above; config {config})")
 
+    def login(self, role: str) -> dict[str, str] | None:
+        """The variables that log `role` in, or None with authorisation off."""
+        return self.auth.env(role) if self.auth is not None else None
+
     def _nats_config(self, index: int) -> Path:
+        block = self.auth.server_block if self.auth is not None else ""
         if self.options.nats_cluster == 1:
             (self.nats_dir / "jetstream").mkdir(parents=True, exist_ok=True)
-            return write_config(self.nats_dir / "nats.conf", self.options.nats_port, self.nats_dir / "jetstream")
-        return write_node_config(self.nats_dir / f"node{index + 1}", index, self.ports)
+            return write_config(self.nats_dir / "nats.conf", self.options.nats_port, self.nats_dir / "jetstream",
+                                extra=block)
+        route = self.auth.route_secret if self.auth is not None else None
+        return write_node_config(self.nats_dir / f"node{index + 1}", index, self.ports, auth=block, route_secret=route)
 
     async def _wait_jetstream(self, timeout: float) -> None:
         """Until JetStream answers through the cluster (its nodes have elected a meta leader): a service
@@ -175,7 +188,7 @@ class Stack:
     async def start_service(self, name: str) -> None:
         """Start (or start again) one service, with the environment the plan gives it."""
         env = make_service_env(os.environ, name, self.nats_url, self.plan, sys.stdout.isatty(),
-                               self.options.nats_cluster)
+                               self.options.nats_cluster, self.login(name))
         self.services[name] = await spawn(name, self.wrap(service_argv(sys.executable, name)), env, self.console)
         now = asyncio.get_running_loop().time()
         self.restarts[name] = restarted(self.restarts.get(name, Restarts()), now)
@@ -187,11 +200,12 @@ class Stack:
     async def _poll_cli(self, args: list[str], timeout: float) -> bool:
         """Run `quicfleet <args>` against this stack's NATS every second until it exits 0 or `timeout` passes."""
         argv = self.wrap([sys.executable, "-m", "ops.cli", "--nats-url", self.nats_url, "--timeout", "3", *args])
+        env = cli_env(self.auth)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
             check = await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+                *argv, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
             if await check.wait() == 0:
                 return True
             await asyncio.sleep(1)
@@ -201,6 +215,7 @@ class Stack:
         say(self.console, "stopping the services (SIGTERM), then NATS")
         await asyncio.gather(*(child.stop(SERVICE_GRACE_S) for child in self.services.values()))
         await asyncio.gather(*(child.stop(10.0) for child in self.nats.values()))
+        close_users(self.auth, self.clients)
         say(self.console, "stopped; no process left behind")
 
     def crashed(self) -> list[str]:

@@ -21,6 +21,8 @@ from tests.docker.engine import BASE_IMAGE, ROOT, Engine, why_not
 pytestmark = pytest.mark.docker
 
 SERVICES = ("nats", "balancer", "metrics", "scaler", "provisioner")
+INIT = "nats-auth"
+"""The one-shot service that writes the NATS users before nats starts (no healthcheck; exits 0)."""
 
 
 def skip_or_fail(reason: str) -> None:
@@ -77,8 +79,28 @@ def health(engine: Engine, env: dict[str, str]) -> dict[str, str]:
     states = {}
     for container in ids:
         inspected = json.loads(engine.docker("inspect", container).stdout)[0]
-        states[inspected["Name"].lstrip("/")] = inspected["State"].get("Health", {}).get("Status", "none")
+        state = inspected["State"]
+        if "Health" not in state and state.get("Status") == "exited" and state.get("ExitCode") == 0:
+            continue  # nats-auth, done
+        states[inspected["Name"].lstrip("/")] = state.get("Health", {}).get("Status", "none")
     return states
+
+
+def operator_login(env: dict[str, str]) -> dict[str, str]:
+    """The operator's NATS login, read from the nats container (which holds it for its healthcheck)."""
+    password = compose(env, "exec", "-T", "nats", "cat", "/etc/quicfleet/auth/operator/password").strip()
+    return {"QUICFLEET_NATS_USER": "operator", "QUICFLEET_NATS_PASSWORD": password,
+            "QUICFLEET_NATS_INBOX_PREFIX": "_INBOX_operator"}
+
+
+async def refuses_anonymous(url: str) -> bool:
+    """NATS refuses a client that does not log in."""
+    try:
+        nc = await nats.connect(url, connect_timeout=5, allow_reconnect=False, max_reconnect_attempts=0)
+    except nats.errors.Error as error:
+        return "authorization" in str(error).lower()
+    await nc.close()
+    return False
 
 
 def wait_healthy(engine: Engine, env: dict[str, str], count: int, timeout: float = 180) -> dict[str, str]:
@@ -91,9 +113,11 @@ def wait_healthy(engine: Engine, env: dict[str, str], count: int, timeout: float
         time.sleep(1)
 
 
-async def fleet_view(url: str, window: float = 3.0) -> tuple[dict[str, object], Counter[str]]:
-    """The `fleet.cmd.status` reply and how many distinct instances of each service answer $SRV.PING."""
-    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=1)
+async def fleet_view(url: str, login: dict[str, str], window: float = 3.0) -> tuple[dict[str, object], Counter[str]]:
+    """The `fleet.cmd.status` reply and how many distinct instances of each service answer $SRV.PING (as operator)."""
+    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=1, user=login["QUICFLEET_NATS_USER"],
+                            password=login["QUICFLEET_NATS_PASSWORD"],
+                            inbox_prefix=login["QUICFLEET_NATS_INBOX_PREFIX"])
     try:
         reply = json.loads((await nc.request("fleet.cmd.status", b"{}", timeout=10)).data)
         inbox = nc.new_inbox()
@@ -120,11 +144,12 @@ def test_compose_file_is_valid_for_docker_compose_v1() -> None:
     result = subprocess.run(["docker-compose", "-f", str(ROOT / "compose.yaml"), "config", "--services"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
-    assert sorted(result.stdout.split()) == sorted(SERVICES)
+    assert sorted(result.stdout.split()) == sorted((*SERVICES, INIT))
 
 
 def test_stack_builds_comes_up_healthy_scales_and_goes_away(engine: Engine, tmp_path: Path) -> None:
-    """Build on a bare Debian base, `up`: all healthy, status answers, four services register;
+    """Build on a bare Debian base, `up`: all healthy, NATS refuses a client without a login, status answers the
+    operator, four services register, each service sees only its own password;
     `--scale scaler=2 --scale balancer=3 --scale metrics=2` adds replicas (metrics sharing its HTTP port);
     `down -v` leaves no container or volume."""
     project = f"qftest{os.getpid()}"
@@ -135,13 +160,16 @@ def test_stack_builds_comes_up_healthy_scales_and_goes_away(engine: Engine, tmp_
         compose(env, "build", "nats", timeout=900)
         compose(env, "up", "-d")
         wait_healthy(engine, env, count=5)
-        reply, services = asyncio.run(fleet_view(url))
+        login = operator_login(env)
+        assert asyncio.run(refuses_anonymous(url))
+        reply, services = asyncio.run(fleet_view(url, login))
+        assert compose(env, "exec", "-T", "scaler", "ls", "/run/quicfleet/nats-auth").split() == ["scaler"]
         result = reply["result"]
         assert reply["ok"] is True and isinstance(result, dict) and "desired" in result
         assert all(services[name] >= 1 for name in SERVICES if name != "nats"), services
         compose(env, "up", "-d", "--scale", "scaler=2", "--scale", "balancer=3", "--scale", "metrics=2")
         wait_healthy(engine, env, count=9)
-        _, services = asyncio.run(fleet_view(url))
+        _, services = asyncio.run(fleet_view(url, login))
         assert services["scaler"] == 2 and services["balancer"] == 3 and services["metrics"] == 2, services
     finally:
         compose(env, "down", "-v", "--remove-orphans", "--timeout", "30")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.docker.engine import Engine, why_not
-from tests.docker.test_compose import compose, compose_env, skip_or_fail, wait_healthy
+from tests.docker.test_compose import compose, compose_env, operator_login, skip_or_fail, wait_healthy
 
 pytestmark = pytest.mark.docker
 
@@ -30,9 +30,13 @@ def lab_or_skip() -> None:
         skip_or_fail(reason)
 
 
-def in_namespace(namespace: str, url: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def in_namespace(
+    namespace: str, url: str, login: dict[str, str], *args: str, timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """The CLI inside the lab's namespace, logged in as the operator (compose's NATS demands a login)."""
     argv = ["ip", "netns", "exec", namespace, sys.executable, "-m", "ops.cli", "--nats-url", url, *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                          env=os.environ | login)
 
 
 def build_image(tmp_path: Path, project: str) -> None:
@@ -73,8 +77,9 @@ def test_containers_in_the_lab_clone_a_vm_that_answers_http3(tmp_path: Path) -> 
             engine.start(wrap=lambda argv: ["nsenter", f"--net=/run/netns/{info.namespace}", *argv])
             compose(env, "up", "-d")
             wait_healthy(engine, env, count=5)
-            scaled = in_namespace(info.namespace, url, "scale", "1", "--wait-timeout", "280")
-            fetched = in_namespace(info.namespace, url, "--json", "get", "--count", "3")
+            login = operator_login(env)
+            scaled = in_namespace(info.namespace, url, login, "scale", "1", "--wait-timeout", "280")
+            fetched = in_namespace(info.namespace, url, login, "--json", "get", "--count", "3")
             logs = compose(env, "logs", "--tail", "30", "provisioner", "balancer")
         finally:
             if engine.process is not None and engine.process.poll() is None:

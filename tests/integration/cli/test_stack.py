@@ -14,6 +14,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from ops.cli.login import login_dir
 from ops.natsserver import MONITOR_OFFSET, ROUTE_OFFSET, free_port
 from tests.integration.cli.support import Result, cli
 from tests.support import wait_until
@@ -56,6 +57,7 @@ async def test_up_runs_nats_and_four_services_and_stops_cleanly(tmp_path: Path) 
         url = f"nats://127.0.0.1:{port}"
         health = await cli(url, "health")
         status = await cli(url, "--json", "status")
+        anonymous = await _refused(url)
         assert len(processes_with(marker)) >= 5
         metrics = [p for p in processes_with(marker) if b"services.metrics" in Path(f"/proc/{p}/cmdline").read_bytes()]
         os.kill(metrics[0], signal.SIGKILL)
@@ -76,6 +78,8 @@ async def test_up_runs_nats_and_four_services_and_stops_cleanly(tmp_path: Path) 
     assert after_nats.code == 0 and "balancer, metrics, provisioner, scaler" in after_nats.out, after_nats.err
     assert "nats-server exited with code -9; restarting" in text and "stopping everything" not in text
     assert status.code == 0 and "desired" in json.loads(status.out)
+    assert "NATS authorisation on" in text and anonymous, "up's NATS refuses a client without a login"
+    assert not (login_dir(os.environ) / f"nats-{port}.json").exists(), "up takes the CLI's pointer back"
     assert "WARNING: --no-lab was given" in text and "libvirt's test driver" in text
     assert (tmp_path / "run" / "nats-test" / "jetstream").is_dir(), "a test-driver run keeps its own NATS store"
     assert code == 0, text[-3000:]
@@ -101,13 +105,25 @@ def _bindable(port: int) -> bool:
     return True
 
 
-async def _replicas(url: str) -> int:
-    nc = await nats.connect(servers=url.split(","), connect_timeout=2, max_reconnect_attempts=2)
+async def _replicas(url: str, auth_dir: Path) -> int:
+    """The scaler bucket's copies, read as the scaler's user (the operator may not read streams)."""
+    password = (auth_dir / "scaler" / "password").read_text().strip()
+    nc = await nats.connect(servers=url.split(","), connect_timeout=2, max_reconnect_attempts=2, user="scaler",
+                            password=password, inbox_prefix="_INBOX_scaler")
     try:
         info = await nc.jetstream().stream_info("KV_quicfleet_scaler")
         return info.config.num_replicas or 1
     finally:
         await nc.close()
+
+
+async def _refused(url: str) -> bool:
+    try:
+        nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0)
+    except nats.errors.Error as error:
+        return "authorization" in str(error).lower()
+    await nc.close()
+    return False
 
 
 async def _healthy(url: str) -> Result | None:
@@ -134,7 +150,7 @@ async def test_up_with_a_nats_cluster_restarts_a_killed_node(tmp_path: Path) -> 
     try:
         await wait_until(lambda: "quicfleet is up" in log.read_text(), timeout=120, what="the stack to come up")
         health = await cli(url, "health")
-        replicas = await _replicas(url)
+        replicas = await _replicas(url, tmp_path / "run" / "nats-auth")
         second = [p for p in processes_with(marker) if b"node2/nats.conf" in Path(f"/proc/{p}/cmdline").read_bytes()]
         os.kill(second[0], signal.SIGKILL)
         during = await cli(url, "--json", "status")

@@ -25,9 +25,33 @@ def compose() -> dict[str, Any]:
 
 
 def test_no_top_level_name_so_compose_v1_accepts_it(compose: dict[str, Any]) -> None:
-    """Compose v1 refuses a top-level `name:`; the file has the nats service plus the four."""
+    """Compose v1 refuses a top-level `name:`; the file has nats, its one-shot `nats-auth`, and the four."""
     assert "name" not in compose
-    assert set(compose["services"]) == {"nats", *SERVICES}
+    assert set(compose["services"]) == {"nats-auth", "nats", *SERVICES}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_logs_in_as_itself_from_its_own_volume_only(compose: dict[str, Any], service: str) -> None:
+    """A service's NATS user is its own name, its password file lies in its own volume, and it mounts no other
+    service's volume (so it cannot read another's password)."""
+    spec = compose["services"][service]
+    env = spec["environment"]
+    assert env["QUICFLEET_NATS_USER"] == service and env["QUICFLEET_NATS_INBOX_PREFIX"] == f"_INBOX_{service}"
+    auth_mounts = [v for v in spec["volumes"] if v.startswith("nats-auth")]
+    assert auth_mounts == [f"nats-auth-{service}:/run/quicfleet/nats-auth/{service}:ro"]
+    assert env["QUICFLEET_NATS_PASSWORD_FILE"] == f"/run/quicfleet/nats-auth/{service}/password"
+    init = compose["services"]["nats-auth"]
+    assert f"nats-auth-{service}:/run/quicfleet/nats-auth/{service}" in init["volumes"]
+
+
+def test_nats_waits_for_its_users_and_the_init_runs_once(compose: dict[str, Any]) -> None:
+    """nats starts only after `nats-auth` wrote the users, reads them read-only, and `nats-auth` is not restarted."""
+    nats, init = compose["services"]["nats"], compose["services"]["nats-auth"]
+    assert nats["depends_on"]["nats-auth"]["condition"] == "service_completed_successfully"
+    assert "nats-auth:/etc/quicfleet/auth:ro" in nats["volumes"]
+    assert init["restart"] == "no" and init["command"][:3] == ["python", "-m", "ops.natsauth"]
+    config = (ROOT / "deploy" / "docker" / "nats.conf").read_text()
+    assert 'include "auth/authorization.conf"' in config
 
 
 @pytest.mark.parametrize("service", SERVICES)

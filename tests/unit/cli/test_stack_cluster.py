@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from ops.cli.health import SERVICES
+from ops.natsauth import node_configs
 from ops.stack.plan import Mode, Plan, nats_children, service_env, style_of
 from shared.settings import ENV_PREFIX, ServiceSettings
 
@@ -47,20 +48,24 @@ def _flag(command: list[str], name: str) -> str:
 
 
 def test_three_nodes_with_their_own_names_ports_routes_and_stores(cluster_compose: dict[str, Any]) -> None:
-    """nats, nats-2, nats-3: distinct names and ports, each routing to the other two, one volume each."""
+    """nats, nats-2, nats-3: distinct names and ports, each from its own node config (written by `nats-auth`
+    from one list of routes: its own listener, authorised routes to the other two), one volume each."""
     nodes = {name: cluster_compose["services"][name] for name in ("nats", "nats-2", "nats-3")}
     commands = {name: spec["command"] for name, spec in nodes.items()}
     assert len({_flag(c, "--server_name") for c in commands.values()}) == 3
     assert len({_flag(c, "-p") for c in commands.values()}) == 3
-    for command in commands.values():
-        own = _flag(command, "--cluster")
-        routes = _flag(command, "--routes").split(",")
-        assert own not in routes and len(routes) == 2 and _flag(command, "--cluster_name") == "quicfleet"
-        assert command[:3] == ["nats-server", "-c", "/etc/quicfleet/nats.conf"]
-    assert {f for c in commands.values() for f in (_flag(c, "--cluster"), *_flag(c, "--routes").split(","))} == {
-        _flag(c, "--cluster") for c in commands.values()}
+    assert [c[:3] for c in commands.values()] == [
+        ["nats-server", "-c", f"/etc/quicfleet/auth/node-{i}.conf"] for i in (1, 2, 3)]
+    routes = _flag(cluster_compose["services"]["nats-auth"]["command"], "--cluster-routes").split(",")
+    assert [re.sub(r"\$\{NATS_ROUTE_PORT(_\d)?:-(\d+)\}", r"\2", r) for r in routes] == [
+        "127.0.0.1:6222", "127.0.0.1:6223", "127.0.0.1:6224"]
+    for index, config in enumerate(node_configs(routes, "s3cret")):
+        assert f'listen: "{routes[index]}"' in config and 'include "../nats.conf"' in config
+        assert sorted(re.findall(r"nats-route://route:s3cret@([^\"]+)", config)) == sorted(
+            r for r in routes if r != routes[index])
     volumes = [spec["volumes"][0].split(":")[0] for name, spec in nodes.items() if name != "nats"]
     assert volumes == ["nats-data-2", "nats-data-3"] and set(volumes) <= set(cluster_compose["volumes"])
+    assert all("nats-auth:/etc/quicfleet/auth:ro" in spec["volumes"] for name, spec in nodes.items() if name != "nats")
 
 
 @pytest.mark.parametrize("service", SERVICES)
