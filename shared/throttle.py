@@ -3,13 +3,15 @@ flood the log (one fuzz pass wrote 27,012 `bus.bad_event` lines), yet nothing ma
 
 Per key, at most `burst` lines per `period_s`; lines past that are only counted, and the next line
 written for the key says how many were left out. Totals are kept for every key, so a service can
-report them. Keys are bounded: a hostile publisher inventing subjects under a wildcard shares one
+report them (`rejected_inputs` merges such totals into the per-subject counts a service exposes as
+`quicfleet_rejected_inputs_total`). Keys are bounded: a hostile publisher inventing subjects under a wildcard shares one
 overflow key instead of growing the table. Pure: the caller passes `now`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 OVERFLOW_KEY = "(other subjects)"
@@ -51,3 +53,24 @@ class LineThrottle:
         if key in self.windows or len(self.windows) < self.max_keys:
             return key
         return OVERFLOW_KEY
+
+
+@dataclass
+class Tally:
+    """Rejected inputs per key (a subject), counted always and bounded like a throttle's keys."""
+
+    max_keys: int = 1000
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, key: str) -> None:
+        if key not in self.counts and len(self.counts) >= self.max_keys:
+            key = OVERFLOW_KEY
+        self.counts[key] += 1
+
+
+def rejected_inputs(*totals: Mapping[str, int]) -> dict[str, int]:
+    """Per-subject counts of rejected input, summed over several sources (commands, events), sorted by subject."""
+    merged: Counter[str] = Counter()
+    for counts in totals:
+        merged.update(counts)
+    return {subject: merged[subject] for subject in sorted(merged) if merged[subject] > 0}

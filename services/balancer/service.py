@@ -58,6 +58,7 @@ class BalancerService(BusService):
 
     async def on_start(self) -> None:
         self.router = make_router(self.settings, self.engine, self._drained)
+        self.router.telemetry.rejected_inputs = lambda: self.bus.throttle.totals
         self.verifier = Verifier(self.router, self.settings.health_path.encode(), self.settings.health_timeout_s)
         self.metrics_port = await self.router.telemetry.expose(self.settings)  # None: /metrics off
         await self.bus.subscribe(self.subjects.vm_all, VmStateChanged, self._vm_event)

@@ -9,7 +9,7 @@ request. Each balancer has its own `CollectorRegistry`, so several balancers in 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import structlog
 from aiohttp import web
@@ -52,6 +52,8 @@ class Telemetry:
         self.panic: Callable[[], bool] = lambda: False
         """Whether the backend table is in panic now (the router sets it)."""
         self.panics = 0
+        self.rejected_inputs: Callable[[], Mapping[str, int]] = dict
+        """Malformed events dropped per subject (the service sets it to its bus's throttle totals)."""
         self._server: web.AppRunner | None = None
 
     # request level: the router calls these
@@ -123,6 +125,7 @@ class BalancerCollector(Collector):
         yield from counter_families(self.t)
         yield from gauge_families(self.t)
         yield latency_family(self.t)
+        yield rejections_family(self.t)
 
 
 def requests_family(t: Telemetry) -> Metric:
@@ -176,6 +179,17 @@ def latency_family(t: Telemetry) -> Metric:
         running += count
         buckets.append((bound, float(running)))
     family.add_metric([], buckets, sum_value=t.latency_sum_s)
+    return family
+
+
+def rejections_family(t: Telemetry) -> Metric:
+    """The same series the metrics service exposes for the scaler and provisioner, for this balancer."""
+    family = CounterMetricFamily(
+        "quicfleet_rejected_inputs", "Rejected input: commands answered invalid and malformed events dropped.",
+        labels=["service", "subject"],
+    )
+    for subject, count in sorted(t.rejected_inputs().items()):
+        family.add_metric(["balancer", subject], count)
     return family
 
 

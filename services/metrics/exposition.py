@@ -7,7 +7,7 @@ reported, and nothing has to be kept in step by hand.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -31,6 +31,7 @@ class FleetCollector(Collector):
         yield from backend_families(totals)
         yield latency_family(totals)
         yield from fleet_families(self.state)
+        yield rejections_family(self.state.rejections.totals())
         if self.state.latest is not None:
             yield from window_families(self.state.latest)
 
@@ -81,6 +82,17 @@ def fleet_families(state: MetricsState) -> Iterable[Metric]:
         "quicfleet_scaling_decisions", "Scaling decisions seen since this replica started.",
         value=state.fleet.decisions_seen,
     )
+
+
+def rejections_family(totals: Mapping[tuple[str, str], int]) -> Metric:
+    """Commands answered `invalid` and malformed events dropped, per service and subject (`rejections`)."""
+    family = CounterMetricFamily(
+        "quicfleet_rejected_inputs", "Rejected input: commands answered invalid and malformed events dropped.",
+        labels=["service", "subject"],
+    )
+    for (service, subject), count in sorted(totals.items()):
+        family.add_metric([service, subject], count)
+    return family
 
 
 def window_families(snapshot: FleetLoaded) -> Iterable[Metric]:

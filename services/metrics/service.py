@@ -1,7 +1,8 @@
 """The metrics service: NATS in (reports, VM events, decisions), `fleet.load` and HTTP out.
 
 Thin glue around `MetricsState`: each handler feeds one message to the core and writes one log
-line; a ticker takes a snapshot every `metrics_interval_s` and publishes it.
+line; a ticker takes a snapshot every `metrics_interval_s` and publishes it; another asks every
+service's `$SRV.STATS` for its rejected-input counts every `REJECTIONS_PERIOD_S` (`rejections`).
 
 Several replicas may run side by side: each sees the same reports and publishes its own
 `fleet.load`. The snapshot holds nothing replica-specific, so the scaler may take any of them
@@ -17,6 +18,7 @@ import structlog
 from nats.aio.msg import Msg
 
 from services.metrics.http import HttpServer, make_app
+from services.metrics.rejections import gather
 from services.metrics.settings import MetricsSettings
 from services.metrics.state import MetricsState
 from services.metrics.window import Outcome
@@ -27,11 +29,15 @@ from shared.contract.load import BalancerReported
 from shared.contract.status import DesiredState
 from shared.logging import bind_message
 from shared.runtime import BusService
+from shared.throttle import rejected_inputs
 
 log = structlog.get_logger("services.metrics")
 
 IGNORED = frozenset({Outcome.OUT_OF_ORDER, Outcome.REFUSED})
 """Report outcomes worth a warning: the report changed nothing."""
+REJECTIONS_PERIOD_S = 5.0
+"""How often rejected-input counts are gathered from `$SRV.STATS` (a scrape shows them this late at most)."""
+STATS_WINDOW_S = 0.5
 
 
 class MetricsService(BusService):
@@ -65,6 +71,7 @@ class MetricsService(BusService):
         self.http = HttpServer(app, settings.metrics_host, settings.metrics_port, settings.metrics_reuse_port)
         await self.http.start()
         self.spawn(self._publish_loop(), "metrics.publish")
+        self.spawn(self._rejections_loop(), "metrics.rejections")
 
     async def _subscriptions_registered(self) -> None:
         """Return once the server has our subscriptions, so nothing published after start is missed.
@@ -112,6 +119,22 @@ class MetricsService(BusService):
             await asyncio.sleep(max(0.0, next_at - self._now()))
             next_at = max(next_at + interval, self._now())
             await self.publish_snapshot()
+
+    async def _rejections_loop(self) -> None:
+        while True:
+            await self.gather_rejections()
+            await asyncio.sleep(REJECTIONS_PERIOD_S)
+
+    async def gather_rejections(self) -> int:
+        """Take this service's own counts and every service's from `$SRV.STATS`; returns how many answered."""
+        rejections, now = self.state.rejections, self._now()
+        rejections.observe(self.name, self.source, rejected_inputs(self.bus.throttle.totals), now)
+        found = await gather(self.bus.nc, STATS_WINDOW_S) if self.bus.connected else []
+        for service, instance, counts in found:
+            rejections.observe(service, instance, counts, now)
+        rejections.expire(now)
+        log.debug("rejections.gathered", services=len(found))
+        return len(found)
 
     async def publish_snapshot(self) -> None:
         """Take one snapshot and publish it on `fleet.load`; one log line, info when something went stale."""

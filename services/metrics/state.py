@@ -11,6 +11,7 @@ from datetime import datetime
 
 from services.metrics.aggregate import Aggregator
 from services.metrics.fleet import FleetView
+from services.metrics.rejections import Rejections
 from shared.contract.load import FleetLoaded
 
 MAX_HISTORY_POINTS = 20_000
@@ -26,13 +27,14 @@ class Expired:
 
 
 class MetricsState:
-    """Aggregated load, fleet shape, the latest snapshot and bounded history."""
+    """Aggregated load, fleet shape, the latest snapshot, bounded history and rejected-input counts."""
 
     def __init__(self, window_s: float, history_s: float, interval_s: float, source: str | None = None) -> None:
         points = min(MAX_HISTORY_POINTS, max(1, round(history_s / interval_s)))
         self.aggregator = Aggregator(window_s, forget_after_s=history_s)
         self.fleet = FleetView(points, forget_after_s=history_s)
         self.latest: FleetLoaded | None = None
+        self.rejections = Rejections(forget_after_s=history_s)
         self.source = source
 
     def tick(self, now: float, at: datetime) -> tuple[FleetLoaded, Expired]:

@@ -115,7 +115,8 @@ class _Client(QuicConnectionProtocol):
                 response.body += http_event.data
             if getattr(http_event, "stream_ended", False):
                 self.pending.pop(getattr(http_event, "stream_id", -1))
-                future.set_result(response)
+                if not future.done():  # the caller may have given up on it (a timeout)
+                    future.set_result(response)
 
     async def request(
         self, method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None, body: bytes | None = None,
