@@ -8,7 +8,8 @@ stale load snapshot holds the size: no data is never a reason to scale down.
 
 Two more inputs shape a scale: the boot lead (`ahead`: a rise that has lasted is sized for
 the load it will have reached when the VMs are ready) and the churn budget (`churn`: bands
-widen as an hour's actions and flaps are spent, and scale-ins hold at its end).
+widen as an hour's actions and flaps are spent, scale-ins hold at its end, and a scale-out
+that would reverse a recent scale-in waits for a wider band: the flap guard).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TypeVar
 
 from services.scaler.ahead import lead_for, project
 from services.scaler.boottimes import Lead
-from services.scaler.churn import Budget, budget, would_flap
+from services.scaler.churn import Budget, budget, guard, would_flap
 from services.scaler.churn import span as churn_span
 from services.scaler.level import scale_in_size
 from services.scaler.model import CAPACITY_STATES, AutoscaleMemory, FleetState, LoadView, Signals, VmView
@@ -217,8 +218,8 @@ def _hold_reason(state: FleetState, load: LoadView | None, now: float) -> str | 
 def _track(state: FleetState, load: LoadView, now: float, signals: Signals, ahead: Lead) -> Outcome:
     """Target tracking proper: observe, project, recommend (up) or find a landing (down), limit, bound.
 
-    The churn budget's widened bands (`churn`) size the recommendation and the scale-in; the
-    rate limits and bounds are the policy's own.
+    The churn budget's widened bands (`churn`) size the recommendation and the scale-in (the flap
+    guard's, the recommendation only); the rate limits and bounds are the policy's own.
     """
     policy, current = state.policy, state.desired
     warm, warming = capacity(state, now)
@@ -228,8 +229,9 @@ def _track(state: FleetState, load: LoadView, now: float, signals: Signals, ahea
     seen = _observations(state.memory, policy, now, load, demand(policy.signal, observed, len(warm) + warming, load))
     spent = budget(state.memory.actions, policy, now)
     bands = spent.bands(policy)
+    up_bands, guarded = guard(bands, policy, state.memory.actions, now)
     plain, sized = project(seen, policy, load, observed, ahead)  # burst and lead: the policy's own trigger
-    rec, led = _led(state, bands, (plain, sized), (len(warm), warming), ahead, now)
+    rec, led = _led(state, up_bands, (plain, sized), (len(warm), warming), ahead, now)
     memory = remember(state.memory, policy, now, rec, 0)
     wanted, why = stabilize(memory, policy, current, now), ""
     if wanted == current and rec < current:
@@ -237,7 +239,8 @@ def _track(state: FleetState, load: LoadView, now: float, signals: Signals, ahea
     size = clamp(rate_limit(memory, policy, current, wanted, now), policy)
     memory = replace(remember(state.memory, policy, now, rec, size - current), observations=seen)
     signals = replace(signals, observed=observed, recommendation=rec)
-    notes = [note for note in (led, "" if spent.words in why else spent.words) if note]
+    guarded = guarded if rec <= current < recommend(policy, plain, len(warm), warming, current) else ""
+    notes = [note for note in (led, guarded, "" if spent.words in why else spent.words) if note]
     reason = _explain(policy, observed, rec, wanted, size, current, why)
     return Outcome(size, "; ".join((reason, *notes)), memory, signals)
 

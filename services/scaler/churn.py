@@ -10,11 +10,17 @@ larger. At the hold point (a tenth of the actions left, kept for scale-outs, or 
 of the flap limit) scale-ins hold: a scale-in is never urgent, and it is what the next
 scale-out would flap against.
 
-Availability comes first: a scale-out is never held. Its band widens too, but never beyond
-`UP_TOLERANCE_CAP` above target (unless the policy's own band is wider), so by default a
+Availability comes first: a scale-out is never held outright. Its band widens too, but never
+beyond `UP_TOLERANCE_CAP` above target (unless the policy's own band is wider), so by default a
 scale-out still fires once the load is 20% over target, still under a VM's capacity when the
 target leaves it the usual headroom (70 of 100 rps: 84); burst sizing and the boot lead are
 untouched.
+
+The flap guard (`guard`) is the budget's cheapest saving: a scale-out that would reverse a
+scale-in inside the flap window fires only above `flap_guard_tolerance` (20%) over target, not
+the usual 10%. A scale-in lands where the window's peak fitted, so a load that comes back to
+that peak with a little noise crosses the usual trigger; the 30% between the target and a VM's
+capacity (70 of 100 rps) serves that re-rise, and a burst above the guard still scales out.
 
 The defaults (60 actions, 6 flaps) never bind on a calm fleet: no replay run widens or holds
 (the busiest spends about 7 actions and 3 flaps in 4 hours). Pure.
@@ -79,6 +85,20 @@ def would_flap(actions: Actions, now: float, delta: int) -> bool:
         return False
     last_at, last = actions[-1]
     return (last > 0) != (delta > 0) and now - last_at < FLAP_WINDOW_S
+
+
+def guard(bands: ScalingPolicy, policy: ScalingPolicy, actions: Actions, now: float) -> tuple[ScalingPolicy, str]:
+    """The bands, with the scale-up band widened to `flap_guard_tolerance` while a scale-out would be a flap,
+    and words saying so ("" when it does not widen).
+
+    A flap is the action the budget counts worst, and the guard costs nothing off the flap window.
+    """
+    wide = policy.flap_guard_tolerance
+    if wide <= bands.tolerance or not would_flap(actions, now, 1):
+        return bands, ""
+    ago = now - actions[-1][0]
+    words = f"flap guard: {ago:.0f} s after a scale-in, a scale-out waits for {wide:.0%} over target"
+    return bands.model_copy(update={"tolerance": wide}), words
 
 
 def limits(limit: int, keep: int) -> tuple[float, int]:

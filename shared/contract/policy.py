@@ -100,6 +100,12 @@ class ScalingPolicy(Model):
         description="Churn budget: reversals (a scale the other way inside the flap window) per rolling hour "
                     "(0: no budget).")] = 6
 
+    flap_guard_tolerance: Annotated[float, Field(
+        ge=0, le=1, allow_inf_nan=False,
+        description="Flap guard: within the flap window after a scale-in, a scale-out fires only once the load "
+                    "is this far over target, not `tolerance` (0: no guard); a burst above it still scales out "
+                    "at once.")] = 0.2
+
     @model_validator(mode="after")
     def _bounds_ordered(self) -> Self:
         if self.min_replicas > self.max_replicas:

@@ -6,7 +6,7 @@ import pytest
 
 from services.scaler.autoscale import autoscale, remember, witness
 from services.scaler.boottimes import NO_LEAD
-from services.scaler.churn import Budget, budget, flaps, would_flap
+from services.scaler.churn import Budget, budget, flaps, guard, would_flap
 from services.scaler.model import AutoscaleMemory, FleetState
 from shared.contract.policy import ScalingPolicy
 from tests.unit.scaler.fleets import NOW, fleet, load
@@ -135,3 +135,46 @@ def test_the_actions_of_the_hour_are_remembered_only_while_a_budget_is_on() -> N
     off = remember(memory, POLICY.model_copy(update={"max_actions_per_hour": 0, "max_flaps_per_hour": 0}), NOW, 10, 0)
     assert kept.actions == memory.actions
     assert off.actions == ((NOW - 100.0, -1),)
+
+
+@pytest.mark.parametrize(("actions", "policy", "tolerance", "words"), [
+    ((), POLICY, 0.1, ""),
+    (((NOW - 100.0, -2),), POLICY, 0.2, "flap guard: 100 s after a scale-in, a scale-out waits for 20% over target"),
+    (((NOW - 300.0, -2),), POLICY, 0.1, ""),
+    (((NOW - 10.0, 2),), POLICY, 0.1, ""),
+    (((NOW - 100.0, -2),), POLICY.model_copy(update={"flap_guard_tolerance": 0.0}), 0.1, ""),
+    (((NOW - 100.0, -2),), POLICY.model_copy(update={"tolerance": 0.3}), 0.3, ""),
+    (((NOW - 100.0, -2),), POLICY.model_copy(update={"flap_guard_tolerance": 0.35}), 0.35,
+     "flap guard: 100 s after a scale-in, a scale-out waits for 35% over target"),
+])
+def test_the_flap_guard_widens_the_scale_up_band_only_inside_the_flap_window(
+    actions: tuple[tuple[float, int], ...], policy: ScalingPolicy, tolerance: float, words: str,
+) -> None:
+    """Within 300 s of a scale-in the scale-up band is the guard's; after it, after a scale-up, or off, the policy's."""
+    got, said = guard(policy, policy, actions, NOW)
+    assert got.tolerance == pytest.approx(tolerance)
+    assert said == words
+    assert got.scale_down_tolerance == policy.scale_down_tolerance
+
+
+@pytest.mark.parametrize(("per_vm", "actions", "grows"), [
+    (8.0 * 1.15, (), True),
+    (8.0 * 1.15, ((NOW - 60.0, -3),), False),
+    (8.0 * 1.15, ((NOW - 400.0, -3),), True),
+    (8.0 * 1.15, ((NOW - 400.0, 3),), True),
+    (8.0 * 1.3, ((NOW - 60.0, -3),), True),
+])
+def test_a_re_rise_just_after_a_scale_in_is_served_by_the_headroom(
+    per_vm: float, actions: tuple[tuple[float, int], ...], grows: bool,
+) -> None:
+    """15% over target scales out, except within 300 s of a scale-in; 30% over scales out even then."""
+    state = fleet(10, policy=POLICY, memory=AutoscaleMemory(actions=actions))
+    assert (autoscale(state, load(state, per_vm), NOW, NO_LEAD).desired > 10) is grows
+
+
+def test_the_flap_guard_says_when_it_holds_a_scale_out() -> None:
+    """A scale-out the usual band asks for, held by the guard, has the guard's words in the reason."""
+    state = fleet(10, policy=POLICY, memory=AutoscaleMemory(actions=((NOW - 60.0, -3),)))
+    held = autoscale(state, load(state, 8.0 * 1.15), NOW, NO_LEAD)
+    assert held.desired == 10
+    assert "flap guard: 60 s after a scale-in, a scale-out waits for 20% over target" in held.reason

@@ -105,7 +105,7 @@ def test_a_lasting_rise_scales_out_before_the_trigger_with_the_lead_in_the_reaso
 
 def test_the_lead_alone_never_reverses_a_recent_scale_in() -> None:
     """Two minutes after a scale-in the same projection waits and says so; the load over the trigger would not."""
-    state, load = _ramped(POLICY)
+    state, load = _ramped(POLICY.model_copy(update={"flap_guard_tolerance": 0.0}))  # the lead's own rule, unguarded
     after_in = replace(state, memory=replace(state.memory, actions=((NOW - 120.0, -3),)))
     held = autoscale(after_in, load, NOW, BOOT)
     assert held.desired == 10
