@@ -5,7 +5,6 @@ exits), again and again; no request a balancer accepted is dropped."""
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from shared.bus import Bus
 from tests.integration.balancer.conftest import list_as_provisioner
 from tests.integration.balancer.load import Load
-from tests.integration.balancer.test_steering_processes import Fleet, progress
+from tests.integration.balancer.test_steering_processes import Fleet, process_env, progress
 from tests.support import wait_until
 from tests.support.chaos import Row, long_variants, record
 from tests.support.h1server import H1Backend
@@ -32,11 +31,7 @@ async def test_f8_balancer_restarted_under_load_with_long_requests_drops_nothing
 ) -> None:
     """Each restart (new process on the port, old one SIGTERMed) lets every 2 s request in flight finish and
     sends clients away with GOAWAY: no request fails, short or long, over several restarts."""
-    env = os.environ | settings_env | {
-        "QUICFLEET_BALANCER_LIST_WINDOW_S": "0.2", "QUICFLEET_BALANCER_REPORT_INTERVAL_S": "0.3",
-        "QUICFLEET_BALANCER_STATE_DIR": str(tmp_path), "QUICFLEET_BALANCER_SLOW_START_S": "0",
-        "QUICFLEET_LOG_LEVEL": "warning",
-    }
+    env = process_env(settings_env, tmp_path)
     restarts = 6 if long_variants() else 2
     fleet = Fleet(bus, env)
     await fleet.listen()

@@ -68,6 +68,15 @@ class Fleet:
                 proc.wait()
 
 
+def process_env(settings_env: dict[str, str], state_dir: Path) -> dict[str, str]:
+    """The environment of a balancer process in these tests: fast listing and reports, no slow start."""
+    return os.environ | settings_env | {
+        "QUICFLEET_BALANCER_LIST_WINDOW_S": "0.2", "QUICFLEET_BALANCER_REPORT_INTERVAL_S": "0.3",
+        "QUICFLEET_BALANCER_STATE_DIR": str(state_dir), "QUICFLEET_BALANCER_SLOW_START_S": "0",
+        "QUICFLEET_LOG_LEVEL": "warning",
+    }
+
+
 def _zombie(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
@@ -81,11 +90,7 @@ async def test_workers_and_replicas_come_and_go_without_a_failed_request(
 ) -> None:
     """Two workers, then a replica added and removed, then a worker removed, then every client's source port
     changed: 50 connections each keep a request going throughout and none fails."""
-    env = os.environ | settings_env | {
-        "QUICFLEET_BALANCER_LIST_WINDOW_S": "0.2", "QUICFLEET_BALANCER_REPORT_INTERVAL_S": "0.3",
-        "QUICFLEET_BALANCER_STATE_DIR": str(tmp_path), "QUICFLEET_BALANCER_SLOW_START_S": "0",
-        "QUICFLEET_LOG_LEVEL": "warning",
-    }
+    env = process_env(settings_env, tmp_path)
     fleet = Fleet(bus, env)
     await fleet.listen()
     async with H1Backend() as backend:
