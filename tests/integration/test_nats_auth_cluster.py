@@ -23,7 +23,7 @@ from ops.natsauth import OPERATOR, Auth, prepare
 from ops.natsserver import NatsCluster, free_node_ports, nats_server_binary
 from shared.bus import connect_options
 from shared.contract.subjects import Subjects
-from shared.kv import open_bucket
+from shared.kv import ReplicasUnavailable, open_bucket
 from shared.settings import ServiceSettings
 from tests.support import wait_until
 
@@ -62,13 +62,16 @@ async def jetstream_answers(url: str, auth_dir: Path) -> bool:
         await nc.close()
 
 
-async def bucket_replicas(url: str, auth_dir: Path) -> int:
-    """The scaler's user makes its bucket on all three nodes, as the scaler does."""
+async def bucket_replicas(url: str, auth_dir: Path) -> int | None:
+    """The scaler's user makes its bucket on all three nodes, as the scaler does (None while JetStream
+    answers but its meta group does not know all three peers yet: the scaler retries then too)."""
     nc = await login(url, auth_dir, "scaler")
     try:
         await open_bucket(nc, "quicfleet_scaler", replicas=3)
         info = await nc.jetstream().stream_info("KV_quicfleet_scaler")
         return info.config.num_replicas or 1
+    except ReplicasUnavailable:
+        return None
     finally:
         await nc.close()
 
@@ -90,7 +93,7 @@ async def test_up_cluster_routes_demand_their_secret_and_every_node_knows_the_us
     user keeps its bucket on all three."""
     cluster, auth = up_cluster
     await wait_until(lambda: jetstream_answers(cluster.url, auth.directory), 30, what="JetStream through the cluster")
-    assert await bucket_replicas(cluster.url, auth.directory) == 3
+    assert await wait_until(lambda: bucket_replicas(cluster.url, auth.directory), 30, interval=0.5, what="3 peers") == 3
     for node in cluster.ports:
         assert b"Authorization Violation" in rogue_route(node.cluster), "a route without the secret is refused"
     assert rogue_route(cluster.ports[0].cluster, secret=auth.route_secret) == b"PONG\r\n"
@@ -134,7 +137,7 @@ async def test_compose_cluster_files_run_authorised_routes_and_the_generated_use
     client without a login, and where the scaler's user keeps its bucket on all three."""
     url, auth_dir, route_ports = compose_cluster
     await wait_until(lambda: jetstream_answers(url, auth_dir), 30, what="JetStream through the compose cluster")
-    assert await bucket_replicas(url, auth_dir) == 3
+    assert await wait_until(lambda: bucket_replicas(url, auth_dir), 30, interval=0.5, what="3 peers") == 3
     assert all(b"Authorization Violation" in rogue_route(port) for port in route_ports)
     with pytest.raises(nats.errors.Error, match=r"(?i)authorization violation"):
         await nats.connect(url.split(",")[0], allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
