@@ -122,7 +122,8 @@ class Fleet:
 
     def records(self) -> VmList:
         host = self.settings.host
-        return VmList(host=host, vms=[to_record(e, host) for e in self.live()], max_vms=self.settings.max_vms)
+        return VmList(host=host, vms=[to_record(e, host) for e in self.live()], max_vms=self.settings.max_vms,
+                      epoch=self.epoch)
 
     async def listing(self) -> VmList:
         """The list reply: `records` and the host's room (`capacity`).

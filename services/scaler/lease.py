@@ -135,6 +135,22 @@ class Lease:
         log.info("lease.acquired", epoch=epoch, holder=self.me)
         return True
 
+    async def outrank(self, floor: int) -> bool:
+        """Lead on in an epoch above `floor`, one a provisioner obeys (from a lease store since lost or wiped,
+        while libvirt kept its VMs): without this it refuses every command of ours. Only the holder may,
+        with a renewal's compare-and-set, so no two replicas both do; True when the epoch moved."""
+        if not self.leading or self.epoch >= floor:
+            return False
+        started, epoch = self.clock(), floor + 1
+        try:
+            self._revision = await self.kv.update(LEASE_KEY, self._encode(epoch), last=self._revision)
+        except KeyWrongLastSequenceError:
+            self._lose("another replica wrote the lease")
+            return False
+        log.warning("lease.outranked", was=self.epoch, epoch=epoch, why="a provisioner obeys a newer epoch")
+        self.epoch, self._renewed_at = epoch, started
+        return True
+
     def _lose(self, why: str) -> None:
         log.warning("lease.lost", epoch=self.epoch, reason=why)
         self._renewed_at = None

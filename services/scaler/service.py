@@ -82,6 +82,8 @@ class ScalerService(BusService):
         self._stopping = False
         self._term = 0
         self._missed = False
+        self._obeyed = 0
+        """The newest leader epoch a provisioner says it obeys: a new term starts above it."""
         self._store: DesiredStore | None = None
         self._lease: Lease | None = None
         self._actuator: Actuator | None = None
@@ -228,6 +230,7 @@ class ScalerService(BusService):
     async def _elected(self) -> None:
         now, lease = self.clock(), self.lease
         await self._resync()
+        await lease.outrank(self._obeyed)
         async with self._lock:
             seeded = AutoscaleMemory.seeded(self.store.current.desired, now)
             memory = replace(seeded, observations=self.fleet.memory.observations)
@@ -309,6 +312,9 @@ class ScalerService(BusService):
             await self._mutate(lambda f: on_heard(
                 on_capacity(on_hosts(on_lists(f, records, asked, now), hosts), lists), hosts, now
             ))
+            self._obeyed = max(vl.epoch for vl in lists)
+            if self.leading and await self.lease.outrank(self._obeyed):
+                await self._elected()
 
 
 def _witness(fleet: FleetState, load: LoadView, now: float) -> FleetState:

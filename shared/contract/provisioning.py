@@ -76,3 +76,7 @@ class VmList(Model):
         None, description="Memory one VM of the template is given (its `<memory>`, MiB rounded up; None: not read)."
     )
     vm_vcpus: Cpus | None = Field(None, description="vCPUs one VM of the template is given (its `<vcpu>`).")
+    epoch: Epoch = Field(
+        0, description="The newest leader epoch this provisioner has obeyed (it refuses older ones): a leader "
+        "whose lease holds less, because the store that kept it was lost, moves above it."
+    )

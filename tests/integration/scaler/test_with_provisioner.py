@@ -14,6 +14,7 @@ from services.scaler.settings import ScalerSettings
 from shared.bus import Bus
 from shared.contract.commands import GetStatus, ScaleFleet
 from shared.contract.events import VmState
+from shared.contract.provisioning import DestroyVm, ListVms, VmList, VmRecord
 from shared.contract.status import DesiredState, FleetStatus
 from tests.integration.scaler import conftest
 from tests.support import wait_until
@@ -75,3 +76,23 @@ async def test_creates_are_placed_on_hosts_with_room_and_a_full_fleet_waits_with
         await wait_until(lambda: "every host is at its max_vms" in (scaler.lease.reason or ""), 20,
                          what="the leader saying why it creates nothing")
         assert scaler.fleet.failures.count == 0 and len(world.ours()) == 2
+
+
+async def test_a_leader_whose_lease_store_was_lost_leads_on_above_the_epoch_the_provisioner_obeys(
+    bus: Bus, nats_server: NatsServer, world: Any, tmp_path: Path, settings_env: dict[str, str]
+) -> None:
+    """A provisioner that obeyed epoch 7 (a leader whose lease store has since been wiped) refuses epoch 1:
+    the new leader reads the provisioner's epoch from its list, leads on in epoch 8, and its scale-out runs."""
+    from services.provisioner.bootstrap import bootstrap as provisioner_bootstrap
+
+    async with AsyncExitStack() as stack:
+        backend = await stack.enter_async_context(H3Backend(tmp_path))
+        settings = world.settings(nats_server, static_addresses=backend.address)
+        await stack.enter_async_context(provisioner_bootstrap(settings))
+        (listing,) = await bus.gather(bus.subjects.prov_list, ListVms(), VmList, window=1.0)
+        old = DestroyVm(vm=f"{settings.vm_prefix}gone", request_id="x-old-leader", epoch=7)
+        await bus.request(bus.subjects.prov_destroy(listing.host), old, VmRecord)
+        scaler = await stack.enter_async_context(scaler_bootstrap(ScalerSettings(scaler_id="s1", lease_ttl_s=2)))
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=1), DesiredState)
+        await wait_until(lambda: _ready(bus, 1), 30, what="one ready VM despite the older lease")
+        assert scaler.lease.epoch == 8
