@@ -94,14 +94,16 @@ class Lease:
                 self._lose("could not renew in time")
             return False
 
-    async def _renew(self) -> None:
-        started = self.clock()
+    async def _renew(self, epoch: int | None = None) -> bool:
+        """Renew in `epoch` (default: ours) with a compare-and-set; False when another replica wrote it."""
+        started, epoch = self.clock(), self.epoch if epoch is None else epoch
         try:
-            self._revision = await self.kv.update(LEASE_KEY, self._encode(self.epoch), last=self._revision)
+            self._revision = await self.kv.update(LEASE_KEY, self._encode(epoch), last=self._revision)
         except KeyWrongLastSequenceError:
             self._lose("another replica wrote the lease")
-            return
-        self._renewed_at = started
+            return False
+        self.epoch, self._renewed_at = epoch, started
+        return True
 
     async def _try_take(self) -> bool:
         try:
@@ -141,14 +143,10 @@ class Lease:
         with a renewal's compare-and-set, so no two replicas both do; True when the epoch moved."""
         if not self.leading or self.epoch >= floor:
             return False
-        started, epoch = self.clock(), floor + 1
-        try:
-            self._revision = await self.kv.update(LEASE_KEY, self._encode(epoch), last=self._revision)
-        except KeyWrongLastSequenceError:
-            self._lose("another replica wrote the lease")
+        was = self.epoch
+        if not await self._renew(floor + 1):
             return False
-        log.warning("lease.outranked", was=self.epoch, epoch=epoch, why="a provisioner obeys a newer epoch")
-        self.epoch, self._renewed_at = epoch, started
+        log.warning("lease.outranked", was=was, epoch=self.epoch, why="a provisioner obeys a newer epoch")
         return True
 
     def _lose(self, why: str) -> None:
