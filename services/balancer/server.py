@@ -62,7 +62,7 @@ class ProxyServer(ServerBase):
     def drain(self) -> None:
         """Stop taking new connections (siblings get them) and send GOAWAY on every connection."""
         if self.steering is not None:
-            self.steering.draining = True
+            self.steering.drain()
         for connection in self.connections_open():
             connection.go_away()
 

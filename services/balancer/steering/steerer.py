@@ -24,6 +24,8 @@ log = structlog.get_logger("balancer.steering")
 
 REFRESH_S = 0.5
 """How often the live sibling set is re-read (a forward to a slot not yet seen is tried anyway)."""
+REREAD_S = 0.05
+"""While draining with no sibling known, how often a new connection may make it look again (not per datagram)."""
 READ_BATCH = 256
 
 Handler = Callable[[bytes, Any], None]
@@ -53,6 +55,7 @@ class Steerer:
         self._names: dict[int, str] = {}
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._read_at = 0.0
         self._loop.add_reader(self.sock.fileno(), self._readable)
         self.refresh()
 
@@ -62,11 +65,22 @@ class Steerer:
 
     def refresh(self) -> None:
         """Re-read which slots are alive (and keep doing so)."""
+        self._reread()
+        self._timer = self._loop.call_later(REFRESH_S, self.refresh)
+
+    def drain(self) -> None:
+        """Send new connections to siblings from now on, knowing every sibling alive right now: the
+        replacement in a rolling restart bound its slot moments ago, maybe after the last periodic
+        read, and a draining process that knew of no sibling would refuse its clients."""
+        self.draining = True
+        self._reread()
+
+    def _reread(self) -> None:
         try:
             self.live = peers.live_slots(self.port, self.layout.node) | {self.slot}
         except OSError:
             self.live = {self.slot}
-        self._timer = self._loop.call_later(REFRESH_S, self.refresh)
+        self._read_at = self._loop.time()
 
     def route(self, data: bytes, addr: Any, again: bool = True) -> bool:
         """Send a datagram where it belongs; False when this process should handle it itself."""
@@ -74,6 +88,8 @@ class Steerer:
         if parsed is None:
             return False
         long_header, dcid = parsed
+        if long_header and self.draining and len(self.live) == 1 and self._loop.time() - self._read_at > REREAD_S:
+            self._reread()  # a sibling may have joined since: look again before refusing a new client
         decision = decide(self.layout, self.slot, dcid, long_header, self.known(dcid), self.live, self.draining)
         return self._act(decision, data, addr, again)
 

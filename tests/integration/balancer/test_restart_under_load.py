@@ -23,9 +23,6 @@ SHORT_CONNECTIONS, LONG_CONNECTIONS = 45, 5
 """50 connections, each keeping one request going: 10% of them on 2 s requests."""
 
 
-@pytest.mark.xfail(strict=False, reason="known: during a handover a reconnecting client is sometimes closed with "
-                   "'too many connections' far below listen_max_connections (services/balancer/client.py, "
-                   "_refuse_now); seen on both engines, about one run in two")
 async def test_f8_balancer_restarted_under_load_with_long_requests_drops_nothing(
     bus: Bus, settings_env: dict[str, str], tmp_path: Path, quic_engine: str
 ) -> None:
