@@ -52,6 +52,10 @@ class ClientConnection(ProtocolBase):
         self._scheduled = False
         self._half_open = True
         self._counted = False
+        self._admitted = False
+        self._counted_ip = ""
+        """The address counted against the per-address cap (the first one: a migration does not move it)."""
+        self._refusal = ""
         self.peer_ip = "unknown"
         self.ack_early = True
         self.coalesce_s = 0.0
@@ -78,14 +82,27 @@ class ClientConnection(ProtocolBase):
         self.ack_early = self.server.limits.ack_with_response
         self.coalesce_s = self.server.limits.coalesce_s
         self.credit = tuning.stream_credit(self._quic, self.server.router.options.request_buffer_bytes)
-        if self.server.connections >= self.server.limits.max_connections:
-            self._half_open = False
-            self._refused = True  # closed once its first datagram is in (see _refuse_now)
+        tuning.limit_streams(self._quic, self.server.limits.max_streams)
+
+    def _admit(self, ip: str) -> None:
+        """Count the connection at its first datagram (where its address is known), or mark it refused:
+        over the connection limit, or its address over the per-address one."""
+        server = self.server
+        assert server is not None
+        self._admitted = True
+        if server.connections >= server.limits.max_connections:
+            reason, self._refusal = "limit", "too many connections"
+        elif not server.limits.per_ip.admit(ip):
+            reason, self._refusal = "per_ip", "too many connections from this address"
+        else:
+            self._counted, self._counted_ip = True, ip
+            server.connections += 1
+            server.router.telemetry.connection_opened()
+            server.half_open += 1
             return
-        self._counted = True
-        self.server.connections += 1
-        self.server.router.telemetry.connection_opened()
-        self.server.half_open += 1
+        self._half_open = False
+        self._refused = True  # closed now or after the handshake (see _refuse_now)
+        server.router.telemetry.connection_refused(reason, ip, self._loop.time())
 
     # engine events
     def quic_event_received(self, event: Any) -> None:
@@ -139,6 +156,8 @@ class ClientConnection(ProtocolBase):
         the connection transmits at once.
         """
         self.peer_ip = str(addr[0])
+        if not self._admitted:
+            self._admit(self.peer_ip)
         self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
         if self._refused and self._refuse_now():
             return
@@ -160,7 +179,7 @@ class ClientConnection(ProtocolBase):
             return False
         self._refused = False
         self._closing = True
-        self._quic.close(error_code=H3Code.CONNECTION_REFUSED, reason_phrase="too many connections")
+        self._quic.close(error_code=H3Code.CONNECTION_REFUSED, reason_phrase=self._refusal)
         self.transmit()
         return True
 
@@ -174,6 +193,7 @@ class ClientConnection(ProtocolBase):
         if self._counted and self.server is not None:
             self._counted = False
             self.server.connections -= 1
+            self.server.limits.per_ip.leave(self._counted_ip)
             self.server.router.telemetry.connection_closed()
         for exchange in list(self.exchanges.values()):
             exchange.client_reset()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from services.balancer.admission import PeerCounts
 from services.balancer.headers import TrustedProxies
 
 
@@ -40,3 +41,5 @@ class Limits:
     ack_delay_s: float
     ack_with_response: bool = True
     coalesce_s: float = 0.0
+    per_ip: PeerCounts = field(default_factory=lambda: PeerCounts(1_000_000))
+    """Open connections per client address (QUIC and TCP together) against `listen_max_connections_per_ip`."""

@@ -75,6 +75,10 @@ class BalancerSettings(ServiceSettings):
         True, description="A VM announced with `identity` gets requests only while it sends its UUID (x-quicfleet-vm)."
     )
     listen_max_connections: int = Field(10_000, ge=1, le=1_000_000)
+    listen_max_connections_per_ip: int = Field(
+        1_000, ge=1, le=1_000_000,
+        description="Connections one client address may hold at once (QUIC and TCP together); more are refused.",
+    )
     listen_max_streams_per_connection: int = Field(128, ge=1, le=100_000)
     listen_max_header_bytes: int = Field(16_384, ge=256, le=1_048_576)
     listen_max_body_bytes: int = Field(64 * 1024 * 1024, ge=0, le=2**40)

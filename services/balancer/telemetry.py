@@ -9,6 +9,7 @@ request. Each balancer has its own `CollectorRegistry`, so several balancers in 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 
 import structlog
@@ -20,6 +21,7 @@ from prometheus_client.registry import Collector
 from services.balancer.settings import BalancerSettings
 from shared.contract.load import LATENCY_BOUNDS_S
 from shared.histogram import bucket_of
+from shared.throttle import LineThrottle
 
 log = structlog.get_logger("balancer.telemetry")
 
@@ -44,6 +46,9 @@ class Telemetry:
         """Responses (to checks or proxied requests) that carried another VM's UUID or none, by vm."""
         self.health_transitions = {"healthy": 0, "unhealthy": 0}
         self.open_connections = 0
+        self.refused_connections: Counter[str] = Counter()
+        """Connections refused on arrival, by reason: `limit` (listen_max_connections), `per_ip`."""
+        self._refusal_lines = LineThrottle()
         self.handshakes = 0
         self.retry_packets = 0
         self.response_bytes = 0
@@ -92,6 +97,13 @@ class Telemetry:
 
     def connection_closed(self) -> None:
         self.open_connections -= 1
+
+    def connection_refused(self, reason: str, ip: str, now: float) -> None:
+        """Count a refused connection; log it, at most a few lines per reason and 10 s (a storm is one line)."""
+        self.refused_connections[reason] += 1
+        left_out = self._refusal_lines.admit(reason, now)
+        if left_out is not None:
+            log.warning("balancer.connection_refused", reason=reason, ip=ip, left_out=left_out)
 
     def handshake_done(self) -> None:
         self.handshakes += 1
@@ -156,6 +168,12 @@ def counter_families(t: Telemetry) -> Iterator[Metric]:
     for vm, count in sorted(t.identity_mismatches.items()):
         mismatches.add_metric([vm], count)
     yield mismatches
+    refused = CounterMetricFamily(
+        PREFIX + "refused_connections", "Client connections refused on arrival, by limit.", labels=["reason"]
+    )
+    for reason, count in sorted(t.refused_connections.items()):
+        refused.add_metric([reason], count)
+    yield refused
     transitions = CounterMetricFamily(PREFIX + "health_transitions", "Active-check state changes.", labels=["to"])
     for to, count in sorted(t.health_transitions.items()):
         transitions.add_metric([to], count)

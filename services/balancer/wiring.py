@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from services.balancer.accesslog import AccessLog
+from services.balancer.admission import PeerCounts
 from services.balancer.core.backends import Backend, BackendTable
 from services.balancer.core.drain import DrainOver
 from services.balancer.core.health import HealthPolicy
@@ -82,6 +83,7 @@ def make_limits(settings: BalancerSettings) -> Limits:
         ack_delay_s=settings.quic_ack_delay_ms / 1000,
         ack_with_response=settings.quic_ack_with_response,
         coalesce_s=settings.quic_coalesce_ms / 1000,
+        per_ip=PeerCounts(settings.listen_max_connections_per_ip),
     )
 
 

@@ -147,6 +147,18 @@ class StreamCredit:
         stream.max_stream_data_local_sent = stream.max_stream_data_local
 
 
+def limit_streams(quic: Any, count: int) -> bool:
+    """Let the client open at most `count` request streams at once (QUIC's MAX_STREAMS, advertised in the
+    handshake and raised by one as each stream ends): past the balancer's cap it waits for credit instead
+    of opening streams only to have them rejected, which a flood turns into a busy loop of opens and
+    resets. aioquic fixes 128 in `__init__`; False when this aioquic lacks the field."""
+    limit = getattr(quic, "_local_max_streams_bidi", None)
+    if limit is None or not hasattr(limit, "sent"):
+        return False
+    limit.value = limit.sent = count
+    return True
+
+
 def own_cids(quic: Any, mint: Callable[[], bytes]) -> bool:
     """Make every connection ID the connection issues come from `mint` (steering's IDs name their owner).
 
@@ -180,6 +192,7 @@ class AioquicTuning:
     ack_with_next_packet = staticmethod(ack_with_next_packet)
     stream_backlog = staticmethod(stream_backlog)
     stream_credit = staticmethod(StreamCredit)
+    limit_streams = staticmethod(limit_streams)
     safe_qpack = staticmethod(safe_qpack)
 
     closes_before_handshake = True

@@ -101,6 +101,12 @@ class Qh3Tuning:
         return False
 
     @staticmethod
+    def limit_streams(quic: Any, count: int) -> bool:
+        """The core advertises 100 concurrent request streams and cannot be told otherwise: a lower cap
+        rejects the streams above it (H3_REQUEST_REJECTED), a higher one is held to 100."""
+        return False
+
+    @staticmethod
     def ack_with_next_packet(quic: Any, now: float) -> None:
         """The core puts pending ACKs on outgoing packets itself."""
 

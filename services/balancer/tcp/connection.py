@@ -64,25 +64,34 @@ class TcpConnection(asyncio.Protocol, ABC):
         # uvloop's TLS transport is no asyncio.Transport subclass, though it has the same methods
         self.transport = transport = cast(asyncio.Transport, transport)
         listener = self.listener
-        if listener.connections >= listener.limits.max_connections:
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = str(peer[0]) if peer else "unknown"
+        refusal = self._refusal(listener.connections, listener.limits)
+        if refusal is not None:
+            listener.router.telemetry.connection_refused(refusal, self.peer_ip, asyncio.get_running_loop().time())
             transport.close()  # TLS is done: a close_notify costs no more than a reset and reads cleanly
             return
         self._counted = True
         listener.connections += 1
         listener.opened(self)
-        peer = transport.get_extra_info("peername")
-        self.peer_ip = str(peer[0]) if peer else "unknown"
         # Paused exactly while an exchange may be paused (backlog above BACKLOG_HIGH), so
         # `resume_writing` comes once it drained below BACKLOG_LOW and can wake it.
         transport.set_write_buffer_limits(high=BACKLOG_HIGH, low=BACKLOG_LOW)
         self.started()
         self.arm_idle()
 
+    def _refusal(self, connections: int, limits: Limits) -> str | None:
+        """Why a new connection is refused (the same limits as QUIC's, one per-address count for both), or None."""
+        if connections >= limits.max_connections:
+            return "limit"
+        return None if limits.per_ip.admit(self.peer_ip) else "per_ip"
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.disarm_idle()
         if self._counted:
             self._counted = False
             self.listener.connections -= 1
+            self.listener.limits.per_ip.leave(self.peer_ip)
             self.listener.closed(self)
         self.lost()
 

@@ -18,6 +18,7 @@ from services.balancer.tcp.listener import reuseport_tcp_socket
 from shared.bus import Bus
 from shared.contract.load import BalancerReported
 from tests.integration.balancer.conftest import StartBalancer, announce
+from tests.integration.balancer.h3client import h3_client
 from tests.support import Collector, wait_until
 from tests.support.h1server import H1Backend
 
@@ -149,6 +150,25 @@ async def test_connections_over_the_limit_are_closed(start_balancer: StartBalanc
         assert head.startswith(b"HTTP/1.1 503 ") and balancer.tcp.connections == 1
         first.close()
         second.close()
+
+
+async def test_tcp_and_quic_connections_share_one_per_address_count(start_balancer: StartBalancer) -> None:
+    """With listen_max_connections_per_ip=1 an HTTP/3 connection from 127.0.0.1 fills the address's share, so
+    a TCP connection from it is closed at once (counted as `per_ip`); after the QUIC one ends TCP is taken."""
+    async with start_balancer(listen_max_connections_per_ip=1) as balancer:
+        assert balancer.tcp is not None and balancer.router is not None
+        per_ip = balancer.tcp.limits.per_ip
+        async with h3_client(balancer.port) as quic:
+            await quic.get("/")
+            reader, refused = await tls_h1(balancer.port)
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+            refused.close()
+        await wait_until(lambda: not per_ip.open, timeout=10, what="the QUIC connection uncounted")
+        _, taken = await tls_h1(balancer.port)
+        await wait_until(lambda: balancer.tcp is not None and balancer.tcp.connections == 1, timeout=5,
+                         what="the TCP connection counted")
+        taken.close()
+        assert balancer.router.telemetry.refused_connections == {"per_ip": 1}
 
 
 async def test_workers_can_bind_the_same_tcp_port(start_balancer: StartBalancer) -> None:

@@ -140,7 +140,8 @@ async def test_caps_hold_under_handshake_stream_and_loris_floods_and_p99_stays_n
         figures=f"{HANDSHAKES} handshakes: {connected} completed, {served} served, peak {peak_connections.most}/"
                 f"{MAX_CONNECTIONS} counted ({states.most} connection objects); "
                 f"{STREAMS} streams on 1 connection: {ok} served, peak {peak_streams.most}/{MAX_STREAMS} at once, "
-                f"rest reset; {held} loris closed {loris_s:.1f} s after silence (idle {IDLE_TIMEOUT_S:g} s); "
+                f"{streams.get('reset', 0)} reset; {held} loris closed {loris_s:.1f} s after silence "
+                f"(idle {IDLE_TIMEOUT_S:g} s); "
                 f"p99 ms baseline/storm/streams/loris {'/'.join(f'{v:.1f}' for v in p99s)} (worst x{ratio:.2f}, "
                 f"asserted < {P99_BOUND:g}); load failures {len(failed)}; RSS {growth:+.1f} MiB",
     ))
