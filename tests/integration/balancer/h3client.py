@@ -16,6 +16,7 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived, StreamReset
 
 SERVER_CONTROL_STREAM = 3
@@ -138,8 +139,31 @@ class _Client(QuicConnectionProtocol):
 
 
 @asynccontextmanager
-async def h3_client(port: int, host: str = "127.0.0.1") -> AsyncIterator[_Client]:
-    """An HTTP/3 connection to the balancer (certificate not verified: dev certificate)."""
+async def h3_client(port: int, host: str = "127.0.0.1", source: str | None = None) -> AsyncIterator[_Client]:
+    """An HTTP/3 connection to the balancer (certificate not verified: dev certificate), from the loopback
+    address `source` when given (aioquic's `connect` binds "::", so its clients all come from 127.0.0.1)."""
     config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, verify_mode=ssl.CERT_NONE)
+    if source is not None:
+        async with _connect_from(source, host, port, config) as client:
+            yield client
+        return
     async with connect(host, port, configuration=config, create_protocol=_Client) as client:
         yield client  # type: ignore[misc]
+
+
+@asynccontextmanager
+async def _connect_from(source: str, host: str, port: int, config: QuicConfiguration) -> AsyncIterator[_Client]:
+    config.server_name = config.server_name or host
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((source, 0))
+    transport, client = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: _Client(QuicConnection(configuration=config)), sock=sock
+    )
+    try:
+        client.connect((host, port))
+        await client.wait_connected()
+        yield client
+    finally:
+        client.close()
+        await client.wait_closed()
+        transport.close()

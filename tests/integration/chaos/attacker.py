@@ -3,7 +3,8 @@
 `python -m tests.integration.chaos.attacker KIND PORT COUNT` prints one JSON line with what it saw:
   handshakes: COUNT connections at once, each held until all have ended; how many got in or were refused,
               and how many of those that got in were then served a GET (the balancer may refuse a
-              connection over its cap only once its handshake is done, depending on the engine)
+              connection over its cap only once its handshake is done, depending on the engine); half
+              from 127.0.0.2, the rest from 127.0.0.3-9 (see `storm_source`)
   streams:    one connection sending COUNT slow GETs at once; how many were served, reset or failed
   loris:      COUNT connections that each send a POST's headers and part of its body, then the process
               exits on the spot (no CONNECTION_CLOSE): only the balancer's idle timeout can reclaim them
@@ -24,6 +25,16 @@ LORIS_FIELDS = [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b
                 (b":path", b"/upload"), (b"content-length", b"100000")]
 
 
+HOT_SOURCE = "127.0.0.2"
+OTHER_SOURCES = 7
+
+
+def storm_source(index: int) -> str:
+    """Where handshake `index` comes from: every other one from one hot address, the rest spread over 7
+    more (127.0.0.3-9), so both the per-address cap and the connection cap are met."""
+    return HOT_SOURCE if index % 2 == 0 else f"127.0.0.{3 + index // 2 % OTHER_SOURCES}"
+
+
 async def handshakes(port: int, count: int) -> dict[str, int]:
     release, outcomes = asyncio.Event(), Counter[str]()
 
@@ -32,9 +43,9 @@ async def handshakes(port: int, count: int) -> dict[str, int]:
         if outcomes["connected"] + outcomes["refused"] == count:
             release.set()
 
-    async def attempt() -> None:
+    async def attempt(index: int) -> None:
         try:
-            async with h3_client(port) as client:
+            async with h3_client(port, source=storm_source(index)) as client:
                 ended("connected")
                 await release.wait()
                 response = await asyncio.wait_for(client.get("/"), 10)
@@ -45,7 +56,7 @@ async def handshakes(port: int, count: int) -> dict[str, int]:
             else:
                 outcomes["not served"] += 1
 
-    await asyncio.wait_for(asyncio.gather(*(attempt() for _ in range(count))), 300)
+    await asyncio.wait_for(asyncio.gather(*(attempt(index) for index in range(count))), 300)
     return dict(outcomes)
 
 
@@ -67,7 +78,8 @@ async def streams(port: int, count: int) -> dict[str, int]:
 
 async def loris(port: int, count: int) -> dict[str, int]:
     async with AsyncExitStack() as stack:
-        clients: list[_Client] = [await stack.enter_async_context(h3_client(port)) for _ in range(count)]
+        clients: list[_Client] = [await stack.enter_async_context(h3_client(port, source=f"127.0.0.{10 + i % 20}"))
+                                  for i in range(count)]  # 20 addresses: under the per-address cap
         for client in clients:
             stream_id = client._quic.get_next_available_stream_id()
             client.http.send_headers(stream_id, LORIS_FIELDS)

@@ -27,7 +27,9 @@ from tests.support.h1server import H1Backend
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 LONG = chaos.long_variants()
-HANDSHAKES, MAX_CONNECTIONS = (2000, 1000) if LONG else (200, 60)
+HANDSHAKES, MAX_CONNECTIONS, PER_IP = (2000, 1000, 150) if LONG else (200, 60, 10)
+"""The storm's hot address sends half the handshakes and meets PER_IP; with its 7 others it asks for more than
+MAX_CONNECTIONS (8 x PER_IP > MAX_CONNECTIONS), so both caps bind."""
 STREAMS, MAX_STREAMS = (10_000, 100) if LONG else (1000, 50)
 LORIS, IDLE_TIMEOUT_S = (200, 2.0) if LONG else (20, 2.0)
 P99_BOUND = 3.0
@@ -60,6 +62,16 @@ class Sampler:
 def _connections(lb: BalancerService) -> int:
     assert lb.server is not None
     return lb.server.connections
+
+
+def _most_per_ip(lb: BalancerService) -> int:
+    assert lb.server is not None
+    return max(lb.server.limits.per_ip.open.values(), default=0)
+
+
+def _per_ip_refused(lb: BalancerService) -> int:
+    assert lb.router is not None
+    return lb.router.telemetry.refused_connections["per_ip"]
 
 
 def _states(lb: BalancerService) -> int:
@@ -110,16 +122,19 @@ async def _baseline(load: TimedLoad, count: int) -> tuple[int, int]:
 async def test_caps_hold_under_handshake_stream_and_loris_floods_and_p99_stays_near_baseline(
     bus: Bus, start_balancer: StartBalancer
 ) -> None:
-    """Connection, stream and idle-timeout caps hold under floods; the steady load fails nothing, p99 near baseline."""
+    """Connection, per-address, stream and idle-timeout caps hold under floods; the steady load fails nothing, p99
+    near baseline."""
     settings = {"listen_max_connections": MAX_CONNECTIONS, "listen_max_streams_per_connection": MAX_STREAMS,
-                "listen_idle_timeout_s": IDLE_TIMEOUT_S}
+                "listen_idle_timeout_s": IDLE_TIMEOUT_S, "listen_max_connections_per_ip": PER_IP}
     async with H1Backend() as backend, start_balancer(**settings) as lb:
         await announce(bus, lb, "vm-a", backend.address)
         async with steady(lb.port) as load:
             marks = [await _baseline(load, 500), load.mark()]
             baseline, rss_before = _connections(lb), rss_mib()
-            async with Sampler(lambda: _connections(lb)) as peak_connections, Sampler(lambda: _states(lb)) as states:
+            async with (Sampler(lambda: _connections(lb)) as peak_connections, Sampler(lambda: _states(lb)) as states,
+                        Sampler(lambda: _most_per_ip(lb)) as peak_per_ip):
                 storm = await _attack("handshakes", lb.port, HANDSHAKES)
+            per_ip_refused = _per_ip_refused(lb)
             await _released(lb, baseline)
             marks.append(load.mark())
             async with Sampler(lambda: _streams(lb)) as peak_streams:
@@ -138,7 +153,8 @@ async def test_caps_hold_under_handshake_stream_and_loris_floods_and_p99_stays_n
         inputs=HANDSHAKES + STREAMS + LORIS, invariants={"I2": "fail" if failed else "pass",
                                                    "I4": "pass" if growth < chaos.RSS_GROWTH_LIMIT_MIB else "fail"},
         figures=f"{HANDSHAKES} handshakes: {connected} completed, {served} served, peak {peak_connections.most}/"
-                f"{MAX_CONNECTIONS} counted ({states.most} connection objects); "
+                f"{MAX_CONNECTIONS} counted ({states.most} connection objects), one address at most {peak_per_ip.most}/"
+                f"{PER_IP} ({per_ip_refused} refused for it); "
                 f"{STREAMS} streams on 1 connection: {ok} served, peak {peak_streams.most}/{MAX_STREAMS} at once, "
                 f"{streams.get('reset', 0)} reset; {held} loris closed {loris_s:.1f} s after silence "
                 f"(idle {IDLE_TIMEOUT_S:g} s); "
@@ -148,6 +164,7 @@ async def test_caps_hold_under_handshake_stream_and_loris_floods_and_p99_stays_n
     assert failed == []
     assert connected + storm.get("refused", 0) == HANDSHAKES and 0 < served <= MAX_CONNECTIONS - baseline
     assert peak_connections.most <= MAX_CONNECTIONS
+    assert peak_per_ip.most <= PER_IP and per_ip_refused > 0
     assert ok + streams.get("reset", 0) == STREAMS and ok > 0 and peak_streams.most <= MAX_STREAMS
     assert held == LORIS and loris_s <= IDLE_TIMEOUT_S * 3
     assert growth < chaos.RSS_GROWTH_LIMIT_MIB
