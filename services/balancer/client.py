@@ -21,6 +21,10 @@ SEND_ERRORS: tuple[type[Exception], ...] = (AssertionError, ValueError, RuntimeE
 """What an engine raises when writing to a stream the client reset or already finished (plus its H3Error)."""
 
 
+REFUSALS = {"limit": "too many connections", "per_ip": "too many connections from this address"}
+"""The CONNECTION_CLOSE reason a refused client reads, by `Limits.refusal`'s reason."""
+
+
 class Listener(Protocol):
     """What a connection needs from the listener that accepted it: limits, router, counts.
 
@@ -90,16 +94,14 @@ class ClientConnection(ProtocolBase):
         server = self.server
         assert server is not None
         self._admitted = True
-        if server.connections >= server.limits.max_connections:
-            reason, self._refusal = "limit", "too many connections"
-        elif not server.limits.per_ip.admit(ip):
-            reason, self._refusal = "per_ip", "too many connections from this address"
-        else:
+        reason = server.limits.refusal(server.connections, ip)
+        if reason is None:
             self._counted, self._counted_ip = True, ip
             server.connections += 1
             server.router.telemetry.connection_opened()
             server.half_open += 1
             return
+        self._refusal = REFUSALS[reason]
         self._half_open = False
         self._refused = True  # closed now or after the handshake (see _refuse_now)
         server.router.telemetry.connection_refused(reason, ip, self._loop.time())

@@ -43,3 +43,10 @@ class Limits:
     coalesce_s: float = 0.0
     per_ip: PeerCounts = field(default_factory=lambda: PeerCounts(1_000_000))
     """Open connections per client address (QUIC and TCP together) against `listen_max_connections_per_ip`."""
+
+    def refusal(self, connections: int, ip: str) -> str | None:
+        """Why a new connection from `ip` is refused (`limit`, `per_ip`), or None once it is counted for `ip`:
+        the one rule of both listeners, with `connections` the caller's open count."""
+        if connections >= self.max_connections:
+            return "limit"
+        return None if self.per_ip.admit(ip) else "per_ip"

@@ -66,7 +66,7 @@ class TcpConnection(asyncio.Protocol, ABC):
         listener = self.listener
         peer = transport.get_extra_info("peername")
         self.peer_ip = str(peer[0]) if peer else "unknown"
-        refusal = self._refusal(listener.connections, listener.limits)
+        refusal = listener.limits.refusal(listener.connections, self.peer_ip)
         if refusal is not None:
             listener.router.telemetry.connection_refused(refusal, self.peer_ip, asyncio.get_running_loop().time())
             transport.close()  # TLS is done: a close_notify costs no more than a reset and reads cleanly
@@ -79,12 +79,6 @@ class TcpConnection(asyncio.Protocol, ABC):
         transport.set_write_buffer_limits(high=BACKLOG_HIGH, low=BACKLOG_LOW)
         self.started()
         self.arm_idle()
-
-    def _refusal(self, connections: int, limits: Limits) -> str | None:
-        """Why a new connection is refused (the same limits as QUIC's, one per-address count for both), or None."""
-        if connections >= limits.max_connections:
-            return "limit"
-        return None if limits.per_ip.admit(self.peer_ip) else "per_ip"
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.disarm_idle()

@@ -17,6 +17,11 @@ GONE = 250
 """A slot nobody holds on the test's port."""
 
 
+def _initial(dcid: bytes) -> bytes:
+    """A long-header datagram (an Initial's first bytes) for a connection ID nobody holds: a new connection."""
+    return bytes((0xC0, 0, 0, 0, 1, len(dcid))) + dcid + b"\x00" * 1200
+
+
 async def test_a_draining_process_reroutes_a_new_connection_when_its_pick_is_gone() -> None:
     """While draining, an Initial whose rendezvous pick is a vanished slot goes to a live sibling instead of
     being refused here."""
@@ -28,7 +33,7 @@ async def test_a_draining_process_reroutes_a_new_connection_when_its_pick_is_gon
         here.live = {here.slot, sibling.slot, GONE}
         dcid = next(k for k in (bytes((i,)) * 8 for i in range(256))
                     if rendezvous(k, {sibling.slot, GONE}) == GONE)
-        initial = bytes((0xC0, 0, 0, 0, 1, len(dcid))) + dcid + b"\x00" * 1200
+        initial = _initial(dcid)
         assert here.route(initial, ("127.0.0.1", 4242)) is True
         data, addr = await asyncio.wait_for(got.get(), 5)
         assert data == initial and addr == ("127.0.0.1", 4242)
@@ -48,7 +53,7 @@ async def test_a_process_that_starts_draining_learns_of_a_sibling_that_joined_si
         here.live = {here.slot}  # as read before the sibling bound its slot
         here.drain()
         assert sibling.slot in here.live
-        initial = bytes((0xC0, 0, 0, 0, 1, 8)) + b"\x07" * 8 + b"\x00" * 1200
+        initial = _initial(b"\x07" * 8)
         assert here.route(initial, ("127.0.0.1", 4243)) is True
         data, _ = await asyncio.wait_for(got.get(), 5)
         assert data == initial
@@ -66,7 +71,7 @@ async def test_a_draining_process_alone_looks_again_for_a_sibling_before_it_keep
     sibling = Steerer(Layout(), 4, lambda d, a: got.put_nowait((d, a)), lambda _c: False)
     try:
         here._read_at -= 1.0  # the last read is older than REREAD_S
-        initial = bytes((0xC0, 0, 0, 0, 1, 8)) + b"\x09" * 8 + b"\x00" * 1200
+        initial = _initial(b"\x09" * 8)
         assert here.route(initial, ("127.0.0.1", 4244)) is True
         data, _ = await asyncio.wait_for(got.get(), 5)
         assert data == initial
