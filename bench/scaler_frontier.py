@@ -3,9 +3,11 @@
 The replay target is four figures at once (no flaps, at most half the HPA's actions, at most
 half its requests above capacity, no more VM-hours). This bench moves the policy knobs that
 trade them against each other (how big a scale-in must be, how long a scale-up must persist,
-how far above the recommendation a scale-up lands, how long a level is averaged) and prints,
-per trace, each variant's ratios to the HPA and whether all four hold, so the claim "no
-setting meets them together" can be checked.
+how far above the recommendation a scale-up lands, how long a level is averaged, how big the
+warm pool is) and prints, per trace, each variant's ratios to the HPA and whether all four hold,
+so the claim "no setting meets them together" can be checked. Two what-if variants are not
+policies but the one causal way to never flap: no scale-out for the flap window after a
+scale-in (`DecideController.hold_out_after_in_s`), to show what that costs in requests.
 
     .venv/bin/python -m bench scaler_frontier
 """
@@ -32,7 +34,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "up headroom 10%": {"scale_up_headroom": 0.1},
     "up headroom 20%, in >= 20%": {"scale_up_headroom": 0.2, "scale_down_tolerance": 0.2},
     "pool 1 per host + boot lead": {k: AFTER.model_dump()[k] for k in ("pool_size", "boot_lead_percentile")},
+    "pool 4 per host": {"pool_size": 4},
+    "no out 300 s after in": {"hold_out_after_in_s": 300.0},
+    "no out after in, pool 4": {"hold_out_after_in_s": 300.0, "pool_size": 4},
 }
+WHAT_IF = "hold_out_after_in_s"
+"""A variant key that is not a policy field: the simulator drops scale-outs this long after a scale-in."""
 
 
 def _one(job: tuple[str, str, int]) -> tuple[str, str, Tally]:
@@ -42,8 +49,10 @@ def _one(job: tuple[str, str, int]) -> tuple[str, str, Tally]:
     start = math.ceil(trace[0] / TARGET_RPS)
     if variant == "hpa":
         return variant, trace_name, replay(trace, HpaController(POLICY.min_replicas, POLICY.max_replicas), MODEL, start)
-    policy = POLICY.model_copy(update=VARIANTS[variant])
-    return variant, trace_name, replay(trace, DecideController(policy, start, MODEL.hosts), MODEL, start)
+    update = dict(VARIANTS[variant])
+    hold = float(update.pop(WHAT_IF, 0.0))
+    controller = DecideController(POLICY.model_copy(update=update), start, MODEL.hosts, hold_out_after_in_s=hold)
+    return variant, trace_name, replay(trace, controller, MODEL, start)
 
 
 def _ratios(ours: Tally, hpa: Tally) -> tuple[float, float, float]:

@@ -14,6 +14,7 @@ VM holds memory, not CPU.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -135,23 +136,30 @@ class DecideController:
     so the boot lead reads measured boot and resume times (`boottimes.note`).
     """
 
-    def __init__(self, policy: ScalingPolicy, start: int, hosts: int = 1) -> None:
+    def __init__(self, policy: ScalingPolicy, start: int, hosts: int = 1, hold_out_after_in_s: float = 0.0) -> None:
         self.state = FleetState(desired=start, policy=policy, hosts={f"h{i}": 1000 for i in range(hosts)})
         self.views: dict[str, VmView] = {}
+        self.hold_out_after_in_s = hold_out_after_in_s
+        """A what-if for the frontier bench, not a policy: a scale-out `decide` chooses this long after a scale-in
+        is undone (a causal controller's only way never to flap); it decides afresh each second."""
+        self.last_in = -math.inf
 
     def step(self, now: float, fleet: SimFleet, rps: float) -> None:
         views = self._views(fleet, now)
         self.state = replace(self.state, vms=views, pending={}, pool_pending={}, placed={},
                              drains={k: v for k, v in self.state.drains.items() if k in views})
         decision = decide(self.state, _load(fleet.vms, rps, now, fleet.model.metrics_window_s), now)
-        self.state = decision.state
+        held = decision.state.desired > self.state.desired and now - self.last_in < self.hold_out_after_in_s
+        self.state = _unscaled(decision.state, self.state.desired, now) if held else decision.state
         gone = {c.vm for c in decision.commands if isinstance(c, DestroyCommand)}
+        if gone & {vm.name for vm in fleet.vms}:
+            self.last_in = now
         if gone:
             fleet.remove(gone)
         for command in decision.commands:
             if isinstance(command, CreateCommand) and command.pooled:
                 fleet.fill(now, command.host or "h0", command.request_id)
-            elif isinstance(command, CreateCommand):
+            elif isinstance(command, CreateCommand) and not held:
                 fleet.create(now, command.host, command.request_id)
 
     def _views(self, fleet: SimFleet, now: float) -> dict[str, VmView]:
@@ -169,6 +177,12 @@ class DecideController:
         self.views = views
         self.state = replace(self.state, boots=boots)
         return views
+
+
+def _unscaled(state: FleetState, desired: int, now: float) -> FleetState:
+    """`state` as if its scale-out of `now` had not been decided: the old size, and no scale-up remembered."""
+    actions = tuple((t, d) for t, d in state.memory.actions if t != now or d < 0)
+    return replace(state, desired=desired, memory=replace(state.memory, actions=actions))
 
 
 def _changed_at(vm: SimVm, state: VmState, was: VmState | None) -> float:
