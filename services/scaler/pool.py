@@ -1,12 +1,18 @@
-"""The warm pool: `pool_size` paused VMs on every live host, so a scale-out resumes one instead of booting.
+"""The warm pool: paused VMs on every live host, so a scale-out resumes one instead of booting.
+
+How many per host (`per_host`): `pool_size`, or, where `pool_share` asks for more, that share of
+the desired fleet spread over the live hosts (a pool that grows with the fleet, so a burst on a
+big fleet finds as large a share of it waiting as one on a small fleet). A share-sized pool
+sheds VMs only past twice its size (`SHED_AT`): a fleet that wobbles by a VM or two would
+otherwise boot a pool VM and destroy it again with every wobble.
 
 A pooled VM was cloned, booted and checked once, then paused by its provisioner; a plain create
 on that host resumes it (seconds, where a boot takes tens of seconds), so placement sends
 creates to hosts with a spare one first. Each evaluation, after the capacity creates have had
 their pick of the room (a refill never delays one), `plan` says per live, not lost host:
 
-- surplus (`pool_size` lowered): destroy pooled VMs without a drain (nothing routes to them),
-  oldest first, but not while a create placed there may be taking one of them;
+- surplus (`pool_size` lowered, or a share's pool past `SHED_AT`): destroy pooled VMs without a
+  drain (nothing routes to them), oldest first, but not while a create placed there may be taking one of them;
 - stale: one pooled VM paused longer than `pool_max_age_s` (its DHCP lease and clock go stale)
   is destroyed, and thereby replaced, one at a time per host: none while another of its pool is
   still being destroyed, so the rest of the pool stays warm meanwhile;
@@ -14,19 +20,21 @@ their pick of the room (a refill never delays one), `plan` says per live, not lo
   for; VMs booting for the pool and pool creates not answered yet count towards the pool.
 
 Pooled VMs are never capacity (`VmView.capacity`), never drained and never judged sick; the
-size is the policy's alone, so a scale to 0 keeps the pool and `pool_size=0` removes it. Pool
+size is the policy's alone, so a scale to 0 keeps `pool_size` and `pool_size=0` (and no share) removes it. Pool
 creates share the failure backoff with capacity creates; after a failure, one create at a time
 covers both, and capacity goes first. Pure.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
 from services.scaler.model import FleetState, VmView
 from services.scaler.placement import rooms
 from shared.contract.events import VmState
+from shared.contract.policy import ScalingPolicy
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,27 @@ class PoolPlan:
     discard: tuple[str, ...] = ()
     refill: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+
+
+SHED_AT = 2.0
+"""A share-sized pool keeps its VMs until it holds this many times what the share asks for."""
+
+
+@dataclass(frozen=True)
+class Size:
+    """One host's pool size: what to fill it to, and the most it keeps before shedding."""
+
+    fill: int
+    keep: int
+
+
+def per_host(policy: ScalingPolicy, desired: int, hosts: int) -> Size:
+    """The pool each of `hosts` live hosts keeps: `pool_size`, or `pool_share` of the desired fleet where larger."""
+    if policy.pool_share <= 0 or hosts <= 0:
+        return Size(policy.pool_size, policy.pool_size)
+    share = policy.pool_share * desired / hosts
+    fill, keep = math.ceil(share - 1e-9), math.ceil(SHED_AT * share - 1e-9)
+    return Size(max(policy.pool_size, fill), max(policy.pool_size, keep))
 
 
 def members(state: FleetState, host: str) -> list[VmView]:
@@ -65,8 +94,10 @@ def plan(state: FleetState, now: float, capacity_short: bool) -> PoolPlan:
     discard: list[str] = []
     notes: list[str] = []
     deficits: dict[str, int] = {}
-    for host in sorted(rooms(state)):
-        gone, note, deficit = _host(state, host, now)
+    live = sorted(rooms(state))
+    size = per_host(state.policy, state.desired, len(live))
+    for host in live:
+        gone, note, deficit = _host(state, host, now, size)
         discard += gone
         notes += [note] if note else []
         if deficit > 0:
@@ -75,24 +106,30 @@ def plan(state: FleetState, now: float, capacity_short: bool) -> PoolPlan:
     return PoolPlan(tuple(discard), refill, tuple(notes) + ((why,) if why else ()))
 
 
-def _host(state: FleetState, host: str, now: float) -> tuple[list[str], str, int]:
+def _host(state: FleetState, host: str, now: float, size: Size) -> tuple[list[str], str, int]:
     """One host's pool: the VMs to destroy, a note when there are any, and how many it then lacks."""
-    size = state.policy.pool_size
     mine = members(state, host)
     asked = sum(state.placed.get(request_id) == host for request_id in state.pool_pending)
     taking = any(state.placed.get(request_id) == host for request_id in state.pending)
-    surplus = len(mine) + asked - size
+    surplus = len(mine) + asked - size.keep
     if surplus > 0:
         if taking:
             return [], "", 0  # a create placed here may be resuming one of them: not the moment to destroy
         gone = [vm.name for vm in mine[:surplus]]
-        return gone, f"pool: removing {', '.join(gone)} on {host} (pool_size {size})" if gone else "", 0
+        return gone, f"pool: removing {', '.join(gone)} on {host} ({_kept(state.policy, size)})" if gone else "", 0
     stale = _stale(state, host, mine, now)
     if stale is not None and not taking:
         paused = now - stale.since
         note = f"pool: recycling {stale.name} (paused {paused:.0f} s > pool_max_age_s {state.policy.pool_max_age_s:g})"
-        return [stale.name], note, size - len(mine) - asked + 1
-    return [], "", size - len(mine) - asked
+        return [stale.name], note, size.fill - len(mine) - asked + 1
+    return [], "", size.fill - len(mine) - asked
+
+
+def _kept(policy: ScalingPolicy, size: Size) -> str:
+    """Words for the size a pool is kept at: the policy's `pool_size`, or the share's."""
+    if size.keep == policy.pool_size:
+        return f"pool_size {policy.pool_size}"
+    return f"pool_share {policy.pool_share:g}: {size.fill} per host, kept up to {size.keep}"
 
 
 def _stale(state: FleetState, host: str, mine: list[VmView], now: float) -> VmView | None:

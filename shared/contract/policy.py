@@ -82,6 +82,12 @@ class ScalingPolicy(Model):
         ge=0, le=100, strict=True,
         description="Warm pool per host: VMs booted, checked once, then paused, so a scale-out resumes one "
                     "instead of booting (0: no pool; a scale to 0 keeps the pool, setting this to 0 removes it).")] = 0
+    pool_share: Annotated[float, Field(
+        ge=0, le=1, allow_inf_nan=False,
+        description="Warm pool as a share of the desired fleet, spread over the live hosts: each keeps "
+                    "ceil(share x desired / hosts) pooled VMs when that is more than pool_size, and sheds the "
+                    "share's surplus only past twice that, so a fleet wobbling around a size boots no pool VMs "
+                    "(0: pool_size alone).")] = 0
     pool_max_age_s: Annotated[float, Field(
         ge=60, le=86400, allow_inf_nan=False,
         description="A pooled VM paused longer than this is recycled: the guest renews its DHCP lease at half "

@@ -71,6 +71,7 @@ class Case:
     note: str = "fleet matches desired size"
     desired: int = 0
     pool_size: int = 2
+    pool_share: float = 0.0
     hosts: dict[str, int] = field(default_factory=lambda: {"h1": 10})
     pool_pending_on: dict[str, str] = field(default_factory=dict)
     pending_on: dict[str, str] = field(default_factory=dict)
@@ -79,7 +80,8 @@ class Case:
     host_seen: dict[str, float] = field(default_factory=dict)
 
     def state(self) -> FleetState:
-        policy = ScalingPolicy(min_replicas=0, pool_size=self.pool_size, pool_max_age_s=1800)
+        policy = ScalingPolicy(min_replicas=0, pool_size=self.pool_size, pool_share=self.pool_share,
+                               pool_max_age_s=1800)
         return FleetState(
             desired=self.desired, policy=policy, vms=self.vms, hosts=self.hosts, failures=self.failures,
             pending=dict.fromkeys(self.pending_on, NOW), pool_pending=dict.fromkeys(self.pool_pending_on, NOW),
@@ -128,6 +130,20 @@ CASES = {
     "a capacity create resumes a pooled VM; the refill waits for the take": Case(
         vms(serving("a"), pooled("p1"), pooled("p2")), [("h1", False)], desired=2, note="creating 1"),
     "with no host known by name there is no pool": Case({}, [], hosts={}),
+    "a share of the desired fleet, spread over the hosts, when it asks for more than pool_size": Case(
+        vms(*(serving(f"s{i}", "h1" if i % 2 else "h2") for i in range(10))), [("h1", True), ("h2", True)],
+        desired=10, pool_size=0, pool_share=0.2, hosts={"h1": 20, "h2": 20}, note="pool: refilling 1 on h1, 1 on h2"),
+    "a share-sized pool keeps its VMs until it holds twice what the share asks": Case(
+        vms(serving("a"), serving("b"), pooled("p1", created=1), pooled("p2", created=2)), [], desired=2,
+        pool_size=0, pool_share=0.5),
+    "a share-sized pool sheds past twice its size, oldest first": Case(
+        vms(serving("a"), serving("b"), pooled("p1", created=1), pooled("p2", created=2), pooled("p3", created=3)),
+        [], ["p1"],
+        desired=2, pool_size=0, pool_share=0.5,
+        note="pool: removing p1 on h1 (pool_share 0.5: 1 per host, kept up to 2)"),
+    "pool_size stays the floor under a small share": Case(
+        vms(serving("a"), pooled("p1")), [("h1", True)], desired=1, pool_size=2, pool_share=0.1,
+        note="pool: refilling 1 on h1"),
     "backing off after a failure: no pool create, and the note says so": Case(
         {}, [], failures=Failures(count=1, last_at=NOW - 1), note="pool: refill backing off 4.0 s after 1 failure(s)"),
     "backing off with capacity missing too: the note says it once": Case(
@@ -147,7 +163,8 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_pool(case: Case) -> None:
-    """One evaluation keeps `pool_size` fresh pooled VMs per live host, after the capacity creates, as tabled."""
+    """One evaluation keeps `pool_size` (or `pool_share`'s) fresh pooled VMs per live host, after the capacity
+    creates, as tabled."""
     commands, _, note = reconcile(case.state(), NOW)
     assert [(c.host, c.pooled) for c in commands if isinstance(c, CreateCommand)] == case.creates
     assert [c.vm for c in commands if isinstance(c, DestroyCommand)] == case.destroys
