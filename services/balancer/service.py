@@ -11,8 +11,10 @@ from nats.aio.msg import Msg
 
 from services.balancer.checks import Verifier, check_all
 from services.balancer.core.drain import DrainOver
+from services.balancer.core.trim import TrimPolicy
 from services.balancer.membership import apply_event, apply_listing
 from services.balancer.quic import load_engine
+from services.balancer.reclaim import Reclaimer, glibc_trim
 from services.balancer.reporting import build_report
 from services.balancer.router import Router
 from services.balancer.server import ProxyServer, start_server
@@ -48,6 +50,7 @@ class BalancerService(BusService):
         self.server: ProxyServer | None = None
         self.tcp: TcpListener | None = None
         self.metrics_port: int | None = None
+        self.reclaimer: Reclaimer | None = None
         self.port = settings.listen_port
         self.workers = Workers()
         self.engine = load_engine(settings.quic_engine)
@@ -74,6 +77,9 @@ class BalancerService(BusService):
         self.workers.start(self.settings, self.port)
         self.spawn(self._report_loop(), "balancer-report")
         self.spawn(self._health_loop(), "balancer-health")
+        policy = TrimPolicy(min_interval_s=self.settings.balancer_memory_trim_s)
+        self.reclaimer = Reclaimer(limits.per_ip, policy, self.router.telemetry, glibc_trim())
+        self.spawn(self.reclaimer.run(self.router.loop), "balancer-reclaim")
         log.info("balancer.listening", balancer=self.balancer_id, address=self.address, engine=self.engine.name,
                  backends=len(self.router.table))
 

@@ -79,6 +79,10 @@ class BalancerSettings(ServiceSettings):
         1_000, ge=1, le=1_000_000,
         description="Connections one client address may hold at once (QUIC and TCP together); more are refused.",
     )
+    balancer_memory_trim_s: float = Field(
+        10.0, ge=0, le=86_400,
+        description="Shortest time between two returns of freed memory to the OS after a connection storm (0: never).",
+    )
     listen_max_streams_per_connection: int = Field(128, ge=1, le=100_000)
     listen_max_header_bytes: int = Field(16_384, ge=256, le=1_048_576)
     listen_max_body_bytes: int = Field(64 * 1024 * 1024, ge=0, le=2**40)

@@ -51,6 +51,8 @@ class Telemetry:
         self._refusal_lines = LineThrottle()
         self.handshakes = 0
         self.retry_packets = 0
+        self.memory_returns = 0
+        """Times freed memory was given back to the OS after a connection storm (`reclaim`)."""
         self.response_bytes = 0
         self.latency_counts = [0] * (len(LATENCY_BOUNDS_S) + 1)
         self.latency_sum_s = 0.0
@@ -111,6 +113,9 @@ class Telemetry:
     def retry_sent(self) -> None:
         self.retry_packets += 1
 
+    def memory_returned(self) -> None:
+        self.memory_returns += 1
+
     # exposition
     async def expose(self, settings: BalancerSettings) -> int | None:
         """Serve `/metrics` when `balancer_metrics_port` is set; returns the bound port (None: off)."""
@@ -156,6 +161,10 @@ def counter_families(t: Telemetry) -> Iterator[Metric]:
     yield CounterMetricFamily(PREFIX + "retry_packets", "QUIC Retry packets sent.", value=t.retry_packets)
     yield CounterMetricFamily(PREFIX + "response_bytes", "Response body bytes sent to clients.", value=t.response_bytes)
     yield CounterMetricFamily(PREFIX + "panics", "Times the backend table entered panic.", value=t.panics)
+    yield CounterMetricFamily(
+        PREFIX + "memory_returns", "Times freed memory was given back to the OS after a connection storm.",
+        value=t.memory_returns,
+    )
     ejections = CounterMetricFamily(PREFIX + "ejections", "Passive ejections of a VM.", labels=["vm"])
     for vm, count in sorted(t.ejections.items()):
         ejections.add_metric([vm], count)

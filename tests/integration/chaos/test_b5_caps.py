@@ -109,6 +109,16 @@ async def _released(lb: BalancerService, baseline: int) -> None:
     await wait_until(lambda: _connections(lb) <= baseline, IDLE_TIMEOUT_S * 3 + 5, 0.05, "attack connections closed")
 
 
+async def _settled(lb: BalancerService) -> int:
+    """Wait until the balancer's reclaimer has looked twice since the attacks ended (it gives memory back on the
+    look after a storm stopped falling, see `services.balancer.reclaim`); how many times it has given some back."""
+    reclaimer = lb.reclaimer
+    assert reclaimer is not None and lb.router is not None
+    seen = reclaimer.checks
+    await wait_until(lambda: reclaimer.checks >= seen + 2, 10, 0.05, "two looks of the reclaimer after the floods")
+    return lb.router.telemetry.memory_returns
+
+
 def _p99_ms(load: TimedLoad, start: tuple[int, int], end: tuple[int, int]) -> float:
     return quantile(load.latencies[start[0]:end[0]], 0.99) * 1000
 
@@ -142,6 +152,7 @@ async def test_caps_hold_under_handshake_stream_and_loris_floods_and_p99_stays_n
             marks.append(load.mark())
             held, loris_s = await _slow_loris(lb, baseline)
             marks.append(load.mark())
+            returns = await _settled(lb)
             growth = rss_mib() - rss_before
         failed = list(load.failed)
     p99s = [_p99_ms(load, a, b) for a, b in itertools.pairwise(marks)]
@@ -159,7 +170,8 @@ async def test_caps_hold_under_handshake_stream_and_loris_floods_and_p99_stays_n
                 f"{streams.get('reset', 0)} reset; {held} loris closed {loris_s:.1f} s after silence "
                 f"(idle {IDLE_TIMEOUT_S:g} s); "
                 f"p99 ms baseline/storm/streams/loris {'/'.join(f'{v:.1f}' for v in p99s)} (worst x{ratio:.2f}, "
-                f"asserted < {P99_BOUND:g}); load failures {len(failed)}; RSS {growth:+.1f} MiB",
+                f"asserted < {P99_BOUND:g}); load failures {len(failed)}; RSS {growth:+.1f} MiB after {returns} "
+                f"returns of freed memory",
     ))
     assert failed == []
     assert connected + storm.get("refused", 0) == HANDSHAKES and 0 < served <= MAX_CONNECTIONS - baseline
