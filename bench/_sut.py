@@ -116,11 +116,13 @@ async def _announce(nats_url: str, backend_port: int, prefix: str) -> None:
 @contextmanager
 def balancer_sut(
     work: Path, nats_url: str, backend_port: int, core: str, upstream: str, workers: int = 1, root: Path = ROOT,
-    engine: str = "aioquic", features: dict[str, str] | None = None, **tuning: str,
+    engine: str = "aioquic", features: dict[str, str] | None = None, process_env: dict[str, str] | None = None,
+    **tuning: str,
 ) -> Iterator[Sut]:
     """A balancer process on the shipped defaults; `tuning` sets QUICFLEET_<KEY> variables on top
-    (e.g. quic_coalesce_ms="0"), as does `features` (a dict, for callers that build it); `root` runs the code
-    of another checkout (a baseline revision)."""
+    (e.g. quic_coalesce_ms="0"), as does `features` (a dict, for callers that build it); `process_env` sets
+    other variables as they are (e.g. PYTHONMALLOC); `root` runs the code of another checkout (a baseline
+    revision)."""
     tuning = {**tuning, **(features or {})}
     port = free_port()
     env = {
@@ -130,6 +132,7 @@ def balancer_sut(
         "QUICFLEET_LOG_LEVEL": "warning", "QUICFLEET_BALANCER_WORKERS": str(workers),
         "QUICFLEET_SUBJECT_PREFIX": f"bench{port}",  # balancers running side by side each see only their VM
         "QUICFLEET_QUIC_ENGINE": engine, **{f"QUICFLEET_{key.upper()}": value for key, value in tuning.items()},
+        **(process_env or {}),
     }
     proc = _pinned(core, [sys.executable, "-m", "services.balancer"], env, work / f"balancer-{port}.log", root)
     sut = Sut(proc, port)

@@ -68,6 +68,9 @@ def systems(work: Path, nats_url: str, h1_port: int, h3_port: int, core: str) ->
                             ("aioquic-h1-nolog", "access log off", {"balancer_access_log": "false"})):
         found.append(System(key, f"balancer aioquic, h1 upstream, {label}",
                             _balancer(work, nats_url, h1_port, core, "http1", "aioquic", features=off)))
+    malloc = {"PYTHONMALLOC": "malloc"}  # glibc for Python's small objects: memory malloc_trim can give back
+    found.append(System("aioquic-h1-malloc", "balancer aioquic, h1 upstream, PYTHONMALLOC=malloc",
+                        lambda: balancer_sut(work, nats_url, h1_port, core, "http1", process_env=malloc)))
     baseline = os.environ.get("QUICFLEET_BENCH_BASELINE_REV")
     if baseline:
         root = checkout(baseline, work)

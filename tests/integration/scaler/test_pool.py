@@ -104,3 +104,20 @@ async def test_a_stale_pooled_vm_is_recycled(bus: Bus, settings_env: dict[str, s
         await wait_until(lambda: fresh in scaler.fleet.vms and stale not in scaler.fleet.vms, 20, what="the view")
     assert [c.pooled for c in prov.creates] == [True, True] and [d.vm for d in prov.destroys] == [stale]
     assert "> pool_max_age_s 60)" in json.loads(message.data)["reason"]
+
+
+async def test_a_share_sized_pool_grows_with_the_fleet(bus: Bus, settings_env: dict[str, str]) -> None:
+    """With `pool_share` 0.5 and no `pool_size`, an empty fleet keeps no pool; scaling to 4 fills the pool to 2,
+    and scaling back to 2 keeps those 2 (the share sheds only past twice its size)."""
+    prov = FakeProvisioner(bus, "h1", max_vms=10)
+    async with prov, FakeBalancer(bus, "b1") as balancer, pooling(bus, prov, pool_share=0.5):
+        await scale(bus, 4)
+        await wait_until(lambda: states(prov) == {VmState.READY: 4, VmState.POOLED: 2}, 20,
+                         what="four ready VMs and a pool of two")
+        balancer.outstanding = {r.vm: 0 for r in prov.vms.values() if r.state is VmState.READY}
+        pool = {r.vm for r in prov.vms.values() if r.state is VmState.POOLED}
+        await scale(bus, 2)
+        await wait_until(lambda: states(prov) == {VmState.READY: 2, VmState.POOLED: 2}, 20,
+                         what="two ready VMs, the pool kept")
+    assert [c.pooled for c in prov.creates].count(True) == 2 and not prov.taken
+    assert len(prov.destroys) == 2 and pool.isdisjoint(d.vm for d in prov.destroys)
