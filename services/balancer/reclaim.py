@@ -76,8 +76,8 @@ class Reclaimer:
 
     def check(self, now: float) -> bool:
         """One look: return memory if it is due; True when it was."""
-        held, counts = self.counts.held, self.counts
-        due = trim_due(self.policy, now, held, self._previous, counts.peak, self._last_at)
+        held = self.counts.held
+        due = trim_due(self.policy, now, held, self._previous, self.counts.peak, self._last_at)
         if due:
             self.reclaim(now)
         self._previous = held
