@@ -70,7 +70,7 @@ def systems(work: Path, nats_url: str, h1_port: int, h3_port: int, core: str) ->
                             _balancer(work, nats_url, h1_port, core, "http1", "aioquic", features=off)))
     malloc = {"PYTHONMALLOC": "malloc"}  # glibc for Python's small objects: memory malloc_trim can give back
     found.append(System("aioquic-h1-malloc", "balancer aioquic, h1 upstream, PYTHONMALLOC=malloc",
-                        lambda: balancer_sut(work, nats_url, h1_port, core, "http1", process_env=malloc)))
+                        _balancer(work, nats_url, h1_port, core, "http1", "aioquic", process_env=malloc)))
     baseline = os.environ.get("QUICFLEET_BENCH_BASELINE_REV")
     if baseline:
         root = checkout(baseline, work)
@@ -82,10 +82,12 @@ def systems(work: Path, nats_url: str, h1_port: int, h3_port: int, core: str) ->
 
 def _balancer(
     work: Path, nats_url: str, port: int, core: str, upstream: str, engine: str, root: Path = ROOT,
-    features: dict[str, str] | None = None,
+    features: dict[str, str] | None = None, process_env: dict[str, str] | None = None,
 ) -> Callable[[], contextlib.AbstractContextManager[Sut]]:
-    """A balancer system; `features` turns some off to measure what they cost (same run, same backends)."""
-    return lambda: balancer_sut(work, nats_url, port, core, upstream, engine=engine, root=root, features=features)
+    """A balancer system; `features` turns some off to measure what they cost, `process_env` changes the process
+    around it (e.g. its allocator), each in the same run with the same backends."""
+    return lambda: balancer_sut(work, nats_url, port, core, upstream, engine=engine, root=root, features=features,
+                                process_env=process_env)
 
 
 def checkout(rev: str, work: Path) -> Path:

@@ -39,7 +39,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no out after in, pool 4": {"hold_out_after_in_s": 300.0, "pool_size": 4},
 }
 WHAT_IF = "hold_out_after_in_s"
-"""A variant key that is not a policy field: the simulator drops scale-outs this long after a scale-in."""
+"""A variant key that is not a policy field: the simulator undoes scale-outs decided this long after a scale-in."""
 
 
 def _one(job: tuple[str, str, int]) -> tuple[str, str, Tally]:
