@@ -23,7 +23,7 @@ from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent
 
-from services.balancer.sockets import grow_buffers
+from services.balancer.process.sockets import grow_buffers
 
 
 class Stats:

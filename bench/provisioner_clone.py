@@ -22,10 +22,11 @@ from pathlib import Path
 
 from ops.lab import Lab, LabError, lab_possible
 from services.provisioner import execute
-from services.provisioner.clone import CloneMode, interface_count, plan_clone, random_macs
+from services.provisioner.core.clone import CloneMode, interface_count, plan_clone
+from services.provisioner.core.ports import HypervisorError
+from services.provisioner.core.tags import VmTag
+from services.provisioner.identities import random_macs, random_uuid
 from services.provisioner.libvirt_adapter import LibvirtHypervisor
-from services.provisioner.ports import HypervisorError
-from services.provisioner.tags import VmTag
 
 NODE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "libvirt" / "node.xml"
 ROUNDS = 40
@@ -36,7 +37,8 @@ def clone_once(hv: LibvirtHypervisor, template: str, mode: CloneMode, index: int
     tpl = hv.template(template)
     tag = VmTag("bench", f"b-{index}", datetime.now(UTC), "bench")
     began = time.perf_counter()
-    plan = plan_clone(tpl.xml, f"qfbench-{mode}-{index}", random_macs(interface_count(tpl.xml)), tag, tpl.sources, mode)
+    plan = plan_clone(tpl.xml, f"qfbench-{mode}-{index}", random_macs(interface_count(tpl.xml)), tag, tpl.sources, mode,
+                      uuid=random_uuid())
     execute.define_and_create_storage(hv, plan)
     if start:
         execute.start(hv, plan)

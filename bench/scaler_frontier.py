@@ -21,7 +21,7 @@ from typing import Any
 
 from bench._traces import SHORT, TRACES
 from bench.scaler_replay import AFTER, MODEL, POLICY, SEEDS, TARGET_RPS, HpaController, total
-from services.scaler.simulate import DecideController, Tally, replay
+from bench.simulate import DecideController, Tally, replay
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},

@@ -18,10 +18,10 @@ import math
 from collections.abc import Callable, Iterator
 
 from bench._traces import SHORT, TRACES
-from services.scaler.autoscale import witness
-from services.scaler.level import step_estimate
-from services.scaler.model import FleetState, VmView
-from services.scaler.track import LoadSource, follow, load_view, news_at
+from services.scaler.core.autoscale import witness
+from services.scaler.core.level import step_estimate
+from services.scaler.core.model import FleetState, VmView
+from services.scaler.core.track import LoadSource, follow, load_view, news_at
 from shared.contract.events import VmState
 from shared.contract.load import FleetLoaded, VmLoad
 from shared.contract.policy import ScalingPolicy, Signal

@@ -1,6 +1,6 @@
 """Replay request-rate traces through `decide()`, before and after the warm pool and boot lead, and an HPA model.
 
-All run on the same fleet model (`services.scaler.simulate`: capacity per VM, boot time, four
+All run on the same fleet model (`bench.simulate`: capacity per VM, boot time, four
 hosts) and the same target (requests/s per VM). "before" is the default policy without the
 pool and the lead (`boot_lead_percentile=0`); "after" keeps `pool_size=1` per host and the
 default lead (p90 of the measured waits): a scale-out served from the pool is ready
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from multiprocessing import Pool
 
 from bench._traces import TRACES, trace
-from services.scaler.simulate import DecideController, FleetModel, SimFleet, Tally, replay
+from bench.simulate import DecideController, FleetModel, SimFleet, Tally, replay
 from shared.contract.policy import ScalingPolicy, Signal
 
 TARGET_RPS = 70.0

@@ -9,20 +9,20 @@ from datetime import UTC, datetime
 import structlog
 from nats.aio.msg import Msg
 
-from services.balancer.checks import Verifier, check_all
 from services.balancer.core.drain import DrainOver
+from services.balancer.core.reporting import build_report
 from services.balancer.core.trim import TrimPolicy
-from services.balancer.membership import apply_event, apply_listing
+from services.balancer.process.reclaim import Reclaimer, glibc_trim
+from services.balancer.process.workers import Workers
+from services.balancer.proxy.membership import apply_event, apply_listing
+from services.balancer.proxy.router import Router
 from services.balancer.quic import load_engine
-from services.balancer.reclaim import Reclaimer, glibc_trim
-from services.balancer.reporting import build_report
-from services.balancer.router import Router
-from services.balancer.server import ProxyServer, start_server
+from services.balancer.quic.server import ProxyServer, start_server
 from services.balancer.settings import BalancerSettings
 from services.balancer.steering.cid import Layout
 from services.balancer.tcp.listener import TcpListener, bind_tcp_first, start_tcp_listener
+from services.balancer.upstream.checks import Verifier, check_all
 from services.balancer.wiring import make_limits, make_router, make_server_config
-from services.balancer.workers import Workers
 from shared.bus import Bus
 from shared.contract.draining import BackendDrained, DrainBackend
 from shared.contract.events import VmStateChanged

@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 from typing import Any
 
-from services.balancer.accesslog import AccessLog
-from services.balancer.admission import PeerCounts
+from services.balancer.core.admission import PeerCounts
 from services.balancer.core.backends import Backend, BackendTable
 from services.balancer.core.drain import DrainOver
+from services.balancer.core.headers import TrustedProxies
 from services.balancer.core.health import HealthPolicy
+from services.balancer.core.options import Limits, ProxyOptions
 from services.balancer.core.policy import Picker
 from services.balancer.core.retry import RetryBudget
-from services.balancer.headers import TrustedProxies
-from services.balancer.options import Limits, ProxyOptions
+from services.balancer.core.upstream import Upstream
+from services.balancer.process.telemetry import Telemetry
+from services.balancer.proxy.accesslog import AccessLog
+from services.balancer.proxy.router import Router
 from services.balancer.quic import Engine
-from services.balancer.router import Router
-from services.balancer.server import server_config
+from services.balancer.quic.server import server_config
 from services.balancer.settings import BalancerSettings
-from services.balancer.telemetry import Telemetry
-from services.balancer.upstream import Upstream
-from services.balancer.upstream_h1 import H1Pool, client_tls
-from services.balancer.upstream_h3 import H3Upstream
+from services.balancer.upstream.h1 import H1Pool, client_tls
+from services.balancer.upstream.h3 import H3Upstream
 from shared.certs import certificate_pair
 
 
@@ -52,7 +53,7 @@ def make_router(settings: BalancerSettings, engine: Engine, on_drained: Callable
     table = BackendTable(
         health, settings.balancer_slow_start_s, settings.upstream_port, settings.balancer_panic_threshold
     )
-    picker = Picker(settings.balancer_policy, settings.balancer_slow_start_s)
+    picker = Picker(settings.balancer_policy, settings.balancer_slow_start_s, rng=random.Random())
     hash_header = None if settings.balancer_hash_key == "client" else settings.balancer_hash_key.lower().encode()
     options = ProxyOptions(
         via=f"3 quicfleet-{settings.instance[:40]}".encode(),

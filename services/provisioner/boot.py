@@ -15,12 +15,13 @@ from typing import Protocol, TypeVar
 import structlog
 
 from services.provisioner import execute
-from services.provisioner.addresses import pick_address
-from services.provisioner.clone import ClonePlanError, interface_count, plan_clone, random_macs
-from services.provisioner.machine import VmEntry
-from services.provisioner.ports import Hypervisor, HypervisorError, Template, TemplateMissing
+from services.provisioner.core.addresses import pick_address
+from services.provisioner.core.clone import ClonePlanError, interface_count, plan_clone
+from services.provisioner.core.machine import VmEntry
+from services.provisioner.core.ports import Hypervisor, HypervisorError, Template, TemplateMissing
+from services.provisioner.core.tags import VmTag, template_identity
+from services.provisioner.identities import random_macs, random_uuid
 from services.provisioner.settings import ProvisionerSettings
-from services.provisioner.tags import VmTag, template_identity
 from shared.contract.base import ErrorCode
 from shared.contract.events import VmState
 from shared.errors import BusError
@@ -132,7 +133,7 @@ async def _clone_and_start(fleet: FleetView, name: str, template: Template) -> N
         identity=identity, pooled=entry.pooled,
     )
     macs = random_macs(interface_count(template.xml))
-    plan = plan_clone(template.xml, name, macs, tag, template.sources, settings.clone_mode)
+    plan = plan_clone(template.xml, name, macs, tag, template.sources, settings.clone_mode, uuid=random_uuid())
     fleet.entries[name] = replace(entry, macs=plan.macs, volumes=plan.tag.volumes, uuid=plan.uuid, identity=identity)
     await finish(lambda: execute.define_and_create_storage(fleet.hv, plan))
     await finish(lambda: execute.start(fleet.hv, plan))

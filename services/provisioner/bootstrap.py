@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from services.provisioner.boot import Probe
+from services.provisioner.core.ports import Hypervisor
 from services.provisioner.libvirt_adapter import LibvirtHypervisor
-from services.provisioner.ports import Hypervisor
 from services.provisioner.readiness import ReadinessProbe
 from services.provisioner.service import ProvisionerService
 from services.provisioner.settings import ProvisionerSettings

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import structlog
 
-from services.provisioner.clone import ClonePlan
-from services.provisioner.ports import Hypervisor, HypervisorError
-from services.provisioner.reconcile import Disks
+from services.provisioner.core.clone import ClonePlan
+from services.provisioner.core.ports import Hypervisor, HypervisorError
+from services.provisioner.core.reconcile import Disks
 
 log = structlog.get_logger("provisioner.execute")
 

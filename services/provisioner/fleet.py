@@ -17,11 +17,10 @@ from typing import Any, ParamSpec, TypeVar
 
 import structlog
 
-from services.provisioner.addresses import free_static, parse_static_pool
 from services.provisioner.boot import Probe, load_template, provision, watch_ready
-from services.provisioner.capacity import Capacity
-from services.provisioner.execute import clone_disks, teardown
-from services.provisioner.machine import (
+from services.provisioner.core.addresses import free_static, parse_static_pool
+from services.provisioner.core.capacity import Capacity
+from services.provisioner.core.machine import (
     IN_LIBVIRT,
     RUNNING,
     VmEntry,
@@ -31,9 +30,8 @@ from services.provisioner.machine import (
     to_record,
     transition,
 )
-from services.provisioner.pauses import paused_by, plan_pauses, with_pause
-from services.provisioner.pool import adopted_entry, pick, take, taken
-from services.provisioner.ports import (
+from services.provisioner.core.pauses import paused_by, plan_pauses, with_pause
+from services.provisioner.core.ports import (
     DomainEvent,
     DomainEventKind,
     DomainView,
@@ -41,7 +39,7 @@ from services.provisioner.ports import (
     HypervisorError,
     Template,
 )
-from services.provisioner.reconcile import (
+from services.provisioner.core.reconcile import (
     Action,
     Adopt,
     Remove,
@@ -50,9 +48,11 @@ from services.provisioner.reconcile import (
     plan_reconcile,
     plan_volumes,
 )
+from services.provisioner.core.tags import template_addresses
+from services.provisioner.execute import clone_disks, teardown
 from services.provisioner.room import RoomReader
 from services.provisioner.settings import ProvisionerSettings
-from services.provisioner.tags import template_addresses
+from services.provisioner.warmpool import adopted_entry, pick, take, taken
 from shared.contract.base import ErrorCode, utcnow
 from shared.contract.events import LIVE_STATES, VmState, VmStateChanged
 from shared.contract.provisioning import CreateVm, DestroyVm, VmList, VmRecord

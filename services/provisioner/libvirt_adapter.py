@@ -18,9 +18,9 @@ from typing import Any
 import libvirt
 import structlog
 
-from services.provisioner.addresses import leases_as_interfaces
-from services.provisioner.clone import SourceVolume, VolumePlan, template_disk_paths
-from services.provisioner.ports import (
+from services.provisioner.core.addresses import leases_as_interfaces
+from services.provisioner.core.clone import SourceVolume, VolumePlan, template_disk_paths
+from services.provisioner.core.ports import (
     AddressSource,
     DomainEvent,
     DomainEventKind,
@@ -32,7 +32,7 @@ from services.provisioner.ports import (
     TemplateMissing,
     VolumeView,
 )
-from services.provisioner.tags import NAMESPACE, PREFIX, VmTag, parse_tag, tag_xml
+from services.provisioner.core.tags import NAMESPACE, PREFIX, VmTag, parse_tag, tag_xml
 
 log = structlog.get_logger("provisioner.libvirt")
 

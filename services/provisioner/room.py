@@ -15,8 +15,8 @@ from typing import ParamSpec, TypeVar
 
 import structlog
 
-from services.provisioner.capacity import UNKNOWN, Capacity, measure
-from services.provisioner.ports import Hypervisor, HypervisorError
+from services.provisioner.core.capacity import UNKNOWN, Capacity, measure
+from services.provisioner.core.ports import Hypervisor, HypervisorError
 from shared.throttle import LineThrottle
 
 log = structlog.get_logger("provisioner.room")

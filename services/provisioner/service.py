@@ -13,9 +13,9 @@ import structlog
 from nats.aio.msg import Msg
 
 from services.provisioner.boot import Probe
+from services.provisioner.core.machine import VmEntry, to_event
+from services.provisioner.core.ports import DomainEvent, Hypervisor, HypervisorError, TemplateMissing
 from services.provisioner.fleet import Fleet
-from services.provisioner.machine import VmEntry, to_event
-from services.provisioner.ports import DomainEvent, Hypervisor, HypervisorError, TemplateMissing
 from services.provisioner.settings import ProvisionerSettings
 from shared.bus import Bus
 from shared.contract.events import VmState, VmStateChanged

@@ -76,7 +76,7 @@ class ProvisionerSettings(ServiceSettings):
     @field_validator("static_addresses")
     @classmethod
     def _addresses_ok(cls, value: str) -> str:
-        from services.provisioner.addresses import parse_static_pool
+        from services.provisioner.core.addresses import parse_static_pool
 
         parse_static_pool(value, 443)
         return value

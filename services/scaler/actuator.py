@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from services.scaler.model import Command, CreateCommand, DestroyCommand, DrainCommand, FleetState
+from services.scaler.core.model import Command, CreateCommand, DestroyCommand, DrainCommand, FleetState
 from shared.bus import Bus
 from shared.contract.base import ErrorCode
 from shared.contract.draining import DrainBackend

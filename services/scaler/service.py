@@ -18,15 +18,12 @@ import structlog
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from services.scaler import edits
 from services.scaler.actuator import Actuator
-from services.scaler.autoscale import witness
-from services.scaler.decide import decide
-from services.scaler.lease import Lease
-from services.scaler.model import AutoscaleMemory, Decision, FleetState, LoadView, without_pool
-from services.scaler.settings import ScalerSettings
-from services.scaler.store import DesiredStore
-from services.scaler.track import (
+from services.scaler.core import edits
+from services.scaler.core.autoscale import witness
+from services.scaler.core.decide import decide
+from services.scaler.core.model import AutoscaleMemory, Decision, FleetState, LoadView, without_pool
+from services.scaler.core.track import (
     LoadSource,
     follow,
     forget,
@@ -43,6 +40,9 @@ from services.scaler.track import (
     on_report,
     on_vm_event,
 )
+from services.scaler.lease import Lease
+from services.scaler.settings import ScalerSettings
+from services.scaler.store import DesiredStore
 from shared.bus import Bus
 from shared.contract.commands import DrainVm, GetStatus, PolicyPatch, ScaleFleet
 from shared.contract.draining import BackendDrained

@@ -14,7 +14,7 @@ import libvirt
 import pytest
 
 from ops.lab import Lab, LabInfo, netns
-from services.provisioner.addresses import pick_address
+from services.provisioner.core.addresses import pick_address
 from services.provisioner.libvirt_adapter import LibvirtHypervisor
 from tests.e2e import vms
 

@@ -23,10 +23,10 @@ import libvirt_qemu
 import pytest
 
 from ops.lab import Lab, LabInfo, netns
+from services.provisioner.core.ports import HypervisorError
+from services.provisioner.core.tags import VmTag
 from services.provisioner.libvirt_adapter import LibvirtHypervisor
-from services.provisioner.ports import HypervisorError
 from services.provisioner.readiness import ReadinessProbe
-from services.provisioner.tags import VmTag
 from tests.e2e import vms
 from tests.e2e.conftest import TIMINGS
 

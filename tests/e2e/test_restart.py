@@ -8,8 +8,8 @@ import libvirt
 import pytest
 
 from ops.lab import Lab, LabInfo
+from services.provisioner.core.ports import DomainEvent, DomainEventKind
 from services.provisioner.libvirt_adapter import LibvirtHypervisor
-from services.provisioner.ports import DomainEvent, DomainEventKind
 from tests.e2e import vms
 from tests.support import wait_until
 

@@ -141,3 +141,46 @@ def cycles(root: Path, packages: tuple[str, ...] = PACKAGES) -> list[list[str]]:
         if not a.by_string and a.target in known and a.target != a.source
     )
     return sorted(sorted(c) for c in networkx.strongly_connected_components(graph) if len(c) > 1)
+
+
+IO_MODULES = frozenset({
+    "asyncio", "socket", "ssl", "selectors", "nats", "libvirt", "aioquic", "qh3", "h11", "h2", "subprocess",
+    "threading", "multiprocessing", "time", "structlog", "random", "secrets", "uuid", "ctypes", "signal", "os",
+})
+"""What a `core/` module may not import: I/O, clocks, randomness and logging are the glue's (passed in)."""
+IO_SHARED = frozenset({"shared.bus", "shared.runtime", "shared.endpoints", "shared.lifecycle", "shared.kv"})
+"""The parts of shared/ that talk to NATS: a core never sees the bus."""
+
+
+def _is_core(module: str) -> bool:
+    parts = module.split(".")
+    return parts[0] == "services" and len(parts) > 2 and parts[2] == "core"
+
+
+def _all_imports(root: Path, packages: tuple[str, ...]) -> Iterator[Arrow]:
+    """Every import of every module, outside modules included (asyncio, nats, ...)."""
+    known = modules(root, packages)
+    for module, path in known.items():
+        yield from _imports(module, path, known)
+
+
+def impure(arrow: Arrow) -> str | None:
+    """Why an arrow out of a `core/` module breaks the sans-I/O rule, or None."""
+    if not _is_core(arrow.source):
+        return None
+    target = arrow.target
+    if target.split(".")[0] in IO_MODULES or any(target == s or target.startswith(s + ".") for s in IO_SHARED):
+        return f"a core/ module must not import {target} (I/O, clock or randomness: the glue passes them in)"
+    if _service(target) == _service(arrow.source) and not _is_core(target):
+        return "a core/ module must not import its service's glue (data flows from the glue into the core)"
+    return None
+
+
+def core_violations(root: Path, packages: tuple[str, ...] = PACKAGES) -> list[str]:
+    """One line per import that makes a `services/<name>/core/` module impure."""
+    lines = []
+    for arrow in _all_imports(root, packages):
+        why = impure(arrow)
+        if why:
+            lines.append(f"{arrow.source}:{arrow.line} -> {arrow.target}: {why}")
+    return sorted(lines)

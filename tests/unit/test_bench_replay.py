@@ -10,8 +10,8 @@ import pytest
 
 from bench._traces import DAY_S, STEP_RISE_S, daily, day_curve, step_factor, steps, trace
 from bench.scaler_replay import AFTER, POLICY, meets, total
-from services.scaler.boottimes import Kind
-from services.scaler.simulate import DecideController, FleetModel, SimFleet, Tally, replay
+from bench.simulate import DecideController, FleetModel, SimFleet, Tally, replay
+from services.scaler.core.boottimes import Kind
 
 pytestmark = pytest.mark.unit
 

@@ -95,3 +95,33 @@ def test_a_longer_circle_is_reported_whole(tmp_path: Path) -> None:
         "ops/z.py": "def late():\n    from ops.x import late\n",
     })
     assert layers.cycles(root) == [["ops.x", "ops.y", "ops.z"]]
+
+
+CORE_TREE = {"shared/bus.py": "import nats\n", "shared/contract/events.py": "X = 1\n", "services/c/glue.py": "x = 1\n",
+             "services/c/core/base.py": "import math\n"}
+
+
+def test_the_real_tree_keeps_every_core_pure() -> None:
+    """No `services/<name>/core/` module imports I/O, a clock, randomness, the bus or its service's glue."""
+    assert layers.core_violations(ROOT) == []
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("import asyncio\n", "must not import asyncio"),
+    ("from time import monotonic\n", "must not import time"),
+    ("def f():\n    import nats.js\n", "must not import nats.js"),
+    ("from shared.bus import Bus\n", "must not import shared.bus"),
+    ("from services.c.glue import x\n", "must not import its service's glue"),
+])
+def test_a_planted_impure_core_module_is_caught(tmp_path: Path, text: str, why: str) -> None:
+    """A core/ module that imports asyncio, a clock, NATS, the bus or its own glue fails the rule."""
+    root = plant(tmp_path, {**CORE_TREE, "services/c/core/rules.py": text})
+    found = layers.core_violations(root)
+    assert len(found) == 1 and why in found[0] and found[0].startswith("services.c.core.rules:")
+
+
+def test_a_core_may_import_its_own_core_and_shared_models(tmp_path: Path) -> None:
+    """Core modules importing each other, the stdlib's pure parts and shared/'s models are allowed."""
+    files = {"services/c/core/one.py": "import math\n", "services/c/core/two.py": "from services.c.core import one\n",
+             "services/c/core/three.py": "from shared.contract.events import X\n"}
+    assert layers.core_violations(plant(tmp_path, {**CORE_TREE, **files})) == []

@@ -7,8 +7,8 @@ import json
 import pytest
 from prometheus_client import generate_latest
 
-from services.balancer.telemetry import Telemetry
-from services.balancer.telemetry import make_registry as balancer_registry
+from services.balancer.process.telemetry import Telemetry
+from services.balancer.process.telemetry import make_registry as balancer_registry
 from services.metrics.exposition import make_registry, render
 from services.metrics.rejections import Rejections, parse_stats
 from services.metrics.state import MetricsState

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
 from services.balancer.core.backends import Backend
 
@@ -22,15 +22,28 @@ def _unit_hash(key: bytes, vm: str) -> float:
     return (int.from_bytes(digest, "big") + 1) / (2**64 + 2)
 
 
+T = TypeVar("T")
+
+
+class Chance(Protocol):
+    """What a policy draws from (`random.Random` fits): randomness is passed in, never made here."""
+
+    def random(self) -> float: ...
+
+    def sample(self, population: Sequence[int], k: int) -> list[int]: ...
+
+    def choice(self, seq: Sequence[T]) -> T: ...
+
+
 class Picker:
     """One policy with its small state (round-robin cursor, random generator)."""
 
-    def __init__(self, policy: str = "p2c", slow_start_s: float = 0.0, rng: random.Random | None = None) -> None:
+    def __init__(self, policy: str = "p2c", slow_start_s: float = 0.0, *, rng: Chance) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}")
         self.policy = policy
         self.slow_start_s = slow_start_s
-        self.rng = rng or random.Random()
+        self.rng = rng
         self._cursor = 0
 
     def pick(self, candidates: Sequence[Backend], now: float, key: bytes = b"") -> Backend | None:

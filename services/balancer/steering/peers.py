@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from services.balancer.sockets import grow_buffers
+from services.balancer.process.sockets import grow_buffers
 
 PREFIX = "quicfleet-steer"
 FORWARD, BROADCAST = 1, 2

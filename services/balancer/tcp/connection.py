@@ -13,11 +13,12 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from typing import ClassVar, Protocol, cast
 
-from services.balancer.exchange import BACKLOG_HIGH, BACKLOG_LOW, Exchange
-from services.balancer.headers import Headers
-from services.balancer.intake import Refusal, intake
-from services.balancer.options import Limits, ProxyOptions
-from services.balancer.router import Router
+from services.balancer.core.headers import Headers
+from services.balancer.core.intake import Refusal, intake
+from services.balancer.core.options import Limits, ProxyOptions
+from services.balancer.proxy.exchange import BACKLOG_HIGH, BACKLOG_LOW, Exchange
+from services.balancer.proxy.ids import new_request_id
+from services.balancer.proxy.router import Router
 
 
 class Listener(Protocol):
@@ -97,7 +98,7 @@ class TcpConnection(asyncio.Protocol, ABC):
         """The exchange for a request's header block (not yet dispatched), or its refusal."""
         listener = self.listener
         options = listener.options[self.protocol]
-        request = intake(headers, has_body, self.peer_ip, options, listener.limits.max_header_bytes)
+        request = intake(headers, has_body, self.peer_ip, options, listener.limits.max_header_bytes, new_request_id())
         if isinstance(request, Refusal):
             return request
         listener.requests[self.protocol] += 1

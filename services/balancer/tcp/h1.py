@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import h11
 import structlog
 
-from services.balancer.exchange import Exchange
-from services.balancer.headers import Headers
-from services.balancer.intake import Refusal
+from services.balancer.core.headers import Headers
+from services.balancer.core.intake import Refusal
+from services.balancer.proxy.exchange import Exchange
 from services.balancer.tcp.connection import Listener, TcpConnection, refusal_headers
 
 log = structlog.get_logger("balancer.tcp.h1")

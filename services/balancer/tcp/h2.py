@@ -24,9 +24,9 @@ import h2.settings
 import structlog
 from h2.errors import ErrorCodes
 
-from services.balancer.exchange import Exchange
-from services.balancer.headers import Headers
-from services.balancer.intake import Refusal
+from services.balancer.core.headers import Headers
+from services.balancer.core.intake import Refusal
+from services.balancer.proxy.exchange import Exchange
 from services.balancer.quic import H3Code
 from services.balancer.tcp.connection import Listener, TcpConnection, refusal_headers
 

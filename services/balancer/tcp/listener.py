@@ -18,8 +18,8 @@ from pathlib import Path
 
 import structlog
 
-from services.balancer.options import Limits, ProxyOptions
-from services.balancer.router import Router
+from services.balancer.core.options import Limits, ProxyOptions
+from services.balancer.proxy.router import Router
 from services.balancer.settings import BalancerSettings
 from services.balancer.tcp.connection import TcpConnection
 from services.balancer.tcp.h1 import H1Connection

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.balancer.checks import check_all
+from services.balancer.upstream.checks import check_all
 from shared.bus import Bus
 from shared.contract.events import VmState
 from tests.integration.balancer.conftest import StartBalancer, announce

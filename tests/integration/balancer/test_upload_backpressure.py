@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.balancer.exchange import OVERFLOW_FACTOR
+from services.balancer.proxy.exchange import OVERFLOW_FACTOR
 from shared.bus import Bus
 from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import h3_client

@@ -20,8 +20,8 @@ from services.metrics.bootstrap import bootstrap as metrics_bootstrap
 from services.metrics.service import MetricsService
 from services.metrics.settings import MetricsSettings
 from services.provisioner.bootstrap import bootstrap as provisioner_bootstrap
+from services.provisioner.core.ports import Hypervisor
 from services.provisioner.libvirt_adapter import LibvirtHypervisor
-from services.provisioner.ports import Hypervisor
 from services.scaler.bootstrap import bootstrap as scaler_bootstrap
 from services.scaler.settings import ScalerSettings
 from shared.bus import Bus

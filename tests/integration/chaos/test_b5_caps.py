@@ -111,7 +111,8 @@ async def _released(lb: BalancerService, baseline: int) -> None:
 
 async def _settled(lb: BalancerService) -> int:
     """Wait until the balancer's reclaimer has looked twice since the attacks ended (it gives memory back on the
-    look after a storm stopped falling, see `services.balancer.reclaim`); how many times it has given some back."""
+    look after a storm stopped falling, see `services.balancer.process.reclaim`); how many times it has given
+    some back."""
     reclaimer = lb.reclaimer
     assert reclaimer is not None and lb.router is not None
     seen = reclaimer.checks

@@ -17,9 +17,9 @@ import libvirt
 import pytest
 
 from ops.natsserver import NatsServer
+from services.provisioner.core.tags import NAMESPACE, parse_tag
 from services.provisioner.libvirt_adapter import ensure_event_thread
 from services.provisioner.settings import ProvisionerSettings
-from services.provisioner.tags import NAMESPACE, parse_tag
 from tests.support.h3server import H3Backend
 
 URI = "test:///default"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from services.provisioner.core.ports import DomainEvent, DomainEventKind, TemplateMissing
 from services.provisioner.libvirt_adapter import LibvirtHypervisor
-from services.provisioner.ports import DomainEvent, DomainEventKind, TemplateMissing
 from tests.integration.provisioner.conftest import URI, World
 from tests.support import wait_until
 

@@ -10,7 +10,7 @@ import pytest
 
 from ops.natsserver import NatsServer
 from services.provisioner.bootstrap import bootstrap
-from services.provisioner.tags import NAMESPACE, parse_tag
+from services.provisioner.core.tags import NAMESPACE, parse_tag
 from shared.bus import Bus
 from shared.contract.base import ErrorCode
 from shared.contract.events import VmState

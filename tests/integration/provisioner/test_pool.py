@@ -8,7 +8,7 @@ import pytest
 
 from ops.natsserver import NatsServer
 from services.provisioner.bootstrap import bootstrap
-from services.provisioner.tags import NAMESPACE, VmTag, parse_tag
+from services.provisioner.core.tags import NAMESPACE, VmTag, parse_tag
 from shared.bus import Bus
 from shared.contract.events import VmState
 from shared.contract.provisioning import CreateVm, ListVms, VmList, VmRecord

@@ -10,9 +10,10 @@ import pytest
 
 from ops.natsserver import NatsServer
 from services.provisioner.bootstrap import bootstrap
-from services.provisioner.clone import SourceVolume, interface_count, plan_clone, random_macs
-from services.provisioner.reconcile import HALF_MADE
-from services.provisioner.tags import NAMESPACE, VmTag, parse_tag
+from services.provisioner.core.clone import SourceVolume, interface_count, plan_clone
+from services.provisioner.core.reconcile import HALF_MADE
+from services.provisioner.core.tags import NAMESPACE, VmTag, parse_tag
+from services.provisioner.identities import random_macs, random_uuid
 from shared.bus import Bus
 from shared.contract.base import ErrorCode
 from shared.contract.events import VmState, VmStateChanged
@@ -50,7 +51,7 @@ def _half_made_clone(world: World, name: str) -> str:
     sources = {world.template_volume: SourceVolume(world.template_volume, POOL, "/default-pool", capacity)}
     created = datetime.now(UTC) - timedelta(minutes=5)
     tag = VmTag(world.fleet_id, "r-crashed", created, world.host, "127.0.0.1:9")
-    plan = plan_clone(template, name, random_macs(interface_count(template)), tag, sources)
+    plan = plan_clone(template, name, random_macs(interface_count(template)), tag, sources, uuid=random_uuid())
     world.conn.defineXML(plan.domain_xml)
     (volume,) = plan.volumes
     world.conn.storagePoolLookupByName(POOL).createXML(volume.xml, 0)

@@ -12,7 +12,7 @@ import pytest
 
 from ops.natsserver import NatsServer
 from services.scaler.bootstrap import bootstrap
-from services.scaler.placement import mib
+from services.scaler.core.placement import mib
 from services.scaler.service import ScalerService
 from services.scaler.settings import ScalerSettings
 from shared.bus import Bus

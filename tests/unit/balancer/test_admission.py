@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.balancer.admission import PeerCounts
+from services.balancer.core.admission import PeerCounts
 
 pytestmark = pytest.mark.unit
 

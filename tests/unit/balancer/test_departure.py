@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.balancer.departure import Departure
+from services.balancer.quic.departure import Departure
 
 pytestmark = pytest.mark.unit
 

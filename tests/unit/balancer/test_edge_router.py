@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
-from services.balancer.accesslog import AccessLog
 from services.balancer.core.backends import BackendTable
+from services.balancer.core.headers import Headers, forwarding, request_id_of
 from services.balancer.core.health import HealthPolicy
+from services.balancer.core.options import ProxyOptions
 from services.balancer.core.policy import Picker
 from services.balancer.core.retry import RetryBudget
-from services.balancer.exchange import Exchange
-from services.balancer.headers import Headers, forwarding, request_id_of
-from services.balancer.options import ProxyOptions
-from services.balancer.router import Router
-from services.balancer.telemetry import Telemetry, make_registry
-from services.balancer.upstream import CONNECT, Sink, UpstreamRequest
+from services.balancer.core.upstream import CONNECT, Sink, UpstreamRequest
+from services.balancer.process.telemetry import Telemetry, make_registry
+from services.balancer.proxy.accesslog import AccessLog
+from services.balancer.proxy.exchange import Exchange
+from services.balancer.proxy.ids import new_request_id
+from services.balancer.proxy.router import Router
 from tests.support import wait_until
 
 pytestmark = pytest.mark.unit
@@ -100,14 +102,14 @@ class Rig:
         loop = asyncio.get_running_loop()
         self.telemetry = Telemetry()
         self.access = AccessLog(loop, enabled=access)
-        self.router = Router(table, Picker("round_robin"), RetryBudget(ratio=1.0),
+        self.router = Router(table, Picker("round_robin", rng=random.Random()), RetryBudget(ratio=1.0),
                              lambda b: self.upstreams[b.vm], ProxyOptions(), lambda _over: None,
                              self.telemetry, self.access)
         self.client = FakeClient()
         self.streams = 0
 
     def send(self, method: bytes = b"GET", protocol: str = "h3") -> Exchange:
-        headers = forwarding([(b"accept", b"*/*")], "192.0.2.7", b"example.org", b"3 lb")
+        headers = forwarding([(b"accept", b"*/*")], "192.0.2.7", b"example.org", b"3 lb", fresh_id=new_request_id())
         request = UpstreamRequest(method, b"/x?y=1", b"example.org", headers, False)
         exchange = Exchange(self.client, self.streams, request, "192.0.2.7", self.router, protocol)
         self.streams += 4

@@ -6,16 +6,19 @@ import re
 
 import pytest
 
-from services.balancer.headers import (
+from services.balancer.core.headers import (
     TrustedProxies,
     forwarding,
     real_client,
     request_id_of,
     response_headers,
 )
-from services.balancer.intake import intake
-from services.balancer.options import ProxyOptions
-from services.balancer.upstream import UpstreamRequest
+from services.balancer.core.intake import intake
+from services.balancer.core.options import ProxyOptions
+from services.balancer.core.upstream import UpstreamRequest
+from services.balancer.proxy.ids import new_request_id
+
+ID = new_request_id()
 
 pytestmark = pytest.mark.unit
 
@@ -32,7 +35,7 @@ def _values(headers: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
 
 def test_an_untrusted_client_claims_are_replaced() -> None:
     """From an untrusted peer, every forwarding header and the request id are the balancer's own, once each."""
-    out = forwarding(SPOOFED, "192.0.2.7", b"example.org", b"3 lb")
+    out = forwarding(SPOOFED, "192.0.2.7", b"example.org", b"3 lb", fresh_id=ID)
     assert _values(out, b"x-forwarded-for") == [b"192.0.2.7"]
     assert _values(out, b"x-real-ip") == [b"192.0.2.7"]
     assert _values(out, b"x-forwarded-proto") == [b"https"]
@@ -44,14 +47,14 @@ def test_an_untrusted_client_claims_are_replaced() -> None:
 
 def test_peers_outside_the_trusted_cidrs_are_untrusted() -> None:
     """A trusted list that does not hold the peer changes nothing: the chain is still replaced."""
-    out = dict(forwarding(SPOOFED, "192.0.2.7", b"", b"3 lb", TrustedProxies(["10.0.0.0/8"])))
+    out = dict(forwarding(SPOOFED, "192.0.2.7", b"", b"3 lb", TrustedProxies(["10.0.0.0/8"]), fresh_id=ID))
     assert out[b"x-forwarded-for"] == b"192.0.2.7" and out[b"x-request-id"] != b"chosen-by-client"
 
 
 def test_a_trusted_peer_keeps_its_chain_proto_and_request_id() -> None:
     """From a trusted proxy, the chain gets the peer appended and its proto, real ip and request id are kept."""
     proxies = TrustedProxies(["10.0.0.0/8"])
-    out = forwarding(SPOOFED, "10.1.2.3", b"example.org", b"3 lb", proxies)
+    out = forwarding(SPOOFED, "10.1.2.3", b"example.org", b"3 lb", proxies, fresh_id=ID)
     assert _values(out, b"x-forwarded-for") == [b"6.6.6.6, 10.1.2.3"]
     assert _values(out, b"forwarded") == [b'for=6.6.6.6, for=10.1.2.3;proto=https;host="example.org"']
     assert _values(out, b"x-forwarded-proto") == [b"http"]
@@ -63,9 +66,9 @@ def test_a_trusted_peer_with_an_insane_request_id_gets_a_new_one() -> None:
     """A request id longer than 200 bytes or with spaces is replaced even from a trusted proxy."""
     proxies = TrustedProxies(["10.0.0.0/8"])
     for bad in (b"x" * 201, b"has space", b"tab\tinside"):
-        out = dict(forwarding([(b"x-request-id", bad)], "10.0.0.1", b"", b"3 lb", proxies))
+        out = dict(forwarding([(b"x-request-id", bad)], "10.0.0.1", b"", b"3 lb", proxies, fresh_id=ID))
         assert HEX32.fullmatch(out[b"x-request-id"]), bad
-    kept = dict(forwarding([(b"x-request-id", b"x" * 200)], "10.0.0.1", b"", b"3 lb", proxies))
+    kept = dict(forwarding([(b"x-request-id", b"x" * 200)], "10.0.0.1", b"", b"3 lb", proxies, fresh_id=ID))
     assert kept[b"x-request-id"] == b"x" * 200
 
 
@@ -74,7 +77,8 @@ def test_real_client_is_the_nearest_untrusted_hop() -> None:
     proxies = TrustedProxies(["10.0.0.0/8"])
     assert real_client(b"6.6.6.6, 198.51.100.4, 10.0.0.9, 10.0.0.1", proxies) == b"198.51.100.4"
     assert real_client(b"10.0.0.9, 10.0.0.1", proxies) == b"10.0.0.9"
-    out = dict(forwarding([(b"x-forwarded-for", b"6.6.6.6, 198.51.100.4")], "10.0.0.1", b"", b"3 lb", proxies))
+    chain = [(b"x-forwarded-for", b"6.6.6.6, 198.51.100.4")]
+    out = dict(forwarding(chain, "10.0.0.1", b"", b"3 lb", proxies, fresh_id=ID))
     assert out[b"x-real-ip"] == b"198.51.100.4"
 
 
@@ -94,7 +98,7 @@ def test_trusted_proxies_refuse_a_bad_cidr() -> None:
 
 def test_request_ids_differ_per_request() -> None:
     """Two requests never share a generated id."""
-    ids = {request_id_of(forwarding([], "192.0.2.7", b"", b"3 lb")) for _ in range(1000)}
+    ids = {request_id_of(forwarding([], "192.0.2.7", b"", b"3 lb", fresh_id=new_request_id())) for _ in range(1000)}
     assert len(ids) == 1000
 
 
@@ -109,8 +113,8 @@ def test_intake_applies_the_options_trusted_proxies() -> None:
     """intake() keeps a trusted peer's chain and id (from ProxyOptions) and replaces an untrusted one's."""
     headers = [(b":method", b"GET"), (b":path", b"/"), (b":authority", b"a"), *SPOOFED]
     options = ProxyOptions(trusted_proxies=TrustedProxies(["127.0.0.0/8"]))
-    trusted = intake(headers, False, "127.0.0.1", options, 16384)
-    untrusted = intake(headers, False, "192.0.2.1", options, 16384)
+    trusted = intake(headers, False, "127.0.0.1", options, 16384, new_request_id())
+    untrusted = intake(headers, False, "192.0.2.1", options, 16384, new_request_id())
     assert isinstance(trusted, UpstreamRequest) and isinstance(untrusted, UpstreamRequest)
     assert request_id_of(trusted.headers) == b"chosen-by-client"
     assert dict(trusted.headers)[b"x-forwarded-for"] == b"6.6.6.6, 127.0.0.1"

@@ -7,10 +7,13 @@ from datetime import UTC, datetime
 import pytest
 
 from services.balancer.core.backends import BackendTable, split_address
+from services.balancer.core.headers import TrustedProxies, end_to_end, forwarding, header_bytes, response_headers
 from services.balancer.core.health import HealthPolicy
-from services.balancer.headers import TrustedProxies, end_to_end, forwarding, header_bytes, response_headers
-from services.balancer.reporting import build_report
+from services.balancer.core.reporting import build_report
+from services.balancer.proxy.ids import new_request_id
 from shared.contract.load import LATENCY_BOUNDS_S
+
+ID = new_request_id()
 
 pytestmark = pytest.mark.unit
 
@@ -25,7 +28,8 @@ def test_end_to_end_drops_hop_by_hop_pseudo_and_connection_listed_headers() -> N
 def test_forwarding_appends_a_trusted_peer_to_its_chain() -> None:
     """From a trusted peer, x-forwarded-for keeps earlier hops and adds the peer; forwarded names peer and host."""
     proxies = TrustedProxies(["192.0.2.0/24"])
-    out = dict(forwarding([(b"x-forwarded-for", b"10.0.0.1")], "192.0.2.7", b"example.org", b"3 lb", proxies))
+    chain = [(b"x-forwarded-for", b"10.0.0.1")]
+    out = dict(forwarding(chain, "192.0.2.7", b"example.org", b"3 lb", proxies, fresh_id=ID))
     assert out[b"x-forwarded-for"] == b"10.0.0.1, 192.0.2.7"
     assert out[b"forwarded"] == b'for=192.0.2.7;proto=https;host="example.org"'
     assert out[b"via"] == b"3 lb" and out[b"x-forwarded-proto"] == b"https"
@@ -33,7 +37,7 @@ def test_forwarding_appends_a_trusted_peer_to_its_chain() -> None:
 
 def test_forwarding_quotes_ipv6_clients() -> None:
     """An IPv6 client appears bracketed and quoted in `forwarded`."""
-    out = dict(forwarding([], "::1", b"", b"3 lb"))
+    out = dict(forwarding([], "::1", b"", b"3 lb", fresh_id=ID))
     assert out[b"forwarded"] == b'for="[::1]";proto=https'
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -9,11 +10,11 @@ import pytest
 from services.balancer.core.backends import BackendTable
 from services.balancer.core.health import HealthPolicy
 from services.balancer.core.identity import IdentityState, Verification, describe, identity_of
+from services.balancer.core.options import ProxyOptions
 from services.balancer.core.policy import Picker
 from services.balancer.core.retry import RetryBudget
-from services.balancer.membership import apply_event, apply_listing
-from services.balancer.options import ProxyOptions
-from services.balancer.router import Router
+from services.balancer.proxy.membership import apply_event, apply_listing
+from services.balancer.proxy.router import Router
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.provisioning import VmList, VmRecord
 from tests.unit.balancer.test_edge_router import FakeUpstream
@@ -127,7 +128,7 @@ def test_ready_again_resets_verification_only_when_address_or_uuid_change() -> N
 def _router(identity_check: bool = True) -> Router:
     return Router(
         BackendTable(HealthPolicy()),
-        Picker("round_robin"),
+        Picker("round_robin", rng=random.Random()),
         RetryBudget(),
         lambda backend: FakeUpstream(),
         ProxyOptions(identity_check=identity_check),

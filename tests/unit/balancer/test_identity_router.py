@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
-from services.balancer.checks import record
 from services.balancer.core.backends import Backend, BackendTable
+from services.balancer.core.headers import Headers, forwarding
 from services.balancer.core.health import HealthPolicy
+from services.balancer.core.options import ProxyOptions
 from services.balancer.core.policy import Picker
+from services.balancer.core.reporting import build_report
 from services.balancer.core.retry import RetryBudget
-from services.balancer.exchange import Exchange
-from services.balancer.headers import Headers, forwarding
-from services.balancer.options import ProxyOptions
-from services.balancer.reporting import build_report
-from services.balancer.router import Router
-from services.balancer.telemetry import Telemetry, make_registry
-from services.balancer.upstream import Sink, UpstreamRequest
+from services.balancer.core.upstream import Sink, UpstreamRequest
+from services.balancer.process.telemetry import Telemetry, make_registry
+from services.balancer.proxy.exchange import Exchange
+from services.balancer.proxy.ids import new_request_id
+from services.balancer.proxy.router import Router
+from services.balancer.upstream.checks import record
 from tests.unit.balancer.test_edge_router import FakeCall, FakeClient
+
+ID = new_request_id()
 
 pytestmark = pytest.mark.unit
 
@@ -71,7 +75,7 @@ class Rig:
         self.telemetry = Telemetry()
         self.router = Router(
             table,
-            Picker("round_robin"),
+            Picker("round_robin", rng=random.Random()),
             RetryBudget(ratio=1.0),
             lambda b: self.upstreams[b.vm],
             ProxyOptions(),
@@ -87,7 +91,7 @@ class Rig:
         return backend
 
     def send(self, method: bytes = b"GET", has_body: bool = False) -> Exchange:
-        headers = forwarding([(b"accept", b"*/*")], "192.0.2.7", b"example.org", b"3 lb")
+        headers = forwarding([(b"accept", b"*/*")], "192.0.2.7", b"example.org", b"3 lb", fresh_id=ID)
         request = UpstreamRequest(method, b"/", b"example.org", headers, has_body)
         exchange = Exchange(self.client, self.streams, request, "192.0.2.7", self.router)
         self.streams += 4
@@ -177,7 +181,8 @@ async def test_a_check_without_answer_proves_nothing_about_identity() -> None:
     table = BackendTable(HealthPolicy(fall=1))
     backend = table.ready("vm-a", "127.0.0.1:9000", 0.0, identity=UUIDS["vm-a"])
     router = Router(
-        table, Picker("round_robin"), RetryBudget(), lambda b: FakeUpstream(), ProxyOptions(), lambda _over: None
+        table, Picker("round_robin", rng=random.Random()), RetryBudget(), lambda b: FakeUpstream(), ProxyOptions(),
+        lambda _over: None,
     )
     record(router, backend, 0, None)
     assert backend.verification.pending and not backend.health.healthy

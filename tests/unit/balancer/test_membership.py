@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -9,12 +10,12 @@ import pytest
 from services.balancer.core.backends import Backend, BackendTable
 from services.balancer.core.drain import DrainOver
 from services.balancer.core.health import HealthPolicy
+from services.balancer.core.options import ProxyOptions
 from services.balancer.core.policy import Picker
 from services.balancer.core.retry import RetryBudget
-from services.balancer.membership import apply_event, apply_listing
-from services.balancer.options import ProxyOptions
-from services.balancer.router import Router
-from services.balancer.upstream import Call, Sink, UpstreamRequest
+from services.balancer.core.upstream import Call, Sink, UpstreamRequest
+from services.balancer.proxy.membership import apply_event, apply_listing
+from services.balancer.proxy.router import Router
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.provisioning import VmList, VmRecord
 
@@ -35,7 +36,7 @@ class FakeUpstream:
 
 
 def _router(drained: list[DrainOver]) -> Router:
-    return Router(BackendTable(HealthPolicy()), Picker("round_robin"), RetryBudget(),
+    return Router(BackendTable(HealthPolicy()), Picker("round_robin", rng=random.Random()), RetryBudget(),
                   lambda backend: FakeUpstream(), ProxyOptions(), drained.append)
 
 

@@ -56,19 +56,19 @@ def test_least_outstanding_picks_the_minimum() -> None:
     """Least outstanding returns the backend with the fewest requests in flight."""
     backends = _backends(3)
     backends[0].outstanding, backends[1].outstanding, backends[2].outstanding = 5, 1, 3
-    assert Picker("least_outstanding").pick(backends, 0.0) is backends[1]
+    assert Picker("least_outstanding", rng=random.Random()).pick(backends, 0.0) is backends[1]
 
 
 def test_no_candidate_gives_none() -> None:
     """An empty candidate list yields no backend for every policy."""
     for policy in ("p2c", "round_robin", "least_outstanding", "hash"):
-        assert Picker(policy).pick([], 0.0) is None
+        assert Picker(policy, rng=random.Random()).pick([], 0.0) is None
 
 
 def test_unknown_policy_is_refused() -> None:
     """A policy name outside the known four raises ValueError."""
     with pytest.raises(ValueError, match="unknown policy"):
-        Picker("random")
+        Picker("random", rng=random.Random())
 
 
 def test_slow_start_ramps_a_new_backend_share() -> None:
@@ -85,7 +85,7 @@ def test_slow_start_ramps_a_new_backend_share() -> None:
 def test_hash_is_stable_for_a_key() -> None:
     """The same key maps to the same backend every time."""
     backends = _backends(5)
-    picker = Picker("hash")
+    picker = Picker("hash", rng=random.Random())
     assert len({picker.pick(backends, 0.0, b"client-42").vm for _ in range(50)}) == 1  # type: ignore[union-attr]
 
 
@@ -97,7 +97,7 @@ def test_hash_moves_only_keys_of_a_leaving_backend() -> None:
     """When a VM leaves, only the keys it owned move; every other key keeps its backend."""
     backends = _backends(5)
     keys = [f"key-{i}".encode() for i in range(2000)]
-    picker = Picker("hash")
+    picker = Picker("hash", rng=random.Random())
     before = _mapping(picker, backends, keys)
     after = _mapping(picker, backends[:2] + backends[3:], keys)
     moved = {k for k in keys if before[k] != after[k]}
@@ -109,7 +109,7 @@ def test_hash_moves_about_one_share_when_a_backend_joins() -> None:
     """When a fifth VM joins, about a fifth of the keys move, all of them to the new VM."""
     backends = _backends(5)
     keys = [f"key-{i}".encode() for i in range(2000)]
-    picker = Picker("hash")
+    picker = Picker("hash", rng=random.Random())
     before = _mapping(picker, backends[:4], keys)
     after = _mapping(picker, backends, keys)
     moved = [k for k in keys if before[k] != after[k]]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from services.balancer.admission import PeerCounts
+from services.balancer.core.admission import PeerCounts
 from services.balancer.core.trim import TrimPolicy, trim_due
-from services.balancer.reclaim import Reclaimer, glibc_trim, rss_mib
-from services.balancer.telemetry import Telemetry
+from services.balancer.process.reclaim import Reclaimer, glibc_trim, rss_mib
+from services.balancer.process.telemetry import Telemetry
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from services.provisioner.clone import SourceVolume, VolumePlan
-from services.provisioner.ports import (
+from services.provisioner.core.clone import SourceVolume, VolumePlan
+from services.provisioner.core.ports import (
     AddressSource,
     DomainView,
     EventSink,
@@ -18,7 +18,7 @@ from services.provisioner.ports import (
     TemplateMissing,
     VolumeView,
 )
-from services.provisioner.tags import NAMESPACE, VmTag, parse_tag, tag_element
+from services.provisioner.core.tags import NAMESPACE, VmTag, parse_tag, tag_element
 
 TEMPLATE_XML = (Path(__file__).resolve().parents[2] / "fixtures" / "libvirt" / "template-domain.xml").read_text()
 DISK = "/fleet-pool/backend-template.qcow2"

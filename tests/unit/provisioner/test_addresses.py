@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.provisioner.addresses import free_static, leases_as_interfaces, parse_static_pool, pick_address
+from services.provisioner.core.addresses import free_static, leases_as_interfaces, parse_static_pool, pick_address
 
 pytestmark = pytest.mark.unit
 

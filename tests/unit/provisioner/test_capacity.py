@@ -9,8 +9,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from services.provisioner import room as room_module
-from services.provisioner.capacity import Capacity, measure, template_size, unit_bytes
-from services.provisioner.ports import HostFacts
+from services.provisioner.core.capacity import Capacity, measure, template_size, unit_bytes
+from services.provisioner.core.ports import HostFacts
 from shared.contract.provisioning import CPUS_MAX, MEMORY_MIB_MAX
 from tests.unit.provisioner.fakes import FakeHypervisor
 from tests.unit.provisioner.test_fleet import Harness

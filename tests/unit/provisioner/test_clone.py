@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from services.provisioner.clone import (
+from services.provisioner.core.clone import (
     ClonePlan,
     ClonePlanError,
     SourceVolume,
     interface_count,
     plan_clone,
-    random_macs,
     template_disk_paths,
 )
-from services.provisioner.tags import NAMESPACE, VmTag, parse_tag, template_addresses
+from services.provisioner.core.tags import NAMESPACE, VmTag, parse_tag, template_addresses
+from services.provisioner.identities import random_macs, random_uuid
 
 pytestmark = pytest.mark.unit
 
@@ -27,20 +27,21 @@ TEMPLATE = FIXTURE.read_text()
 DISK = "/fleet-pool/backend-template.qcow2"
 SOURCES = {DISK: SourceVolume(DISK, "fleet-pool", "/fleet-pool", 64 * 2**20, "qcow2")}
 TAG = VmTag("fleet-a", "req-1", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "host-1", "10.0.0.5:443")
+UUID = "6f1c0d2e-1111-4222-8333-444455556666"
 MACS = ("52:54:00:00:00:01", "52:54:00:00:00:02")
 
 
 def _plan(mode: str = "linked") -> tuple[ClonePlan, ET.Element]:
-    plan = plan_clone(TEMPLATE, "qf-1234abcd", MACS, TAG, SOURCES, mode)  # type: ignore[arg-type]
+    plan = plan_clone(TEMPLATE, "qf-1234abcd", MACS, TAG, SOURCES, mode, uuid=UUID)  # type: ignore[arg-type]
     return plan, ET.fromstring(plan.domain_xml)
 
 
 def test_clone_gets_new_name_and_its_own_uuid() -> None:
-    """The clone carries the new name, the plan's fresh <uuid>, no SMBIOS uuid entry and no title."""
+    """The clone carries the new name, the given <uuid> (not the template's), no SMBIOS uuid entry and no title."""
     plan, domain = _plan()
     assert domain.findtext("name") == "qf-1234abcd"
-    assert [u.text for u in domain.findall("uuid")] == [plan.uuid]
-    assert plan.uuid != _plan()[0].uuid
+    assert [u.text for u in domain.findall("uuid")] == [plan.uuid] == [UUID]
+    assert random_uuid() != random_uuid()
     assert domain.find("title") is None
     entries = [e.get("name") for e in domain.findall("sysinfo/system/entry")]
     assert entries == ["manufacturer"]
@@ -109,19 +110,19 @@ def test_metadata_tag_names_fleet_request_time_and_volumes() -> None:
 def test_disk_outside_a_pool_is_a_clear_error() -> None:
     """A template disk that is no pool volume is refused with a message naming the disk."""
     with pytest.raises(ClonePlanError, match=r"backend-template\.qcow2 is not a volume"):
-        plan_clone(TEMPLATE, "qf-x", MACS, TAG, {})
+        plan_clone(TEMPLATE, "qf-x", MACS, TAG, {}, uuid=UUID)
 
 
 def test_mac_count_must_match_interfaces() -> None:
     """Giving fewer MACs than the template has NICs is refused."""
     with pytest.raises(ClonePlanError, match="2 interface"):
-        plan_clone(TEMPLATE, "qf-x", MACS[:1], TAG, SOURCES)
+        plan_clone(TEMPLATE, "qf-x", MACS[:1], TAG, SOURCES, uuid=UUID)
 
 
 def test_bad_xml_is_a_clear_error() -> None:
     """Unparsable template XML raises ClonePlanError, not an XML library exception."""
     with pytest.raises(ClonePlanError, match="does not parse"):
-        plan_clone("<domain", "qf-x", (), TAG, {})
+        plan_clone("<domain", "qf-x", (), TAG, {}, uuid=UUID)
 
 
 def test_helpers_read_the_template() -> None:
@@ -145,7 +146,7 @@ def test_template_metadata_in_our_namespace_is_replaced_by_the_tag() -> None:
         "</qf:template><other xmlns='urn:someone:else'/></metadata><memory unit='MiB'>256</memory>",
     )
     assert template_addresses(template) == "10.9.0.1, 10.9.0.2"
-    metadata = ET.fromstring(plan_clone(template, "qf-x", MACS, TAG, SOURCES).domain_xml).find("metadata")
+    metadata = ET.fromstring(plan_clone(template, "qf-x", MACS, TAG, SOURCES, uuid=UUID).domain_xml).find("metadata")
     assert metadata is not None
     assert [child.tag for child in metadata] == ["{urn:someone:else}other", f"{{{NAMESPACE}}}vm"]
     assert template_addresses(TEMPLATE) == ""

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 import structlog
 
+from services.provisioner.core.machine import VmEntry
+from services.provisioner.core.ports import HypervisorError
 from services.provisioner.fleet import Fleet
-from services.provisioner.machine import VmEntry
-from services.provisioner.ports import HypervisorError
 from services.provisioner.settings import ProvisionerSettings
 from shared.contract.base import ErrorCode
 from shared.contract.events import VmState

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from services.provisioner.boot import checks_identity
+from services.provisioner.core.machine import to_event
+from services.provisioner.core.tags import template_identity
 from services.provisioner.fleet import Fleet
-from services.provisioner.machine import to_event
-from services.provisioner.tags import template_identity
 from shared.contract.events import VmState
 from shared.contract.provisioning import CreateVm
 from tests.support import wait_until

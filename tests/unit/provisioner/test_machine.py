@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.provisioner.machine import IllegalTransition, adopted, requested, to_event, to_record, transition
-from services.provisioner.ports import DomainView
-from services.provisioner.reconcile import HALF_MADE, LEFTOVER, VANISHED, Adopt, Forget, Remove, plan_reconcile
-from services.provisioner.tags import VmTag, parse_tag, tag_xml
+from services.provisioner.core.machine import IllegalTransition, adopted, requested, to_event, to_record, transition
+from services.provisioner.core.ports import DomainView
+from services.provisioner.core.reconcile import HALF_MADE, LEFTOVER, VANISHED, Adopt, Forget, Remove, plan_reconcile
+from services.provisioner.core.tags import VmTag, parse_tag, tag_xml
 from shared.contract.events import VmState
 
 pytestmark = pytest.mark.unit

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.provisioner.clone import owned_volume_vm, volume_name
-from services.provisioner.ports import DomainView, VolumeView
-from services.provisioner.reconcile import ORPHAN_DISK, Disks, RemoveVolume, plan_volumes
-from services.provisioner.tags import VmTag
+from services.provisioner.core.clone import owned_volume_vm, volume_name
+from services.provisioner.core.ports import DomainView, VolumeView
+from services.provisioner.core.reconcile import ORPHAN_DISK, Disks, RemoveVolume, plan_volumes
+from services.provisioner.core.tags import VmTag
 
 pytestmark = pytest.mark.unit
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import pytest
 from structlog.testing import capture_logs
 
-from services.provisioner.machine import adopted, to_event, transition
-from services.provisioner.pauses import paused_by, plan_pauses, with_pause
-from services.provisioner.ports import DomainEvent, DomainEventKind, DomainView
-from services.provisioner.tags import VmTag
+from services.provisioner.core.machine import adopted, to_event, transition
+from services.provisioner.core.pauses import paused_by, plan_pauses, with_pause
+from services.provisioner.core.ports import DomainEvent, DomainEventKind, DomainView
+from services.provisioner.core.tags import VmTag
 from shared.contract.events import VmState
 from shared.contract.provisioning import CreateVm
 from tests.support import wait_until

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from structlog.testing import capture_logs
 
-from services.provisioner.machine import VmEntry, adopted, transition
-from services.provisioner.pool import TAKE_FAILED, adopt_as, adopted_entry, pick, retagged, taken
-from services.provisioner.ports import DomainEvent, DomainEventKind, DomainView
-from services.provisioner.tags import VmTag, parse_tag, tag_xml
+from services.provisioner.core.machine import VmEntry, adopted, transition
+from services.provisioner.core.ports import DomainEvent, DomainEventKind, DomainView
+from services.provisioner.core.tags import VmTag, parse_tag, tag_xml
+from services.provisioner.warmpool import TAKE_FAILED, adopt_as, adopted_entry, pick, retagged, taken
 from shared.contract.events import VmState
 from shared.contract.provisioning import CreateVm, DestroyVm
 from tests.support import wait_until

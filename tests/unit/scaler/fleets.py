@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from services.scaler.model import FleetState, LoadView, VmLoadView, VmView
+from services.scaler.core.model import FleetState, LoadView, VmLoadView, VmView
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from services.scaler.autoscale import autoscale, remember, witness
-from services.scaler.boottimes import NO_LEAD
-from services.scaler.churn import Budget, budget, flaps, guard, would_flap
-from services.scaler.model import AutoscaleMemory, FleetState
+from services.scaler.core.autoscale import autoscale, remember, witness
+from services.scaler.core.boottimes import NO_LEAD
+from services.scaler.core.churn import Budget, budget, flaps, guard, would_flap
+from services.scaler.core.model import AutoscaleMemory, FleetState
 from shared.contract.policy import ScalingPolicy
 from tests.unit.scaler.fleets import NOW, fleet, load
 

@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from services.scaler.ahead import lead_factor, lead_for, rise_per_s
-from services.scaler.autoscale import autoscale, witness
-from services.scaler.boottimes import NO_LEAD, BootTimes, Kind, Lead, record
-from services.scaler.decide import decide
-from services.scaler.model import FleetState, LoadView, VmLoadView, VmView
+from services.scaler.core.ahead import lead_factor, lead_for, rise_per_s
+from services.scaler.core.autoscale import autoscale, witness
+from services.scaler.core.boottimes import NO_LEAD, BootTimes, Kind, Lead, record
+from services.scaler.core.decide import decide
+from services.scaler.core.model import FleetState, LoadView, VmLoadView, VmView
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy, Signal
 from tests.unit.scaler.fleets import NOW, fleet

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.scaler.boottimes import (
+from services.scaler.core.boottimes import (
     DEFAULT_S,
     KEEP,
     NO_LEAD,
@@ -17,7 +17,7 @@ from services.scaler.boottimes import (
     percentile,
     record,
 )
-from services.scaler.track import on_created, on_vm_event
+from services.scaler.core.track import on_created, on_vm_event
 from shared.contract.events import VmState
 from shared.contract.events import VmStateChanged as Changed
 from shared.contract.provisioning import VmRecord

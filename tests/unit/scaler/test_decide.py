@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from services.scaler.decide import decide
-from services.scaler.model import AutoscaleMemory, BalancerView, CreateCommand, DrainCommand, FleetState, LoadView
+from services.scaler.core.decide import decide
+from services.scaler.core.model import AutoscaleMemory, BalancerView, CreateCommand, DrainCommand, FleetState, LoadView
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy, Signal
 from tests.unit.scaler.fleets import NOW, fleet, load, vm

@@ -7,9 +7,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.scaler.model import AutoscaleMemory, BalancerView, CreateCommand, DestroyCommand, DrainCommand, FleetState
-from services.scaler.reconcile import reconcile
-from services.scaler.track import new_term, on_created, on_drained, on_lists, on_report, on_vm_event
+from services.scaler.core.model import (
+    AutoscaleMemory,
+    BalancerView,
+    CreateCommand,
+    DestroyCommand,
+    DrainCommand,
+    FleetState,
+)
+from services.scaler.core.reconcile import reconcile
+from services.scaler.core.track import new_term, on_created, on_drained, on_lists, on_report, on_vm_event
 from shared.contract.draining import BackendDrained
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.load import BackendLoad, BalancerReported

@@ -1,10 +1,10 @@
-"""The load-history estimators in `services.scaler.level`: step sizing and scale-in landing."""
+"""The load-history estimators in `services.scaler.core.level`: step sizing and scale-in landing."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.scaler.level import landing, scale_in_size, step_estimate
+from services.scaler.core.level import landing, scale_in_size, step_estimate
 from shared.contract.policy import ScalingPolicy, Signal
 
 WINDOW = 10

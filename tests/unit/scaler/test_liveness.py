@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from services.scaler.liveness import choose, lost_hosts, observe, verdict
-from services.scaler.model import BalancerView, CreateCommand, DestroyCommand, DrainCommand, DrainView, FleetState
-from services.scaler.reconcile import reconcile
+from services.scaler.core.liveness import choose, lost_hosts, observe, verdict
+from services.scaler.core.model import BalancerView, CreateCommand, DestroyCommand, DrainCommand, DrainView, FleetState
+from services.scaler.core.reconcile import reconcile
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy
 from tests.unit.scaler.fleets import NOW, fleet

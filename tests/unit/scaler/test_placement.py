@@ -6,9 +6,9 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from services.scaler.model import BalancerView, CreateCommand, FleetState, HostCapacity, VmView
-from services.scaler.placement import ALL_FULL, place
-from services.scaler.reconcile import pick_victims, reconcile
+from services.scaler.core.model import BalancerView, CreateCommand, FleetState, HostCapacity, VmView
+from services.scaler.core.placement import ALL_FULL, place
+from services.scaler.core.reconcile import pick_victims, reconcile
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy
 from tests.unit.scaler.fleets import NOW, vm

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.scaler import edits
-from services.scaler.decide import decide
-from services.scaler.liveness import observe
-from services.scaler.model import (
+from services.scaler.core import edits
+from services.scaler.core.decide import decide
+from services.scaler.core.liveness import observe
+from services.scaler.core.model import (
     AutoscaleMemory,
     BalancerView,
     CreateCommand,
@@ -22,9 +22,9 @@ from services.scaler.model import (
     VmView,
     pool_request,
 )
-from services.scaler.placement import place
-from services.scaler.reconcile import counted, reconcile
-from services.scaler.track import on_capacity, on_create_failed, on_created, on_vm_event
+from services.scaler.core.placement import place
+from services.scaler.core.reconcile import counted, reconcile
+from services.scaler.core.track import on_capacity, on_create_failed, on_created, on_vm_event
 from shared.contract.base import ErrorCode
 from shared.contract.commands import DrainVm
 from shared.contract.events import VmState, VmStateChanged

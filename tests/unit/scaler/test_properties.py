@@ -6,8 +6,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from services.scaler.decide import decide
-from services.scaler.model import DrainCommand
+from services.scaler.core.decide import decide
+from services.scaler.core.model import DrainCommand
 from shared.contract.policy import ScalingPolicy
 from tests.unit.scaler.fleets import NOW, fleet, load
 

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from services.scaler.model import BalancerView, CreateCommand, DestroyCommand, DrainCommand, Failures
-from services.scaler.reconcile import reconcile
-from services.scaler.track import forget, on_create_failed, on_created, on_drained, on_vm_event
+from services.scaler.core.model import BalancerView, CreateCommand, DestroyCommand, DrainCommand, Failures
+from services.scaler.core.reconcile import reconcile
+from services.scaler.core.track import forget, on_create_failed, on_created, on_drained, on_vm_event
 from shared.contract.draining import BackendDrained
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.policy import ScalingPolicy

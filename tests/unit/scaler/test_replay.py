@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.scaler.simulate import DecideController, FleetModel, Tally, replay
+from bench.simulate import DecideController, FleetModel, Tally, replay
 from shared.contract.policy import ScalingPolicy, Signal
 
 pytestmark = pytest.mark.unit

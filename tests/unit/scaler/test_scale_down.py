@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from services.scaler.autoscale import witness
-from services.scaler.decide import decide
-from services.scaler.model import AutoscaleMemory, FleetState
+from services.scaler.core.autoscale import witness
+from services.scaler.core.decide import decide
+from services.scaler.core.model import AutoscaleMemory, FleetState
 from shared.contract.policy import ScalingPolicy
 from tests.unit.scaler.fleets import NOW, fleet, load
 

@@ -6,10 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.scaler import edits
-from services.scaler.lease import LeaseRecord, Seen, expired
-from services.scaler.model import HostCapacity
-from services.scaler.track import (
+from services.scaler.core import edits
+from services.scaler.core.model import HostCapacity
+from services.scaler.core.track import (
     LoadSource,
     follow,
     news_at,
@@ -19,6 +18,7 @@ from services.scaler.track import (
     on_report,
     on_vm_event,
 )
+from services.scaler.lease import LeaseRecord, Seen, expired
 from shared.contract.base import ErrorCode
 from shared.contract.commands import DrainVm, PolicyPatch, ScaleFleet
 from shared.contract.events import VmState, VmStateChanged

@@ -1,0 +1,300 @@
+"""One proxied request: the client's HTTP/3 stream on one side, an upstream call on the other.
+
+The exchange is a small state machine driven by callbacks (client data, upstream headers, data,
+end, failure, its own timer). It retries an idempotent request once on another backend when the
+first one failed before any response byte, and turns failures into 502/504 before the response
+started or a stream reset after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from services.balancer.core.backends import Backend
+from services.balancer.core.headers import Headers, request_id_of, response_headers
+from services.balancer.core.identity import identity_of
+from services.balancer.core.options import ProxyOptions
+from services.balancer.core.upstream import RESET, TIMEOUT, Call, Upstream, UpstreamRequest
+from services.balancer.quic import H3Code
+
+BACKLOG_HIGH = 512 * 1024
+"""Unacknowledged response bytes on a client stream above which the upstream is paused."""
+BACKLOG_LOW = 128 * 1024
+CREDIT_POLL_S = 0.005
+"""While an upload waits on a slow upstream, how often its drained bytes are credited back."""
+OVERFLOW_FACTOR = 4
+"""A body buffered beyond this many windows (credit control unavailable) fails with 503."""
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+
+
+class ClientStream(Protocol):
+    """What an exchange needs from the client connection that carries it."""
+
+    def send_headers(self, stream_id: int, headers: Headers, end: bool) -> None: ...
+
+    def send_data(self, stream_id: int, data: bytes, end: bool) -> None: ...
+
+    def reset(self, stream_id: int, code: int) -> None: ...
+
+    def grant(self, stream_id: int, buffered: int) -> None: ...
+
+    def backlog(self, stream_id: int) -> int: ...
+
+    def watch(self, exchange: Exchange) -> None: ...
+
+    def done(self, exchange: Exchange) -> None: ...
+
+
+class Dispatcher(Protocol):
+    """What an exchange needs from the router that sent it: its knobs, a retry, and the books.
+
+    The router passes itself in (it is the one that dispatches exchanges), so this module does
+    not import the router.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    options: ProxyOptions
+    peak_body_buffered: int
+
+    def retry(self, exchange: Exchange, backend: Backend, reason: str) -> bool: ...
+
+    def untrack(self, backend: Backend, exchange: Exchange) -> None: ...
+
+    def identity_failed(self, backend: Backend, seen: bytes | None) -> None: ...
+
+    def attempt_over(
+        self, backend: Backend, seconds: float, failed: bool, upstream_failed: bool, status: int = 0
+    ) -> None: ...
+
+    def finished(self, exchange: Exchange) -> None: ...
+
+
+class Exchange:
+    """A client request and its (at most two) upstream attempts."""
+
+    def __init__(
+        self, client: ClientStream, stream_id: int, request: UpstreamRequest, client_ip: str, router: Dispatcher,
+        protocol: str = "h3",
+    ) -> None:
+        self.client = client
+        self.stream_id = stream_id
+        self.request = request
+        self.client_ip = client_ip
+        self.router = router
+        self.protocol = protocol
+        """What the client spoke ("h3", or "h1"/"h2" on the TCP listener), for the access log and metrics."""
+        self.request_id = request_id_of(request.headers)
+        self.vm = ""
+        """The VM of the last attempt ("" when none was tried), kept after the attempt is over."""
+        self.loop = router.loop
+        self.backend: Backend | None = None
+        self.call: Call | None = None
+        self.attempts = 0
+        self.started_at = self.loop.time()
+        self.last_activity = self.started_at
+        self.attempt_started = self.started_at
+        self.status = 0
+        self.response_started = False
+        self.finished = False
+        self.body_bytes = 0
+        self.bytes_sent = 0
+        """Response body bytes passed to the client."""
+        self.first_byte_at: float | None = None
+        self.reset_by = ""
+        """"client" or "upstream" when the stream ended in a reset rather than a whole response."""
+        self.paused = False
+        self.body_ended = not request.has_body
+        self._timer: asyncio.TimerHandle | None = None
+        self._poll: asyncio.TimerHandle | None = None
+
+    @property
+    def retryable(self) -> bool:
+        return self.request.method in IDEMPOTENT and not self.request.has_body and self.attempts < 2
+
+    def attach(self, backend: Backend, upstream: Upstream) -> None:
+        """Send the request to `backend` (first attempt or the retry)."""
+        self.backend = backend
+        self.vm = backend.vm
+        self.attempts += 1
+        self.last_activity = self.attempt_started = self.loop.time()
+        backend.began()
+        if self._timer is None:
+            self._timer = self.loop.call_at(self.last_activity + self._first_byte_limit(), self._tick)
+        self.call = upstream.request(self.request, self)
+
+    def backend_lost(self, reason: str = RESET) -> None:
+        """The VM is gone (destroyed, failed, unhealthy, another machine at its address): give up on it now.
+
+        A VM killed behind our back sends no RST, so without this its requests would wait for
+        the first-byte or idle timeout. Failing the attempt retries an idempotent request that
+        has no response byte yet; anything else gets 502 (or a reset once the response began).
+        """
+        if self.finished:
+            return
+        call, self.call = self.call, None
+        if call is not None:
+            call.abort()
+        self.on_failed(reason)
+
+    # client side
+    def client_data(self, data: bytes, end: bool) -> None:
+        """Request body from the client, forwarded as it comes (size-limited)."""
+        if self.finished:
+            return
+        self.body_bytes += len(data)
+        if self.body_bytes > self.router.options.max_body_bytes:
+            self._abort_call()
+            self.respond(413, b"request body too large\n", failed=False)
+            return
+        self.body_ended = end
+        if self.call is not None:
+            self.call.send_body(data, end)
+            self._grant()
+
+    def _grant(self) -> None:
+        """Credit the client with what the upstream drained; keep polling while it lags behind."""
+        call = self.call
+        if self.finished or call is None or self.body_ended:
+            return
+        buffered = call.buffered()
+        router = self.router
+        router.peak_body_buffered = max(router.peak_body_buffered, buffered)
+        if buffered > OVERFLOW_FACTOR * router.options.request_buffer_bytes:
+            self._abort_call()
+            self.respond(503, b"upstream not taking the request body\n", failed=True)
+            return
+        self.client.grant(self.stream_id, buffered)
+        if buffered and self._poll is None:
+            self._poll = self.loop.call_later(CREDIT_POLL_S, self._poll_credit)
+
+    def _poll_credit(self) -> None:
+        self._poll = None
+        self._grant()
+
+    def client_reset(self) -> None:
+        """The client cancelled the stream or went away."""
+        if not self.finished:
+            self.reset_by = "client"
+            self._abort_call()
+            self._finish(failed=False)
+
+    def resume_if_drained(self) -> bool:
+        """Resume a paused upstream once the client acknowledged enough; True when resumed."""
+        if self.paused and self.client.backlog(self.stream_id) < BACKLOG_LOW:
+            self.paused = False
+            if self.call is not None:
+                self.call.resume()
+            return True
+        return self.finished
+
+    # upstream side (Sink)
+    def on_headers(self, status: int, headers: Headers) -> None:
+        if self.finished:
+            return
+        backend = self.backend
+        if backend is not None and backend.verification.expected is not None:
+            seen = identity_of(headers)  # only VMs that prove who they are pay for the look
+            if seen != backend.verification.expected:
+                self.router.identity_failed(backend, seen)  # out, and this attempt fails with the rest
+                return
+        self.status = status
+        self.response_started = True
+        self.last_activity = self.first_byte_at = self.loop.time()
+        options = self.router.options
+        name = backend.vm.encode() if options.backend_header and backend else None
+        block = response_headers(status, headers, options.via, name, self.request_id)
+        self.client.send_headers(self.stream_id, block, end=False)
+
+    def on_data(self, data: bytes) -> None:
+        if self.finished or self.request.method == b"HEAD":
+            return  # a HEAD response has no content, even if a backend sends some
+        self.last_activity = self.loop.time()
+        self.bytes_sent += len(data)
+        self.client.send_data(self.stream_id, data, end=False)
+        if not self.paused and self.client.backlog(self.stream_id) > BACKLOG_HIGH and self.call is not None:
+            self.paused = True
+            self.call.pause()
+            self.client.watch(self)
+
+    def on_end(self) -> None:
+        if self.finished:
+            return
+        self.client.send_data(self.stream_id, b"", end=True)
+        self._finish(failed=self.status >= 500)
+
+    def on_failed(self, reason: str) -> None:
+        if self.finished:
+            return
+        backend = self.backend
+        if backend is not None and not self.response_started and self.router.retry(self, backend, reason):
+            return
+        self._abort_call()
+        if self.response_started:
+            self.reset_by = "upstream"
+            self.client.reset(self.stream_id, H3Code.H3_INTERNAL_ERROR)
+            self._finish(failed=True, upstream_failed=True)
+        elif reason == TIMEOUT:
+            self.respond(504, b"upstream timed out\n", failed=True, upstream_failed=True)
+        else:
+            self.respond(502, b"upstream failed\n", failed=True, upstream_failed=True)
+
+    # endings
+    def respond(self, status: int, body: bytes, failed: bool, upstream_failed: bool = False) -> None:
+        """Answer the client from the balancer itself (no backend response reached it)."""
+        self.status = status
+        self.first_byte_at = self.loop.time()
+        self.bytes_sent += len(body)
+        headers = [(b":status", str(status).encode()), (b"content-type", b"text/plain"),
+                   (b"content-length", str(len(body)).encode()), (b"via", self.router.options.via)]
+        if self.request_id:
+            headers.append((b"x-request-id", self.request_id))
+        self.client.send_headers(self.stream_id, headers, end=False)
+        self.client.send_data(self.stream_id, body, end=True)
+        self._finish(failed=failed, upstream_failed=upstream_failed)
+
+    def end_attempt(self, failed: bool, upstream_failed: bool) -> None:
+        """Account the current attempt on its backend (latency, counters, health: a 5xx counts there)."""
+        backend, self.backend, self.call = self.backend, None, None
+        if backend is not None:
+            self.router.untrack(backend, self)
+            status = self.status if self.response_started else 0
+            self.router.attempt_over(backend, self.loop.time() - self.attempt_started, failed, upstream_failed, status)
+
+    def _finish(self, failed: bool, upstream_failed: bool = False) -> None:
+        self.finished = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._poll is not None:
+            self._poll.cancel()
+        self.end_attempt(failed, upstream_failed)
+        self.client.done(self)
+        self.router.finished(self)
+
+    def _abort_call(self) -> None:
+        if self.call is not None:
+            self.call.abort()
+
+    def _first_byte_limit(self) -> float:
+        """The per-try timeout while a retry is still possible, else the full first-byte timeout.
+
+        A first attempt that can still be retried is cut sooner (HAProxy/Envoy's per-try
+        timeout), so a VM that hangs costs an idempotent request `try_timeout_s`, not 30 s; the
+        retry then gets the full first-byte timeout measured from its own start.
+        """
+        options = self.router.options
+        if self.retryable and 0 < options.try_timeout_s < options.first_byte_timeout_s:
+            return options.try_timeout_s
+        return options.first_byte_timeout_s
+
+    def _tick(self) -> None:
+        """Timer: first-byte timeout before the response, idle timeout during it."""
+        self._timer = None
+        if self.finished:
+            return
+        limit = self.router.options.idle_timeout_s if self.response_started else self._first_byte_limit()
+        due = self.last_activity + limit
+        if self.loop.time() >= due:
+            self.on_failed(TIMEOUT)
+        else:
+            self._timer = self.loop.call_at(due, self._tick)

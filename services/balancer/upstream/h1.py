@@ -1,0 +1,276 @@
+"""HTTP/1.1 upstream: a keep-alive connection pool per backend over asyncio Protocols and httptools.
+
+Idle connections are reused last-in first-out (warm ones first); a new connection is opened
+only when none is idle. Responses are parsed by httptools' C parser and streamed to the sink
+chunk by chunk; `pause()` stops reading the socket, which is the backpressure towards the VM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+
+import httptools
+import structlog
+
+from services.balancer.core.upstream import CONNECT, PROTOCOL, RESET, Sink, UpstreamRequest
+
+log = structlog.get_logger("balancer.upstream.h1")
+
+CHUNK_END = b"0\r\n\r\n"
+
+
+def request_head(request: UpstreamRequest, chunked: bool) -> bytes:
+    """Request line and headers of an HTTP/1.1 request."""
+    lines = [request.method + b" " + request.path + b" HTTP/1.1", b"host: " + request.authority]
+    lines.extend(name + b": " + value for name, value in request.headers)
+    if chunked:
+        lines.append(b"transfer-encoding: chunked")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+class H1Call:
+    """One request on the pool; buffers the body until a connection is there."""
+
+    __slots__ = ("_ended", "_pending", "aborted", "chunked", "conn", "paused", "request", "sink")
+
+    def __init__(self, request: UpstreamRequest, sink: Sink) -> None:
+        self.request = request
+        self.sink = sink
+        self.conn: H1Connection | None = None
+        self.chunked = request.has_body and not any(n == b"content-length" for n, _ in request.headers)
+        self._pending: list[bytes] = [request_head(request, self.chunked)]
+        self._ended = not request.has_body
+        self.paused = False
+        self.aborted = False
+
+    @property
+    def request_sent(self) -> bool:
+        return self._ended and not self._pending
+
+    def send_body(self, data: bytes, end: bool) -> None:
+        """Forward a piece of the request body (chunk-framed when the length is unknown)."""
+        if self._ended:
+            return
+        if self.chunked:
+            piece = (b"%x\r\n" % len(data) + data + b"\r\n" if data else b"") + (CHUNK_END if end else b"")
+        else:
+            piece = data
+        self._ended = end
+        if self.conn is not None:
+            self.conn.write(piece)
+        elif piece:
+            self._pending.append(piece)
+
+    def flush_to(self, conn: H1Connection) -> None:
+        """Attach to a connection and write what was buffered."""
+        self.conn = conn
+        conn.write(b"".join(self._pending))
+        self._pending.clear()
+        if self.paused:
+            conn.pause()
+
+    def pause(self) -> None:
+        self.paused = True
+        if self.conn is not None:
+            self.conn.pause()
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.conn is not None:
+            self.conn.resume()
+
+    def buffered(self) -> int:
+        """Bytes waiting for a connection plus those in the socket transport's write buffer."""
+        waiting = sum(map(len, self._pending))
+        transport = self.conn.transport if self.conn is not None else None
+        return waiting + (transport.get_write_buffer_size() if transport is not None else 0)
+
+    def abort(self) -> None:
+        """The client went away or the response was refused: drop the connection (its response state
+        is unknown), and let nothing more reach the sink, not even the rest of the bytes in the parser."""
+        self.aborted = True
+        if self.conn is not None:
+            if self.conn.call is self:
+                self.conn.call = None
+            self.conn.close()
+
+
+class H1Connection(asyncio.Protocol):
+    """One keep-alive TCP (or TLS) connection to a backend, serving one call at a time."""
+
+    def __init__(self, pool: H1Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.call: H1Call | None = None
+        self.closed = False
+        self._names: list[bytes] = []
+        self._values: list[bytes] = []
+        self._status = 0
+        self._head = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def start(self, call: H1Call) -> None:
+        self.call = call
+        self._head = call.request.method == b"HEAD"
+        call.flush_to(self)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and data and not self.closed:
+            self.transport.write(data)
+
+    def pause(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            if error.__cause__ is not None:
+                log.error("upstream.callback_failed", exc_info=error.__cause__)
+            self._fail(PROTOCOL)
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        self._fail(RESET)
+
+    def _fail(self, reason: str) -> None:
+        call, self.call = self.call, None
+        if call is not None and not call.aborted:
+            call.sink.on_failed(reason)
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._names.clear()
+        self._values.clear()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._names.append(name)
+        self._values.append(value)
+
+    def on_headers_complete(self) -> None:
+        self._status = self.parser.get_status_code()
+        call = self.call
+        if call is None or self._status < 200:
+            return
+        call.sink.on_headers(self._status, list(zip(self._names, self._values, strict=True)))
+        if self._head and self.call is call:
+            self._done(reusable=False)
+
+    def on_body(self, body: bytes) -> None:
+        if self.call is not None:
+            self.call.sink.on_data(body)
+
+    def on_message_complete(self) -> None:
+        if self._status >= 200 and self.call is not None:
+            self._done(reusable=self.parser.should_keep_alive())
+
+    def _done(self, reusable: bool) -> None:
+        call, self.call = self.call, None
+        assert call is not None
+        if reusable and call.request_sent and not self.closed:
+            self.resume()
+            self.pool.release(self)
+        else:
+            self.close()
+        call.sink.on_end()
+
+
+class H1Pool:
+    """Keep-alive connections to one backend."""
+
+    def __init__(
+        self, host: str, port: int, tls: ssl.SSLContext | None, connect_timeout_s: float, max_idle: int
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.connect_timeout_s = connect_timeout_s
+        self.max_idle = max_idle
+        self.idle: list[H1Connection] = []
+        self.connecting = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def request(self, request: UpstreamRequest, sink: Sink) -> H1Call:
+        call = H1Call(request, sink)
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                conn.start(call)
+                return call
+        task = asyncio.get_running_loop().create_task(self._connect_for(call))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return call
+
+    async def _connect_for(self, call: H1Call) -> None:
+        self.connecting += 1
+        try:
+            conn = await self._open()
+        except (OSError, TimeoutError, ssl.SSLError) as error:
+            log.debug("upstream.connect_failed", backend=f"{self.host}:{self.port}", error=str(error))
+            if not call.aborted:
+                call.sink.on_failed(CONNECT)
+            return
+        finally:
+            self.connecting -= 1
+        if call.aborted:
+            self.release(conn)
+        else:
+            conn.start(call)
+
+    async def _open(self) -> H1Connection:
+        loop = asyncio.get_running_loop()
+        factory: Callable[[], H1Connection] = lambda: H1Connection(self)  # noqa: E731
+        server_hostname = self.host if self.tls is not None else None
+        connecting = loop.create_connection(
+            factory, self.host, self.port, ssl=self.tls, server_hostname=server_hostname
+        )
+        async with asyncio.timeout(self.connect_timeout_s):
+            _, conn = await connecting
+        return conn
+
+    def release(self, conn: H1Connection) -> None:
+        """Return an idle connection; beyond `max_idle` (or after close) it is closed instead."""
+        if self._closed or len(self.idle) >= self.max_idle:
+            conn.close()
+        else:
+            self.idle.append(conn)
+
+    def forget(self, conn: H1Connection) -> None:
+        if conn in self.idle:
+            self.idle.remove(conn)
+
+    def close(self) -> None:
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
+
+
+def client_tls(verify: bool) -> ssl.SSLContext:
+    """TLS context for upstream connections (VMs often carry self-signed certificates)."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
