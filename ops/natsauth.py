@@ -74,7 +74,7 @@ class Permissions:
 def permission_table(subjects: Subjects, bucket: str = SCALER_BUCKET) -> dict[str, Permissions]:
     """Every role's permissions, from the subjects each service really uses (see each service's on_start)."""
     s = subjects
-    prov_commands = [s.prov_create, _any_host(s.prov_create_on), _any_host(s.prov_destroy)]
+    prov_commands = [s.prov_create, _any_host(s.prov_create_on), _any_host(s.prov_destroy), _any_host(s.prov_drain)]
     commands = [s.cmd_status, s.cmd_scale, s.cmd_policy, s.cmd_drain]
     return {
         "balancer": _service("balancer", [s.prov_list, s.balancer_report, s.balancer_drained],

@@ -64,8 +64,41 @@ async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
     await client.drain()
 
 
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "integration", "e2e", "docker")
+"""A test's tier is the folder it lives in (tests/<tier>/...): no module repeats it in a `pytestmark`."""
+TIER_SECONDS: dict[str, float] = {}
+
+
+def tier_of(path: Path) -> str | None:
+    """The tier of a test file, from its first folder under tests/ (None outside a tier folder)."""
+    parts = path.resolve().relative_to(TESTS).parts
+    return parts[0] if len(parts) > 1 and parts[0] in TIERS else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its folder's tier before `-m` selects (so `-m unit` is tests/unit/)."""
+    for item in items:
+        tier = tier_of(item.path)
+        if tier is not None:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add each phase's time (setup, call, teardown) to its tier's total, for the summary."""
+    tier = tier_of(TESTS.parent / report.location[0])
+    if tier is not None:
+        TIER_SECONDS[tier] = TIER_SECONDS.get(tier, 0.0) + report.duration
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print the reliability matrix's rows the chaos scenarios recorded (tests/support/chaos.py)."""
+    """Print the time spent per tier, then the reliability matrix's rows the chaos scenarios recorded."""
+    if TIER_SECONDS:
+        terminalreporter.section("time per tier")
+        for tier in TIERS:
+            if tier in TIER_SECONDS:
+                terminalreporter.write_line(f"{tier:12} {TIER_SECONDS[tier]:8.1f} s")
     if chaos.ROWS:
         terminalreporter.section("reliability matrix (chaos)")
         for line in chaos.table_lines(chaos.ROWS):

@@ -46,6 +46,11 @@ class VmStateChanged(Message):
         default=False, description="The VM sends `uuid` in an `x-quicfleet-vm` header on every response: check it."
     )
     paused: bool = Field(default=False, description="libvirt reports the domain paused: it serves nothing.")
+    deadline_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] | None = Field(
+        default=None,
+        description="`draining` only: how long a balancer waits for its in-flight requests before it reports "
+                    "`fleet.balancer.drained` anyway.",
+    )
 
 
 class ScalingDecided(Message):

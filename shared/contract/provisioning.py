@@ -42,6 +42,20 @@ class DestroyVm(Message):
     epoch: Epoch
 
 
+class StartDrain(Message):
+    """`fleet.prov.<host>.drain`: take one of this host's VMs out of service (sent by the leader scaler).
+
+    The provisioner, the only writer of VM state, marks it `draining` and publishes `fleet.vm.draining`
+    with `deadline_s`: that one event is what every balancer drains on. Idempotent: a VM already
+    draining is answered as it is. Answered with the VM's `VmRecord`.
+    """
+
+    vm: Name
+    request_id: RequestId
+    epoch: Epoch
+    deadline_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 30.0
+
+
 class ListVms(Message):
     """`fleet.prov.list`: every provisioner answers with the VMs libvirt says it owns."""
 

@@ -78,6 +78,10 @@ class Subjects:
         """Destroy goes to the one provisioner that owns the VM (its host is in every VM event)."""
         return self._s(f"prov.{self._host(host)}.destroy")
 
+    def prov_drain(self, host: str) -> str:
+        """Drain goes to the provisioner that owns the VM: it alone writes VM state (`fleet.vm.draining`)."""
+        return self._s(f"prov.{self._host(host)}.drain")
+
     @staticmethod
     def _host(host: str) -> str:
         if not HOST_TOKEN.match(host):

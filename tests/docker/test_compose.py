@@ -18,8 +18,6 @@ import pytest
 from ops.natsserver import free_port
 from tests.docker.engine import BASE_IMAGE, ROOT, Engine, why_not
 
-pytestmark = pytest.mark.docker
-
 SERVICES = ("nats", "balancer", "metrics", "scaler", "provisioner")
 INIT = "nats-auth"
 """The one-shot service that writes the NATS users before nats starts (no healthcheck; exits 0)."""

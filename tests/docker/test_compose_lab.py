@@ -9,12 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.docker.engine import Engine, why_not
 from tests.docker.test_compose import compose, compose_env, operator_login, skip_or_fail, wait_healthy
-
-pytestmark = pytest.mark.docker
 
 
 def lab_or_skip() -> None:

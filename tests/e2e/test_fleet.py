@@ -24,8 +24,6 @@ from tests.e2e.stack import Stack
 from tests.support import wait_until
 from tests.support.chaos import Row, record
 
-pytestmark = pytest.mark.e2e
-
 
 async def test_scale_to_two_boots_two_clones_that_answer_through_the_balancer(
     watch: FleetWatch, load: Any, lab_handle: Lab

@@ -18,8 +18,6 @@ from services.provisioner.core.addresses import pick_address
 from services.provisioner.libvirt_adapter import LibvirtHypervisor
 from tests.e2e import vms
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture
 def conn(lab: LabInfo) -> Iterator[Any]:

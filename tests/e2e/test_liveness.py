@@ -29,7 +29,6 @@ from tests.e2e.stack import Stack
 from tests.support import wait_until
 from tests.support.chaos import Row, record
 
-pytestmark = pytest.mark.e2e
 REPLACE_AFTER_S = 5.0
 
 

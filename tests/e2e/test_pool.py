@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
-
 from ops.lab import Lab
 from shared.contract.events import VmState
 from shared.contract.policy import PolicyPatch, ScalingPolicy
@@ -20,7 +18,6 @@ from tests.e2e.conftest import TIMINGS
 from tests.e2e.fleetwatch import BOOT_TIMEOUT_S, FleetWatch
 from tests.support import wait_until
 
-pytestmark = pytest.mark.e2e
 SERVING_BOUND_S = 15.0
 """Scale command to the pooled VM answering through the balancer. Measured: resume to first answer
 0.1-0.2 s, a fresh clone's boot 14-19 s; the bound leaves room for an evaluation, the take, the

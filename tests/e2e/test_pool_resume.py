@@ -20,7 +20,6 @@ from typing import Any
 
 import libvirt
 import libvirt_qemu
-import pytest
 
 from ops.lab import Lab, LabInfo, netns
 from services.provisioner.core.ports import HypervisorError
@@ -30,7 +29,6 @@ from services.provisioner.readiness import ReadinessProbe
 from tests.e2e import vms
 from tests.e2e.conftest import TIMINGS
 
-pytestmark = pytest.mark.e2e
 PAUSE_S = float(os.environ.get("QUICFLEET_POOL_PAUSE_S", "20"))
 
 

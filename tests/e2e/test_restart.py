@@ -5,15 +5,12 @@ from __future__ import annotations
 import threading
 
 import libvirt
-import pytest
 
 from ops.lab import Lab, LabInfo
 from services.provisioner.core.ports import DomainEvent, DomainEventKind
 from services.provisioner.libvirt_adapter import LibvirtHypervisor
 from tests.e2e import vms
 from tests.support import wait_until
-
-pytestmark = pytest.mark.e2e
 
 
 async def test_adapter_reconnects_after_a_real_libvirtd_restart_with_events(lab: LabInfo, lab_handle: Lab) -> None:

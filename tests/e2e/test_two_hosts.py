@@ -40,7 +40,6 @@ from tests.e2e.test_liveness import log_lines
 from tests.e2e.twohosts import HOSTS, TwoHostStack, clones, hosts_answer, ready_on
 from tests.support import wait_until
 
-pytestmark = pytest.mark.e2e
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 """The fleet tests share the module's event loop: the fleet view (`watch2`) lives across them."""
 

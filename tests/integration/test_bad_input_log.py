@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import structlog
 
 from ops.natsserver import NatsServer
@@ -11,8 +10,6 @@ from shared.contract.events import VmStateChanged
 from shared.contract.subjects import Subjects
 from shared.settings import ServiceSettings
 from tests.support import wait_until
-
-pytestmark = pytest.mark.integration
 
 
 async def test_a_flood_of_malformed_events_is_counted_and_logged_a_few_times(nats_server: NatsServer, bus: Bus) -> None:

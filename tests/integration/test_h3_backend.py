@@ -6,11 +6,8 @@ import asyncio
 from pathlib import Path
 
 import niquests
-import pytest
 
 from tests.support.h3server import H3Backend
-
-pytestmark = pytest.mark.integration
 
 
 def _get(url: str) -> niquests.Response:

@@ -19,8 +19,6 @@ from shared.contract.subjects import Subjects
 from shared.errors import BusError
 from shared.settings import ServiceSettings
 
-pytestmark = pytest.mark.integration
-
 AUTH = """
 authorization {
   users = [

@@ -27,7 +27,6 @@ from shared.kv import ReplicasUnavailable, open_bucket
 from shared.settings import ServiceSettings
 from tests.support import wait_until
 
-pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 

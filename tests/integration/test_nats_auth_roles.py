@@ -46,7 +46,7 @@ from tests.support import Collector, wait_until
 from tests.support.chaos import Row, record
 from tests.support.h3server import H3Backend
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+pytestmark = pytest.mark.chaos
 __all__ = ["world"]
 
 

@@ -11,13 +11,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import nats
-import pytest
 
 from ops.natsserver import free_port
 from tests.integration.cli.support import cli
 from tests.support import wait_until
-
-pytestmark = pytest.mark.integration
 
 
 @asynccontextmanager

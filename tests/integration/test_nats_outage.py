@@ -9,12 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from ops.natsserver import NatsServer
 from tests.support import wait_until
-
-pytestmark = pytest.mark.integration
 
 SERVICES = ("balancer", "metrics", "scaler", "provisioner")
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,8 +22,6 @@ from shared.contract.status import DesiredState, FleetStatus
 from shared.errors import BusError
 from tests.support import wait_until
 
-pytestmark = pytest.mark.integration
-
 SERVICES = ("balancer", "metrics", "scaler", "provisioner")
 ROOT = Path(__file__).resolve().parents[2]
 

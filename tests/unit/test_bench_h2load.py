@@ -7,8 +7,6 @@ import pytest
 from bench._h2load import parse
 from bench._shares import Share
 
-pytestmark = pytest.mark.unit
-
 REPORT = """
 finished in 91.09ms, 10977.91 req/s, 599.12KB/s
 requests: 1000 total, 1000 started, 1000 done, 972 succeeded, 28 failed, 0 errored, 0 timeout

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from bench.pool_reaction import nearest_rank, settled
 from shared.contract.events import VmState, VmStateChanged
-
-pytestmark = pytest.mark.unit
 
 
 def test_nearest_rank_takes_a_sample_and_p95_of_a_handful_is_the_worst() -> None:

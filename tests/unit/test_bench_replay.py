@@ -13,8 +13,6 @@ from bench.scaler_replay import AFTER, POLICY, meets, total
 from bench.simulate import DecideController, FleetModel, SimFleet, Tally, replay
 from services.scaler.core.boottimes import Kind
 
-pytestmark = pytest.mark.unit
-
 MODEL = FleetModel(capacity_rps=100.0, boot_s=15.0, resume_s=3.0, hosts=2)
 
 

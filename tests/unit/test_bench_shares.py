@@ -6,8 +6,6 @@ import pytest
 
 from bench._shares import Share, bottleneck, describe, per_core
 
-pytestmark = pytest.mark.unit
-
 
 def test_a_saturated_system_under_test_is_not_flagged() -> None:
     """The proxy at 99% of its core is the bottleneck, whatever the others did."""

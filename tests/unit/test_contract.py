@@ -17,8 +17,6 @@ from shared.contract.subjects import Subjects
 from shared.endpoints import error_reply, ok_reply
 from shared.errors import BusError
 
-pytestmark = pytest.mark.unit
-
 EXAMPLES: list[BaseModel] = [
     commands.ScaleFleet(replicas=3),
     commands.GetStatus(),

@@ -8,8 +8,6 @@ from nats.js.errors import APIError
 from shared.kv import ReplicasUnavailable, placement_problem, stream_name
 from shared.settings import ServiceSettings, SettingsError, load_settings
 
-pytestmark = pytest.mark.unit
-
 
 def test_replicas_default_to_one_and_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """QUICFLEET_NATS_REPLICAS is 1 unless set; 3 is taken as given."""

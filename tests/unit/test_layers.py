@@ -8,8 +8,6 @@ import pytest
 
 from tests.support import layers
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from shared.lifecycle import TaskGroupService
-
-pytestmark = pytest.mark.unit
 
 
 async def _swallows_one_cancel(swallowed: asyncio.Event) -> None:

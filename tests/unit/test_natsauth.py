@@ -33,7 +33,6 @@ from shared.contract.events import VmState
 from shared.contract.subjects import Subjects
 from shared.settings import ServiceSettings
 
-pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 S = Subjects()
 TABLE = permission_table(S)
@@ -69,7 +68,7 @@ def test_no_user_may_read_the_replies_of_another(role: str) -> None:
 def test_only_the_scaler_may_send_provisioner_commands() -> None:
     """Create (any host, one host), destroy and list reach the provisioner; only the scaler may send creates
     and destroys, and the balancer only the list it needs at start."""
-    commands = [S.prov_create, S.prov_create_on("h1"), S.prov_destroy("h1")]
+    commands = [S.prov_create, S.prov_create_on("h1"), S.prov_destroy("h1"), S.prov_drain("h1")]
     for role, allowed in TABLE.items():
         assert all(allows(allowed.publish, c) for c in commands) == (role == "scaler"), role
     assert all(allows(TABLE["provisioner"].subscribe, c) for c in [*commands, S.prov_list])
@@ -199,9 +198,11 @@ def test_a_password_file_must_be_readable_and_a_password_wins_over_it(tmp_path: 
 def _every_subject(s: Subjects) -> list[str]:
     """Every subject `Subjects` can name: its properties, and its per-state and per-host builders."""
     builders = {name for name in vars(Subjects) if not name.startswith("_") and callable(getattr(Subjects, name))}
-    assert builders == {"vm", "prov_create_on", "prov_destroy"}, "a new subject builder: add it here and to the table"
+    known = {"vm", "prov_create_on", "prov_destroy", "prov_drain"}
+    assert builders == known, "a new subject builder: add it here and to the table"
     properties = [getattr(s, name) for name, value in vars(Subjects).items() if isinstance(value, property)]
-    return [*properties, *(s.vm(state) for state in VmState), s.prov_create_on("h1"), s.prov_destroy("h1")]
+    return [*properties, *(s.vm(state) for state in VmState), s.prov_create_on("h1"), s.prov_destroy("h1"),
+            s.prov_drain("h1")]
 
 
 @pytest.mark.parametrize("subject", _every_subject(S))

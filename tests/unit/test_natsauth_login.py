@@ -12,8 +12,6 @@ from ops.natsauth import prepare
 from ops.stack.plan import Mode, Plan, service_env, with_login
 from shared.contract.subjects import Subjects
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.fixture
 def home(tmp_path: Path) -> dict[str, str]:

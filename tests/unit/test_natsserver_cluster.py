@@ -9,8 +9,6 @@ import pytest
 
 from ops.natsserver import NodePorts, cluster_extra, fixed_node_ports, meta_leader_of, node_name, write_node_config
 
-pytestmark = pytest.mark.unit
-
 
 def test_fixed_ports_follow_the_nats_convention() -> None:
     """`up --nats-cluster 3` from 4222: clients 4222-4224, routes 6222-6224, monitoring 8222-8224."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from prometheus_client import generate_latest
 
 from services.balancer.process.telemetry import Telemetry
@@ -14,8 +13,6 @@ from services.metrics.rejections import Rejections, parse_stats
 from services.metrics.state import MetricsState
 from shared.endpoints import STATS_KEY
 from shared.throttle import OVERFLOW_KEY, Tally, rejected_inputs
-
-pytestmark = pytest.mark.unit
 
 
 def _stats(name: str, instance: str, counts: object) -> bytes:

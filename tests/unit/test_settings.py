@@ -6,8 +6,6 @@ import pytest
 
 from shared.settings import ServiceSettings, SettingsError, load_settings
 
-pytestmark = pytest.mark.unit
-
 
 def test_settings_come_from_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """QUICFLEET_NATS_URL and QUICFLEET_SUBJECT_PREFIX set the fields of the same name."""

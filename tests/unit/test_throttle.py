@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
 from shared.throttle import OVERFLOW_KEY, LineThrottle
-
-pytestmark = pytest.mark.unit
 
 
 def test_a_burst_is_written_then_lines_are_only_counted_until_the_period_ends() -> None:

@@ -31,7 +31,7 @@ from tests.e2e.load import LoadRun
 from tests.support import wait_until
 from tests.support.chaos import Row, long_variants, record
 
-pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+pytestmark = pytest.mark.chaos
 
 LONG = long_variants()
 KV_GAP_LIMIT_S = 5.0

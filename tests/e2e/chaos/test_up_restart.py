@@ -19,7 +19,7 @@ from ops.natsserver import free_port
 from tests.e2e.stack import REPO
 from tests.support.chaos import Row, record
 
-pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+pytestmark = pytest.mark.chaos
 
 UP_READY = "quicfleet is up"
 

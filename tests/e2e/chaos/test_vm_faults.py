@@ -27,7 +27,7 @@ from tests.e2e.load import LoadRun
 from tests.support import wait_until
 from tests.support.chaos import Row, record
 
-pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+pytestmark = pytest.mark.chaos
 
 CEILING = 3
 IN_FLIGHT = (VmState.REQUESTED, VmState.CLONING, VmState.BOOTING)

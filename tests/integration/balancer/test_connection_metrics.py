@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import aiohttp
-import pytest
 
 from shared.bus import Bus
 from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import h3_client
 from tests.support import wait_until
 from tests.support.h1server import H1Backend
-
-pytestmark = pytest.mark.integration
 
 
 async def test_connections_handshakes_and_retries_are_counted(bus: Bus, start_balancer: StartBalancer) -> None:

@@ -6,8 +6,6 @@ import asyncio
 import socket
 from pathlib import Path
 
-import pytest
-
 from services.balancer.upstream.checks import check_all
 from shared.bus import Bus
 from shared.contract.events import VmState
@@ -19,8 +17,6 @@ from tests.support.h3server import H3Backend
 
 NO_TIMEOUT = {"upstream_first_byte_timeout_s": 3000, "upstream_try_timeout_s": 0, "balancer_retry_budget": 1.0}
 """Timeouts so long that only the abort can explain a prompt answer."""
-
-pytestmark = pytest.mark.integration
 
 
 

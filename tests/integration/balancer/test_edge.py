@@ -7,7 +7,6 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import aiohttp
-import pytest
 from structlog.testing import capture_logs
 
 from shared.bus import Bus
@@ -15,8 +14,6 @@ from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import h3_client
 from tests.support import wait_until
 from tests.support.h1server import H1Backend
-
-pytestmark = pytest.mark.integration
 
 SPOOFED = [(b"x-forwarded-for", b"6.6.6.6"), (b"x-real-ip", b"6.6.6.6"), (b"x-request-id", b"picked-by-client")]
 

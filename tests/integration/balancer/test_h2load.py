@@ -12,8 +12,6 @@ from shared.bus import Bus
 from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.support.h1server import H1Backend
 
-pytestmark = pytest.mark.integration
-
 
 async def test_h2load_gets_1000_responses_with_none_failed(bus: Bus, start_balancer: StartBalancer) -> None:
     """1,000 GETs, 4 connections x 8 streams, QPACK dynamic table on (h2load's default): 0 failed."""

@@ -19,8 +19,6 @@ from tests.integration.balancer.h3client import h3_client
 from tests.integration.balancer.identity_backends import IdentityH1Backend, IdentityH3Backend
 from tests.support import wait_until
 
-pytestmark = pytest.mark.integration
-
 HONEST = "6f1c1a52-3c57-4d0e-9a51-0c2b8f1d7e01"
 IMPOSTOR = "0b9d8e7f-1111-4222-8333-944455556666"
 STRANGER = "d3adbeef-0000-4000-8000-000000000000"

@@ -12,8 +12,6 @@ from tests.integration.balancer.h3client import h3_client
 from tests.support import wait_until
 from tests.support.h1server import H1Backend
 
-pytestmark = pytest.mark.integration
-
 
 async def test_streams_over_the_limit_never_run_at_once(
     bus: Bus, start_balancer: StartBalancer, quic_engine: str

@@ -9,13 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from shared.bus import Bus
 from shared.contract.load import BalancerReported
 from tests.support import Collector
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
 

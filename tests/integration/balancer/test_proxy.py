@@ -16,8 +16,6 @@ from tests.support import wait_until
 from tests.support.h1server import H1Backend
 from tests.support.h3server import H3Backend
 
-pytestmark = pytest.mark.integration
-
 
 def _niquests_get(url: str, count: int = 1) -> list[niquests.Response]:
     with niquests.Session(disable_http1=True, disable_http2=True) as session:

@@ -23,8 +23,6 @@ from tests.support import Collector, wait_until
 from tests.support.h1server import H1Backend
 from tests.support.h3server import H3Backend
 
-pytestmark = pytest.mark.integration
-
 
 async def _collect(bus: Bus, subject: str, model: type) -> Collector:
     """A Collector of validated messages on `subject`."""

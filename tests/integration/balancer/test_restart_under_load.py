@@ -17,7 +17,7 @@ from tests.support import wait_until
 from tests.support.chaos import Row, long_variants, record
 from tests.support.h1server import H1Backend
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+pytestmark = pytest.mark.chaos
 
 SHORT_CONNECTIONS, LONG_CONNECTIONS = 45, 5
 """50 connections, each keeping one request going: 10% of them on 2 s requests."""

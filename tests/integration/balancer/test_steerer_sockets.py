@@ -5,13 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from services.balancer.steering.cid import Layout
 from services.balancer.steering.plan import rendezvous
 from services.balancer.steering.steerer import Steerer
-
-pytestmark = pytest.mark.integration
 
 GONE = 250
 """A slot nobody holds on the test's port."""

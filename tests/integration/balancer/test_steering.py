@@ -7,8 +7,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import pytest
-
 from services.balancer.service import BalancerService
 from services.balancer.steering.cid import Layout
 from shared.bus import Bus
@@ -17,8 +15,6 @@ from tests.integration.balancer.h3client import Response, _Client, h3_client
 from tests.integration.balancer.load import Load
 from tests.support import wait_until
 from tests.support.h1server import H1Backend
-
-pytestmark = pytest.mark.integration
 
 CLIENTS = 16
 

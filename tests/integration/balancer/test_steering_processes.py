@@ -10,16 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from shared.bus import Bus
 from shared.contract.load import BalancerReported
 from tests.integration.balancer.conftest import list_as_provisioner
 from tests.integration.balancer.load import Load
 from tests.support import Collector, wait_until
 from tests.support.h1server import H1Backend
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
 CONNECTIONS = 50

@@ -23,7 +23,6 @@ from tests.support import Collector, wait_until
 from tests.support.h1server import H1Backend
 
 pytestmark = [
-    pytest.mark.integration,
     pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning"),  # the dev certificate
 ]
 

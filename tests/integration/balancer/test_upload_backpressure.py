@@ -5,16 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from services.balancer.proxy.exchange import OVERFLOW_FACTOR
 from shared.bus import Bus
 from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import h3_client
 from tests.support import wait_until
 from tests.support.h1server import H1Backend
-
-pytestmark = pytest.mark.integration
 
 WINDOW = 256 * 1024
 BODY = 8 * 1024 * 1024

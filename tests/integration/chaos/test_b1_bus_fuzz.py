@@ -34,7 +34,7 @@ from tests.integration.chaos.fuzz import payloads
 from tests.integration.chaos.probe import CountingHypervisor, bounded, invalid_reply_problem, rss_mib
 from tests.support import chaos, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+pytestmark = pytest.mark.chaos
 
 ALL = frozenset({"scaler", "provisioner", "metrics", "balancer"})
 CASES = 10_000 if chaos.long_variants() else 300

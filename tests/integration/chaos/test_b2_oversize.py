@@ -19,7 +19,7 @@ from tests.integration.chaos.probe import invalid_reply_problem, rss_mib
 from tests.support import chaos, wait_until
 from tests.support.h1server import H1Backend
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+pytestmark = pytest.mark.chaos
 
 ROUNDS = 200 if chaos.long_variants() else 20
 HEADER_CAP, BODY_CAP = 4096, 64 * 1024

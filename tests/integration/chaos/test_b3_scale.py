@@ -27,7 +27,7 @@ from tests.integration.chaos.probe import bounded, invalid_reply_problem
 from tests.support import chaos, wait_until
 from tests.support.h3server import H3Backend
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+pytestmark = pytest.mark.chaos
 
 CEILING = 3
 """max_replicas and the provisioner's max_vms: test:///default has room for three 1 MiB VMs."""

@@ -20,7 +20,7 @@ from tests.integration.chaos.steady import TimedLoad, quantile, steady
 from tests.support import chaos
 from tests.support.h3server import H3Backend
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+pytestmark = pytest.mark.chaos
 
 DATAGRAMS, SECONDS = (50_000, 60.0) if chaos.long_variants() else (5_000, 5.0)
 BATCH = 50

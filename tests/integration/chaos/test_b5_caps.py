@@ -24,7 +24,7 @@ from tests.integration.chaos.steady import TimedLoad, quantile, steady
 from tests.support import chaos, wait_until
 from tests.support.h1server import H1Backend
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+pytestmark = pytest.mark.chaos
 
 LONG = chaos.long_variants()
 HANDSHAKES, MAX_CONNECTIONS, PER_IP = (2000, 1000, 150) if LONG else (200, 60, 10)

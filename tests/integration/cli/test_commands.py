@@ -9,8 +9,6 @@ import signal
 import sys
 from pathlib import Path
 
-import pytest
-
 from ops.natsserver import NatsServer, free_port
 from services.scaler.bootstrap import bootstrap as scaler_bootstrap
 from services.scaler.settings import ScalerSettings
@@ -19,8 +17,6 @@ from shared.contract.events import VmState, VmStateChanged
 from shared.settings import ServiceSettings
 from tests.integration.cli.support import ScriptedFleet, cli
 from tests.support.h3server import H3Backend
-
-pytestmark = pytest.mark.integration
 
 
 async def test_status_policy_and_refusals_against_the_real_scaler(

@@ -9,8 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ops.natsserver import NatsServer, free_port
 from services.balancer.bootstrap import bootstrap
 from services.balancer.service import BalancerService
@@ -22,8 +20,6 @@ from shared.settings import ServiceSettings
 from tests.integration.balancer.conftest import announce
 from tests.integration.cli.support import ScriptedFleet, cli
 from tests.support.h3server import H3Backend
-
-pytestmark = pytest.mark.integration
 
 
 @asynccontextmanager

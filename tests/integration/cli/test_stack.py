@@ -12,14 +12,11 @@ import uuid
 from pathlib import Path
 
 import nats
-import pytest
 
 from ops.cli.login import login_dir
 from ops.natsserver import MONITOR_OFFSET, ROUTE_OFFSET, free_port
 from tests.integration.cli.support import Result, cli
 from tests.support import wait_until
-
-pytestmark = pytest.mark.integration
 
 
 def processes_with(marker: str) -> list[int]:

@@ -15,8 +15,6 @@ import pytest
 from tests.integration.cli.support import Result
 from tests.support import wait_until
 
-pytestmark = pytest.mark.e2e
-
 
 def lab_or_skip() -> None:
     """Skip loudly where the lab cannot run (or a developer opted out); under CI that is a failure."""

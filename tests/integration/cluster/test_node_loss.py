@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import niquests
-import pytest
 from nats.errors import Error as NatsError
 from nats.js.kv import KeyValue
 
@@ -36,8 +35,6 @@ from tests.integration.cluster.fleet import Fleet, free_udp_port, service_envs
 from tests.integration.cluster.prober import Prober
 from tests.support import Collector, wait_until
 from tests.support.h3server import H3Backend
-
-pytestmark = pytest.mark.integration
 
 BUCKET = "quicfleet_scaler"
 POLICY = PolicyPatch(max_replicas=6, cooldown_s=7)

@@ -17,8 +17,6 @@ from shared.kv import ReplicasUnavailable, open_bucket, stream_name
 from tests.integration.cluster.fleet import ROOT
 from tests.support import wait_until
 
-pytestmark = pytest.mark.integration
-
 
 async def test_every_node_fsyncs_each_write(cluster: NatsCluster) -> None:
     """Each node of the cluster runs JetStream with `sync_interval: always` and knows the same meta leader."""

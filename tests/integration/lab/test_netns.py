@@ -15,8 +15,6 @@ import pytest
 from ops.lab import Lab, LabError, lab_possible, netns
 from ops.lab.network import network_xml
 
-pytestmark = pytest.mark.integration
-
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 

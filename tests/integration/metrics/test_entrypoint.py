@@ -11,9 +11,6 @@ import sys
 from pathlib import Path
 
 import aiohttp
-import pytest
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -23,8 +23,6 @@ from tests.integration.metrics.helpers import collect, publish_reports, scrape
 from tests.support import wait_until
 from tests.unit.metrics.builders import backend, report
 
-pytestmark = pytest.mark.integration
-
 
 async def test_fleet_load_reflects_reports_within_two_snapshots(bus: Bus, metrics: MetricsService) -> None:
     """A report from a fresh balancer run shows up in one of the next two `fleet.load` snapshots."""

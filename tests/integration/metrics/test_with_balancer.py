@@ -22,8 +22,6 @@ from tests.integration.metrics.helpers import collect, scrape
 from tests.support import wait_until
 from tests.support.h1server import H1Backend
 
-pytestmark = pytest.mark.integration
-
 REQUESTS = 40
 
 

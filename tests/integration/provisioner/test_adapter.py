@@ -12,8 +12,6 @@ from services.provisioner.libvirt_adapter import LibvirtHypervisor
 from tests.integration.provisioner.conftest import URI, World
 from tests.support import wait_until
 
-pytestmark = pytest.mark.integration
-
 NODE = Path(__file__).resolve().parents[2] / "fixtures" / "libvirt" / "node.xml"
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
-import pytest
-
 from ops.natsserver import NatsServer
 from services.provisioner.bootstrap import bootstrap
 from services.provisioner.libvirt_adapter import LibvirtHypervisor
@@ -13,8 +11,6 @@ from shared.bus import Bus
 from shared.contract.provisioning import ListVms, VmList
 from tests.integration.provisioner.conftest import URI, VM_MEMORY_MIB, World, template_xml
 from tests.support import wait_until
-
-pytestmark = pytest.mark.integration
 
 
 def driver_figures(world: World) -> tuple[int, int]:

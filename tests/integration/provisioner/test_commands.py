@@ -20,8 +20,6 @@ from tests.integration.provisioner.conftest import World
 from tests.integration.provisioner.helpers import VmEvents
 from tests.support.h3server import H3Backend
 
-pytestmark = pytest.mark.integration
-
 
 def _pool(backends: list[H3Backend]) -> str:
     return ",".join(b.address for b in backends)

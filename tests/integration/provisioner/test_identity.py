@@ -9,7 +9,6 @@ import pytest
 from services.provisioner.readiness import IMPOSTOR, ReadinessProbe
 from tests.integration.balancer.identity_backends import IdentityH3Backend
 
-pytestmark = pytest.mark.integration
 ME = "0f8e3c1a-2b4d-4e6f-8a9b-0c1d2e3f4a5b"
 OTHER = "11111111-2222-4333-8444-555555555555"
 

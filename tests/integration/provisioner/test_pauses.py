@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from ops.natsserver import NatsServer
 from services.provisioner.bootstrap import bootstrap
 from shared.bus import Bus
@@ -13,8 +11,6 @@ from tests.integration.provisioner.conftest import World
 from tests.integration.provisioner.helpers import VmEvents
 from tests.support import wait_until
 from tests.support.h3server import H3Backend
-
-pytestmark = pytest.mark.integration
 
 
 async def test_a_paused_vm_is_republished_paused_then_resumed(

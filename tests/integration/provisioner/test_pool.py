@@ -4,7 +4,6 @@ create, and kept pooled across a provisioner restart."""
 from __future__ import annotations
 
 import libvirt
-import pytest
 
 from ops.natsserver import NatsServer
 from services.provisioner.bootstrap import bootstrap
@@ -15,8 +14,6 @@ from shared.contract.provisioning import CreateVm, ListVms, VmList, VmRecord
 from tests.integration.provisioner.conftest import World
 from tests.integration.provisioner.helpers import VmEvents
 from tests.support.h3server import H3Backend
-
-pytestmark = pytest.mark.integration
 
 
 def _tag(world: World, vm: str) -> VmTag | None:

@@ -6,7 +6,6 @@ import datetime
 import ipaddress
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -14,8 +13,6 @@ from cryptography.x509.oid import NameOID
 
 from services.provisioner.readiness import ReadinessProbe
 from tests.support.h3server import H3Backend
-
-pytestmark = pytest.mark.integration
 
 
 def _name(common: str) -> x509.Name:

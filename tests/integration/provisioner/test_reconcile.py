@@ -24,8 +24,6 @@ from tests.integration.provisioner.helpers import VmEvents
 from tests.support import wait_until
 from tests.support.h3server import H3Backend
 
-pytestmark = pytest.mark.integration
-
 
 async def test_vm_destroyed_behind_our_back_is_reported_and_cleaned(
     bus: Bus, nats_server: NatsServer, world: World, backends: list[H3Backend]

@@ -6,7 +6,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import pytest
 from nats.aio.msg import Msg
 
 from services.scaler.bootstrap import bootstrap
@@ -20,8 +19,6 @@ from shared.contract.status import DesiredState
 from shared.endpoints import ok_reply
 from tests.integration.scaler.fakes import FakeBalancer, FakeProvisioner
 from tests.support import wait_until
-
-pytestmark = pytest.mark.integration
 
 
 class StaleLister(FakeProvisioner):

@@ -20,8 +20,6 @@ from shared.contract.status import DesiredState, FleetStatus
 from tests.integration.scaler.fakes import FakeBalancer, FakeProvisioner
 from tests.support import Collector, wait_until
 
-pytestmark = pytest.mark.integration
-
 
 @asynccontextmanager
 async def fleet_of_three(

@@ -25,8 +25,6 @@ from tests.integration.scaler.test_liveness import decisions
 from tests.support import wait_until
 from tests.support.h3server import H3Backend
 
-pytestmark = pytest.mark.integration
-
 
 def scaler_settings() -> ScalerSettings:
     """A scaler that lists the hosts every 0.3 s (built per test: the NATS URL comes from its environment)."""

@@ -8,8 +8,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import pytest
-
 from services.scaler.bootstrap import bootstrap
 from services.scaler.service import ScalerService
 from services.scaler.settings import ScalerSettings
@@ -21,8 +19,6 @@ from shared.contract.status import DesiredState, FleetStatus, PoolStatus
 from tests.integration.scaler.fakes import FakeBalancer, FakeProvisioner
 from tests.integration.scaler.test_liveness import decisions
 from tests.support import wait_until
-
-pytestmark = pytest.mark.integration
 
 
 @asynccontextmanager

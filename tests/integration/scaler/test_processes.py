@@ -10,15 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from shared.bus import Bus
 from shared.contract.commands import GetStatus
 from shared.contract.status import FleetStatus
 from shared.errors import BusError
 from tests.support import wait_until
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
 TTL = 2.0

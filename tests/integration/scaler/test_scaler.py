@@ -22,8 +22,6 @@ from shared.contract.status import DesiredState, FleetStatus
 from tests.integration.scaler.fakes import FakeBalancer, FakeProvisioner
 from tests.support import Collector, wait_until
 
-pytestmark = pytest.mark.integration
-
 TTL = 2.0
 
 

@@ -21,7 +21,6 @@ from tests.support import wait_until
 from tests.support.h3server import H3Backend
 
 pytestmark = [
-    pytest.mark.integration,
     pytest.mark.skipif(conftest.world is None, reason="the provisioner's libvirt test fixtures are not available"),
 ]
 

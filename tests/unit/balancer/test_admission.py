@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from services.balancer.core.admission import PeerCounts
-
-pytestmark = pytest.mark.unit
 
 
 def test_an_address_at_its_cap_is_refused_while_another_address_is_admitted() -> None:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from services.balancer.quic.departure import Departure
-
-pytestmark = pytest.mark.unit
 
 
 async def test_streams_at_or_past_the_line_are_refused() -> None:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from services.balancer.core.drain import DrainBook, DrainOver
 from services.balancer.core.retry import RetryBudget
-
-pytestmark = pytest.mark.unit
 
 
 def test_drain_ends_when_nothing_is_in_flight() -> None:

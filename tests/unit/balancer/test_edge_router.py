@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 
-import pytest
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
@@ -22,8 +21,6 @@ from services.balancer.proxy.exchange import Exchange
 from services.balancer.proxy.ids import new_request_id
 from services.balancer.proxy.router import Router
 from tests.support import wait_until
-
-pytestmark = pytest.mark.unit
 
 
 class FakeCall:

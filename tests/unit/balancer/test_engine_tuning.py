@@ -11,8 +11,6 @@ import pytest
 from services.balancer.quic import ENGINES, Engine, load_engine
 from shared.certs import make_self_signed
 
-pytestmark = pytest.mark.unit
-
 CLIENT = ("1.2.3.4", 1234)
 SERVER = ("2.3.4.5", 4433)
 WINDOW = 1048576

@@ -20,8 +20,6 @@ from services.balancer.proxy.ids import new_request_id
 
 ID = new_request_id()
 
-pytestmark = pytest.mark.unit
-
 SPOOFED = [
     (b"x-forwarded-for", b"6.6.6.6"), (b"forwarded", b"for=6.6.6.6"), (b"x-forwarded-proto", b"http"),
     (b"x-real-ip", b"6.6.6.6"), (b"x-request-id", b"chosen-by-client"), (b"accept", b"*/*"),

@@ -15,8 +15,6 @@ from shared.contract.load import LATENCY_BOUNDS_S
 
 ID = new_request_id()
 
-pytestmark = pytest.mark.unit
-
 
 def test_end_to_end_drops_hop_by_hop_pseudo_and_connection_listed_headers() -> None:
     """Hop-by-hop headers, pseudo-headers and those named in `connection` are removed, names lower-cased."""

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
 from services.balancer.core.health import Health, HealthPolicy
-
-pytestmark = pytest.mark.unit
 
 
 def test_new_backend_starts_usable() -> None:

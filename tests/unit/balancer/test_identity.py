@@ -5,8 +5,6 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
-import pytest
-
 from services.balancer.core.backends import BackendTable
 from services.balancer.core.health import HealthPolicy
 from services.balancer.core.identity import IdentityState, Verification, describe, identity_of
@@ -18,8 +16,6 @@ from services.balancer.proxy.router import Router
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.provisioning import VmList, VmRecord
 from tests.unit.balancer.test_edge_router import FakeUpstream
-
-pytestmark = pytest.mark.unit
 
 UUID = "6f1c1a52-3c57-4d0e-9a51-0c2b8f1d7e01"
 OTHER = "0b9d8e7f-1111-4222-8333-944455556666"

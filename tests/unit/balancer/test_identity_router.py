@@ -6,7 +6,6 @@ import asyncio
 import random
 from datetime import UTC, datetime
 
-import pytest
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
@@ -26,8 +25,6 @@ from services.balancer.upstream.checks import record
 from tests.unit.balancer.test_edge_router import FakeCall, FakeClient
 
 ID = new_request_id()
-
-pytestmark = pytest.mark.unit
 
 UUIDS = {"vm-a": "6f1c1a52-3c57-4d0e-9a51-0c2b8f1d7e01", "vm-b": "0b9d8e7f-1111-4222-8333-944455556666"}
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
-import pytest
-
 from services.balancer.core.backends import Backend, BackendTable
 from services.balancer.core.drain import DrainOver
 from services.balancer.core.health import HealthPolicy
@@ -18,8 +16,6 @@ from services.balancer.proxy.membership import apply_event, apply_listing
 from services.balancer.proxy.router import Router
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.provisioning import VmList, VmRecord
-
-pytestmark = pytest.mark.unit
 
 
 class FakeUpstream:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from services.balancer.core.backends import BackendTable
 from services.balancer.core.health import Health, HealthPolicy
-
-pytestmark = pytest.mark.unit
 
 
 def test_consecutive_5xx_eject_for_the_base_time() -> None:

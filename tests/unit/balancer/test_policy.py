@@ -11,8 +11,6 @@ from services.balancer.core.backends import Backend
 from services.balancer.core.health import Health, HealthPolicy
 from services.balancer.core.policy import Picker
 
-pytestmark = pytest.mark.unit
-
 
 def _backends(n: int, ready_since: float = -1000.0) -> list[Backend]:
     return [Backend(f"vm-{i}", "127.0.0.1", 9000 + i, ready_since, Health(HealthPolicy())) for i in range(n)]

@@ -9,8 +9,6 @@ import pytest
 from services.balancer.quic import ENGINES, load_engine
 from services.balancer.quic.qpack import NonBlockingEncoder, safe_qpack
 
-pytestmark = pytest.mark.unit
-
 RESPONSE = [(b":status", b"200"), (b"via", b"3 quicfleet-a"), (b"x-quicfleet-backend", b"qf-1"),
             (b"content-length", b"27")]
 PEER = {"max_table_capacity": 4096, "blocked_streams": 100}

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 from services.balancer.core.admission import PeerCounts
 from services.balancer.core.trim import TrimPolicy, trim_due
 from services.balancer.process.reclaim import Reclaimer, glibc_trim, rss_mib
 from services.balancer.process.telemetry import Telemetry
-
-pytestmark = pytest.mark.unit
 
 POLICY = TrimPolicy(min_interval_s=10.0, min_drop=64)
 

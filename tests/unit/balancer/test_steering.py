@@ -12,8 +12,6 @@ from services.balancer.steering import peers
 from services.balancer.steering.cid import CID_LENGTH, Layout, server_id
 from services.balancer.steering.plan import BROADCAST, DROP, LOCAL, Decision, decide, destination_cid, rendezvous
 
-pytestmark = pytest.mark.unit
-
 slots = st.integers(0, 255)
 
 

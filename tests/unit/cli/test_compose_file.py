@@ -13,8 +13,6 @@ from ops.cli.health import SERVICES
 from ops.configdocs import settings_class
 from shared.settings import ENV_PREFIX, ServiceSettings
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parents[3]
 
 

@@ -12,8 +12,6 @@ from ops.cli.health import SERVICES
 from ops.configdocs import render, settings_class, type_name, write
 from shared.settings import ServiceSettings
 
-pytestmark = pytest.mark.unit
-
 
 def test_every_settings_field_of_every_service_is_documented() -> None:
     """Each service's settings class is found and each of its variables appears in the reference."""

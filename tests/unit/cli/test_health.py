@@ -9,8 +9,6 @@ import pytest
 from ops.cli.client import CliError
 from ops.cli.health import SERVICES, Pong, missing, parse_pong, targets
 
-pytestmark = pytest.mark.unit
-
 
 def test_pong_is_read_from_a_micro_ping_response() -> None:
     """Name, id and the instance metadata come from the micro ping JSON."""

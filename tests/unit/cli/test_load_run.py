@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from ops.cli.load import Getter, LoadRun
 from ops.cli.loadcore import Plan, Reply, parse_target
-
-pytestmark = pytest.mark.unit
 
 TARGET = parse_target("https://127.0.0.1:8443/")
 

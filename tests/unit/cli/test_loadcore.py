@@ -30,8 +30,6 @@ from ops.cli.loadcore import (
     summary_text,
 )
 
-pytestmark = pytest.mark.unit
-
 VM_A = {"x-quicfleet-backend": "vm-a", "x-quicfleet-vm": "0e69cc8e-0000-4000-8000-000000000001"}
 
 

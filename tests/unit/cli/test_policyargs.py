@@ -9,8 +9,6 @@ from hypothesis import strategies as st
 from ops.cli.policyargs import parse_assignment, parse_patch
 from shared.contract.policy import ScalingPolicy, Signal
 
-pytestmark = pytest.mark.unit
-
 
 def test_values_take_their_field_types() -> None:
     """Integers, floats and enum words become the policy's own types."""

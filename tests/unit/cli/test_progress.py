@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from ops.cli.progress import FleetTracker, Verdict
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.policy import ScalingPolicy
 from shared.contract.status import FleetStatus, VmStatus
-
-pytestmark = pytest.mark.unit
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

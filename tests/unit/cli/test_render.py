@@ -13,8 +13,6 @@ from shared.contract.load import FleetLoaded, VmLoad
 from shared.contract.policy import ScalingPolicy
 from shared.contract.status import BalancerStatus, FleetStatus, VmStatus
 
-pytestmark = pytest.mark.unit
-
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 

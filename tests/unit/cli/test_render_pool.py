@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 from ops.cli.render import fleet_headline
 from shared.contract.base import utcnow
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy
 from shared.contract.status import FleetStatus, VmStatus
-
-pytestmark = pytest.mark.unit
 
 
 def test_a_full_fleet_with_its_pool_reads_green_with_the_pool_apart() -> None:

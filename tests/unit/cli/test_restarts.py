@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
 from ops.stack.restarts import MAX_DELAY_S, STABLE_S, Restarts, next_restart, restarted
-
-pytestmark = pytest.mark.unit
 
 
 def _crash_loop(times: int, run_s: float) -> list[float | None]:

@@ -14,8 +14,6 @@ from ops.natsauth import node_configs
 from ops.stack.plan import Mode, Plan, nats_children, service_env, style_of
 from shared.settings import ENV_PREFIX, ServiceSettings
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parents[3]
 URLS = "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224"
 

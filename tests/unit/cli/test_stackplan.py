@@ -6,8 +6,6 @@ import pytest
 
 from ops.stack.plan import Mode, Plan, balancer_url, choose_mode, hints, lab_env, service_argv, service_env
 
-pytestmark = pytest.mark.unit
-
 
 def test_named_libvirt_wins_over_the_lab() -> None:
     """QUICFLEET_LIBVIRT_URI set means a real KVM host: no lab, no warning."""

@@ -11,8 +11,6 @@ from services.metrics.aggregate import Aggregator
 from services.metrics.window import MAX_SAMPLES, Outcome
 from tests.unit.metrics.builders import backend, report
 
-pytestmark = pytest.mark.unit
-
 WINDOW = 10.0
 
 

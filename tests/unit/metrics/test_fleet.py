@@ -13,8 +13,6 @@ from shared.contract.events import ScalingDecided, VmState, VmStateChanged
 from shared.contract.status import DesiredState
 from tests.unit.metrics.builders import T0, backend, report
 
-pytestmark = pytest.mark.unit
-
 
 def event(vm: str, state: VmState, at_s: float) -> VmStateChanged:
     return VmStateChanged(vm=vm, state=state, at=T0 + timedelta(seconds=at_s))

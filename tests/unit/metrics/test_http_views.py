@@ -16,8 +16,6 @@ from shared.contract.load import LATENCY_BOUNDS_S
 from shared.contract.status import DesiredState
 from tests.unit.metrics.builders import T0, backend, report
 
-pytestmark = pytest.mark.unit
-
 
 def loaded_state() -> MetricsState:
     """Two balancers, two VMs, a desired size, a few ticks of history."""

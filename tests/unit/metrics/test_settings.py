@@ -7,8 +7,6 @@ import pytest
 from services.metrics.settings import MetricsSettings
 from shared.settings import SettingsError, load_settings
 
-pytestmark = pytest.mark.unit
-
 
 def test_defaults_are_local_and_sane(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without variables the HTTP server binds 127.0.0.1:9090 and snapshots each second over 10 s."""

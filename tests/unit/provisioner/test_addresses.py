@@ -6,8 +6,6 @@ import pytest
 
 from services.provisioner.core.addresses import free_static, leases_as_interfaces, parse_static_pool, pick_address
 
-pytestmark = pytest.mark.unit
-
 MAC = "52:54:00:12:34:56"
 
 

@@ -15,8 +15,6 @@ from shared.contract.provisioning import CPUS_MAX, MEMORY_MIB_MAX
 from tests.unit.provisioner.fakes import FakeHypervisor
 from tests.unit.provisioner.test_fleet import Harness
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.mark.parametrize(
     ("xml", "size"),

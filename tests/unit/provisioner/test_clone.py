@@ -20,8 +20,6 @@ from services.provisioner.core.clone import (
 from services.provisioner.core.tags import NAMESPACE, VmTag, parse_tag, template_addresses
 from services.provisioner.identities import random_macs, random_uuid
 
-pytestmark = pytest.mark.unit
-
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "libvirt" / "template-domain.xml"
 TEMPLATE = FIXTURE.read_text()
 DISK = "/fleet-pool/backend-template.qcow2"

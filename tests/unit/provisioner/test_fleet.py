@@ -18,8 +18,6 @@ from shared.errors import BusError
 from tests.support import wait_until
 from tests.unit.provisioner.fakes import DISK, FakeHypervisor
 
-pytestmark = pytest.mark.unit
-
 
 class Harness:
     def __init__(self, hv: FakeHypervisor, ready: bool = True, **settings: object) -> None:

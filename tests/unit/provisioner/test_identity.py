@@ -15,8 +15,6 @@ from tests.support import wait_until
 from tests.unit.provisioner.fakes import IDENTITY_TEMPLATE_XML, TEMPLATE_XML, FakeHypervisor
 from tests.unit.provisioner.test_fleet import Harness
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.mark.parametrize(
     ("setting", "declared", "expected"),

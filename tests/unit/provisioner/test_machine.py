@@ -12,8 +12,6 @@ from services.provisioner.core.reconcile import HALF_MADE, LEFTOVER, VANISHED, A
 from services.provisioner.core.tags import VmTag, parse_tag, tag_xml
 from shared.contract.events import VmState
 
-pytestmark = pytest.mark.unit
-
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 S = VmState
 

@@ -12,8 +12,6 @@ from services.provisioner.core.ports import DomainView, VolumeView
 from services.provisioner.core.reconcile import ORPHAN_DISK, Disks, RemoveVolume, plan_volumes
 from services.provisioner.core.tags import VmTag
 
-pytestmark = pytest.mark.unit
-
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TAG = VmTag("f.1", "r-1", T0, "h1")
 TEMPLATE_DISK = "/pool/backend-template.qcow2"

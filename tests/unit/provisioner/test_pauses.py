@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
-import pytest
 from structlog.testing import capture_logs
 
 from services.provisioner.core.machine import adopted, to_event, transition
@@ -17,8 +16,6 @@ from shared.contract.provisioning import CreateVm
 from tests.support import wait_until
 from tests.unit.provisioner.fakes import FakeHypervisor
 from tests.unit.provisioner.test_fleet import Harness
-
-pytestmark = pytest.mark.unit
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TAG = VmTag("f1", "r1", T0, "h1", "127.0.0.1:1")

@@ -19,8 +19,6 @@ from tests.support import wait_until
 from tests.unit.provisioner.fakes import DISK, IDENTITY_TEMPLATE_XML, FakeHypervisor
 from tests.unit.provisioner.test_fleet import Harness
 
-pytestmark = pytest.mark.unit
-
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 S = VmState
 TAG = VmTag("f1", "p1", T0, "h1", "127.0.0.1:1", pooled=True)

@@ -11,8 +11,6 @@ from services.scaler.core.model import AutoscaleMemory, FleetState
 from shared.contract.policy import ScalingPolicy
 from tests.unit.scaler.fleets import NOW, fleet, load
 
-pytestmark = pytest.mark.unit
-
 POLICY = ScalingPolicy(max_replicas=40)
 
 

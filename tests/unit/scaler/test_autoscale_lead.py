@@ -16,8 +16,6 @@ from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy, Signal
 from tests.unit.scaler.fleets import NOW, fleet
 
-pytestmark = pytest.mark.unit
-
 WINDOW = 10.0
 POLICY = ScalingPolicy(signal=Signal.RPS, target=70, max_replicas=40)
 BOOT = Lead(20.0, Kind.BOOT, "test")

@@ -23,8 +23,6 @@ from shared.contract.events import VmStateChanged as Changed
 from shared.contract.provisioning import VmRecord
 from tests.unit.scaler.fleets import NOW, fleet
 
-pytestmark = pytest.mark.unit
-
 S = VmState
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -12,8 +12,6 @@ from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy, Signal
 from tests.unit.scaler.fleets import NOW, fleet, load, vm
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.mark.parametrize(
     ("ready", "per_vm", "expected"),

@@ -23,8 +23,6 @@ from shared.contract.load import BackendLoad, BalancerReported
 from shared.contract.provisioning import VmRecord
 from tests.unit.scaler.fleets import NOW, fleet, vm
 
-pytestmark = pytest.mark.unit
-
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
-
 from services.scaler.core.liveness import choose, lost_hosts, observe, verdict
 from services.scaler.core.model import BalancerView, CreateCommand, DestroyCommand, DrainCommand, DrainView, FleetState
 from services.scaler.core.reconcile import reconcile
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy
 from tests.unit.scaler.fleets import NOW, fleet
-
-pytestmark = pytest.mark.unit
 
 POLICY = ScalingPolicy(unhealthy_replace_after_s=30, unhealthy_replace_interval_s=60)
 

@@ -13,8 +13,6 @@ from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy
 from tests.unit.scaler.fleets import NOW, vm
 
-pytestmark = pytest.mark.unit
-
 
 def cap(free: int | None, cpus: int | None = None, vcpus: int = 1, size: int = 256,
         running: tuple[str, ...] = ()) -> HostCapacity:

@@ -34,8 +34,6 @@ from shared.contract.status import DesiredState, PoolStatus
 from shared.errors import BusError
 from tests.unit.scaler.fleets import NOW, load
 
-pytestmark = pytest.mark.unit
-
 POOL_ID = "s1-e1-p1"
 """A pool create's request id: VMs carrying it are the pool's until a plain create takes them."""
 

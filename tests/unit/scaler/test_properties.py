@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -10,8 +9,6 @@ from services.scaler.core.decide import decide
 from services.scaler.core.model import DrainCommand
 from shared.contract.policy import ScalingPolicy
 from tests.unit.scaler.fleets import NOW, fleet, load
-
-pytestmark = pytest.mark.unit
 
 per_vm = st.floats(min_value=0, max_value=10_000, allow_nan=False)
 

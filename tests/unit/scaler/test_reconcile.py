@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
-
 from services.scaler.core.model import BalancerView, CreateCommand, DestroyCommand, DrainCommand, Failures
 from services.scaler.core.reconcile import reconcile
 from services.scaler.core.track import forget, on_create_failed, on_created, on_drained, on_vm_event
@@ -13,8 +11,6 @@ from shared.contract.draining import BackendDrained
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.policy import ScalingPolicy
 from tests.unit.scaler.fleets import NOW, fleet, vm
-
-pytestmark = pytest.mark.unit
 
 
 def _balancers(*reports: tuple[str, dict[str, int]]) -> dict[str, BalancerView]:

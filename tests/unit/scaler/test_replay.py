@@ -5,12 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pytest
-
 from bench.simulate import DecideController, FleetModel, Tally, replay
 from shared.contract.policy import ScalingPolicy, Signal
-
-pytestmark = pytest.mark.unit
 
 TRACE = Path(__file__).parent / "traces" / "ramp_plateau_spike_fall.csv"
 SPIKE_END = 660

@@ -5,15 +5,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
-import pytest
-
 from services.scaler.core.autoscale import witness
 from services.scaler.core.decide import decide
 from services.scaler.core.model import AutoscaleMemory, FleetState
 from shared.contract.policy import ScalingPolicy
 from tests.unit.scaler.fleets import NOW, fleet, load
-
-pytestmark = pytest.mark.unit
 
 
 def _after_window(state: FleetState, per_vm: float | Callable[[int], float], seconds: int) -> list[int]:

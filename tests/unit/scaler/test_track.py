@@ -28,8 +28,6 @@ from shared.contract.status import DesiredState
 from shared.errors import BusError
 from tests.unit.scaler.fleets import NOW, fleet
 
-pytestmark = pytest.mark.unit
-
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
