@@ -10,7 +10,9 @@ says whether the system under test was the bottleneck (CPU shares of every proce
 
 Settings: QUICFLEET_BENCH_ROUNDS (3), QUICFLEET_BENCH_SECONDS (3), QUICFLEET_BENCH_H2LOAD (see
 `bench._h2load`), QUICFLEET_BENCH_SYSTEMS (comma-separated names to keep, e.g. `caddy,aioquic-h1`),
-QUICFLEET_BENCH_BASELINE_REV (also run the aioquic HTTP/1.1 balancer of that git revision).
+QUICFLEET_BENCH_BASELINE_REV (also run the aioquic HTTP/1.1 balancer of that git revision, and print what
+everything since costs: e.g. the revision before request validation, for its req/s and CPU per request).
+A round whose Caddy stayed under 95% of its core is flagged and left out of the ratios (`bench._ratios`).
 Without h2load the bench falls back to its Python generator and says, on every ratio line, that
 the figures are load-generator bound.
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _h2load
+from bench._ratios import baseline_flags, ratios, spread
 from bench._shares import Share, bottleneck, describe
 from bench._sut import Sut, balancer_sut, caddy_backends, caddy_sut
 from ops.natsserver import NatsServer
@@ -120,7 +123,8 @@ class Measure:
             "rps": busy.rps, "failed": busy.failed + busy.errored + calm.failed + calm.errored,
             "cpu_us": shares[0].cpu_s * 1e6 / window if window else float("nan"),
             "p50": calm.p50_ms, "p99": calm.p99_ms, "p50_busy": busy.p50_ms, "savings": busy.header_savings,
-            "shares": shares, "flag": bottleneck(shares[0], shares[1:]), "rss_idle": idle, "rss_held": held,
+            "shares": shares, "flag": bottleneck(shares[0], shares[1:]), "sut_share": shares[0].share,
+            "rss_idle": idle, "rss_held": held,
         }
 
     def _throughput(self, sut: Sut) -> tuple[_h2load.Run, list[Share]]:
@@ -182,18 +186,6 @@ def run_rounds(found: list[System], measure: Measure, rounds: int) -> None:
                 print(f"  round {index + 1}: {system.label}: {system.rounds[-1]['rps']:.0f} req/s", flush=True)
 
 
-def _spread(values: list[float]) -> str:
-    good = [v for v in values if v == v]
-    if not good:
-        return "-"
-    return f"{statistics.median(good):.2f} [{min(good):.2f}-{max(good):.2f}]"
-
-
-def _ratios(system: System, peer: System, key: str, invert: bool = False) -> list[float]:
-    pairs = zip(system.rounds, peer.rounds, strict=True)
-    return [(p[key] / s[key] if invert else s[key] / p[key]) if s[key] and p[key] else float("nan") for s, p in pairs]
-
-
 def report(found: list[System], generator_note: str) -> None:
     """The table: medians and spreads over rounds, ratios to Caddy of the same round."""
     peer = next(s for s in found if s.key == "caddy")
@@ -203,9 +195,9 @@ def report(found: list[System], generator_note: str) -> None:
         keys = ("rps", "p50", "p99", "cpu_us", "rss_held")
         median = {k: statistics.median(r[k] for r in system.rounds) for k in keys}
         failed = sum(r["failed"] for r in system.rounds)
-        print(f"{system.label:<34} {median['rps']:>7.0f} {_spread(_ratios(system, peer, 'rps')):>18} "
-              f"{_spread(_ratios(system, peer, 'cpu_us', invert=True)):>18} {median['p50']:>7.3f} "
-              f"{_spread(_ratios(system, peer, 'p50')):>18} {median['p99']:>7.3f} {median['cpu_us']:>7.0f} "
+        print(f"{system.label:<34} {median['rps']:>7.0f} {spread(ratios(system.rounds, peer.rounds, 'rps')):>18} "
+              f"{spread(ratios(system.rounds, peer.rounds, 'cpu_us', invert=True)):>18} {median['p50']:>7.3f} "
+              f"{spread(ratios(system.rounds, peer.rounds, 'p50')):>18} {median['p99']:>7.3f} {median['cpu_us']:>7.0f} "
               f"{median['rss_held']:>10.1f} {failed:>6}{generator_note}")
     print()
     for system in found:
@@ -215,7 +207,7 @@ def report(found: list[System], generator_note: str) -> None:
         print(f"{system.label}: CPU at 8x16 {describe(last['shares'])}; QPACK header savings "
               f"{last['savings']:.1f}%; idle RSS by round {' -> '.join(growth)} MiB"
               + (f"; FLAGGED: {flags[0]}" if flags else ""))
-    for line in feature_costs(found):
+    for line in [*feature_costs(found), *baseline_flags(peer.label, peer.rounds)]:
         print(line)
     print("\nreq/s at 8 connections x 16 streams; p50/p99 at one request in flight (h2load: until the stream is")
     print("closed, which includes the ACK of the request); x caddy = ratio to Caddy's proxy in the same round,")
@@ -227,11 +219,12 @@ def feature_costs(found: list[System]) -> list[str]:
     by_key = {s.key: s for s in found}
     shipped = by_key.get("aioquic-h1")
     lines = []
-    for key, feature in (("aioquic-h1-nosteer", "connection-ID steering"), ("aioquic-h1-nolog", "the access log")):
+    for key, feature in (("aioquic-h1-nosteer", "connection-ID steering"), ("aioquic-h1-nolog", "the access log"),
+                         ("baseline", "everything since the baseline revision (e.g. request validation)")):
         off = by_key.get(key)
         if shipped is not None and off is not None:
-            lines.append(f"cost of {feature} (aioquic, h1): req/s on/off {_spread(_ratios(shipped, off, 'rps'))}, "
-                         f"CPU per request on/off {_spread(_ratios(shipped, off, 'cpu_us'))}")
+            rps, cpu = (spread(ratios(shipped.rounds, off.rounds, key)) for key in ("rps", "cpu_us"))
+            lines.append(f"cost of {feature} (aioquic, h1): req/s on/off {rps}, CPU per request on/off {cpu}")
     return lines
 
 

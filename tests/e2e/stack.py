@@ -7,10 +7,12 @@ stack's workdir, which a failing test names.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from ops.lab import Lab, netns
 from ops.natsserver import NatsServer
@@ -111,3 +113,17 @@ def _rss_mib(pid: int) -> float:
     except OSError:  # gone meanwhile
         return 0.0
     return next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:")), 0.0)
+
+
+def log_lines(stack: Stack, service: str, event: str) -> list[dict[str, Any]]:
+    """The service's JSON log lines for `event`."""
+    found = []
+    for line in stack.log(service).read_text(errors="replace").splitlines():
+        if f'"{event}"' in line:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("event") == event:
+                found.append(record)
+    return found

@@ -8,7 +8,6 @@ at the end of the run ("end-to-end figures").
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from datetime import datetime
@@ -25,7 +24,7 @@ from tests.e2e.chaos import invariants as inv
 from tests.e2e.conftest import TIMINGS
 from tests.e2e.fleetwatch import FleetWatch
 from tests.e2e.load import LoadRun
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, log_lines
 from tests.support import wait_until
 from tests.support.chaos import Row, record
 
@@ -43,20 +42,6 @@ async def _two_serving(
     run = load()
     await wait_until(lambda: all(run.seen(a) for a in before.values()), 120, 0.5, "answers from both clones")
     return before, run
-
-
-def log_lines(stack: Stack, service: str, event: str) -> list[dict[str, Any]]:
-    """The service's JSON log lines for `event`."""
-    found = []
-    for line in stack.log(service).read_text(errors="replace").splitlines():
-        if f'"{event}"' in line:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("event") == event:
-                found.append(record)
-    return found
 
 
 def _wall(record: dict[str, Any], key: str = "timestamp") -> float:

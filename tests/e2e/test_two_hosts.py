@@ -35,8 +35,7 @@ from shared.settings import ServiceSettings
 from tests.e2e.conftest import TIMINGS
 from tests.e2e.fleetwatch import FleetWatch, services_answer
 from tests.e2e.load import LoadRun
-from tests.e2e.stack import REPO
-from tests.e2e.test_liveness import log_lines
+from tests.e2e.stack import REPO, log_lines
 from tests.e2e.twohosts import HOSTS, TwoHostStack, clones, hosts_answer, ready_on
 from tests.support import wait_until
 

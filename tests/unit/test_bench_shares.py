@@ -45,3 +45,24 @@ def test_worker_scaling_is_planned_only_with_cores_to_spare() -> None:
     assert [n for n, _, _ in plan] == [1, 2, 4, 8]
     assert plan[-1][1] == "0,1,2,3,4,5,6,7" and plan[-1][2] == "8,9,10,11,12,13,14,15"
     assert [n for n, _, _ in worker_plan([0, 1, 2, 3])] == [1, 2]
+
+
+def test_rounds_whose_baseline_was_not_saturated_are_left_out_of_the_ratios() -> None:
+    """A round where the baseline used under 95% of its core is flagged and its ratio is not counted."""
+    from bench._ratios import baseline_flags, ratios
+
+    peer = [{"rps": 6400.0, "sut_share": 0.92}, {"rps": 4100.0, "sut_share": 0.99}]
+    mine = [{"rps": 6000.0}, {"rps": 4000.0}]
+    assert ratios(mine, peer, "rps") == [4000.0 / 4100.0]
+    flags = baseline_flags("caddy", peer)
+    assert len(flags) == 1 and "round 1" in flags[0] and "92%" in flags[0]
+
+
+def test_when_no_baseline_round_was_saturated_every_round_counts_and_the_report_says_so() -> None:
+    """With no saturated baseline round the ratios use them all, and a line says the figures flatter the rest."""
+    from bench._ratios import baseline_flags, ratios
+
+    peer = [{"cpu_us": 100.0, "sut_share": 0.9}, {"cpu_us": 110.0, "sut_share": 0.8}]
+    mine = [{"cpu_us": 200.0}, {"cpu_us": 220.0}]
+    assert ratios(mine, peer, "cpu_us", invert=True) == [0.5, 0.5]
+    assert any("NO round" in line for line in baseline_flags("caddy", peer))
