@@ -1,29 +1,68 @@
 """The provisioner service: NATS endpoints and loops around `Fleet` and the libvirt adapter.
 
-Commands come from the leader scaler (`fleet.prov.*`); every state change goes out as a
-`fleet.vm.<state>` event. libvirt lifecycle events arrive on libvirt's thread and are handed
-to the event loop through a queue; a periodic reconcile rebuilds the picture from libvirt.
+Commands come from the leader scaler (`fleet.prov.*`: create, destroy, drain, list); every state
+change goes out as a `fleet.vm.<state>` event, and this is the only process that publishes them.
+libvirt lifecycle events arrive on libvirt's thread and are handed to the event loop through a
+queue; a periodic reconcile rebuilds the picture from libvirt. This is the edge: the fleet's
+refusals (`core/errors.py`) and libvirt's failures become bus errors here (`CODES`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import structlog
-from nats.aio.msg import Msg
 
 from services.provisioner.boot import Probe
+from services.provisioner.core.errors import (
+    CannotClone,
+    CannotDrain,
+    NoRoom,
+    NotOurs,
+    Refused,
+    RemovalIncomplete,
+    StaleEpoch,
+    UnknownVm,
+)
 from services.provisioner.core.machine import VmEntry, to_event
 from services.provisioner.core.ports import DomainEvent, Hypervisor, HypervisorError, TemplateMissing
 from services.provisioner.fleet import Fleet
 from services.provisioner.settings import ProvisionerSettings
 from shared.bus import Bus
-from shared.contract.events import VmState, VmStateChanged
-from shared.contract.provisioning import CreateVm, DestroyVm, ListVms, VmList, VmRecord
+from shared.contract.base import ErrorCode
+from shared.contract.provisioning import CreateVm, DestroyVm, ListVms, StartDrain, VmList, VmRecord
 from shared.endpoints import Endpoint
+from shared.errors import BusError
 from shared.runtime import BusService
 
 log = structlog.get_logger("provisioner.service")
+T = TypeVar("T")
+CODES: dict[type[Refused], ErrorCode] = {
+    StaleEpoch: ErrorCode.CONFLICT,
+    CannotDrain: ErrorCode.CONFLICT,
+    NoRoom: ErrorCode.UNAVAILABLE,
+    CannotClone: ErrorCode.UNAVAILABLE,
+    RemovalIncomplete: ErrorCode.UNAVAILABLE,
+    NotOurs: ErrorCode.NOT_FOUND,
+    UnknownVm: ErrorCode.NOT_FOUND,
+}
+"""How each refusal reads on the wire; libvirt failing (`HypervisorError`) is `unavailable`."""
+
+
+def bus_error(error: Refused | HypervisorError) -> BusError:
+    """The bus error a refusal or a libvirt failure is answered with (the nearest class in `CODES`)."""
+    code = next((CODES[kind] for kind in type(error).__mro__ if kind in CODES), ErrorCode.UNAVAILABLE)
+    return BusError(code, str(error))
+
+
+async def answered(work: Awaitable[T]) -> T:
+    """Run a command's work; its refusal or libvirt's failure is raised as the bus error the caller sees."""
+    try:
+        return await work
+    except (Refused, HypervisorError) as error:
+        raise bus_error(error) from None
 
 
 class ProvisionerService(BusService):
@@ -47,6 +86,7 @@ class ProvisionerService(BusService):
             Endpoint("create", subjects.prov_create, CreateVm, self._create, queue="provisioner"),
             Endpoint("create-here", subjects.prov_create_on(host), CreateVm, self._create, queue=f"provisioner-{host}"),
             Endpoint("destroy", subjects.prov_destroy(host), DestroyVm, self._destroy, queue=f"provisioner-{host}"),
+            Endpoint("drain", subjects.prov_drain(host), StartDrain, self._drain, queue=f"provisioner-{host}"),
             Endpoint("list", subjects.prov_list, ListVms, self._list, queue=f"provisioner-{host}"),
         ]
 
@@ -56,7 +96,6 @@ class ProvisionerService(BusService):
         await self._check_template()
         await self._reconcile()
         self._reconciled.set()
-        await self.bus.subscribe(self.subjects.vm(VmState.DRAINING), VmStateChanged, self._on_draining)
         self.spawn(self._consume_events(), "libvirt-events")
         self.spawn(self._reconcile_loop(), "reconcile")
 
@@ -94,23 +133,27 @@ class ProvisionerService(BusService):
     async def _create(self, command: CreateVm) -> VmRecord:
         structlog.contextvars.bind_contextvars(vm_request=command.request_id, epoch=command.epoch)
         await self._after_first_reconcile()
-        record = await self.fleet.create(command)
+        record = await answered(self.fleet.create(command))
         structlog.contextvars.bind_contextvars(vm=record.vm, state=record.state.value)
         return record
 
     async def _destroy(self, command: DestroyVm) -> VmRecord:
         structlog.contextvars.bind_contextvars(vm=command.vm, vm_request=command.request_id, epoch=command.epoch)
         await self._after_first_reconcile()
-        return await self.fleet.destroy(command)
+        return await answered(self.fleet.destroy(command))
+
+    async def _drain(self, command: StartDrain) -> VmRecord:
+        structlog.contextvars.bind_contextvars(vm=command.vm, vm_request=command.request_id, epoch=command.epoch)
+        await self._after_first_reconcile()
+        record = await answered(self.fleet.drain(command))
+        structlog.contextvars.bind_contextvars(state=record.state.value)
+        return record
 
     async def _list(self, _command: ListVms) -> VmList:
         await self._after_first_reconcile()
         result = await self.fleet.listing()
         structlog.contextvars.bind_contextvars(vms=len(result.vms))
         return result
-
-    async def _on_draining(self, event: VmStateChanged, _msg: Msg) -> None:
-        self.fleet.note_draining(event)
 
     async def _consume_events(self) -> None:
         while True:
@@ -133,6 +176,6 @@ class ProvisionerService(BusService):
         try:
             await self.fleet.reconcile()
         except Exception as error:  # noqa: BLE001 - the loop must outlive any one bad reconcile
-            log.error("reconcile.failed", error=getattr(error, "message", None) or type(error).__name__)
+            log.error("reconcile.failed", error=str(error) or type(error).__name__)
             return
         log.info("reconcile.done", vms=len(self.fleet.live()))

@@ -56,6 +56,8 @@ class VmEntry:
     """libvirt's word that the domain is paused (`pauses.py`); a fact reported, not a state of its own."""
     pooled: bool = False
     """Made for the warm pool and not taken yet: its first readiness ends in a pause and `pooled`, not `ready`."""
+    deadline_s: float | None = None
+    """While `draining`: how long the balancers wait for in-flight requests (from `StartDrain`, republished)."""
 
     @property
     def finished(self) -> bool:
@@ -90,6 +92,7 @@ def to_event(entry: VmEntry, host: str) -> VmStateChanged:
         vm=entry.name, state=entry.state, address=entry.address, at=entry.since,
         reason=_short(entry.reason), request_id=entry.request_id, host=host,
         uuid=entry.uuid, identity=entry.identity and entry.uuid is not None, paused=entry.paused,
+        deadline_s=entry.deadline_s if entry.state is S.DRAINING else None,
     )
 
 

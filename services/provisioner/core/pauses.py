@@ -4,7 +4,7 @@ A paused domain (`virsh suspend`, a hung guest, libvirt pausing it on a disk I/O
 active as far as libvirt's lists go, so neither the lifecycle events that fail a VM nor reconcile
 remove it; yet it serves nothing. The provisioner reports the fact (`paused` on `VmStateChanged`
 and `VmRecord`) and leaves its meaning to the scaler: a paused ready VM is replaced like an
-unhealthy one, while a `pooled` VM is paused on purpose (`pool.py`). Pure: no I/O.
+unhealthy one, while a `pooled` VM is paused on purpose (`warmpool.py`). Pure: no I/O.
 """
 
 from __future__ import annotations

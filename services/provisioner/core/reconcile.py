@@ -25,7 +25,7 @@ ORPHAN_DISK = "a disk of this fleet and host without its domain (a clone or tear
 
 @dataclass(frozen=True)
 class Adopt:
-    """A running tagged domain we have no entry for: take it back (`pool.adopt_as` says as what)."""
+    """A running tagged domain we have no entry for: take it back (`warmpool.adopt_as` says as what)."""
 
     view: DomainView
 

@@ -33,7 +33,7 @@ class VmTag:
     """The VM proves its domain UUID in an `x-quicfleet-vm` header (decided at clone time)."""
     pooled: bool = False
     """Made for the warm pool and not taken yet (`<qf:pool>1</qf:pool>`): a restarted provisioner adopts it
-    paused as `pooled`; a take rewrites the tag without it before it resumes the VM (`pool.py`)."""
+    paused as `pooled`; a take rewrites the tag without it before it resumes the VM (`warmpool.py`)."""
 
 
 def tag_element(tag: VmTag) -> ET.Element:

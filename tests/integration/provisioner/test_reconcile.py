@@ -16,8 +16,8 @@ from services.provisioner.core.tags import NAMESPACE, VmTag, parse_tag
 from services.provisioner.identities import random_macs, random_uuid
 from shared.bus import Bus
 from shared.contract.base import ErrorCode
-from shared.contract.events import VmState, VmStateChanged
-from shared.contract.provisioning import CreateVm, ListVms, VmList, VmRecord
+from shared.contract.events import VmState
+from shared.contract.provisioning import CreateVm, ListVms, StartDrain, VmList, VmRecord
 from shared.errors import BusError
 from tests.integration.provisioner.conftest import POOL, World
 from tests.integration.provisioner.helpers import VmEvents
@@ -106,16 +106,16 @@ async def test_reconcile_period_republishes_every_live_vm(
     assert disk is not None and disk.get("file", "").startswith("/default-pool/qf-")
 
 
-async def test_drain_announced_by_the_scaler_is_kept_in_lists_and_republishes(
+async def test_a_drain_is_kept_in_lists_and_republishes(
     bus: Bus, nats_server: NatsServer, world: World, backends: list[H3Backend]
 ) -> None:
-    """After the scaler's `fleet.vm.draining`, the VM is listed as draining and never republished as ready."""
+    """After a StartDrain the VM is listed as draining and republished draining (with its deadline), never ready."""
     events = await VmEvents().start(bus)
     async with bootstrap(world.settings(nats_server, static_addresses=backends[0].address, reconcile_interval_s=0.3)):
         record = await bus.request(bus.subjects.prov_create, CreateVm(request_id="r-1", epoch=1), VmRecord)
         await events.wait_state(record.vm, VmState.READY)
-        drain = VmStateChanged(vm=record.vm, state=VmState.DRAINING, host=world.host, reason="scale-in")
-        await bus.publish(bus.subjects.vm(VmState.DRAINING), drain)
+        drain = StartDrain(vm=record.vm, request_id="s-1", epoch=1, deadline_s=7)
+        await bus.request(bus.subjects.prov_drain(world.host), drain, VmRecord)
 
         async def listed_draining() -> bool:
             listed = await bus.gather(bus.subjects.prov_list, ListVms(), VmList, window=0.3)
@@ -126,6 +126,7 @@ async def test_drain_announced_by_the_scaler_is_kept_in_lists_and_republishes(
         await wait_until(lambda: events.states(record.vm)[seen:].count(VmState.DRAINING) >= 2, timeout=20,
                          what="draining republished")
     assert VmState.READY not in events.states(record.vm)[seen:]
+    assert {e.deadline_s for e in events.events if e.state is VmState.DRAINING} == {7.0}
 
 
 def _bare_volume(world: World, name: str) -> str:

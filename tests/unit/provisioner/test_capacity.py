@@ -13,7 +13,7 @@ from services.provisioner.core.capacity import Capacity, measure, template_size,
 from services.provisioner.core.ports import HostFacts
 from shared.contract.provisioning import CPUS_MAX, MEMORY_MIB_MAX
 from tests.unit.provisioner.fakes import FakeHypervisor
-from tests.unit.provisioner.test_fleet import Harness
+from tests.unit.provisioner.harness import Harness
 
 
 @pytest.mark.parametrize(

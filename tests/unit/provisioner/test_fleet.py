@@ -7,36 +7,15 @@ import asyncio
 import pytest
 import structlog
 
-from services.provisioner.core.machine import VmEntry
+from services.provisioner.core.errors import CannotClone, NoRoom, StaleEpoch
 from services.provisioner.core.ports import HypervisorError
-from services.provisioner.fleet import Fleet
-from services.provisioner.settings import ProvisionerSettings
+from services.provisioner.service import bus_error
 from shared.contract.base import ErrorCode
 from shared.contract.events import VmState
 from shared.contract.provisioning import CreateVm, DestroyVm
-from shared.errors import BusError
 from tests.support import wait_until
 from tests.unit.provisioner.fakes import DISK, FakeHypervisor
-
-
-class Harness:
-    def __init__(self, hv: FakeHypervisor, ready: bool = True, **settings: object) -> None:
-        base: dict[str, object] = {"fleet_id": "f1", "host": "h1", "address_strategy": "static",
-                                   "static_addresses": "127.0.0.1:1,127.0.0.1:2", "boot_timeout_s": 0.5}
-        self.published: list[VmEntry] = []
-        self.probed: list[tuple[str, str | None]] = []
-        self.ready = ready
-        self.fleet = Fleet(ProvisionerSettings(**(base | settings)), hv, self.probe, self.publish)  # type: ignore[arg-type]
-
-    async def probe(self, address: str, uuid: str | None = None) -> str | None:
-        self.probed.append((address, uuid))
-        return None if self.ready else f"nothing answers on {address}"
-
-    async def publish(self, entry: VmEntry) -> None:
-        self.published.append(entry)
-
-    def states(self, name: str) -> list[VmState]:
-        return [e.state for e in self.published if e.name == name]
+from tests.unit.provisioner.harness import Harness
 
 
 async def test_create_runs_define_volume_start_then_ready() -> None:
@@ -79,9 +58,9 @@ async def test_repeated_request_id_and_stale_epoch() -> None:
     first = await h.fleet.create(CreateVm(request_id="r1", epoch=5))
     again = await h.fleet.create(CreateVm(request_id="r1", epoch=5))
     assert again.vm == first.vm
-    with pytest.raises(BusError) as caught:
+    with pytest.raises(StaleEpoch) as caught:
         await h.fleet.create(CreateVm(request_id="r2", epoch=4))
-    assert caught.value.code is ErrorCode.CONFLICT
+    assert bus_error(caught.value).code is ErrorCode.CONFLICT
     assert len(h.fleet.entries) == 1
     await h.fleet.stop()
 
@@ -90,12 +69,12 @@ async def test_ceiling_and_static_pool_limit_creates() -> None:
     """Past max_vms, or with every static address taken, a create is `unavailable`."""
     h = Harness(FakeHypervisor(), max_vms=1)
     await h.fleet.create(CreateVm(request_id="r1", epoch=1))
-    with pytest.raises(BusError, match="max_vms=1") as caught:
+    with pytest.raises(NoRoom, match="max_vms=1") as caught:
         await h.fleet.create(CreateVm(request_id="r2", epoch=1))
-    assert caught.value.code is ErrorCode.UNAVAILABLE
+    assert bus_error(caught.value).code is ErrorCode.UNAVAILABLE
     h2 = Harness(FakeHypervisor(), static_addresses="127.0.0.1:1")
     await h2.fleet.create(CreateVm(request_id="r1", epoch=1))
-    with pytest.raises(BusError, match="static addresses"):
+    with pytest.raises(NoRoom, match="static addresses"):
         await h2.fleet.create(CreateVm(request_id="r2", epoch=1))
     await h.fleet.stop()
     await h2.fleet.stop()
@@ -104,9 +83,9 @@ async def test_ceiling_and_static_pool_limit_creates() -> None:
 async def test_missing_template_is_unavailable_naming_it() -> None:
     """Without the template the reply is `unavailable` naming the template and the URI."""
     h = Harness(FakeHypervisor(has_template=False))
-    with pytest.raises(BusError, match=r"backend-template.*fake:///") as caught:
+    with pytest.raises(CannotClone, match=r"backend-template.*fake:///") as caught:
         await h.fleet.create(CreateVm(request_id="r1", epoch=1))
-    assert caught.value.code is ErrorCode.UNAVAILABLE
+    assert bus_error(caught.value).code is ErrorCode.UNAVAILABLE
 
 
 async def test_destroy_mid_clone_cancels_and_cleans_up() -> None:

@@ -13,7 +13,7 @@ from shared.contract.events import VmState
 from shared.contract.provisioning import CreateVm
 from tests.support import wait_until
 from tests.unit.provisioner.fakes import IDENTITY_TEMPLATE_XML, TEMPLATE_XML, FakeHypervisor
-from tests.unit.provisioner.test_fleet import Harness
+from tests.unit.provisioner.harness import Harness
 
 
 @pytest.mark.parametrize(

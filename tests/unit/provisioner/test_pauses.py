@@ -15,7 +15,7 @@ from shared.contract.events import VmState
 from shared.contract.provisioning import CreateVm
 from tests.support import wait_until
 from tests.unit.provisioner.fakes import FakeHypervisor
-from tests.unit.provisioner.test_fleet import Harness
+from tests.unit.provisioner.harness import Harness
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TAG = VmTag("f1", "r1", T0, "h1", "127.0.0.1:1")
