@@ -31,7 +31,6 @@ from pathlib import Path
 
 import bcrypt
 
-from shared.contract.events import VmState
 from shared.contract.subjects import Subjects
 
 SERVICE_ROLES = ("balancer", "metrics", "scaler", "provisioner")
@@ -77,17 +76,15 @@ def permission_table(subjects: Subjects, bucket: str = SCALER_BUCKET) -> dict[st
     prov_commands = [s.prov_create, _any_host(s.prov_create_on), _any_host(s.prov_destroy), _any_host(s.prov_drain)]
     commands = [s.cmd_status, s.cmd_scale, s.cmd_policy, s.cmd_drain]
     return {
-        "balancer": _service("balancer", [s.prov_list, s.balancer_report, s.balancer_drained],
-                             [s.vm_all, s.balancer_drain]),
+        "balancer": _service("balancer", [s.prov_list, s.balancer_report, s.balancer_drained], [s.vm_all]),
         "metrics": _service("metrics", [s.load, SRV_STATS],
                             [s.balancer_report, s.vm_all, s.scaler_decision, s.scaler_state]),
         "scaler": _service(
             "scaler",
-            [*prov_commands, s.prov_list, s.balancer_drain, s.vm(VmState.DRAINING), s.scaler_state,
-             s.scaler_decision, *kv_api(bucket)],
+            [*prov_commands, s.prov_list, s.scaler_state, s.scaler_decision, *kv_api(bucket)],
             [*commands, s.vm_all, s.load, s.balancer_report, s.balancer_drained, s.scaler_state],
         ),
-        "provisioner": _service("provisioner", [s.vm_all], [*prov_commands, s.prov_list, s.vm(VmState.DRAINING)]),
+        "provisioner": _service("provisioner", [s.vm_all], [*prov_commands, s.prov_list]),
         OPERATOR: Permissions(
             publish=(*commands, "$SRV.>", JS_INFO, f"{inbox_prefix(OPERATOR)}.>"),
             subscribe=(s.vm_all, s.scaler_decision, s.load, s.scaler_state, f"{inbox_prefix(OPERATOR)}.>"),

@@ -2,7 +2,9 @@
 
 Each command runs as its own task so a slow provisioner never delays the next evaluation.
 Every request carries the leader's epoch: a provisioner that has seen a newer leader refuses
-it (`conflict`), which fences a deposed leader that has not noticed yet.
+it (`conflict`), which fences a deposed leader that has not noticed yet. A drain is a command to
+a provisioner too (`StartDrain`): the provisioner is the one writer of VM state, and its
+`fleet.vm.draining` is what the balancers drain on; the scaler publishes no `fleet.vm.*` event.
 """
 
 from __future__ import annotations
@@ -12,13 +14,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import structlog
+from nats.errors import Error as NatsError
 
 from services.scaler.core.model import Command, CreateCommand, DestroyCommand, DrainCommand, FleetState
 from shared.bus import Bus
 from shared.contract.base import ErrorCode
-from shared.contract.draining import DrainBackend
-from shared.contract.events import VmState, VmStateChanged
-from shared.contract.provisioning import CreateVm, DestroyVm, VmRecord
+from shared.contract.provisioning import CreateVm, DestroyVm, StartDrain, VmRecord
 from shared.errors import BusError, NoResponders
 from shared.logging import bind_message
 from shared.throttle import LineThrottle
@@ -26,6 +27,8 @@ from shared.throttle import LineThrottle
 log = structlog.get_logger("services.scaler.actuator")
 NO_PROVISIONER = LineThrottle(burst=1, period_s=30.0)
 """A create nobody listened for is retried every evaluation; one line per 30 s says so."""
+DRAIN_REFUSED = LineThrottle(burst=1, period_s=30.0)
+"""A drain the provisioner did not take is asked again every evaluation; one line per VM per 30 s says so."""
 
 
 class Feedback(Protocol):
@@ -34,6 +37,8 @@ class Feedback(Protocol):
     def created(self, request_id: str, record: VmRecord | None) -> None: ...
 
     def create_failed(self, request_id: str, counted: bool = True) -> None: ...
+
+    def drain_failed(self, vm: str) -> None: ...
 
     async def destroyed(self, vm: str) -> None: ...
 
@@ -53,7 +58,7 @@ class Actuator:
             if isinstance(command, CreateCommand):
                 self.spawn(self._create(command, fleet.epoch), f"create-{command.request_id}")
             elif isinstance(command, DrainCommand):
-                self.spawn(self._drain(command, fleet), f"drain-{command.vm}")
+                self.spawn(self._drain(command, fleet.epoch), f"drain-{command.vm}")
             else:
                 self.spawn(self._destroy(command, fleet.epoch), f"destroy-{command.vm}")
 
@@ -79,18 +84,22 @@ class Actuator:
         log.info("scaler.create_sent", vm=record.vm)
         self.feedback.created(command.request_id, record)
 
-    async def _drain(self, command: DrainCommand, fleet: FleetState) -> None:
-        bind_message(command="drain", vm=command.vm, request_id=command.request_id)
-        vm = fleet.vms.get(command.vm)
-        drain = DrainBackend(vm=command.vm, deadline_s=command.deadline_s, request_id=command.request_id)
-        await self.bus.publish(self.bus.subjects.balancer_drain, drain)
-        event = VmStateChanged(
-            vm=command.vm, state=VmState.DRAINING, address=vm.address if vm else None,
-            host=vm.host if vm else None, request_id=command.request_id, reason="scale-in",
-            paused=vm.paused if vm else False,
-        )
-        await self.bus.publish(self.bus.subjects.vm(VmState.DRAINING), event)
-        log.info("scaler.drain_sent", deadline_s=command.deadline_s)
+    async def _drain(self, command: DrainCommand, epoch: int) -> None:
+        """Ask the VM's provisioner to drain it; one that does not take it is asked again next reconcile."""
+        bind_message(command="drain", vm=command.vm, host=command.host, request_id=command.request_id, epoch=epoch)
+        request = StartDrain(vm=command.vm, request_id=command.request_id, epoch=epoch, deadline_s=command.deadline_s)
+        try:
+            if command.host is None:
+                raise ValueError("no provisioner is known for this VM yet")
+            subject = self.bus.subjects.prov_drain(command.host)
+            record = await self.bus.request(subject, request, VmRecord, self.timeout_s)
+        except (BusError, NatsError, TimeoutError, ValueError) as error:
+            if DRAIN_REFUSED.admit(command.vm, time.monotonic()) is not None:
+                code = error.code.value if isinstance(error, BusError) else type(error).__name__
+                log.warning("scaler.drain_failed", code=code, error=str(error) or type(error).__name__)
+            self.feedback.drain_failed(command.vm)
+            return
+        log.info("scaler.drain_sent", deadline_s=command.deadline_s, state=record.state.value)
 
     async def _destroy(self, command: DestroyCommand, epoch: int) -> None:
         bind_message(command="destroy", vm=command.vm, host=command.host, request_id=command.request_id)

@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
 from services.scaler.actuator import Actuator
-from services.scaler.core import edits
+from services.scaler.core import edits, reconcile
 from services.scaler.core.autoscale import witness
 from services.scaler.core.decide import decide
 from services.scaler.core.model import AutoscaleMemory, Decision, FleetState, LoadView, without_pool
@@ -175,8 +175,9 @@ class ScalerService(BusService):
         self._wake.set()
 
     async def _on_state(self, state: DesiredState, _msg: Msg) -> None:
-        await self.store.refresh()
-        log.debug("scaler.state_seen", desired=state.desired)
+        """Another replica's change is read once, by the control loop it wakes; our own echo is not news."""
+        self.store.heard(state)
+        log.debug("scaler.state_seen", desired=state.desired, news=self.store.stale)
         self._wake.set()
 
     # --- feedback from the actuator (leader) ---
@@ -187,6 +188,9 @@ class ScalerService(BusService):
     def create_failed(self, request_id: str, counted: bool = True) -> None:
         settle = on_create_failed
         self.spawn(self._mutate(lambda f: settle(f, request_id, self.clock(), counted)), "scaler-create-failed")
+
+    def drain_failed(self, vm: str) -> None:
+        self.spawn(self._mutate(lambda f: reconcile.drain_failed(f, vm)), "scaler-drain-failed")
 
     async def destroyed(self, vm: str) -> None:
         await self._mutate(lambda f: forget(f, vm, self.clock()))
@@ -252,7 +256,7 @@ class ScalerService(BusService):
                     await self._wake.wait()
             self._wake.clear()
             try:
-                await self.store.refresh()
+                await self.store.sync(self.store.current.policy.evaluation_interval_s)
                 if self.leading:
                     await self._evaluate()
                 else:

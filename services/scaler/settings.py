@@ -27,7 +27,7 @@ class ScalerSettings(ServiceSettings):
         15.0, gt=0, le=3600, description="How often every provisioner is asked for its VM list."
     )
     scaler_request_timeout_s: float = Field(
-        30.0, gt=0, le=600, description="How long a create or destroy request may wait for its reply."
+        30.0, gt=0, le=600, description="How long a create, drain or destroy request may wait for its reply."
     )
 
     @model_validator(mode="after")

@@ -228,11 +228,16 @@ class CreateCommand:
 
 @dataclass(frozen=True)
 class DrainCommand:
-    """Ask every balancer to stop routing to `vm` and tell the world it is draining."""
+    """Ask the VM's own provisioner to start draining it (`StartDrain`).
+
+    The provisioner alone writes VM state: it marks the VM draining and publishes `fleet.vm.draining`
+    with `deadline_s`, which every balancer drains on. `host` None: no provisioner is known for it yet.
+    """
 
     vm: str
     deadline_s: float
     request_id: str
+    host: str | None = None
 
 
 @dataclass(frozen=True)

@@ -178,17 +178,31 @@ def _create(state: FleetState, missing: int, now: float, commands: list[Command]
 
 
 def _start_drains(state: FleetState, names: list[str], now: float, commands: list[Command]) -> FleetState:
-    """Drain each named VM: balancers stop routing to it; it is destroyed once they all report."""
+    """Drain each named VM through its provisioner; it is destroyed once the live balancers all report."""
     drains = dict(state.drains)
     live = frozenset(b.id for b in state.balancers.values() if b.live(now))
     timeout = state.policy.drain_timeout_s
     for name in names:
-        if name not in state.vms or name in drains:
+        vm = state.vms.get(name)
+        if vm is None or name in drains:
             continue
         state, request_id = _next_id(state, "d")
         drains[name] = DrainView(vm=name, started=now, deadline=now + timeout, waiting=live)
-        commands.append(DrainCommand(vm=name, deadline_s=timeout, request_id=request_id))
+        commands.append(DrainCommand(vm=name, deadline_s=timeout, request_id=request_id, host=vm.host))
     return replace(state, drains=drains)
+
+
+def drain_failed(state: FleetState, name: str) -> FleetState:
+    """The provisioner did not take the drain (down, timed out, refused): forget that it started.
+
+    No balancer was told to drain the VM, so it must not be destroyed at the drain's deadline; without
+    the drain it is a candidate again, and the next reconcile asks again (a commanded drain or one found
+    already `draining`) or picks the surplus afresh. A drain whose destroy is out is left to finish.
+    """
+    drain = state.drains.get(name)
+    if drain is None or drain.destroy_sent_at is not None:
+        return state
+    return replace(state, drains={k: v for k, v in state.drains.items() if k != name})
 
 
 def _orphans(state: FleetState) -> set[str]:

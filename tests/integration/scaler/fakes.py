@@ -12,10 +12,10 @@ from nats.aio.subscription import Subscription
 
 from shared.bus import Bus
 from shared.contract.base import ErrorCode
-from shared.contract.draining import BackendDrained, DrainBackend
+from shared.contract.draining import BackendDrained
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.load import BackendLoad, BalancerReported
-from shared.contract.provisioning import CreateVm, DestroyVm, VmList, VmRecord
+from shared.contract.provisioning import CreateVm, DestroyVm, StartDrain, VmList, VmRecord
 from shared.endpoints import error_reply, ok_reply
 
 
@@ -29,11 +29,15 @@ class FakeProvisioner:
     real provisioner's does; a plain create takes its most recently pooled VM first (the reply is that VM
     with the new request id; it goes booting, then ready). The first `stale_pooled` pooled VMs are
     announced and listed as paused `stale_age_s` ago, as if they had sat in the pool that long.
+
+    A `StartDrain` marks the VM draining and publishes `fleet.vm.draining` with the deadline, once (a VM
+    already draining is answered as it is); the first `refuse_drains` are refused `unavailable` instead.
     """
 
     def __init__(
         self, bus: Bus, host: str = "h1", max_vms: int | None = None, memory_mib: int | None = None,
         cpus: int | None = None, vm_memory_mib: int = 256, stale_pooled: int = 0, stale_age_s: float = 600.0,
+        refuse_drains: int = 0,
     ) -> None:
         self.bus, self.host = bus, host
         self.max_vms, self.memory_mib, self.cpus, self.vm_memory_mib = max_vms, memory_mib, cpus, vm_memory_mib
@@ -42,6 +46,9 @@ class FakeProvisioner:
         """Pooled VMs a plain create resumed, in order."""
         self.creates: list[CreateVm] = []
         self.destroys: list[DestroyVm] = []
+        self.drains: list[StartDrain] = []
+        """Every `StartDrain` received, refused ones included."""
+        self.refuse_drains = refuse_drains
         self.vms: dict[str, VmRecord] = {}
         self.by_request: dict[str, str] = {}
         self.max_epoch = 0
@@ -54,6 +61,7 @@ class FakeProvisioner:
             await nc.subscribe(s.prov_create, queue="provisioners", cb=self._create),
             await nc.subscribe(s.prov_create_on(self.host), cb=self._create),
             await nc.subscribe(s.prov_destroy(self.host), cb=self._destroy),
+            await nc.subscribe(s.prov_drain(self.host), cb=self._drain),
             await nc.subscribe(s.prov_list, cb=self._list),
         ]
         return self
@@ -153,6 +161,25 @@ class FakeProvisioner:
         await msg.respond(ok_reply(gone))
         await self._publish(gone, VmState.DESTROYED)
 
+    async def _drain(self, msg: Msg) -> None:
+        cmd = StartDrain.model_validate_json(msg.data)
+        self.drains.append(cmd)
+        record = self.vms.get(cmd.vm)
+        refused = self.refuse_drains > 0
+        self.refuse_drains = max(0, self.refuse_drains - 1)
+        if refused or self._fenced(cmd.epoch) or record is None:
+            code = ErrorCode.UNAVAILABLE if refused else ErrorCode.CONFLICT if record else ErrorCode.NOT_FOUND
+            body, headers = error_reply(code, "refused")
+            await self.bus.nc.publish(msg.reply, body, headers=headers)
+            return
+        if record.state is not VmState.DRAINING:
+            record = record.model_copy(update={"state": VmState.DRAINING, "since": datetime.now(UTC)})
+            self.vms[cmd.vm] = record
+            event = VmStateChanged(vm=record.vm, state=VmState.DRAINING, address=record.address, host=self.host,
+                                   request_id=cmd.request_id, reason="drain", deadline_s=cmd.deadline_s)
+            await self.bus.publish(self.bus.subjects.vm(VmState.DRAINING), event)
+        await msg.respond(ok_reply(record))
+
     async def _list(self, msg: Msg) -> None:
         await msg.respond(ok_reply(self.listing()))
 
@@ -167,19 +194,19 @@ class FakeProvisioner:
 
 
 class FakeBalancer:
-    """Reports per-VM outstanding counts every `interval_s` and answers drains at once."""
+    """Reports per-VM outstanding counts every `interval_s` and drains at once on each `fleet.vm.draining`."""
 
     def __init__(self, bus: Bus, name: str = "b1", interval_s: float = 0.2) -> None:
         self.bus, self.name, self.interval_s = bus, name, interval_s
         self.outstanding: dict[str, int] = {}
         self.unhealthy: set[str] = set()
         """VMs reported as not routable (ejected or failing checks), as a real balancer would."""
-        self.drains: list[DrainBackend] = []
+        self.drains: list[VmStateChanged] = []
         self._task: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
 
     async def __aenter__(self) -> Self:
-        self._sub = await self.bus.subscribe(self.bus.subjects.balancer_drain, DrainBackend, self._drain)
+        self._sub = await self.bus.subscribe(self.bus.subjects.vm(VmState.DRAINING), VmStateChanged, self._drain)
         self._task = asyncio.create_task(self._report())
         return self
 
@@ -199,8 +226,8 @@ class FakeBalancer:
             await self.bus.publish(self.bus.subjects.balancer_report, report)
             await asyncio.sleep(self.interval_s)
 
-    async def _drain(self, cmd: DrainBackend, _msg: Msg) -> None:
-        self.drains.append(cmd)
-        self.outstanding.pop(cmd.vm, None)
-        done = BackendDrained(vm=cmd.vm, balancer=self.name, request_id=cmd.request_id)
+    async def _drain(self, event: VmStateChanged, _msg: Msg) -> None:
+        self.drains.append(event)
+        self.outstanding.pop(event.vm, None)
+        done = BackendDrained(vm=event.vm, balancer=self.name, request_id=event.request_id)
         await self.bus.publish(self.bus.subjects.balancer_drained, done)

@@ -224,8 +224,10 @@ async def test_desired_size_and_policy_survive_a_restart(bus: Bus, settings_env:
 
 
 async def test_drain_command_drains_then_destroys_and_shrinks(bus: Bus, settings_env: dict[str, str]) -> None:
-    """`fleet.cmd.drain` announces the drain, waits for the balancer, destroys the VM and lowers the size."""
+    """`fleet.cmd.drain` sends one `StartDrain` to the VM's provisioner, which announces the drain; the leader
+    waits for the balancer, destroys the VM and lowers the size, and never publishes a drain itself."""
     draining = await _collect(bus, bus.subjects.vm(VmState.DRAINING))
+    old_drains = await _collect(bus, "fleet.balancer.drain")  # the subject of the two-message drain, now unused
     async with FakeProvisioner(bus) as prov, FakeBalancer(bus) as balancer, scaler("s1") as one:
         await wait_until(lambda: one.leading, 20, what="leadership")
         await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=2), DesiredState)
@@ -236,9 +238,29 @@ async def test_drain_command_drains_then_destroys_and_shrinks(bus: Bus, settings
         await wait_until(lambda: [d.vm for d in prov.destroys] == [victim], 20, what="destroy")
         await wait_until(lambda: victim not in one.store.current.draining, 20, what="drain list cleared")
     assert [d.vm for d in balancer.drains] == [victim]
-    event = await draining.wait_for(lambda m: True)
-    assert VmStateChanged.model_validate_json(event.data).vm == victim
+    assert [(d.vm, d.epoch, d.deadline_s) for d in prov.drains] == [(victim, 1, ScalingPolicy().drain_timeout_s)]
+    assert len(draining.messages) == 1, "one drain event, the provisioner's"
+    event = VmStateChanged.model_validate_json(draining.messages[0].data)
+    assert (event.vm, event.host, event.deadline_s, event.request_id) == (victim, "h1", 30, prov.drains[0].request_id)
+    assert old_drains.messages == []
     assert len(prov.creates) == 2
+
+
+async def test_a_drain_the_provisioner_refuses_is_asked_again(
+    bus: Bus, settings_env: dict[str, str]
+) -> None:
+    """A refused `StartDrain` is sent again at a later reconcile (a new request id), and the VM is destroyed
+    once the accepted one is announced and the balancer drained it."""
+    async with FakeProvisioner(bus, refuse_drains=2) as prov, FakeBalancer(bus) as balancer, scaler("s1") as one:
+        await wait_until(lambda: one.leading, 20, what="leadership")
+        await bus.request(bus.subjects.cmd_scale, ScaleFleet(replicas=2), DesiredState)
+        await wait_until(lambda: len([v for v in one.fleet.vms.values() if v.state is VmState.READY]) == 2, 20)
+        victim = sorted(prov.vms)[1]
+        await bus.request(bus.subjects.cmd_drain, DrainVm(vm=victim), DesiredState)
+        await wait_until(lambda: [d.vm for d in prov.destroys] == [victim], 20, what="destroy")
+        assert len(balancer.drains) == 1 and balancer.drains[0].request_id == prov.drains[2].request_id
+    assert [d.vm for d in prov.drains] == [victim] * 3, "two refused, the third taken, none after"
+    assert len({d.request_id for d in prov.drains}) == 3
 
 
 async def test_failing_creates_back_off_instead_of_looping(bus: Bus, settings_env: dict[str, str]) -> None:

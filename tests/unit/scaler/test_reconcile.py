@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from services.scaler.core.model import BalancerView, CreateCommand, DestroyCommand, DrainCommand, Failures
-from services.scaler.core.reconcile import reconcile
+from services.scaler.core.reconcile import drain_failed, reconcile
 from services.scaler.core.track import forget, on_create_failed, on_created, on_drained, on_vm_event
 from shared.contract.draining import BackendDrained
 from shared.contract.events import VmState, VmStateChanged
@@ -23,6 +23,35 @@ def test_scale_in_drains_the_idlest_vm_oldest_first_on_ties() -> None:
     commands, state, _ = reconcile(state, NOW)
     assert [c.vm for c in commands if isinstance(c, DrainCommand)] == ["vm1", "vm3"]
     assert set(state.drains) == {"vm1", "vm3"}
+
+
+def test_a_drain_goes_to_the_vms_own_provisioner_with_the_policy_deadline() -> None:
+    """Each drain command names the host that owns the VM and the policy's drain timeout."""
+    state = fleet(2, desired=1, policy=ScalingPolicy(drain_timeout_s=12))
+    commands, _, _ = reconcile(state, NOW)
+    assert [(c.vm, c.host, c.deadline_s) for c in commands if isinstance(c, DrainCommand)] == [("vm0", "h1", 12)]
+
+
+def test_a_drain_the_provisioner_did_not_take_is_asked_again_and_never_destroyed_at_its_deadline() -> None:
+    """After a failed `StartDrain` the VM is no longer draining: the next reconcile drains it again (a new
+    request id), and no destroy goes out at the first drain's deadline."""
+    state = fleet(2, desired=1, policy=ScalingPolicy(drain_timeout_s=30), balancers=_balancers(("b1", {})))
+    first, state, _ = reconcile(state, NOW)
+    state = drain_failed(state, "vm0")
+    state = replace(state, balancers={"b1": BalancerView(id="b1", last_seen=NOW + 31)})
+    again, state, _ = reconcile(state, NOW + 31)
+    (before,), (after,) = first, again
+    assert isinstance(before, DrainCommand) and isinstance(after, DrainCommand), "a drain again, no destroy"
+    assert after.vm == before.vm == "vm0" and after.request_id != before.request_id
+    assert state.drains["vm0"].deadline == NOW + 61
+
+
+def test_a_failed_drain_reply_leaves_a_destroy_already_sent_alone() -> None:
+    """A drain whose destroy is out (no balancer to wait for) stays: the late failure does not bring the VM back."""
+    state = fleet(2, desired=1)
+    commands, state, _ = reconcile(state, NOW)
+    assert any(isinstance(c, DestroyCommand) for c in commands)
+    assert drain_failed(state, "vm0") == state
 
 
 def test_outstanding_is_summed_over_live_balancers_only() -> None:
