@@ -37,6 +37,13 @@ class BalancerSettings(ServiceSettings):
     upstream_protocol: Literal["http1", "http3"] = Field("http1", description="Protocol spoken to VMs.")
     upstream_tls: bool = Field(False, description="TLS on HTTP/1.1 upstream connections.")
     upstream_verify_tls: bool = Field(False, description="Verify backend certificates.")
+    upstream_ca_file: str | None = Field(
+        None, description="PEM bundle of the CAs that sign VM certificates (HTTP/1.1 TLS and HTTP/3); replaces the "
+        "system CAs and turns verification on.",
+    )
+    upstream_server_name: str | None = Field(
+        None, description="Name sent (SNI) and verified in VM certificates (unset: the VM's address)."
+    )
     upstream_port: int | None = Field(None, ge=1, le=65535, description="Override the port of VM addresses.")
     upstream_pool_size: int = Field(64, ge=1, le=10_000, description="Idle HTTP/1.1 connections kept per VM.")
     upstream_connect_timeout_s: float = Field(2.0, gt=0, le=300)
@@ -70,7 +77,13 @@ class BalancerSettings(ServiceSettings):
     balancer_metrics_port: int | None = Field(
         None, ge=0, le=65535, description="TCP port of Prometheus /metrics (unset: off; 0 picks a free one)."
     )
-    balancer_metrics_host: str | None = Field(None, description="Address of /metrics (default listen_host).")
+    balancer_metrics_host: str = Field(
+        "127.0.0.1", description="Address of /metrics: loopback unless told otherwise (0.0.0.0: any scraper)."
+    )
+    balancer_metrics_port_span: int = Field(
+        16, ge=1, le=1024,
+        description="Ports tried from balancer_metrics_port on when it is taken (replicas of one host: the next free).",
+    )
     balancer_identity_check: bool = Field(
         True, description="A VM announced with `identity` gets requests only while it sends its UUID (x-quicfleet-vm)."
     )
@@ -90,6 +103,23 @@ class BalancerSettings(ServiceSettings):
         1024 * 1024, ge=65_536, le=2**30, description="Request-body bytes buffered per request (QUIC credit)."
     )
     listen_idle_timeout_s: float = Field(60.0, gt=0, le=3600)
+    listen_http_idle_timeout_s: float = Field(
+        300.0, gt=0, le=86_400,
+        description="A client connection with no request in flight this long gets GOAWAY and is closed, whatever "
+        "PINGs keep it alive (HTTP/3; on TCP the shorter of this and listen_idle_timeout_s applies).",
+    )
+    listen_ipv4_prefix: int = Field(
+        32, ge=8, le=32, description="IPv4 prefix length one client is counted under for the per-address cap."
+    )
+    listen_ipv6_prefix: int = Field(
+        64, ge=16, le=128,
+        description="IPv6 prefix length one client is counted under for the per-address cap (a host owns a /64).",
+    )
+    listen_max_resets_per_s: int = Field(
+        100, ge=1, le=100_000,
+        description="Streams one client connection may reset per second (HTTP/2 and HTTP/3, rapid reset "
+        "CVE-2023-44487); beyond it the connection gets GOAWAY (ENHANCE_YOUR_CALM / H3_EXCESSIVE_LOAD) and is closed.",
+    )
     listen_tcp: bool = Field(
         True, description="Also listen on TCP (TLS, HTTP/2 and HTTP/1.1) on the same port number, for browsers."
     )
@@ -113,6 +143,10 @@ class BalancerSettings(ServiceSettings):
         0, ge=0, le=255, description="Node id in issued connection IDs (one per host behind a QUIC-LB router)."
     )
     quic_lb_config_id: int = Field(0, ge=0, le=6, description="QUIC-LB config rotation bits of issued IDs.")
+    quic_steering_dir: Path | None = Field(
+        None, description="Private (0700) directory of the steering sockets of the processes on one port; default "
+        "/run/quicfleet/steering as root, else $XDG_RUNTIME_DIR/quicfleet/steering, else <balancer_state_dir>/steering."
+    )
 
     @field_validator("balancer_trusted_proxies")
     @classmethod

@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from services.metrics.aggregate import VmTotals
 from services.metrics.state import MetricsState
+from shared.buildinfo import add_standard_collectors
 from shared.contract.load import LATENCY_BOUNDS_S, FleetLoaded
 
 QUANTILES = (("0.5", "p50_s"), ("0.95", "p95_s"), ("0.99", "p99_s"))
@@ -119,7 +120,7 @@ def make_registry(state: MetricsState) -> CollectorRegistry:
     """A registry of our own (not the process-global one), so replicas in one process never clash."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(state))
-    return registry
+    return add_standard_collectors(registry, "metrics")  # process_* and quicfleet_build_info
 
 
 def render(registry: CollectorRegistry) -> bytes:

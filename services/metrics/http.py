@@ -78,21 +78,27 @@ class HttpServer:
         self.port = port
         self.reuse_port = reuse_port
         """SO_REUSEPORT, so `--scale metrics=N` on a host network does not fail on "address in use"."""
+        self.started = False
 
     async def start(self) -> None:
+        self.started = True
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port, reuse_port=self.reuse_port)
         try:
             await site.start()
         except OSError as error:
             log.error("http.bind_failed", host=self.host, port=self.port, error=error.strerror or str(error))
+            self.started = False
             await self.runner.cleanup()
             raise
         self.port = self.runner.addresses[0][1]
         log.info("http.listening", host=self.host, port=self.port)
 
     async def stop(self) -> None:
-        await self.runner.cleanup()
+        """Close the server (nothing to do when it never started: the service failed before)."""
+        if self.started:
+            self.started = False
+            await self.runner.cleanup()
 
     @property
     def url(self) -> str:

@@ -4,6 +4,9 @@ Thin glue around `MetricsState`: each handler feeds one message to the core and 
 line; a ticker takes a snapshot every `metrics_interval_s` and publishes it; another asks every
 service's `$SRV.STATS` for its rejected-input counts every `REJECTIONS_PERIOD_S` (`rejections`).
 
+`bootstrap` builds the parts (the core state, the signature of this replica's snapshots, the
+HTTP server); the service connects, subscribes and runs the loops.
+
 Several replicas may run side by side: each sees the same reports and publishes its own
 `fleet.load`. The snapshot holds nothing replica-specific, so the scaler may take any of them
 (they agree up to the moment each was taken); it just sees more than one per interval.
@@ -12,12 +15,12 @@ Several replicas may run side by side: each sees the same reports and publishes 
 from __future__ import annotations
 
 import asyncio
-import secrets
+from collections.abc import Callable
 
 import structlog
 from nats.aio.msg import Msg
 
-from services.metrics.http import HttpServer, make_app
+from services.metrics.http import HttpServer
 from services.metrics.rejections import gather
 from services.metrics.settings import MetricsSettings
 from services.metrics.state import MetricsState
@@ -46,15 +49,20 @@ class MetricsService(BusService):
     name = "metrics"
     description = "quicfleet metrics: fleet load snapshots, /metrics and the dashboard"
 
-    def __init__(self, settings: MetricsSettings, bus: Bus | None = None) -> None:
+    def __init__(
+        self, settings: MetricsSettings, state: MetricsState, source: str,
+        http: Callable[[Callable[[], bool]], HttpServer], bus: Bus | None = None,
+    ) -> None:
+        """`http` makes the HTTP server given what its `/healthz` asks: whether the bus is connected."""
         super().__init__(settings, bus)
         self.settings: MetricsSettings = settings
-        self.source = f"{settings.instance[:50]}-{secrets.token_hex(3)}"
+        self.state = state
+        self.source = source
         """Signs each snapshot: replicas on one host share the instance name (host networking)."""
-        self.state = MetricsState(
-            settings.metrics_window_s, settings.metrics_history_s, settings.metrics_interval_s, self.source
-        )
-        self.http: HttpServer | None = None
+        self.http = http(self._connected)
+
+    def _connected(self) -> bool:
+        return self._bus is not None and self._bus.connected
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -66,9 +74,6 @@ class MetricsService(BusService):
         await self.bus.subscribe(s.scaler_decision, ScalingDecided, self.on_decision)
         await self.bus.subscribe(s.scaler_state, DesiredState, self.on_desired)
         await self._subscriptions_registered()
-        app = make_app(self.state, lambda: self._bus is not None and self._bus.connected)
-        settings = self.settings
-        self.http = HttpServer(app, settings.metrics_host, settings.metrics_port, settings.metrics_reuse_port)
         await self.http.start()
         self.spawn(self._publish_loop(), "metrics.publish")
         self.spawn(self._rejections_loop(), "metrics.rejections")
@@ -86,9 +91,7 @@ class MetricsService(BusService):
         await probe.next_msg(timeout=10)
 
     async def on_stop(self) -> None:
-        if self.http is not None:
-            await self.http.stop()
-            self.http = None
+        await self.http.stop()
 
     async def on_report(self, report: BalancerReported, _msg: Msg) -> None:
         bind_message(subject=self.subjects.balancer_report, balancer=report.balancer)

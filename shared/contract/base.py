@@ -1,8 +1,11 @@
 """Base model and the reply envelope every command answers with.
 
-Every message on the bus is a pydantic model that forbids unknown fields and bounds every
-value, so a hostile or confused publisher gets a clear `invalid` reply instead of reaching
-service code with surprising data.
+Every command and reply on the bus is a pydantic model that forbids unknown fields and bounds
+every value, so a hostile or confused publisher gets a clear `invalid` reply instead of reaching
+service code with surprising data. Events (`Event`, and the `EventPart`s inside them) ignore
+fields they do not know instead: a newer release may add a field to an event, and the replicas
+not yet upgraded keep reading it, so a rolling upgrade need not follow any order. Known fields
+stay bounded and typed either way.
 """
 
 from __future__ import annotations
@@ -42,6 +45,18 @@ class Model(BaseModel):
 
 class Message(Model):
     """A bus message that carries the contract's schema version."""
+
+    v: Literal[1] = Field(default=SCHEMA_VERSION, description="Schema version of the message.")
+
+
+class EventPart(BaseModel):
+    """A model carried inside an event: unknown fields are dropped (a newer writer's), instances immutable."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=False)
+
+
+class Event(EventPart):
+    """A published fact (no reply): tolerant of fields added by a newer release, like `EventPart`."""
 
     v: Literal[1] = Field(default=SCHEMA_VERSION, description="Schema version of the message.")
 

@@ -1,24 +1,15 @@
-"""Drain coordination between the scaler and every balancer."""
+"""What a balancer says when a drain it was told of (`fleet.vm.draining`) is over for it."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
 from pydantic import Field
 
-from shared.contract.base import Message, Name, RequestId, utcnow
+from shared.contract.base import Event, Name, RequestId, utcnow
 
 
-class DrainBackend(Message):
-    """`fleet.balancer.drain`: stop new requests to `vm` now; report once it has none in flight."""
-
-    vm: Name
-    deadline_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 30.0
-    request_id: RequestId | None = None
-
-
-class BackendDrained(Message):
+class BackendDrained(Event):
     """`fleet.balancer.drained`: a balancer has no request in flight to `vm` (or gave up waiting)."""
 
     vm: Name

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from shared.contract.base import Address, Message, Name, Reason, RequestId, VmUuid, utcnow
+from shared.contract.base import Address, Event, Name, Reason, RequestId, VmUuid, utcnow
 
 
 class VmState(StrEnum):
@@ -31,7 +31,7 @@ LIVE_STATES = frozenset(
 """States that hold (or will hold) a VM in libvirt and so count against the fleet size."""
 
 
-class VmStateChanged(Message):
+class VmStateChanged(Event):
     """`fleet.vm.<state>`: a VM entered `state` (the subject's last token repeats it)."""
 
     vm: Name
@@ -53,7 +53,7 @@ class VmStateChanged(Message):
     )
 
 
-class ScalingDecided(Message):
+class ScalingDecided(Event):
     """`fleet.scaler.decision`: the leader changed (or chose to hold) the fleet size, and why."""
 
     at: datetime = Field(default_factory=utcnow)

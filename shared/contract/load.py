@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from shared.contract.base import Address, Message, Model, Name, utcnow
+from shared.contract.base import Address, Event, EventPart, Name, utcnow
 
 LATENCY_BOUNDS_S: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -23,7 +23,7 @@ NonNegative = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
-class LatencyHistogram(Model):
+class LatencyHistogram(EventPart):
     """Counts per bucket of `LATENCY_BOUNDS_S` (len(bounds)+1 entries, the last is +Inf)."""
 
     counts: Annotated[list[Count], Field(min_length=len(LATENCY_BOUNDS_S) + 1, max_length=len(LATENCY_BOUNDS_S) + 1)]
@@ -34,7 +34,7 @@ class LatencyHistogram(Model):
         return cls(counts=[0] * (len(LATENCY_BOUNDS_S) + 1))
 
 
-class BackendLoad(Model):
+class BackendLoad(EventPart):
     """One balancer's view of one backend VM. Counters are cumulative since `started_at`."""
 
     vm: Name
@@ -46,7 +46,7 @@ class BackendLoad(Model):
     draining: bool = False
 
 
-class BalancerReported(Message):
+class BalancerReported(Event):
     """`fleet.balancer.report`: a balancer's per-second load report."""
 
     balancer: Name
@@ -64,7 +64,7 @@ class BalancerReported(Message):
         return self
 
 
-class LoadFigures(Model):
+class LoadFigures(EventPart):
     """Windowed load numbers, for one VM or for the whole fleet."""
 
     rps: NonNegative = 0.0
@@ -81,7 +81,7 @@ class VmLoad(LoadFigures):
     vm: Name
 
 
-class FleetLoaded(LoadFigures, Message):
+class FleetLoaded(LoadFigures, Event):
     """`fleet.load`: the metrics service's periodic snapshot of fleet load over `window_s`."""
 
     at: datetime = Field(default_factory=utcnow)

@@ -34,6 +34,14 @@ TARGET_RANGES: dict[Signal, tuple[float, float, str]] = {
 """Sane targets per signal: the schema's bound (> 0) let `target=1e-308` drive any load to max_replicas."""
 
 
+class ForecastMode(StrEnum):
+    """What the scaler does with its forecast of the load (see docs/services/scaler.md, Forecast)."""
+
+    OFF = "off"
+    WATCH = "watch"
+    ON = "on"
+
+
 class ScalingPolicy(Model):
     """A complete policy; `fleet.cmd.policy` replies with one."""
 
@@ -111,6 +119,22 @@ class ScalingPolicy(Model):
         description="Flap guard: within the flap window after a scale-in, a scale-out fires only once the load "
                     "is this far over target, not `tolerance` (0: no guard); a burst above it still scales out "
                     "at once.")] = 0.2
+    forecast_mode: Annotated[ForecastMode, Field(
+        description="Predictive scaling from the fleet's own load history: `watch` forecasts and publishes "
+                    "what it would do and changes nothing, `on` scales out ahead of a forecast rise (never in) "
+                    "and sizes the warm pool from it, `off` only keeps the history.")] = ForecastMode.WATCH
+    forecast_quantile: Annotated[float, Field(
+        ge=0.5, le=0.99, allow_inf_nan=False,
+        description="The forecast is sized for this quantile of its own recent errors above its point forecast.")
+    ] = 0.9
+    forecast_max_error: Annotated[float, Field(
+        gt=0, le=10, allow_inf_nan=False,
+        description="A forecast whose error over the last day (mean absolute error / mean load) is above this "
+                    "switches itself off until it is back under 0.8 of it.")] = 0.25
+    pool_max: Annotated[int, Field(
+        ge=0, le=100, strict=True,
+        description="With the forecast on, the warm pool per host grows to the forecast's rise over the next "
+                    "refill, up to this many (0: the forecast does not size the pool).")] = 0
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> Self:

@@ -100,11 +100,6 @@ class Subjects:
         return self._s("balancer.report")
 
     @property
-    def balancer_drain(self) -> str:
-        """Broadcast: every balancer stops routing new requests to a VM."""
-        return self._s("balancer.drain")
-
-    @property
     def balancer_drained(self) -> str:
         """A balancer says it has no request in flight to a draining VM."""
         return self._s("balancer.drained")

@@ -212,7 +212,7 @@ async def _forbidden(clients: dict[str, Client], host: str, vm: str) -> int:
         ("balancer", s.prov_create, create), ("balancer", s.prov_create_on(host), create),
         ("balancer", s.prov_destroy(host), b"{}"), ("metrics", s.cmd_scale, encode(ScaleFleet(replicas=5))),
         ("provisioner", s.cmd_scale, encode(ScaleFleet(replicas=5))), ("balancer", s.cmd_drain, encode(DrainVm(vm=vm))),
-        ("metrics", s.balancer_drain, b"{}"), ("balancer", s.scaler_state, b"{}"),
+        ("metrics", s.prov_drain(host), b"{}"), ("balancer", s.scaler_state, b"{}"),
         ("metrics", s.vm(VmState.FAILED), encode(VmStateChanged(vm=vm, state=VmState.FAILED))),
         ("provisioner", s.prov_list, b"{}"), (OPERATOR, s.prov_create, create),
         (OPERATOR, "$KV.quicfleet_scaler.desired", b"{}"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from urllib.parse import parse_qs, urlsplit
 
 import httptools
@@ -112,8 +113,13 @@ class _Connection(asyncio.Protocol):
 class H1Backend:
     """An HTTP/1.1 server on 127.0.0.1 (port 0 picks a free one). Use `async with`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, status: int = 200, rcvbuf: int | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, status: int = 200, rcvbuf: int | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """`tls`: serve TLS with this server context (a VM with a certificate)."""
         self.host = host
+        self.tls = tls
         self.rcvbuf = rcvbuf
         """SO_RCVBUF of accepted sockets (small: the kernel absorbs less of a stalled upload)."""
         self.stalled = False
@@ -148,7 +154,9 @@ class H1Backend:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port, reuse_address=True)
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self.host, self.port, reuse_address=True, ssl=self.tls
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

@@ -31,7 +31,7 @@ EXAMPLES: list[BaseModel] = [
     provisioning.CreateVm(request_id="r-2", epoch=1),
     provisioning.DestroyVm(vm="qf-1", request_id="r-3", epoch=1),
     provisioning.VmList(host="h1", vms=[provisioning.VmRecord(vm="qf-1", state="ready", since=utcnow())]),
-    draining.DrainBackend(vm="qf-1"),
+    provisioning.StartDrain(vm="qf-1", request_id="r-4", epoch=1),
     draining.BackendDrained(vm="qf-1", balancer="b1"),
     status.DesiredState(desired=2),
     status.FleetStatus(desired=1, policy=ScalingPolicy()),

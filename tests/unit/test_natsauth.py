@@ -83,10 +83,9 @@ def test_only_the_operator_sends_fleet_commands_and_only_the_scaler_takes_them()
 
 
 def test_events_come_from_their_owner_only() -> None:
-    """VM events (draining too) from the provisioner alone, reports from balancers, load from metrics; the retired
-    `fleet.balancer.drain` from nobody."""
+    """VM events (draining too) from the provisioner alone, reports from balancers, load from metrics."""
     owners = {S.vm(VmState.READY): ["provisioner"], S.vm(VmState.DRAINING): ["provisioner"],
-              S.balancer_report: ["balancer"], S.balancer_drained: ["balancer"], S.balancer_drain: [],
+              S.balancer_report: ["balancer"], S.balancer_drained: ["balancer"],
               S.load: ["metrics"], S.scaler_state: ["scaler"], S.scaler_decision: ["scaler"]}
     for subject, expected in owners.items():
         assert sorted(r for r, p in TABLE.items() if allows(p.publish, subject)) == sorted(expected), subject
@@ -206,11 +205,7 @@ def _every_subject(s: Subjects) -> list[str]:
             s.prov_drain("h1")]
 
 
-RETIRED = {S.balancer_drain}
-"""Still named in Subjects while old code may use it, and allowed to nobody: a drain is a `StartDrain` now."""
-
-
-@pytest.mark.parametrize("subject", [s for s in _every_subject(S) if s not in RETIRED])
+@pytest.mark.parametrize("subject", _every_subject(S))
 def test_every_subject_has_a_sender_and_a_receiver(subject: str) -> None:
     """A subject added to Subjects without a row in the table fails here, not in production as a silent denial."""
     assert any(allows(p.publish, subject) for p in TABLE.values()), f"nobody may publish {subject}"

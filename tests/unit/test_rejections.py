@@ -62,7 +62,6 @@ def test_metrics_exposes_the_rejected_inputs_counter_per_service_and_subject() -
 
 def test_the_balancer_exposes_its_own_rejected_inputs() -> None:
     """The balancer's `/metrics` shows its bad events under the same series name, service "balancer"."""
-    telemetry = Telemetry()
-    telemetry.rejected_inputs = lambda: {"fleet.balancer.drain": 2}
+    telemetry = Telemetry(rejected_inputs=lambda: {"fleet.balancer.drain": 2})
     text = generate_latest(balancer_registry(telemetry)).decode()
     assert 'quicfleet_rejected_inputs_total{service="balancer",subject="fleet.balancer.drain"} 2.0' in text

@@ -144,4 +144,16 @@ class BackendTable:
         known = [b for b in self.backends.values() if not b.draining and b.verification.trusted]
         usable = [b for b in known if b.health.usable(now)]
         self.panic = len(usable) < self.panic_threshold * len(known)
-        return known if self.panic else usable
+        return (known if self.panic else usable) or self._bridge(now)
+
+    def _bridge(self, now: float) -> list[Backend]:
+        """Draining VMs, only while no other VM may take a request and a replacement is proving its identity.
+
+        A scale-in drains the oldest VM as soon as the new one is `ready`, and this balancer's own
+        identity check of the new one is still a round trip away: for that moment the drained VM, up
+        and trusted, answers instead of a 503. It ends with the check (or the drain's deadline); a
+        drain with no replacement on its way (a scale to zero) still refuses at once.
+        """
+        if not any(b.verification.pending for b in self.backends.values() if not b.draining):
+            return []
+        return [b for b in self.backends.values() if b.draining and b.verification.trusted and b.health.usable(now)]

@@ -8,7 +8,10 @@ byte that one side refuses can never be let through by the other:
 - a field value has no CR, LF or NUL and no other control character but HTAB (RFC 9110 §5.5,
   RFC 9113 §8.2.1), and no leading or trailing whitespace once it is on the wire.
 
-Both are a single compiled regular expression each: the request path pays one C-level scan per
+An authority (`:authority`, `host`, the `host=` of `forwarded`) is host[:port] (RFC 9110 §7.2,
+RFC 3986 §3.2): a reg-name, an IPv4 address or a bracketed IPv6 literal, no userinfo.
+
+Each is a single compiled regular expression: the request path pays one C-level scan per
 field, not a Python loop per byte.
 """
 
@@ -38,3 +41,17 @@ def valid_value(value: bytes) -> bool:
 def valid_token(value: bytes) -> bool:
     """Whether `value` is a non-empty token (a method, a transfer coding's name)."""
     return TOKEN.fullmatch(value) is not None
+
+
+AUTHORITY = re.compile(
+    rb"(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+"  # reg-name or IPv4 (RFC 3986 §3.2.2)
+    rb"|\[[0-9A-Fa-f:.]{2,45}\])"  # an IPv6 literal (IPvFuture is not taken)
+    rb"(?::(?P<port>[0-9]{1,5}))?"
+)
+"""host[:port]: no userinfo (`@` is no reg-name character), no empty host or port, no space or quote."""
+
+
+def valid_authority(authority: bytes) -> bool:
+    """Whether `authority` is host[:port]: a reg-name, IPv4 or [IPv6] and a port of at most 65535, no userinfo."""
+    match = AUTHORITY.fullmatch(authority)
+    return match is not None and (match["port"] is None or int(match["port"]) <= 65535)

@@ -10,6 +10,8 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
+from services.balancer.core.fields import TOKEN, valid_authority
+
 Headers = list[tuple[bytes, bytes]]
 
 HOP_BY_HOP = frozenset(
@@ -37,7 +39,9 @@ def end_to_end(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     return [(n, v) for n, v in items if not n.startswith(b":") and n not in HOP_BY_HOP and n not in extra]
 
 
-FORWARDING = frozenset({b"x-forwarded-for", b"forwarded", b"x-forwarded-proto", b"x-real-ip", b"x-request-id"})
+FORWARDING = frozenset(
+    {b"x-forwarded-for", b"forwarded", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip", b"x-request-id"}
+)
 """Request headers that make claims about the client or the request: only trusted peers may set them."""
 REQUEST_ID = b"x-request-id"
 SANE_ID = re.compile(rb"[\x21-\x7e]{1,200}")
@@ -48,32 +52,56 @@ def forwarding(
     headers: Headers, client_ip: str, authority: bytes, via: bytes, proxies: TrustedProxies | None = None,
     *, fresh_id: bytes,
 ) -> Headers:
-    """Add `x-forwarded-for`, `x-forwarded-proto`, `x-real-ip`, `forwarded`, `via` and `x-request-id`.
+    """Add `x-forwarded-for`, `-proto`, `-host`, `x-real-ip`, `forwarded`, `via` and `x-request-id`.
 
     By default the client's own claims in these headers are dropped and replaced, so a client
     cannot pose as another address (an appended chain would keep whatever it made up). A peer
     in `proxies` (a proxy in front of us) keeps its chain, which the peer is appended to, its
-    proto and real-ip, and a sane request id. `x-request-id` comes last, so `request_id_of`
+    proto, host and real-ip, and a sane request id. `x-request-id` comes last, so `request_id_of`
     finds it at once. `fresh_id` is the id of a request that brings none we keep (the glue draws it).
+    An `authority` that is not host[:port] is named nowhere (the request model refuses such requests;
+    this keeps the rule where the header is built).
     """
     kept = [(n, v) for n, v in headers if n not in FORWARDING]
-    node = f'"[{client_ip}]"' if ":" in client_ip else client_ip
-    here = f"for={node};proto=https".encode() + (b';host="' + authority + b'"' if authority else b"")
+    authority = authority if valid_authority(authority) else b""
+    here = forwarded_element(client_ip, authority)
+    host = [(b"x-forwarded-host", authority)] if authority else []
     if proxies is None or client_ip not in proxies:
         peer = client_ip.encode()
-        return [*kept, (b"x-forwarded-for", peer), (b"x-forwarded-proto", b"https"), (b"x-real-ip", peer),
+        return [*kept, (b"x-forwarded-for", peer), (b"x-forwarded-proto", b"https"), *host, (b"x-real-ip", peer),
                 (b"forwarded", here), (b"via", via), (REQUEST_ID, fresh_id)]
     claims = _claims(headers)
     chain = b", ".join([*claims.get(b"x-forwarded-for", []), client_ip.encode()])
+    claimed_host = _first(claims, b"x-forwarded-host")
+    if claimed_host is not None and valid_authority(claimed_host):
+        host = [(b"x-forwarded-host", claimed_host)]
     return [
         *kept,
         (b"x-forwarded-for", chain),
         (b"x-forwarded-proto", _first(claims, b"x-forwarded-proto") or b"https"),
+        *host,
         (b"x-real-ip", _first(claims, b"x-real-ip") or real_client(chain, proxies)),
         (b"forwarded", b", ".join([*claims.get(b"forwarded", []), here])),
         (b"via", via),
         (REQUEST_ID, _sane_id(_first(claims, REQUEST_ID)) or fresh_id),
     ]
+
+
+def forwarded_element(client_ip: str, authority: bytes) -> bytes:
+    """This hop's `forwarded` element (RFC 7239 §4): every value a token or an escaped quoted-string.
+
+    An IPv6 node is bracketed and quoted (§6); the host is quoted and present only when it is a valid
+    authority, so no byte of a client's `:authority` can end the element or add a `for=` of its own.
+    """
+    ip = client_ip.encode()
+    node = ip if TOKEN.fullmatch(ip) else quoted(b"[" + ip + b"]" if b":" in ip else ip)
+    element = b"for=" + node + b";proto=https"
+    return element + b";host=" + quoted(authority) if authority and valid_authority(authority) else element
+
+
+def quoted(value: bytes) -> bytes:
+    """An RFC 7230 quoted-string of `value` (backslash and double quote escaped)."""
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 def _claims(headers: Headers) -> dict[bytes, list[bytes]]:

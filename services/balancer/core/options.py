@@ -42,11 +42,10 @@ class Limits:
     ack_with_response: bool = True
     coalesce_s: float = 0.0
     per_ip: PeerCounts = field(default_factory=lambda: PeerCounts(1_000_000))
-    """Open connections per client address (QUIC and TCP together) against `listen_max_connections_per_ip`."""
-
-    def refusal(self, connections: int, ip: str) -> str | None:
-        """Why a new connection from `ip` is refused (`limit`, `per_ip`), or None once it is counted for `ip`:
-        the one rule of both listeners, with `connections` the caller's open count."""
-        if connections >= self.max_connections:
-            return "limit"
-        return None if self.per_ip.admit(ip) else "per_ip"
+    """Open connections per client network (QUIC and TCP together) against `listen_max_connections_per_ip`,
+    counted per `listen_ipv4_prefix` / `listen_ipv6_prefix` (the rule is `admission.Admission`'s)."""
+    max_resets_per_s: int = 100
+    """Streams one client connection may reset per second before it is closed (`listen_max_resets_per_s`)."""
+    http_idle_timeout_s: float = 300.0
+    """A connection with no request in flight this long gets GOAWAY and is closed, whatever PINGs keep its
+    transport alive (`listen_http_idle_timeout_s`)."""

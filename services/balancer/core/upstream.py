@@ -17,18 +17,28 @@ RESET = "reset"
 TIMEOUT = "timeout"
 PROTOCOL = "protocol"
 IDENTITY = "identity"
-"""Why an upstream call failed; the proxy maps them to 502/504 and decides on a retry."""
+INVALID = "invalid"
+"""Why an upstream call failed; the proxy maps them to 502/504 and decides on a retry. `INVALID`: the VM's
+response head broke the field rules (`core.framing.response_problem`) and was never passed on."""
 
 
 @dataclass(slots=True)
 class UpstreamRequest:
-    """One request as it goes to a backend (headers already end-to-end plus forwarding ones)."""
+    """One request as it goes to a backend (headers already end-to-end plus forwarding ones).
+
+    `headers` never carry `content-length` nor `transfer-encoding`: the upstream frames the body
+    itself, with `content_length` (the client's one valid length, checked by `core.request`) when
+    there is one, chunked otherwise, never both.
+    """
 
     method: bytes
     path: bytes
     authority: bytes
     headers: Headers
     has_body: bool
+    content_length: int | None = None
+    """The body's length as the client declared it (one valid `content-length`, no transfer coding);
+    None when unknown. The upstream frames the body from this value, never from a forwarded header."""
 
 
 class Sink(Protocol):
@@ -51,6 +61,11 @@ class Call(Protocol):
     def pause(self) -> None: ...
 
     def resume(self) -> None: ...
+
+    def abandon(self) -> None:
+        """The client went away: like `abort`, but the upstream may let a response that is due arrive and
+        discard it, to keep a pooled connection (a rapid-reset burst must not cost a handshake per request)."""
+        ...
 
     def abort(self) -> None:
         """Give up on the call: from now on it calls its sink no more, not even from inside a callback

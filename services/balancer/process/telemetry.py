@@ -1,4 +1,4 @@
-"""Prometheus metrics of one balancer process, on a port of their own (`BALANCER_METRICS_PORT`).
+"""Prometheus metrics of one balancer process (served by `process.endpoint` on a port of their own).
 
 The data plane counts into plain ints and dicts (`Telemetry`); a custom collector turns them
 into metric families only when Prometheus scrapes. A labelled prometheus_client `.inc()` takes
@@ -13,12 +13,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 
 import structlog
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from services.balancer.settings import BalancerSettings
 from shared.contract.load import LATENCY_BOUNDS_S
 from shared.histogram import bucket_of
 from shared.throttle import LineThrottle
@@ -34,10 +32,25 @@ def code_class(status: int) -> str:
     return CODE_CLASSES[status // 100] if 100 <= status < 600 else CODE_CLASSES[0]
 
 
-class Telemetry:
-    """The balancer's counters, updated by the data plane (router, exchanges, connections)."""
+def _never() -> bool:
+    return False
 
-    def __init__(self) -> None:
+
+def _nothing() -> Mapping[str, int]:
+    return {}
+
+
+class Telemetry:
+    """The balancer's counters, updated by the data plane (router, exchanges, connections).
+
+    Two figures live elsewhere and are read at scrape time from the sources given here (the
+    bootstrap wires them): whether the backend table is in `panic` now, and the malformed events
+    the bus dropped per subject (`rejected_inputs`).
+    """
+
+    def __init__(
+        self, panic: Callable[[], bool] = _never, rejected_inputs: Callable[[], Mapping[str, int]] = _nothing
+    ) -> None:
         self.requests: dict[tuple[str, str, str], int] = {}
         """Finished requests by (vm, code_class, protocol); vm "" when no VM was tried."""
         self.retries = 0
@@ -49,6 +62,10 @@ class Telemetry:
         self.refused_connections: Counter[str] = Counter()
         """Connections refused on arrival, by reason: `limit` (listen_max_connections), `per_ip`."""
         self._refusal_lines = LineThrottle()
+        self.refused_requests: Counter[str] = Counter()
+        """Requests answered by the balancer itself and never forwarded, by the request model's reason
+        (`bad_field_value`, `content_length_invalid`, `transfer_coding_with_length`, ...)."""
+        self._request_lines = LineThrottle()
         self.handshakes = 0
         self.retry_packets = 0
         self.memory_returns = 0
@@ -56,12 +73,11 @@ class Telemetry:
         self.response_bytes = 0
         self.latency_counts = [0] * (len(LATENCY_BOUNDS_S) + 1)
         self.latency_sum_s = 0.0
-        self.panic: Callable[[], bool] = lambda: False
-        """Whether the backend table is in panic now (the router sets it)."""
+        self.panic = panic
+        """Whether the backend table is in panic now."""
         self.panics = 0
-        self.rejected_inputs: Callable[[], Mapping[str, int]] = dict
-        """Malformed events dropped per subject (the service sets it to its bus's throttle totals)."""
-        self._server: web.AppRunner | None = None
+        self.rejected_inputs = rejected_inputs
+        """Malformed events dropped per subject (the service's bus's throttle totals)."""
 
     # request level: the router calls these
     def request_done(self, vm: str, status: int, protocol: str, bytes_sent: int, seconds: float) -> None:
@@ -107,6 +123,13 @@ class Telemetry:
         if left_out is not None:
             log.warning("balancer.connection_refused", reason=reason, ip=ip, left_out=left_out)
 
+    def request_refused(self, reason: str, ip: str, now: float) -> None:
+        """Count a malformed or refused request; log it rate-limited per reason (a flood of one kind is one line)."""
+        self.refused_requests[reason] += 1
+        left_out = self._request_lines.admit(reason, now)
+        if left_out is not None:
+            log.warning("balancer.request_refused", reason=reason, ip=ip, left_out=left_out)
+
     def handshake_done(self) -> None:
         self.handshakes += 1
 
@@ -115,20 +138,6 @@ class Telemetry:
 
     def memory_returned(self) -> None:
         self.memory_returns += 1
-
-    # exposition
-    async def expose(self, settings: BalancerSettings) -> int | None:
-        """Serve `/metrics` when `balancer_metrics_port` is set; returns the bound port (None: off)."""
-        if settings.balancer_metrics_port is None:
-            return None
-        host = settings.balancer_metrics_host or settings.listen_host
-        self._server, port = await serve_metrics(make_registry(self), host, settings.balancer_metrics_port)
-        return port
-
-    async def close(self) -> None:
-        if self._server is not None:
-            await self._server.cleanup()
-            self._server = None
 
 
 class BalancerCollector(Collector):
@@ -183,6 +192,13 @@ def counter_families(t: Telemetry) -> Iterator[Metric]:
     for reason, count in sorted(t.refused_connections.items()):
         refused.add_metric([reason], count)
     yield refused
+    requests = CounterMetricFamily(
+        PREFIX + "refused_requests", "Requests the balancer answered itself and never forwarded, by reason.",
+        labels=["reason"],
+    )
+    for reason, count in sorted(t.refused_requests.items()):
+        requests.add_metric([reason], count)
+    yield requests
     transitions = CounterMetricFamily(PREFIX + "health_transitions", "Active-check state changes.", labels=["to"])
     for to, count in sorted(t.health_transitions.items()):
         transitions.add_metric([to], count)
@@ -224,24 +240,3 @@ def make_registry(telemetry: Telemetry) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BalancerCollector(telemetry))
     return registry
-
-
-async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """A small aiohttp server answering `/metrics` on the balancer's own loop (port 0: any free)."""
-
-    async def metrics(_request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError as error:
-        log.error("metrics.bind_failed", host=host, port=port, error=error.strerror or str(error))
-        await runner.cleanup()
-        raise
-    bound = int(runner.addresses[0][1])
-    log.info("metrics.listening", host=host, port=bound)
-    return runner, bound

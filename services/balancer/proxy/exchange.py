@@ -1,9 +1,12 @@
 """One proxied request: the client's HTTP/3 stream on one side, an upstream call on the other.
 
 The exchange is a small state machine driven by callbacks (client data, upstream headers, data,
-end, failure, its own timer). It retries an idempotent request once on another backend when the
-first one failed before any response byte, and turns failures into 502/504 before the response
-started or a stream reset after.
+end, failure, its own timer). It owns its retry decision, as Envoy's router filter keeps retry
+state per request: it retries an idempotent request once on another backend when the first one
+failed before any response byte, asking the router only for a backend, the budget's yes and the
+books. It turns failures into 502/504 before the response started or a stream reset after, and
+holds both messages to their framing: a request body that breaks its declared length and a VM's
+response head that breaks the field rules (`core.framing`) go no further.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import asyncio
 from typing import Protocol
 
 from services.balancer.core.backends import Backend
+from services.balancer.core.framing import body_problem, response_problem
 from services.balancer.core.headers import Headers, request_id_of, response_headers
 from services.balancer.core.identity import identity_of
-from services.balancer.core.options import ProxyOptions
-from services.balancer.core.upstream import RESET, TIMEOUT, Call, Upstream, UpstreamRequest
+from services.balancer.core.upstream import IDENTITY, INVALID, RESET, TIMEOUT, Call, Upstream, UpstreamRequest
+from services.balancer.proxy.router import Router
 from services.balancer.quic import H3Code
 
 BACKLOG_HIGH = 512 * 1024
@@ -26,6 +30,9 @@ CREDIT_POLL_S = 0.005
 OVERFLOW_FACTOR = 4
 """A body buffered beyond this many windows (credit control unavailable) fails with 503."""
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+FAILED = (502, b"upstream failed\n")
+FAILED_AS = {TIMEOUT: (504, b"upstream timed out\n"), INVALID: (502, b"invalid response from upstream\n")}
+"""The balancer's answer to an upstream failure before the response began, by reason (else `FAILED`)."""
 
 
 class ClientStream(Protocol):
@@ -46,35 +53,11 @@ class ClientStream(Protocol):
     def done(self, exchange: Exchange) -> None: ...
 
 
-class Dispatcher(Protocol):
-    """What an exchange needs from the router that sent it: its knobs, a retry, and the books.
-
-    The router passes itself in (it is the one that dispatches exchanges), so this module does
-    not import the router.
-    """
-
-    loop: asyncio.AbstractEventLoop
-    options: ProxyOptions
-    peak_body_buffered: int
-
-    def retry(self, exchange: Exchange, backend: Backend, reason: str) -> bool: ...
-
-    def untrack(self, backend: Backend, exchange: Exchange) -> None: ...
-
-    def identity_failed(self, backend: Backend, seen: bytes | None) -> None: ...
-
-    def attempt_over(
-        self, backend: Backend, seconds: float, failed: bool, upstream_failed: bool, status: int = 0
-    ) -> None: ...
-
-    def finished(self, exchange: Exchange) -> None: ...
-
-
 class Exchange:
     """A client request and its (at most two) upstream attempts."""
 
     def __init__(
-        self, client: ClientStream, stream_id: int, request: UpstreamRequest, client_ip: str, router: Dispatcher,
+        self, client: ClientStream, stream_id: int, request: UpstreamRequest, client_ip: str, router: Router,
         protocol: str = "h3",
     ) -> None:
         self.client = client
@@ -112,7 +95,32 @@ class Exchange:
     def retryable(self) -> bool:
         return self.request.method in IDEMPOTENT and not self.request.has_body and self.attempts < 2
 
-    def attach(self, backend: Backend, upstream: Upstream) -> None:
+    def start(self) -> None:
+        """Send the request to the backend the router chooses (503 when none may take it)."""
+        if body_problem(self.request.content_length, 0, not self.request.has_body):
+            self._malformed()  # a declared length, and the stream ended with the headers
+        else:
+            self._try()
+
+    def _try(self, exclude: Backend | None = None) -> None:
+        """One attempt: the router chooses a backend (not `exclude`, the one a retry leaves) and books it."""
+        backend = self.router.choose(self.request, self.client_ip, exclude)
+        if backend is None:
+            self.respond(503, b"no backend available\n", failed=False)
+            return
+        self.router.track(backend, self)
+        self._attach(backend, self.router.upstream_for(backend))
+
+    def _retry(self, backend: Backend, reason: str) -> bool:
+        """Retry an idempotent request that failed before any response byte, if the router's budget allows."""
+        if not self.retryable or not self.router.may_retry():
+            return False
+        self._end_attempt(failed=True, upstream_failed=True)
+        self.router.retried(backend, reason)
+        self._try(exclude=backend)
+        return True
+
+    def _attach(self, backend: Backend, upstream: Upstream) -> None:
         """Send the request to `backend` (first attempt or the retry)."""
         self.backend = backend
         self.vm = backend.vm
@@ -147,6 +155,9 @@ class Exchange:
             self._abort_call()
             self.respond(413, b"request body too large\n", failed=False)
             return
+        if body_problem(self.request.content_length, self.body_bytes, end):
+            self._malformed()  # checked before forwarding: no byte beyond the declared length goes upstream
+            return
         self.body_ended = end
         if self.call is not None:
             self.call.send_body(data, end)
@@ -173,11 +184,24 @@ class Exchange:
         self._grant()
 
     def client_reset(self) -> None:
-        """The client cancelled the stream or went away."""
+        """The client cancelled the stream or went away: the upstream may keep its connection if it can."""
         if not self.finished:
             self.reset_by = "client"
-            self._abort_call()
+            call, self.call = self.call, None
+            if call is not None:
+                call.abandon()
             self._finish(failed=False)
+
+    def _malformed(self) -> None:
+        """The request body broke its declared length: nothing more goes upstream, and the client gets
+        400, or a stream reset when the response already began."""
+        self._abort_call()
+        if self.response_started:
+            self.reset_by = "balancer"
+            self.client.reset(self.stream_id, H3Code.H3_INTERNAL_ERROR)
+            self._finish(failed=False)
+        else:
+            self.respond(400, b"request body does not match its content-length\n", failed=False)
 
     def resume_if_drained(self) -> bool:
         """Resume a paused upstream once the client acknowledged enough; True when resumed."""
@@ -196,8 +220,14 @@ class Exchange:
         if backend is not None and backend.verification.expected is not None:
             seen = identity_of(headers)  # only VMs that prove who they are pay for the look
             if seen != backend.verification.expected:
-                self.router.identity_failed(backend, seen)  # out, and this attempt fails with the rest
+                for attempt in self.router.identity_failed(backend, seen):  # out; this attempt fails with the rest
+                    attempt.backend_lost(IDENTITY)
                 return
+        problem = response_problem(headers, lower=True)
+        if problem is not None and backend is not None:
+            self.router.invalid_response(backend, problem)
+            self._give_up(INVALID)
+            return
         self.status = status
         self.response_started = True
         self.last_activity = self.first_byte_at = self.loop.time()
@@ -227,17 +257,21 @@ class Exchange:
         if self.finished:
             return
         backend = self.backend
-        if backend is not None and not self.response_started and self.router.retry(self, backend, reason):
+        if reason == INVALID and backend is not None:
+            self.router.invalid_response(backend, "unparsable")  # refused, not retried: a 502 of its own
+        elif backend is not None and not self.response_started and self._retry(backend, reason):
             return
+        self._give_up(reason)
+
+    def _give_up(self, reason: str) -> None:
+        """End the exchange on an upstream failure: a reset once the response began, else 504 or 502."""
         self._abort_call()
         if self.response_started:
             self.reset_by = "upstream"
             self.client.reset(self.stream_id, H3Code.H3_INTERNAL_ERROR)
             self._finish(failed=True, upstream_failed=True)
-        elif reason == TIMEOUT:
-            self.respond(504, b"upstream timed out\n", failed=True, upstream_failed=True)
         else:
-            self.respond(502, b"upstream failed\n", failed=True, upstream_failed=True)
+            self.respond(*FAILED_AS.get(reason, FAILED), failed=True, upstream_failed=True)
 
     # endings
     def respond(self, status: int, body: bytes, failed: bool, upstream_failed: bool = False) -> None:
@@ -253,7 +287,7 @@ class Exchange:
         self.client.send_data(self.stream_id, body, end=True)
         self._finish(failed=failed, upstream_failed=upstream_failed)
 
-    def end_attempt(self, failed: bool, upstream_failed: bool) -> None:
+    def _end_attempt(self, failed: bool, upstream_failed: bool) -> None:
         """Account the current attempt on its backend (latency, counters, health: a 5xx counts there)."""
         backend, self.backend, self.call = self.backend, None, None
         if backend is not None:
@@ -267,7 +301,7 @@ class Exchange:
             self._timer.cancel()
         if self._poll is not None:
             self._poll.cancel()
-        self.end_attempt(failed, upstream_failed)
+        self._end_attempt(failed, upstream_failed)
         self.client.done(self)
         self.router.finished(self)
 

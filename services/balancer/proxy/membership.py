@@ -8,12 +8,13 @@ A VM announced with `identity` must prove it sends its UUID before it becomes a 
 
 from __future__ import annotations
 
+from services.balancer.core.upstream import RESET
 from services.balancer.proxy.router import Router
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.provisioning import VmList
 
 DEFAULT_DRAIN_S = 30.0
-"""Deadline of a drain started by a `fleet.vm.draining` event (which carries none)."""
+"""Deadline of a drain started by a `fleet.vm.draining` event that carries no `deadline_s`."""
 
 
 def expected(router: Router, uuid: str | None, identity: bool) -> str | None:
@@ -32,10 +33,11 @@ def apply_event(router: Router, event: VmStateChanged, now: float) -> str:
     if event.state is VmState.DRAINING:
         if router.table.get(event.vm) is None:
             return "ignored_unknown"
-        router.drain(event.vm, DEFAULT_DRAIN_S, event.request_id)
+        router.drain(event.vm, event.deadline_s or DEFAULT_DRAIN_S, event.request_id)
         return "draining"
     if event.state in (VmState.DESTROYED, VmState.FAILED):
-        router.remove(event.vm)
+        for attempt in router.remove(event.vm):  # a VM killed behind our back sends no RST: fail them now
+            attempt.backend_lost(RESET)
         return "removed"
     return "ignored"
 

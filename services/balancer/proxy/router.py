@@ -1,14 +1,20 @@
-"""Glue between exchanges and the pure core: pick a backend, retry, account, finish drains.
+"""Glue between exchanges and the pure core: choose a backend, keep the books, finish drains.
 
 The router owns the backend table, the picker, the retry budget, the drain book and one
-upstream per backend; finished exchanges go to the metrics counters and the access log. It runs
+upstream per backend; finished exchanges go to the metrics counters and the access log. The
+walk is one way, as in Envoy's router filter: an exchange keeps its own retry state and asks
+the router (choose, may I retry, track, account), and the router only answers with values. It
+never calls an exchange: when a backend is gone it hands the requests in flight there back to
+whoever learnt it (membership, checks, an exchange that saw an impostor), who fails them. It runs
 on the event loop thread only; nothing here blocks or awaits.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
+from typing import Protocol
 
 import structlog
 
@@ -17,14 +23,23 @@ from services.balancer.core.drain import DrainBook, DrainOver
 from services.balancer.core.options import ProxyOptions
 from services.balancer.core.policy import Picker
 from services.balancer.core.retry import RetryBudget
-from services.balancer.core.upstream import IDENTITY, RESET, Upstream
+from services.balancer.core.upstream import Upstream, UpstreamRequest
 from services.balancer.process.telemetry import Telemetry
-from services.balancer.proxy.accesslog import AccessLog
-from services.balancer.proxy.exchange import Exchange
+from services.balancer.proxy.accesslog import AccessLog, Finished
+from shared.throttle import LineThrottle
 
 log = structlog.get_logger("balancer.router")
 
 UpstreamFactory = Callable[[Backend], Upstream]
+
+
+class InFlight(Protocol):
+    """A request in flight as the router books it (an exchange). The router only holds it: `lost`,
+    `remove` and `identity_failed` return them to their caller, who calls `backend_lost`."""
+
+    backend: Backend | None
+
+    def backend_lost(self, reason: str) -> None: ...
 
 
 class Router:
@@ -43,10 +58,8 @@ class Router:
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.telemetry = telemetry or Telemetry()
-        self.telemetry.panic = lambda: self.panicking
         self.access_log = access_log or AccessLog(self.loop, enabled=False)
-        self.panicking = False
-        """Whether the last dispatch found the table in panic (logged on each change)."""
+        self._panicking = False
         self.table = table
         self.picker = picker
         self.budget = budget
@@ -55,41 +68,64 @@ class Router:
         self.on_drained = on_drained
         self.drains = DrainBook()
         self.upstreams: dict[str, tuple[Backend, Upstream]] = {}
-        self.in_flight_by: dict[Backend, set[Exchange]] = {}
+        self.in_flight_by: dict[Backend, set[InFlight]] = {}
         self.peak_body_buffered = 0
         """Most request-body bytes one exchange held at once (a gauge for tests and reports)."""
+        self.invalid_responses: Counter[str] = Counter()
+        """Responses from VMs refused as invalid (502 from the balancer), by VM."""
+        self._invalid_lines = LineThrottle()
         self._quiet: asyncio.Event | None = None
+        self._deadlines: dict[str, asyncio.TimerHandle] = {}
+        """Per draining VM, the timer of its earliest deadline (a drain must end then even if nothing finishes)."""
 
-    def key_of(self, exchange: Exchange) -> bytes:
+    @property
+    def panicking(self) -> bool:
+        """Whether the last choice found the table in panic (logged on each change); telemetry reads it."""
+        return self._panicking
+
+    def key_of(self, request: UpstreamRequest, client_ip: str) -> bytes:
         """The consistent-hash key: a request header when configured, else the client address."""
         if self.options.hash_header is not None:
-            for name, value in exchange.request.headers:
+            for name, value in request.headers:
                 if name == self.options.hash_header:
                     return value
-        return exchange.client_ip.encode()
+        return client_ip.encode()
 
-    def dispatch(self, exchange: Exchange, exclude: Backend | None = None) -> None:
-        """Send an exchange to a backend, or answer 503 when none may take it."""
+    def choose(self, request: UpstreamRequest, client_ip: str, exclude: Backend | None = None) -> Backend | None:
+        """A backend for a request, or None when none may take it.
+
+        `exclude` is the backend a retry leaves (kept when it is the only candidate). A first
+        attempt that found a backend counts towards the retry budget.
+        """
         now = self.loop.time()
         candidates = self.table.candidates(now)
-        if self.table.panic is not self.panicking:
+        if self.table.panic is not self._panicking:
             self._panic_changed(len(candidates))
         if exclude is not None and len(candidates) > 1:
             candidates = [b for b in candidates if b is not exclude]
-        key = self.key_of(exchange) if self.picker.policy == "hash" else b""
+        key = self.key_of(request, client_ip) if self.picker.policy == "hash" else b""
         backend = self.picker.pick(candidates, now, key)
-        if backend is None:
-            exchange.respond(503, b"no backend available\n", failed=False)
-            return
-        if exclude is None:
+        if backend is not None and exclude is None:
             self.budget.request(now)
-        self.in_flight_by.setdefault(backend, set()).add(exchange)
-        exchange.attach(backend, self.upstream_for(backend))
+        return backend
+
+    def may_retry(self) -> bool:
+        """Whether the retry budget allows one more retry now (a yes spends it)."""
+        return self.budget.try_retry(self.loop.time())
+
+    def retried(self, backend: Backend, reason: str) -> None:
+        """Count and log a retry that leaves `backend`."""
+        self.telemetry.retried()
+        log.info("request.retried", backend=backend.vm, reason=reason)
+
+    def track(self, backend: Backend, attempt: InFlight) -> None:
+        """Book an attempt on `backend` until `untrack`, so a backend that goes can hand it back."""
+        self.in_flight_by.setdefault(backend, set()).add(attempt)
 
     def _panic_changed(self, known: int) -> None:
         """Log entering and leaving panic once each (not per request), and count the entries."""
-        self.panicking = self.table.panic
-        if self.panicking:
+        self._panicking = self.table.panic
+        if self._panicking:
             self.telemetry.panic_entered()
             log.warning("balancer.panic_entered", known=known, threshold=self.table.panic_threshold)
         else:
@@ -106,39 +142,27 @@ class Router:
         self.upstreams[backend.vm] = (backend, upstream)
         return upstream
 
-    def retry(self, exchange: Exchange, backend: Backend, reason: str) -> bool:
-        """Retry an idempotent request that failed before any response byte, within the budget."""
-        if not exchange.retryable or not self.budget.try_retry(self.loop.time()):
-            return False
-        exchange.end_attempt(failed=True, upstream_failed=True)
-        self.telemetry.retried()
-        log.info("request.retried", backend=backend.vm, reason=reason)
-        self.dispatch(exchange, exclude=backend)
-        return True
-
-    def untrack(self, backend: Backend, exchange: Exchange) -> None:
-        exchanges = self.in_flight_by.get(backend)
-        if exchanges is not None:
-            exchanges.discard(exchange)
-            if not exchanges:
+    def untrack(self, backend: Backend, attempt: InFlight) -> None:
+        attempts = self.in_flight_by.get(backend)
+        if attempts is not None:
+            attempts.discard(attempt)
+            if not attempts:
                 del self.in_flight_by[backend]
 
-    def abort_in_flight(self, backend: Backend, why: str, reason: str = RESET) -> int:
-        """Fail every attempt in flight to `backend` at once (it is gone); returns how many.
+    def lost(self, backend: Backend, why: str) -> list[InFlight]:
+        """Unbook every attempt in flight to `backend` (it is gone) and return them for the caller to fail.
 
-        Each exchange retries or answers 502 on its own; retries cannot land on `backend`
+        Each one then retries or answers 502 on its own; retries cannot land on `backend`
         because callers took it out of the candidates first.
         """
-        exchanges = self.in_flight_by.pop(backend, set())
-        for exchange in list(exchanges):
-            if exchange.backend is backend:
-                exchange.backend_lost(reason)
-        if exchanges:
-            log.warning("backend.in_flight_aborted", backend=backend.vm, why=why, count=len(exchanges))
-        return len(exchanges)
+        attempts = self.in_flight_by.pop(backend, set())
+        if attempts:
+            log.warning("backend.in_flight_aborted", backend=backend.vm, why=why, count=len(attempts))
+        return [a for a in attempts if a.backend is backend]
 
-    def identity_failed(self, backend: Backend, seen: bytes | None) -> None:
-        """Another machine answered at `backend`'s address: out at once, counted, and its in-flight aborted.
+    def identity_failed(self, backend: Backend, seen: bytes | None) -> list[InFlight]:
+        """Another machine answered at `backend`'s address: out at once and counted; returns its in-flight
+        attempts, which the caller fails with `IDENTITY`.
 
         No fall streak: one answer from the wrong machine says the address is no longer the
         VM's, and every request sent there meanwhile is going to that machine too.
@@ -153,7 +177,14 @@ class Router:
                 expected=backend.identity,
                 seen=backend.verification.seen,
             )
-        self.abort_in_flight(backend, "identity", IDENTITY)
+        return self.lost(backend, "identity")
+
+    def invalid_response(self, backend: Backend, why: str) -> None:
+        """A VM sent a response head the balancer refuses: count it; log a few lines per VM and 10 s."""
+        self.invalid_responses[backend.vm] += 1
+        left_out = self._invalid_lines.admit(backend.vm, self.loop.time())
+        if left_out is not None:
+            log.warning("backend.invalid_response", backend=backend.vm, why=why, left_out=left_out)
 
     def attempt_over(
         self, backend: Backend, seconds: float, failed: bool, upstream_failed: bool, status: int = 0
@@ -178,18 +209,25 @@ class Router:
             self.telemetry.ejected(backend.vm)
             log.warning("backend.ejected", backend=backend.vm, why=why, ejections=backend.health.ejections)
 
-    def finished(self, exchange: Exchange) -> None:
+    def finished(self, done: Finished) -> None:
         """A request is over (answered, failed or reset): count it and log it."""
         now = self.loop.time()
-        self.telemetry.request_done(
-            exchange.vm, exchange.status, exchange.protocol, exchange.bytes_sent, now - exchange.started_at
-        )
-        self.access_log.record(exchange, now)
+        self.telemetry.request_done(done.vm, done.status, done.protocol, done.bytes_sent, now - done.started_at)
+        self.access_log.record(done, now)
 
     def drain(self, vm: str, deadline_s: float, request_id: str | None) -> None:
         """Stop new requests to `vm` now and remember who waits for the end of its drain."""
         self.table.drain(vm)
         self.drains.start(vm, self.loop.time(), deadline_s, request_id)
+        timer = self._deadlines.get(vm)
+        if timer is None or timer.when() > self.loop.time() + deadline_s:
+            if timer is not None:
+                timer.cancel()
+            self._deadlines[vm] = self.loop.call_later(deadline_s, self._deadline_passed, vm)
+        self.check_drains()
+
+    def _deadline_passed(self, vm: str) -> None:
+        self._deadlines.pop(vm, None)
         self.check_drains()
 
     def check_drains(self) -> None:
@@ -200,16 +238,18 @@ class Router:
         backend = self.table.get(vm)
         return backend.outstanding if backend is not None else 0
 
-    def remove(self, vm: str) -> None:
-        """A VM is gone: forget it, fail what is in flight to it now, and close its upstream."""
+    def remove(self, vm: str) -> list[InFlight]:
+        """A VM is gone: forget it and close its upstream; returns what was in flight to it, for the caller
+        to fail now (with `RESET`)."""
         backend = self.table.remove(vm)
-        if backend is not None:
-            self.abort_in_flight(backend, "removed")
+        lost = self.lost(backend, "removed") if backend is not None else []
         entry = self.upstreams.pop(vm, None)
         if entry is not None:
             entry[1].close()
         self.telemetry.forget(vm)
+        self.invalid_responses.pop(vm, None)
         self.check_drains()
+        return lost
 
     def in_flight(self) -> int:
         """Requests this balancer is waiting on, over every backend it still routes to."""
@@ -223,6 +263,9 @@ class Router:
 
     def close(self) -> None:
         self.access_log.flush()
+        for timer in self._deadlines.values():
+            timer.cancel()
+        self._deadlines.clear()
         for _, upstream in self.upstreams.values():
             upstream.close()
         self.upstreams.clear()

@@ -3,23 +3,25 @@
 Two engines run the same balancer: aioquic (the default, pure Python) and qh3 (a fork of aioquic
 with the same module layout whose connection core, TLS, crypto and QPACK are in Rust). The
 balancer's glue (listener, client connections, HTTP/3 upstreams) is written once, as mixins typed
-against aioquic; `Engine.compose` puts a mixin on the chosen engine's base class, so one code path
-runs on either. What each engine can tune (ACK timing, stream backlog, request-body credit) is
-its `Tuning`; where an engine cannot do something, its tuning says so (`False`, `enabled`) and the
-glue falls back, never breaks.
+against aioquic; each engine module (`aioquic_engine`, `qh3_engine`) declares the balancer's
+classes on its library in plain `class` statements (`class AioquicClientConnection(ClientConnection,
+QuicConnectionProtocol)`), and `load_engine` only chooses between the declared sets. A glue class
+reaches its library's events, errors and tuning through its `engine` (a `Library`). What each engine
+can tune (ACK timing, stream backlog, request-body credit) is its `Tuning`; where an engine cannot do
+something, its tuning says so (`False`, `enabled`) and the glue falls back, never breaks. qh3 is
+imported only when chosen.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 EngineName = Literal["aioquic", "qh3"]
 ENGINES: tuple[EngineName, ...] = ("aioquic", "qh3")
-T = TypeVar("T")
 
 if TYPE_CHECKING:  # the glue is type-checked against aioquic; at run time a mixin's base is the engine's
     from aioquic.asyncio.protocol import QuicConnectionProtocol as ProtocolBase
@@ -37,6 +39,7 @@ class H3Code(IntEnum):
     CONNECTION_REFUSED = 0x2
     H3_NO_ERROR = 0x100
     H3_INTERNAL_ERROR = 0x102
+    H3_EXCESSIVE_LOAD = 0x107
     H3_REQUEST_REJECTED = 0x10B
     H3_REQUEST_CANCELLED = 0x10C
 
@@ -85,8 +88,8 @@ class Tuning(Protocol):
 
 
 @dataclass(frozen=True)
-class Engine:
-    """One QUIC library's classes and tuning, as the balancer uses them."""
+class Library:
+    """One QUIC library's own classes, events and errors, and its tuning, as the balancer's glue uses them."""
 
     name: EngineName
     QuicConfiguration: Any
@@ -106,19 +109,25 @@ class Engine:
     Buffer: Any
     pull_quic_header: Callable[..., Any]
     tuning: Tuning
-    _composed: dict[type, type] = field(default_factory=dict, compare=False, repr=False)
-
-    def compose(self, mixin: type[T], base: Any) -> type[T]:
-        """`mixin` on top of this engine's `base` class (made once, then reused)."""
-        made = self._composed.get(mixin)
-        if made is None:
-            made = type(mixin.__name__, (mixin, base), {"engine": self, "__module__": mixin.__module__})
-            self._composed[mixin] = made
-        return made
 
 
-__all__ = ["ENGINES", "Credit", "Engine", "EngineName", "H3Base", "H3Code", "ProtocolBase", "ServerBase", "Tuning",
-           "close_event_set", "load_engine", "write_goaway"]
+@dataclass(frozen=True)
+class Engine(Library):
+    """A library plus the balancer's classes its engine module declares on it: what the seam hands out.
+
+    The classes are typed loosely here because this package is what the glue imports (naming the glue
+    would close an import circle); each is a plain `class` statement in its engine module.
+    """
+
+    Server: type[Any]
+    """The client-facing listener: a `server.ProxyServer` (e.g. `aioquic_engine.AioquicProxyServer`)."""
+    UpstreamClient: type[Any]
+    """A QUIC client connection to a VM: an `upstream.h3.H3Client` (e.g. `aioquic_engine.AioquicUpstreamClient`)."""
+
+
+__all__ = ["ENGINES", "Credit", "Engine", "EngineName", "H3Base", "H3Code", "Library", "ProtocolBase", "ServerBase",
+           "Tuning", "close_event_set", "load_engine", "write_goaway"]
+
 
 def close_event_set(quic: Any) -> bool:
     """Whether a connection is closing or closed: both engines set `_close_event` at once, and report
@@ -144,5 +153,5 @@ def load_engine(name: EngineName = "aioquic") -> Engine:
         raise ValueError(f"unknown QUIC engine {name!r}; known: {', '.join(ENGINES)}")
     if name not in _loaded:
         module = importlib.import_module(f"services.balancer.quic.{name}_engine")
-        _loaded[name] = module.engine()
+        _loaded[name] = module.ENGINE
     return _loaded[name]

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import pylsqpack
 from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -33,20 +34,11 @@ from aioquic.quic.events import (
 )
 from aioquic.quic.packet import QuicFrameType, pull_quic_header
 
-from services.balancer.quic import Engine, close_event_set, write_goaway
-from services.balancer.quic.qpack import safe_qpack
-
-
-def engine() -> Engine:
-    """aioquic, as the balancer uses it."""
-    return Engine(
-        name="aioquic", QuicConfiguration=QuicConfiguration, QuicConnection=QuicConnection, QuicServer=QuicServer,
-        QuicConnectionProtocol=QuicConnectionProtocol, H3Connection=H3Connection, H3_ALPN=H3_ALPN, H3Error=H3Error,
-        HeadersReceived=HeadersReceived, DataReceived=DataReceived, ProtocolNegotiated=ProtocolNegotiated,
-        HandshakeCompleted=HandshakeCompleted, StreamReset=StreamReset, StopSendingReceived=StopSendingReceived,
-        ConnectionTerminated=ConnectionTerminated, Buffer=Buffer, pull_quic_header=pull_quic_header,
-        tuning=AioquicTuning(),
-    )
+from services.balancer.quic import Engine, Library, close_event_set, write_goaway
+from services.balancer.quic.connection import ClientConnection
+from services.balancer.quic.qpack import BoundedFields, safe_qpack
+from services.balancer.quic.server import ProxyServer
+from services.balancer.upstream.h3 import H3Client, HeadSafeH3
 
 
 def set_ack_delay(quic: QuicConnection, seconds: float) -> bool:
@@ -241,3 +233,52 @@ def skip_padding_at_once(quic: QuicConnection) -> bool:
     handlers[0x00] = (padding, handlers[0x00][1])
     return True
 
+
+
+LIBRARY = Library(
+    name="aioquic", QuicConfiguration=QuicConfiguration, QuicConnection=QuicConnection, QuicServer=QuicServer,
+    QuicConnectionProtocol=QuicConnectionProtocol, H3Connection=H3Connection, H3_ALPN=H3_ALPN, H3Error=H3Error,
+    HeadersReceived=HeadersReceived, DataReceived=DataReceived, ProtocolNegotiated=ProtocolNegotiated,
+    HandshakeCompleted=HandshakeCompleted, StreamReset=StreamReset, StopSendingReceived=StopSendingReceived,
+    ConnectionTerminated=ConnectionTerminated, Buffer=Buffer, pull_quic_header=pull_quic_header,
+    tuning=AioquicTuning(),
+)
+
+
+# The balancer's classes on aioquic: each is a glue mixin on the aioquic class it extends.
+
+
+class AioquicServerH3(BoundedFields, H3Connection):
+    """A client connection's HTTP/3 layer: field sections bounded before pylsqpack decodes them."""
+
+    def new_decoder(self, capacity: int) -> Any:
+        return pylsqpack.Decoder(capacity, 0)
+
+
+class AioquicClientConnection(ClientConnection, QuicConnectionProtocol):
+    """One client connection on aioquic's protocol."""
+
+    engine = LIBRARY
+    h3 = AioquicServerH3
+
+
+class AioquicProxyServer(ProxyServer, QuicServer):
+    """The client-facing listener on aioquic's server."""
+
+    engine = LIBRARY
+    protocol = AioquicClientConnection
+
+
+class AioquicUpstreamH3(HeadSafeH3, H3Connection):
+    """An upstream connection's HTTP/3 layer, taking HEAD responses as they are."""
+
+
+class AioquicUpstreamClient(H3Client, QuicConnectionProtocol):
+    """A QUIC client connection to a VM on aioquic's protocol."""
+
+    engine = LIBRARY
+    h3 = AioquicUpstreamH3
+
+
+ENGINE = Engine(**vars(LIBRARY), Server=AioquicProxyServer, UpstreamClient=AioquicUpstreamClient)
+"""aioquic, as the balancer uses it (what `load_engine("aioquic")` returns)."""

@@ -1,20 +1,32 @@
-"""One client connection: HTTP/3 requests on a QUIC connection become proxied exchanges."""
+"""One client connection: HTTP/3 requests on a QUIC connection become proxied exchanges.
+
+Its life is one `Phase` (see `lifecycle`); admission is the listener's `Admission`, whose ticket the
+connection holds from its first datagram and gives back when the engine reports its end. Three
+rules close a connection that costs more than it asks for: a field section over the header limit
+is never decoded (`qpack.BoundedFields`, answered 431), a client resetting streams faster than
+`max_resets_per_s` is closed with H3_EXCESSIVE_LOAD (rapid reset), and a connection with no request
+in flight for `http_idle_timeout_s` gets GOAWAY and closes, however many PINGs keep QUIC alive.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
 import structlog
 
+from services.balancer.core.admission import Admission, Ticket
 from services.balancer.core.headers import Headers
-from services.balancer.core.intake import Refusal, intake
+from services.balancer.core.intake import TOO_LARGE, Refusal, intake
 from services.balancer.core.options import Limits
+from services.balancer.core.resets import ResetBudget
 from services.balancer.proxy.exchange import Exchange
 from services.balancer.proxy.ids import new_request_id
 from services.balancer.proxy.router import Router
-from services.balancer.quic import Credit, Engine, H3Code, ProtocolBase
+from services.balancer.quic import Credit, H3Code, Library, ProtocolBase
 from services.balancer.quic.departure import Departure
+from services.balancer.quic.lifecycle import FEEDS_HTTP, MAY_DEPART, Phase, moved
+from services.balancer.quic.qpack import BoundedFields
 
 log = structlog.get_logger("balancer.client")
 
@@ -23,11 +35,11 @@ SEND_ERRORS: tuple[type[Exception], ...] = (AssertionError, ValueError, RuntimeE
 
 
 REFUSALS = {"limit": "too many connections", "per_ip": "too many connections from this address"}
-"""The CONNECTION_CLOSE reason a refused client reads, by `Limits.refusal`'s reason."""
+"""The CONNECTION_CLOSE reason a refused client reads, by `Admission.enter`'s reason."""
 
 
 class Listener(Protocol):
-    """What a connection needs from the listener that accepted it: limits, router, counts.
+    """What a connection needs from the listener that accepted it: limits, router, admission.
 
     The listener (`server.ProxyServer`) is the transport's protocol; a connection reads it from
     there, so this module does not import the listener.
@@ -35,8 +47,7 @@ class Listener(Protocol):
 
     router: Router
     limits: Limits
-    connections: int
-    half_open: int
+    admission: Admission
 
     def check_closing(self) -> None: ...
 
@@ -44,89 +55,91 @@ class Listener(Protocol):
 class ClientConnection(ProtocolBase):
     """One client connection: HTTP/3 requests become exchanges (a mixin on the engine's protocol)."""
 
-    engine: ClassVar[Engine]
+    engine: ClassVar[Library]
+    h3: ClassVar[type[BoundedFields]]
+    """The engine's declared HTTP/3 layer for client connections."""
 
     def __init__(self, quic: Any, stream_handler: Any = None) -> None:
         self.engine.tuning.harden(quic)
         super().__init__(quic, stream_handler)
+        self.phase = Phase.NEW
         self.http: Any = None
         self.send_errors = (*SEND_ERRORS, self.engine.H3Error, *self.engine.tuning.send_errors)
         self.exchanges: dict[int, Exchange] = {}
         self.watched: list[Exchange] = []
         self.server: Listener | None = None
-        self._scheduled = False
-        self._half_open = True
-        self._counted = False
-        self._admitted = False
-        self._counted_ip = ""
-        """The address counted against the per-address cap (the first one: a migration does not move it)."""
+        self.ticket: Ticket | None = None
+        """This connection's place at the listener's admission, from its first datagram to its end."""
         self._refusal = ""
         self.peer_ip = "unknown"
         self.ack_early = True
         self.coalesce_s = 0.0
+        self._scheduled = False
         self._started = False
-        self._refused = False
-        self._closing = False
-        """The connection is closing: its events are no longer fed to HTTP/3 (qh3 refuses sends then)."""
+        """The datagram being handled started a request (see `datagram_received`)."""
         self._deferred: asyncio.TimerHandle | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
+        """When the last request in flight ended (the idle timer checks it; a request costs no timer)."""
         self.credit: Credit | None = None
+        self.resets: ResetBudget | None = None
         self.next_request_id = 0
         """One past the highest request stream the client opened: where a GOAWAY draws the line."""
         self.departure: Departure | None = None
-        self._leave_when_negotiated = False
+
+    def _become(self, phase: Phase) -> None:
+        self.phase = moved(self.phase, phase)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.server = transport.get_protocol()  # type: ignore[assignment]
-        assert self.server is not None
-        tuning = self.engine.tuning
-        steering = getattr(self.server, "steering", None)
+        server = cast(Listener, transport.get_protocol())
+        self.server = server
+        tuning, limits = self.engine.tuning, server.limits
+        steering = getattr(server, "steering", None)
         if steering is not None:
             tuning.own_cids(self._quic, steering.mint)
-        tuning.set_ack_delay(self._quic, self.server.limits.ack_delay_s)
-        self.ack_early = self.server.limits.ack_with_response
-        self.coalesce_s = self.server.limits.coalesce_s
-        self.credit = tuning.stream_credit(self._quic, self.server.router.options.request_buffer_bytes)
-        tuning.limit_streams(self._quic, self.server.limits.max_streams)
+        tuning.set_ack_delay(self._quic, limits.ack_delay_s)
+        self.ack_early = limits.ack_with_response
+        self.coalesce_s = limits.coalesce_s
+        self.credit = tuning.stream_credit(self._quic, server.router.options.request_buffer_bytes)
+        self.resets = ResetBudget(limits.max_resets_per_s, self._loop.time())
+        tuning.limit_streams(self._quic, limits.max_streams)
 
     def _admit(self, ip: str) -> None:
-        """Count the connection at its first datagram (where its address is known), or mark it refused:
-        over the connection limit, or its address over the per-address one."""
+        """Enter the listener's admission at the first datagram (where the address is known), or be refused:
+        over the connection limit, or its network over the per-address one."""
         server = self.server
         assert server is not None
-        self._admitted = True
-        reason = server.limits.refusal(server.connections, ip)
-        if reason is None:
-            self._counted, self._counted_ip = True, ip
-            server.connections += 1
-            server.router.telemetry.connection_opened()
-            server.half_open += 1
+        entered = server.admission.enter(ip, half_open=True)
+        if isinstance(entered, str):
+            self._refusal = REFUSALS[entered]
+            self._become(Phase.REFUSED)  # closed now or after the handshake (see _refuse_now)
+            server.router.telemetry.connection_refused(entered, ip, self._loop.time())
             return
-        self._refusal = REFUSALS[reason]
-        self._half_open = False
-        self._refused = True  # closed now or after the handshake (see _refuse_now)
-        server.router.telemetry.connection_refused(reason, ip, self._loop.time())
+        self.ticket = entered
+        self._become(Phase.HANDSHAKING)
+        server.router.telemetry.connection_opened()
+        self._arm_idle()
 
     # engine events
     def quic_event_received(self, event: Any) -> None:
         engine = self.engine
         if isinstance(event, engine.ProtocolNegotiated) and event.alpn_protocol in engine.H3_ALPN:
-            self.http = engine.H3Connection(self._quic)
+            assert self.server is not None
+            self.http = self.h3(self._quic, self.server.limits.max_header_bytes)
             engine.tuning.safe_qpack(self.http)
-            if self._leave_when_negotiated:
-                self.go_away()
+            if self.phase is Phase.DEPARTING:
+                self._send_goaway()  # asked to leave during the handshake
         elif isinstance(event, engine.HandshakeCompleted):
-            if self.server is not None:
-                self.server.router.telemetry.handshake_done()
             self._handshake_over()
-            if self._refused and self._refuse_now(handshake_done=True):
+            if self.phase is Phase.REFUSED and self._refuse_now(handshake_done=True):
                 return
         elif isinstance(event, (engine.StreamReset, engine.StopSendingReceived)):
-            self._client_reset(event.stream_id)
+            self._client_reset(event.stream_id, isinstance(event, engine.StreamReset))
         elif isinstance(event, engine.ConnectionTerminated):
             self._terminated()
             return
-        if self.http is not None and not self._closing:
+        if self.http is not None and self.phase in FEEDS_HTTP:
             try:
                 http_events = self.http.handle_event(event)
             except engine.H3Error:
@@ -159,12 +172,13 @@ class ClientConnection(ProtocolBase):
         the connection transmits at once.
         """
         self.peer_ip = str(addr[0])
-        if not self._admitted:
+        if self.phase is Phase.NEW:
             self._admit(self.peer_ip)
         self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
-        if self._refused and self._refuse_now():
+        if self.phase is Phase.REFUSED and self._refuse_now():
             return
-        self._closing = self.engine.tuning.is_closing(self._quic)
+        if self.phase in FEEDS_HTTP and self.engine.tuning.is_closing(self._quic):
+            self._become(Phase.CLOSING)  # the peer closed, or the engine did (idle timeout, protocol error)
         before = len(self.exchanges)
         self._started = False
         self._process_events()
@@ -180,34 +194,50 @@ class ClientConnection(ProtocolBase):
         the engine cannot close earlier (qh3's close before it leaves the client waiting)."""
         if not (handshake_done or self.engine.tuning.closes_before_handshake):
             return False
-        self._refused = False
-        self._closing = True
-        self._quic.close(error_code=H3Code.CONNECTION_REFUSED, reason_phrase=self._refusal)
-        self.transmit()
+        self._close(H3Code.CONNECTION_REFUSED, self._refusal)
         return True
 
     def _handshake_over(self) -> None:
-        if self._half_open and self.server is not None:
-            self._half_open = False
-            self.server.half_open -= 1
+        assert self.server is not None
+        self.server.router.telemetry.handshake_done()
+        if self.ticket is not None:
+            self.server.admission.handshake_done(self.ticket)
+        if self.phase is Phase.HANDSHAKING:
+            self._become(Phase.OPEN)
 
     def _terminated(self) -> None:
-        self._handshake_over()
-        if self._counted and self.server is not None:
-            self._counted = False
-            self.server.connections -= 1
-            self.server.limits.per_ip.leave(self._counted_ip)
-            self.server.router.telemetry.connection_closed()
+        """The engine reported the end (after the draining period): give the ticket back, end every exchange."""
+        self._disarm_idle()
+        server = self.server
+        if server is not None and self.ticket is not None and server.admission.leave(self.ticket):
+            server.router.telemetry.connection_closed()
+        self._reset_exchanges()
+        if self.phase is not Phase.CLOSED:
+            self._become(Phase.CLOSED)
+        if server is not None:
+            server.check_closing()
+
+    def _reset_exchanges(self) -> None:
         for exchange in list(self.exchanges.values()):
             exchange.client_reset()
-        self._closing = True
-        if self.server is not None:
-            self.server.check_closing()
 
-    def _client_reset(self, stream_id: int) -> None:
+    def _client_reset(self, stream_id: int, reset: bool) -> None:
+        """The client reset a stream (`reset`) or asked us to stop sending on it; resets spend its budget."""
         exchange = self.exchanges.get(stream_id)
         if exchange is not None:
             exchange.client_reset()
+        if reset and self.resets is not None and not self.resets.spend(self._loop.time()):
+            self._excessive_load()
+
+    def _excessive_load(self) -> None:
+        """Rapid reset: GOAWAY, end what is in flight, close with H3_EXCESSIVE_LOAD (RFC 9114 section 8.1)."""
+        if self.phase not in FEEDS_HTTP:
+            return
+        log.info("client.too_many_resets", ip=self.peer_ip, per_s=self.resets.per_s if self.resets else None)
+        if self.http is not None and self.engine.tuning.send_goaway(self.http, self.next_request_id):
+            self.transmit()  # the GOAWAY in a packet of its own: the close that follows carries no stream data
+        self._reset_exchanges()
+        self._close(H3Code.H3_EXCESSIVE_LOAD, "too many stream resets")
 
     def _http_event(self, event: Any) -> None:
         if isinstance(event, self.engine.HeadersReceived):
@@ -225,12 +255,17 @@ class ClientConnection(ProtocolBase):
         assert self.server is not None
         limits, router = self.server.limits, self.server.router
         self.next_request_id = max(self.next_request_id, stream_id + 4)
+        too_large = stream_id in self.http.too_large
+        self.http.too_large.discard(stream_id)
         leaving = self.departure is not None and self.departure.refuses(stream_id)
         if leaving or len(self.exchanges) >= limits.max_streams:
             self.reset(stream_id, H3Code.H3_REQUEST_REJECTED)
             return
-        request = intake(headers, not ended, self.peer_ip, router.options, limits.max_header_bytes, new_request_id())
+        request = TOO_LARGE if too_large else intake(
+            headers, not ended, self.peer_ip, router.options, limits.max_header_bytes, new_request_id()
+        )
         if isinstance(request, Refusal):
+            router.telemetry.request_refused(request.reason, self.peer_ip, self._loop.time())
             self._refuse(stream_id, request.status, request.body)
             return
         exchange = Exchange(self, stream_id, request, self.peer_ip, router)
@@ -238,7 +273,7 @@ class ClientConnection(ProtocolBase):
         self._started = True
         if not ended and self.credit is not None:
             self.credit.hold(stream_id)
-        router.dispatch(exchange)
+        exchange.start()
 
     def _refuse(self, stream_id: int, status: int, body: bytes) -> None:
         headers = [(b":status", str(status).encode()), (b"content-length", str(len(body)).encode())]
@@ -285,34 +320,76 @@ class ClientConnection(ProtocolBase):
             self.credit.release(exchange.stream_id)
         if self.departure is not None:
             self.departure.idle()
+        self._arm_idle()
 
-    # going away (drain of this process)
+    # the HTTP idle timer: no request in flight for `http_idle_timeout_s`
+    def _arm_idle(self) -> None:
+        """Note that nothing is in flight since now; one timer per connection checks it (none per request)."""
+        if self.exchanges or self.server is None:
+            return
+        self._idle_since = self._loop.time()
+        if self._idle is None and self.phase in FEEDS_HTTP:
+            self._idle = self._loop.call_later(self.server.limits.http_idle_timeout_s, self._idle_expired)
+
+    def _disarm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _idle_expired(self) -> None:
+        self._idle = None
+        if self.phase not in MAY_DEPART or self.server is None:
+            return
+        timeout = self.server.limits.http_idle_timeout_s
+        left = timeout if self.exchanges else self._idle_since + timeout - self._loop.time()
+        if left > 0:  # busy, or idle for less than the timeout: look again when it could be due
+            self._idle = self._loop.call_later(left, self._idle_expired)
+            return
+        log.debug("client.http_idle", ip=self.peer_ip)
+        if self.http is None:
+            self._close_now()  # still no HTTP/3 after the whole timeout: nothing to say GOAWAY on
+        else:
+            self.go_away()
+
+    # going away (drain of this process, or idle)
     def go_away(self) -> None:
         """HTTP/3 GOAWAY: the client opens new requests on a new connection (a sibling takes it), the
         requests it already sent finish here, then the connection closes with H3_NO_ERROR."""
-        if self.departure is not None or self._closing:
+        if self.phase not in MAY_DEPART:
             return
-        if self.http is None and self._half_open:
-            self._leave_when_negotiated = True  # mid-handshake: closing now would fail the client's connect
+        handshaking = self.ticket is None or self.ticket.half_open
+        if self.http is None and not handshaking:
+            self._close_now()
             return
+        self._become(Phase.DEPARTING)
+        if self.http is not None:
+            self._send_goaway()
+        # else mid-handshake: closing now would fail the client's connect; GOAWAY goes once HTTP/3 is negotiated
+
+    def _send_goaway(self) -> None:
         self.departure = Departure(self._loop, self.next_request_id, lambda: bool(self.exchanges), self._close_now)
-        if self.http is None or not self.engine.tuning.send_goaway(self.http, self.departure.line):
+        if not self.engine.tuning.send_goaway(self.http, self.departure.line):
             self._close_now()
             return
         self.schedule()
         self.departure.idle()
 
     def _close_now(self) -> None:
-        if not self._closing:
-            self._closing = True
-            self._quic.close(error_code=H3Code.H3_NO_ERROR, reason_phrase="going away")
+        self._close(H3Code.H3_NO_ERROR, "going away")
+
+    def _close(self, code: int, reason: str) -> None:
+        """Send CONNECTION_CLOSE (once); the engine reports the end after the draining period."""
+        if self.phase in FEEDS_HTTP:
+            self._become(Phase.CLOSING)
+            self._disarm_idle()
+            self._quic.close(error_code=code, reason_phrase=reason)
             self.transmit()
         if self.server is not None:
             self.server.check_closing()
 
     @property
     def closing(self) -> bool:
-        return self._closing or self.engine.tuning.is_closing(self._quic)
+        return self.phase not in FEEDS_HTTP or self.engine.tuning.is_closing(self._quic)
 
     def schedule(self) -> None:
         """Coalesce the sends of one loop iteration into one transmit (fewer, fuller datagrams)."""

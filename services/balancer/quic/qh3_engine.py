@@ -12,6 +12,9 @@ qh3's `QuicConnection` is a facade over a native core, so aioquic's private fiel
   at three times what it received; qh3 2.x then raises "packet builder capacity exhausted" from
   `datagrams_to_send` and throws away the datagrams it had already built (every aioquic client
   triggers it on its first flights). `HardenedConnection` stops at the cap and keeps them.
+- Field sections: qh3's Rust decoder has a decoded-size limit and its H3 layer an encoded one (both
+  closing the connection, H3_EXCESSIVE_LOAD); they are set from the balancer's header limit as a
+  backstop, under the same count before decoding that aioquic gets (`qpack.BoundedFields`: a 431).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from qh3._hazmat import Buffer, encode_uint_var
+from qh3._hazmat import Buffer, QpackDecoder, encode_uint_var
 from qh3.asyncio.protocol import QuicConnectionProtocol
 from qh3.asyncio.server import QuicServer
 from qh3.h3.connection import H3_ALPN, FrameType, H3Connection, ProtocolError, encode_frame
@@ -36,8 +39,11 @@ from qh3.quic.events import (
 )
 from qh3.quic.packet import pull_quic_header
 
-from services.balancer.quic import Engine, close_event_set, write_goaway
-from services.balancer.quic.qpack import safe_qpack
+from services.balancer.quic import Engine, Library, close_event_set, write_goaway
+from services.balancer.quic.connection import ClientConnection
+from services.balancer.quic.qpack import BoundedFields, safe_qpack
+from services.balancer.quic.server import ProxyServer
+from services.balancer.upstream.h3 import H3Client, HeadSafeH3
 
 CAPPED = "packet builder capacity exhausted"
 
@@ -59,19 +65,6 @@ class HardenedConnection(QuicConnection):
             if transmit is None:
                 return datagrams
             datagrams.append((transmit[0], transmit[1]))
-
-
-def engine() -> Engine:
-    """qh3, as the balancer uses it."""
-    # qh3's classes mirror aioquic's (the glue's types) without sharing them: typed as Any here.
-    classes: dict[str, Any] = dict(
-        QuicConfiguration=QuicConfiguration, QuicConnection=HardenedConnection, QuicServer=QuicServer,
-        QuicConnectionProtocol=QuicConnectionProtocol, H3Connection=H3Connection, H3_ALPN=H3_ALPN, H3Error=H3Error,
-        HeadersReceived=HeadersReceived, DataReceived=DataReceived, ProtocolNegotiated=ProtocolNegotiated,
-        HandshakeCompleted=HandshakeCompleted, StreamReset=StreamReset, StopSendingReceived=StopSendingReceived,
-        ConnectionTerminated=ConnectionTerminated, Buffer=Buffer, pull_quic_header=pull_quic_header,
-    )
-    return Engine(name="qh3", tuning=Qh3Tuning(), **classes)
 
 
 class NoCredit:
@@ -162,3 +155,56 @@ class Qh3Tuning:
             return False
         quic.host_cid = mint()
         return True
+
+
+# qh3's classes mirror aioquic's (the glue's types) without sharing them: the library is typed as Any here,
+# and the declared classes below join a glue mixin typed against aioquic to a qh3 base.
+LIBRARY = Library(**dict[str, Any](
+    name="qh3", QuicConfiguration=QuicConfiguration, QuicConnection=HardenedConnection, QuicServer=QuicServer,
+    QuicConnectionProtocol=QuicConnectionProtocol, H3Connection=H3Connection, H3_ALPN=H3_ALPN, H3Error=H3Error,
+    HeadersReceived=HeadersReceived, DataReceived=DataReceived, ProtocolNegotiated=ProtocolNegotiated,
+    HandshakeCompleted=HandshakeCompleted, StreamReset=StreamReset, StopSendingReceived=StopSendingReceived,
+    ConnectionTerminated=ConnectionTerminated, Buffer=Buffer, pull_quic_header=pull_quic_header,
+    tuning=Qh3Tuning(),
+))
+
+
+class Qh3ServerH3(BoundedFields, H3Connection):  # type: ignore[misc]
+    """A client connection's HTTP/3 layer: the balancer's count first, qh3's own limits set to match behind it."""
+
+    def new_decoder(self, capacity: int) -> Any:
+        return QpackDecoder(capacity, 0, max_field_section_size=self.field_limit)
+
+    def _init_connection(self) -> None:
+        self._max_field_section_size = self.field_limit
+        self._max_encoded_field_section_size = self.field_limit * 4 + 32  # qh3's own ratio (Huffman's worst)
+        super()._init_connection()
+
+
+class Qh3ClientConnection(ClientConnection, QuicConnectionProtocol):  # type: ignore[misc]
+    """One client connection on qh3's protocol."""
+
+    engine = LIBRARY
+    h3 = Qh3ServerH3
+
+
+class Qh3ProxyServer(ProxyServer, QuicServer):  # type: ignore[misc]
+    """The client-facing listener on qh3's server."""
+
+    engine = LIBRARY
+    protocol = Qh3ClientConnection
+
+
+class Qh3UpstreamH3(HeadSafeH3, H3Connection):  # type: ignore[misc]
+    """An upstream connection's HTTP/3 layer (qh3 makes no HEAD length check, so the override stays idle)."""
+
+
+class Qh3UpstreamClient(H3Client, QuicConnectionProtocol):  # type: ignore[misc]
+    """A QUIC client connection to a VM on qh3's protocol."""
+
+    engine = LIBRARY
+    h3 = Qh3UpstreamH3
+
+
+ENGINE = Engine(**vars(LIBRARY), Server=Qh3ProxyServer, UpstreamClient=Qh3UpstreamClient)
+"""qh3, as the balancer uses it (what `load_engine("qh3")` returns)."""

@@ -1,8 +1,10 @@
 """The client-facing HTTP/3 listener: the engine's QUIC server, one `ClientConnection` per connection.
 
 `ProxyServer` adds what the balancer needs around the engine's `QuicServer`: a socket bound with
-SO_REUSEPORT (so several worker processes share the port), a connection limit, and QUIC Retry
-either always or only while many handshakes are half-open (a spoofed-source flood).
+SO_REUSEPORT (so several worker processes share the port), admission (`core.admission`: the
+connection limits, shared with the TCP listener), and QUIC Retry either always or only while many
+handshakes are half-open (a spoofed-source flood). Each engine module declares its `ProxyServer`
+class with the `ClientConnection` class it creates (`protocol`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import Any, ClassVar
 
 import structlog
 
+from services.balancer.core.admission import Admission
 from services.balancer.core.options import Limits
 from services.balancer.process.sockets import grow_buffers
 from services.balancer.proxy.router import Router
-from services.balancer.quic import Engine, ServerBase
+from services.balancer.quic import Engine, Library, ServerBase
 from services.balancer.quic.connection import ClientConnection
 from services.balancer.steering.cid import Layout
 from services.balancer.steering.steerer import Steerer, bind_steerer
@@ -26,17 +29,17 @@ log = structlog.get_logger("balancer.server")
 
 
 class ProxyServer(ServerBase):
-    """The engine's QUIC server plus limits, Retry policy and connection counts (a mixin: see `quic`)."""
+    """The engine's QUIC server plus admission, Retry policy and connection counts (a mixin: see `quic`)."""
 
-    engine: ClassVar[Engine]
+    engine: ClassVar[Library]
+    protocol: ClassVar[type[ClientConnection]]
+    """The engine's declared client connection class."""
 
     def __init__(self, *, router: Router, limits: Limits, **kwargs: Any) -> None:
-        protocol = self.engine.compose(ClientConnection, self.engine.QuicConnectionProtocol)
-        super().__init__(retry=True, create_protocol=protocol, **kwargs)
+        super().__init__(retry=True, create_protocol=self.protocol, **kwargs)
         self.router = router
         self.limits = limits
-        self.connections = 0
-        self.half_open = 0
+        self.admission = Admission(limits)
         self.steering: Steerer | None = None
         self._all_closing: asyncio.Event | None = None
         if self._retry is not None:
@@ -45,6 +48,16 @@ class ProxyServer(ServerBase):
     def steer(self, layout: Layout, sock: socket.socket) -> None:
         """Join connection-ID steering on this socket's port (see `steering`)."""
         self.steering = bind_steerer(layout, sock, self.accept, self.holds)
+
+    @property
+    def connections(self) -> int:
+        """Connections admitted and not yet ended."""
+        return self.admission.open
+
+    @property
+    def half_open(self) -> int:
+        """Admitted connections whose handshake is not over."""
+        return self.admission.half_open
 
     def holds(self, cid: bytes) -> bool:
         """Whether one of this process's connections answers to `cid`."""
@@ -138,7 +151,7 @@ async def start_server(
     """Listen on UDP with `engine` (and join steering with `steering`'s layout); returns the server and the port."""
     loop = asyncio.get_running_loop()
     sock = reuseport_socket(host, port)
-    listener = engine.compose(ProxyServer, engine.QuicServer)
+    listener: type[ProxyServer] = engine.Server
     _, server = await loop.create_datagram_endpoint(
         lambda: listener(router=router, limits=limits, configuration=config), sock=sock
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 CID_LENGTH = 8
 """aioquic's and qh3's connection-ID length (both parse short headers with a fixed length)."""
@@ -27,10 +28,12 @@ UNROUTABLE = 7
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """The encoding this host's balancers share: config rotation and node id."""
+    """What this host's balancers share: the encoding (config rotation, node id) and where they meet
+    (`directory`, the private directory of their slot sockets; None: the user's default, see `peers`)."""
 
     config_id: int = 0
     node: int = 0
+    directory: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.config_id < UNROUTABLE:

@@ -48,7 +48,9 @@ class Steerer:
     def __init__(self, layout: Layout, port: int, handle: Handler, known: Callable[[bytes], bool]) -> None:
         self.layout, self.port = layout, port
         self.handle, self.known = handle, known
-        self.sock, self.slot = peers.claim(port, layout.node)
+        self.directory = peers.private_directory(layout.directory or peers.default_directory())
+        self.sock, self.slot = peers.claim(self.directory, port, layout.node)
+        self.path = self.directory / peers.name_of(port, layout.node, self.slot)
         self.live: set[int] = {self.slot}
         self.draining = False
         self.counts = SteeringCounts()
@@ -77,7 +79,7 @@ class Steerer:
 
     def _reread(self) -> None:
         try:
-            self.live = peers.live_slots(self.port, self.layout.node) | {self.slot}
+            self.live = peers.live_slots(self.directory, self.port, self.layout.node) | {self.slot}
         except OSError:
             self.live = {self.slot}
         self._read_at = self._loop.time()
@@ -128,7 +130,7 @@ class Steerer:
     def _address(self, slot: int) -> str:
         name = self._names.get(slot)
         if name is None:
-            name = self._names[slot] = "\0" + peers.name_of(self.port, self.layout.node, slot)
+            name = self._names[slot] = str(self.directory / peers.name_of(self.port, self.layout.node, slot))
         return name
 
     def _readable(self) -> None:
@@ -156,11 +158,13 @@ class Steerer:
         if self._timer is not None:
             self._timer.cancel()
         self._loop.remove_reader(self.sock.fileno())
+        peers.release(self.path)
         self.sock.close()
 
 
 def bind_steerer(layout: Layout, sock: socket.socket, handle: Handler, known: Callable[[bytes], bool]) -> Steerer:
     """The steerer for the UDP socket `sock` (its port names the group of siblings)."""
     steerer = Steerer(layout, sock.getsockname()[1], handle, known)
-    log.info("steering.joined", port=steerer.port, node=layout.node, slot=steerer.slot, live=sorted(steerer.live))
+    log.info("steering.joined", port=steerer.port, node=layout.node, slot=steerer.slot, live=sorted(steerer.live),
+             directory=str(steerer.directory))
     return steerer

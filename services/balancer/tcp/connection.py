@@ -1,9 +1,11 @@
 """What the HTTP/1.1 and HTTP/2 connections of the TCP listener share.
 
 Each connection is an asyncio protocol and the `ClientStream` of its exchanges. The common part
-is here: the connection count against the listener's limit, the idle timer of a keep-alive
-connection, request intake (so a TCP request is refused and forwarded as an HTTP/3 one is),
-the `alt-svc` every answer carries, and waking paused exchanges once the socket drained.
+is here: admission (the listener's `Admission`, the same door as QUIC's: a ticket held while the
+connection lives, given back once), the idle timer (no request in flight for the listener's
+`idle_timeout_s`, whatever else arrives: HTTP/2 PINGs do not re-arm it), request intake (so a TCP
+request is refused and forwarded as an HTTP/3 one is), the `alt-svc` every answer carries, and
+waking paused exchanges once the socket drained.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from typing import ClassVar, Protocol, cast
 
+from services.balancer.core.admission import Admission, Ticket
 from services.balancer.core.headers import Headers
 from services.balancer.core.intake import Refusal, intake
 from services.balancer.core.options import Limits, ProxyOptions
@@ -29,7 +32,7 @@ class Listener(Protocol):
     options: dict[str, ProxyOptions]
     alt_svc: bytes
     idle_timeout_s: float
-    connections: int
+    admission: Admission
     requests: Counter[str]
 
     def opened(self, connection: TcpConnection) -> None: ...
@@ -56,7 +59,8 @@ class TcpConnection(asyncio.Protocol, ABC):
         self.watched: list[Exchange] = []
         self.closing = False
         """Shutting down: finish what is in flight, take nothing new, then close."""
-        self._counted = False
+        self.ticket: Ticket | None = None
+        """This connection's place at the listener's admission (None: refused, or not yet made)."""
         self._idle: asyncio.TimerHandle | None = None
         self._holds: set[str] = set()
 
@@ -67,13 +71,12 @@ class TcpConnection(asyncio.Protocol, ABC):
         listener = self.listener
         peer = transport.get_extra_info("peername")
         self.peer_ip = str(peer[0]) if peer else "unknown"
-        refusal = listener.limits.refusal(listener.connections, self.peer_ip)
-        if refusal is not None:
-            listener.router.telemetry.connection_refused(refusal, self.peer_ip, asyncio.get_running_loop().time())
+        entered = listener.admission.enter(self.peer_ip)
+        if isinstance(entered, str):
+            listener.router.telemetry.connection_refused(entered, self.peer_ip, asyncio.get_running_loop().time())
             transport.close()  # TLS is done: a close_notify costs no more than a reset and reads cleanly
             return
-        self._counted = True
-        listener.connections += 1
+        self.ticket = entered
         listener.opened(self)
         # Paused exactly while an exchange may be paused (backlog above BACKLOG_HIGH), so
         # `resume_writing` comes once it drained below BACKLOG_LOW and can wake it.
@@ -83,10 +86,7 @@ class TcpConnection(asyncio.Protocol, ABC):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.disarm_idle()
-        if self._counted:
-            self._counted = False
-            self.listener.connections -= 1
-            self.listener.limits.per_ip.leave(self.peer_ip)
+        if self.ticket is not None and self.listener.admission.leave(self.ticket):
             self.listener.closed(self)
         self.lost()
 
@@ -94,6 +94,11 @@ class TcpConnection(asyncio.Protocol, ABC):
         self.drained()
 
     # shared helpers
+    @staticmethod
+    def loop_time() -> float:
+        """The loop's clock, for rate-limited log lines."""
+        return asyncio.get_running_loop().time()
+
     def begin(self, stream_id: int, headers: Headers, has_body: bool) -> Exchange | Refusal:
         """The exchange for a request's header block (not yet dispatched), or its refusal."""
         listener = self.listener
@@ -126,7 +131,7 @@ class TcpConnection(asyncio.Protocol, ABC):
                 self.transport.resume_reading()
 
     def arm_idle(self) -> None:
-        """Close a keep-alive connection that carries no request for `idle_timeout_s`."""
+        """Close a connection that carries no request for `idle_timeout_s` (re-armed only when a request ends)."""
         self.disarm_idle()
         if self.transport is not None and not self.transport.is_closing():
             loop = asyncio.get_running_loop()

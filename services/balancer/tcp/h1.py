@@ -10,15 +10,15 @@ or two before it moves to HTTP/3, where its speed matters little.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from http import HTTPStatus
-from urllib.parse import urlsplit
 
 import h11
 import structlog
 
-from services.balancer.core.headers import Headers
-from services.balancer.core.intake import Refusal
+from services.balancer.core.headers import Headers, connection_tokens
+from services.balancer.core.intake import Refusal, malformed
 from services.balancer.proxy.exchange import Exchange
 from services.balancer.tcp.connection import Listener, TcpConnection, refusal_headers
 
@@ -26,28 +26,76 @@ log = structlog.get_logger("balancer.tcp.h1")
 
 HEADER_SLACK = 1024
 """h11's own limit on a header block sits this far above ours, so intake answers 431 first."""
+CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te", b"host"}
+)
+"""Fields of this connection, never passed on as fields (`host` becomes `:authority`)."""
+KEEP_LISTED = frozenset({b"content-length", b"host"})
+"""Names `connection` cannot make hop-by-hop: the request's length and authority are not the client's to hide."""
+ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://(?P<authority>[^/?#]*)(?P<path>[^#]*)(?:#.*)?")
+"""absolute-form (RFC 9112 §3.2.2): scheme://authority, then the path and query that become origin-form."""
+HEAD_END = re.compile(rb"\r?\n\r?\n")
+BARE_LF = re.compile(rb"(?<!\r)\n")
+OBS_FOLD = re.compile(rb"\n[ \t]")
+BARE_LF_REASON, OBS_FOLD_REASON = "bare_lf", "obs_fold"
+BOTH_LENGTHS = "content_length_with_transfer_encoding"
+BAD_CODING = "bad_transfer_coding"
+OLD_CODING = "transfer_encoding_on_http10"
+"""Why a request's framing is refused (RFC 9112 §6.1, §6.3, §11.2): glue counts these like intake's reasons."""
 
 
 def h3_headers(request: h11.Request) -> Headers:
-    """An HTTP/1.1 request line and headers as the HTTP/3-style block intake takes."""
+    """An HTTP/1.1 request line and headers as the HTTP/3-style block intake takes.
+
+    Hop-by-hop fields stay here (this connection's business), an absolute-form target becomes
+    origin-form with its own authority (the `host` is then ignored, RFC 9112 §3.2.2), and what is
+    left is held to the same request model as HTTP/2 and HTTP/3.
+    """
     host, fields = b"", []
     for name, value in request.headers:
+        fields.append((bytes(name), bytes(value)))
         if name == b"host":
             host = bytes(value)
-        else:
-            fields.append((bytes(name), bytes(value)))
+    dropped = CONNECTION_SPECIFIC | (connection_tokens(fields) - KEEP_LISTED)
     path, authority = split_target(bytes(request.target), host)
     return [(b":method", bytes(request.method)), (b":scheme", b"https"), (b":authority", authority),
-            (b":path", path), *fields]
+            (b":path", path), *[(n, v) for n, v in fields if n not in dropped]]
 
 
 def split_target(target: bytes, host: bytes) -> tuple[bytes, bytes]:
-    """(path, authority) of a request target: origin-form keeps `host`, absolute-form names its own."""
+    """(path, authority) of a request target: origin-form keeps `host`, absolute-form names its own.
+
+    Anything else (authority-form, junk) is passed on unchanged for the request model to refuse.
+    """
     if target.startswith(b"/") or target == b"*":
         return target, host
-    parts = urlsplit(target)
-    path = (parts.path or b"/") + (b"?" + parts.query if parts.query else b"")
-    return path, parts.netloc or host
+    absolute = ABSOLUTE.fullmatch(target)
+    if absolute is None:
+        return target, host
+    path = absolute["path"]
+    return (path if path.startswith(b"/") else b"/" + path), absolute["authority"]
+
+
+def framing_problem(request: h11.Request, head: bytes) -> str | None:
+    """Why a request's framing cannot be trusted, or None; `head` is the raw bytes h11 parsed it from.
+
+    h11 takes some framings that other parsers read differently (RFC 9112 §11.2): a length beside a
+    transfer coding (it follows the coding), bare LF line ends and obs-fold. Each is refused, and the
+    connection closed after the answer, rather than guessed at.
+    """
+    names = [name for name, _ in request.headers]
+    if b"transfer-encoding" in names:
+        if b"content-length" in names:
+            return BOTH_LENGTHS
+        if request.http_version != b"1.1":
+            return OLD_CODING
+        if dict(request.headers)[b"transfer-encoding"] != b"chunked":
+            return BAD_CODING
+    end = HEAD_END.search(head)
+    head = head[: end.end()] if end is not None else head
+    if BARE_LF.search(head) is not None:
+        return BARE_LF_REASON
+    return OBS_FOLD_REASON if OBS_FOLD.search(head) is not None else None
 
 
 def has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
@@ -79,6 +127,7 @@ class H1Connection(TcpConnection):
         self.exchange: Exchange | None = None
         self.stream_id = 0
         self.method = b""
+        self._head = b""
         self._in_events = False
         self._over = False
         """The current response is complete: start the next cycle (or close) once events are handled."""
@@ -121,11 +170,14 @@ class H1Connection(TcpConnection):
     def _handle_events(self) -> bool:
         """Feed h11's events to the exchange until it needs data; False when the connection failed."""
         while True:
+            head = self.h11.trailing_data[0] if self.h11.their_state is h11.IDLE else b""
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as error:
                 self._bad_request(error)
                 return False
+            if isinstance(event, h11.Request):
+                self._head = head  # the raw bytes of this request's head, for `framing_problem`
             if event is h11.NEED_DATA:
                 return True
             if event is h11.PAUSED:
@@ -161,15 +213,25 @@ class H1Connection(TcpConnection):
         self.disarm_idle()
         self.stream_id += 1
         self.method = bytes(event.method)
+        problem = framing_problem(event, self._head)
+        if problem is not None:
+            self.closing = True  # what follows this head cannot be told apart from a next request
+            self._refuse(malformed(problem))
+            return
         outcome = self.begin(self.stream_id, h3_headers(event), has_body(event.headers))
         if isinstance(outcome, Refusal):
-            self.send_headers(self.stream_id, refusal_headers(outcome), False)
-            self.send_data(self.stream_id, outcome.body, True)
+            self._refuse(outcome)
             return
         self.exchange = outcome
-        self.listener.router.dispatch(outcome)
+        outcome.start()
         if not outcome.finished and self.h11.they_are_waiting_for_100_continue:
             self._send(h11.InformationalResponse(status_code=100, headers=[]))
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """Answer the current request with the balancer's own refusal; nothing of it goes upstream."""
+        self.listener.router.telemetry.request_refused(refusal.reason, self.peer_ip, self.loop_time())
+        self.send_headers(self.stream_id, refusal_headers(refusal), False)
+        self.send_data(self.stream_id, refusal.body, True)
 
     def _bad_request(self, error: h11.RemoteProtocolError) -> None:
         """A request h11 cannot parse: answer its status hint (400, or 431 for a huge head) and close."""
@@ -178,10 +240,9 @@ class H1Connection(TcpConnection):
         if exchange is not None:
             exchange.client_reset()
         elif self.h11.our_state is h11.IDLE:
-            refusal = Refusal(error.error_status_hint, f"{reason(error.error_status_hint).decode()}\n".encode())
+            status = error.error_status_hint
             self.stream_id += 1
-            self.send_headers(self.stream_id, refusal_headers(refusal), False)
-            self.send_data(self.stream_id, refusal.body, True)
+            self._refuse(Refusal(status, f"{reason(status).decode()}\n".encode(), "unparsable"))
         if self.transport is not None:
             self.transport.close()
 

@@ -3,7 +3,16 @@
 h2 does the framing, HPACK and flow-control bookkeeping and never touches the socket; this
 module feeds it bytes, turns its events into exchange calls and writes what it wants sent.
 HTTP/2's request headers are already in HTTP/3's form (pseudo-headers first, lower-case), so
-they go to intake as they are. Two flow-control duties stay here:
+they go to intake as they are; h2 checks them first (`validate_inbound_headers`: upper-case names,
+connection-specific fields, `te`, CR/LF/NUL, pseudo-header order, conflicting lengths, all a
+connection error) and intake holds what h2 lets through (a space in `:path`, control characters,
+userinfo in `:authority`, an absolute `:path`) to the request model every front shares.
+
+Two limits against a client that costs more than it sends: HPACK decoding stops once the decoded
+list passes twice the header limit (an HPACK bomb, one big table entry referenced thousands of
+times, is cut at a few KiB of work, GOAWAY ENHANCE_YOUR_CALM), and a budget of stream resets per
+second (rapid reset, CVE-2023-44487) after which the connection gets the same GOAWAY. Two
+flow-control duties stay here:
 
 - responses: h2 refuses DATA beyond the peer's window, so each stream keeps what does not fit
   yet; that plus the socket's buffer is the stream's backlog, which pauses its upstream;
@@ -26,6 +35,7 @@ from h2.errors import ErrorCodes
 
 from services.balancer.core.headers import Headers
 from services.balancer.core.intake import Refusal
+from services.balancer.core.resets import ResetBudget
 from services.balancer.proxy.exchange import Exchange
 from services.balancer.quic import H3Code
 from services.balancer.tcp.connection import Listener, TcpConnection, refusal_headers
@@ -43,6 +53,9 @@ CODES: dict[int, ErrorCodes] = {
     H3Code.H3_NO_ERROR: ErrorCodes.NO_ERROR,
 }
 """The HTTP/2 error code for each HTTP/3 one an exchange resets with."""
+DECODED_HEADERS_FACTOR = 2
+"""HPACK decoding stops at this many times the header limit: a block a little over it still gets intake's
+431, a bomb is cut long before it costs memory (the advertised SETTINGS_MAX_HEADER_LIST_SIZE is the limit)."""
 
 
 class H2Connection(TcpConnection):
@@ -53,11 +66,18 @@ class H2Connection(TcpConnection):
     def __init__(self, listener: Listener) -> None:
         super().__init__(listener)
         self.window = listener.router.options.request_buffer_bytes
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+        limits = listener.limits
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=True, normalize_inbound_headers=True,
+        ))
         self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: listener.limits.max_streams,
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_streams,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: self.window,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_bytes,
         })
+        # Initial settings never pass through h2's settings-acknowledged hook, so the decoder's cap is set here.
+        self.h2.decoder.max_header_list_size = limits.max_header_bytes * DECODED_HEADERS_FACTOR
+        self.resets: ResetBudget | None = None
         self.exchanges: dict[int, Exchange] = {}
         self.pending: dict[int, bytearray] = {}
         """Response bytes of each stream that its flow-control window does not take yet."""
@@ -71,6 +91,7 @@ class H2Connection(TcpConnection):
 
     # asyncio protocol
     def started(self) -> None:
+        self.resets = ResetBudget(self.listener.limits.max_resets_per_s, asyncio.get_running_loop().time())
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(self.window * UPLOADS_AT_FULL_SPEED - DEFAULT_WINDOW)
         self.flush()
@@ -126,6 +147,8 @@ class H2Connection(TcpConnection):
             self._body_ended(event.stream_id)
         elif isinstance(event, h2.events.StreamReset):
             self._stream_reset(event.stream_id)
+            if event.remote_reset:
+                self._count_reset()
         elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
             self._push_all()
         elif isinstance(event, h2.events.ConnectionTerminated):
@@ -138,13 +161,14 @@ class H2Connection(TcpConnection):
             return
         outcome = self.begin(stream_id, headers, has_body)
         if isinstance(outcome, Refusal):
+            self.listener.router.telemetry.request_refused(outcome.reason, self.peer_ip, self.loop_time())
             self.send_headers(stream_id, refusal_headers(outcome), False)
             self.send_data(stream_id, outcome.body, True)
             return
         self.disarm_idle()  # a refusal leaves the timer running: the connection may still be idle
         self.exchanges[stream_id] = outcome
         self.received[stream_id] = self.acked[stream_id] = 0
-        self.listener.router.dispatch(outcome)
+        outcome.start()
 
     def _data(self, stream_id: int, data: bytes, length: int | None) -> None:
         length = length or 0
@@ -168,6 +192,17 @@ class H2Connection(TcpConnection):
         exchange = self.exchanges.get(stream_id)
         if exchange is not None:
             exchange.client_reset()
+
+    def _count_reset(self) -> None:
+        """Spend one reset of the budget; a client over it (rapid reset) gets GOAWAY ENHANCE_YOUR_CALM and is closed."""
+        if self.resets is None or self.resets.spend(asyncio.get_running_loop().time()) or self.transport is None:
+            return
+        log.info("tcp.h2_rapid_reset", peer=self.peer_ip, per_s=self.resets.per_s)
+        self.closing = True
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.h2.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
+        self.flush()
+        self._close()
 
     def _ack(self, stream_id: int, size: int) -> None:
         if size > 0:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import structlog
 
+from services.balancer.core.admission import Admission
 from services.balancer.core.options import Limits, ProxyOptions
 from services.balancer.proxy.router import Router
 from services.balancer.settings import BalancerSettings
@@ -109,10 +110,13 @@ class TcpListener:
         self.router = router
         self.limits = limits
         """Shared with the UDP listener: its `max_connections` dropping to 0 on shutdown refuses here too."""
+        self.admission = Admission(limits)
+        """This listener's door (its own open count; the per-network counts are QUIC's too)."""
         self.options = {kind: via_for(router.options, version) for kind, version in VERSIONS.items()}
         self.alt_svc = f'h3=":{port}"; ma={max_age_s}'.encode()
-        self.idle_timeout_s = idle_timeout_s
-        self.connections = 0
+        self.idle_timeout_s = min(idle_timeout_s, limits.http_idle_timeout_s)
+        """No request in flight this long closes a connection: TCP has no transport idle of its own, so one timer
+        serves both rules (`listen_idle_timeout_s` and `listen_http_idle_timeout_s`, the shorter wins)."""
         self.requests: Counter[str] = Counter()
         """Requests taken per protocol (`h1`, `h2`): which one served a browser shows here."""
         self.open: set[TcpConnection] = set()
@@ -122,6 +126,11 @@ class TcpListener:
     def accept(self) -> asyncio.Protocol:
         """The protocol of a new connection: HTTP/2 or HTTP/1.1, as TLS negotiated."""
         return Handoff(self)
+
+    @property
+    def connections(self) -> int:
+        """Connections admitted and not yet lost."""
+        return self.admission.open
 
     def opened(self, connection: TcpConnection) -> None:
         self.open.add(connection)

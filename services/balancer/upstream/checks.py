@@ -17,7 +17,7 @@ import structlog
 from services.balancer.core.backends import Backend
 from services.balancer.core.headers import Headers
 from services.balancer.core.identity import identity_of
-from services.balancer.core.upstream import Call, UpstreamRequest
+from services.balancer.core.upstream import IDENTITY, RESET, Call, UpstreamRequest
 from services.balancer.proxy.router import Router
 
 log = structlog.get_logger("balancer.checks")
@@ -81,7 +81,8 @@ def record(router: Router, backend: Backend, status: int, seen: bytes | None) ->
     """Feed one check's answer to the backend's identity and health, logging what changed."""
     verification = backend.verification
     if status and not verification.matches(seen):
-        router.identity_failed(backend, seen)
+        for attempt in router.identity_failed(backend, seen):
+            attempt.backend_lost(IDENTITY)
         return
     if status and verification.expected is not None and verification.confirmed():
         log.info("backend.identity_verified", vm=backend.vm, address=backend.address)
@@ -91,8 +92,10 @@ def record(router: Router, backend: Backend, status: int, seen: bytes | None) ->
         log.info("backend.healthy", backend=backend.vm)
     elif not passed and backend.health.check_failed():
         router.telemetry.health_changed(backend.vm, healthy=False)
-        aborted = router.abort_in_flight(backend, "unhealthy")
-        log.warning("backend.unhealthy", backend=backend.vm, aborted=aborted)
+        lost = router.lost(backend, "unhealthy")
+        for attempt in lost:
+            attempt.backend_lost(RESET)
+        log.warning("backend.unhealthy", backend=backend.vm, aborted=len(lost))
 
 
 class Verifier:

@@ -3,6 +3,13 @@
 Idle connections are reused last-in first-out (warm ones first); a new connection is opened
 only when none is idle. Responses are parsed by httptools' C parser and streamed to the sink
 chunk by chunk; `pause()` stops reading the socket, which is the backpressure towards the VM.
+
+The body is framed by the balancer (`core.framing`): one `content-length` when the client's
+length is known, chunked otherwise, never a framing header of the client's. A response head the
+parser refuses (two framings, two lengths, a bad byte) fails the call as `INVALID`. A client that
+resets a request already sent, whose response has not begun, does not cost the connection: the
+response is read and dropped (`linger_s`, `LINGER_MAX_BYTES`) and the connection pooled again,
+so a burst of resets cannot turn into a burst of TLS handshakes to a VM.
 """
 
 from __future__ import annotations
@@ -14,19 +21,23 @@ from collections.abc import Callable
 import httptools
 import structlog
 
-from services.balancer.core.upstream import CONNECT, PROTOCOL, RESET, Sink, UpstreamRequest
+from services.balancer.core.framing import chunked, upstream_fields
+from services.balancer.core.upstream import CONNECT, INVALID, PROTOCOL, RESET, Sink, UpstreamRequest
 
 log = structlog.get_logger("balancer.upstream.h1")
 
 CHUNK_END = b"0\r\n\r\n"
+LINGER_S = 2.0
+"""How long an abandoned call's response may take to arrive and be dropped (the pool's default)."""
+LINGER_MAX_BYTES = 64 * 1024
+"""Response body bytes an abandoned call reads and drops at most before the connection is closed instead."""
+OWS = b" \t"
 
 
-def request_head(request: UpstreamRequest, chunked: bool) -> bytes:
-    """Request line and headers of an HTTP/1.1 request."""
+def request_head(request: UpstreamRequest) -> bytes:
+    """Request line and headers of an HTTP/1.1 request, framed by `core.framing` alone."""
     lines = [request.method + b" " + request.path + b" HTTP/1.1", b"host: " + request.authority]
-    lines.extend(name + b": " + value for name, value in request.headers)
-    if chunked:
-        lines.append(b"transfer-encoding: chunked")
+    lines.extend(name + b": " + value for name, value in upstream_fields(request, h1=True))
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
@@ -39,8 +50,8 @@ class H1Call:
         self.request = request
         self.sink = sink
         self.conn: H1Connection | None = None
-        self.chunked = request.has_body and not any(n == b"content-length" for n, _ in request.headers)
-        self._pending: list[bytes] = [request_head(request, self.chunked)]
+        self.chunked = chunked(request)
+        self._pending: list[bytes] = [request_head(request)]
         self._ended = not request.has_body
         self.paused = False
         self.aborted = False
@@ -87,8 +98,18 @@ class H1Call:
         transport = self.conn.transport if self.conn is not None else None
         return waiting + (transport.get_write_buffer_size() if transport is not None else 0)
 
+    def abandon(self) -> None:
+        """The client went away: a request fully sent whose response has not begun keeps its connection
+        (the response is dropped as it comes); anything else is aborted."""
+        conn = self.conn
+        if conn is not None and conn.call is self and self.request_sent and conn.can_linger():
+            self.aborted = True
+            conn.linger()
+        else:
+            self.abort()
+
     def abort(self) -> None:
-        """The client went away or the response was refused: drop the connection (its response state
+        """The response was refused or the call failed: drop the connection (its response state
         is unknown), and let nothing more reach the sink, not even the rest of the bytes in the parser."""
         self.aborted = True
         if self.conn is not None:
@@ -110,6 +131,12 @@ class H1Connection(asyncio.Protocol):
         self._values: list[bytes] = []
         self._status = 0
         self._head = False
+        self.responding = False
+        """A final response head arrived for the current call (too late to linger)."""
+        self.lingering = False
+        """The call was abandoned: its response is read and dropped, then the connection is pooled."""
+        self._dropped = 0
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -117,7 +144,30 @@ class H1Connection(asyncio.Protocol):
     def start(self, call: H1Call) -> None:
         self.call = call
         self._head = call.request.method == b"HEAD"
+        self.responding = False
         call.flush_to(self)
+
+    def can_linger(self) -> bool:
+        """Whether an abandoned call's response can still be dropped cheaply here."""
+        return not self.closed and not self.responding and not self._head and self.pool.linger_s > 0
+
+    def linger(self) -> None:
+        """Detach the abandoned call and read its response to the end, within `linger_s` and the byte cap."""
+        self.call = None
+        self.lingering = True
+        self._dropped = 0
+        self.resume()
+        self._linger_timer = asyncio.get_running_loop().call_later(self.pool.linger_s, self.close)
+
+    def _linger_over(self, reusable: bool) -> None:
+        self.lingering = False
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        if reusable and not self.closed:
+            self.pool.release(self)
+        else:
+            self.close()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and data and not self.closed:
@@ -133,6 +183,9 @@ class H1Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         if self.transport is not None:
             self.transport.close()
 
@@ -142,7 +195,8 @@ class H1Connection(asyncio.Protocol):
         except httptools.HttpParserError as error:
             if error.__cause__ is not None:
                 log.error("upstream.callback_failed", exc_info=error.__cause__)
-            self._fail(PROTOCOL)
+            # a head the parser refuses (two framings, two lengths, a bad byte) is an invalid response
+            self._fail(PROTOCOL if self.responding or error.__cause__ is not None else INVALID)
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -161,13 +215,18 @@ class H1Connection(asyncio.Protocol):
         self._values.clear()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._names.append(name)
-        self._values.append(value)
+        """Names lower-cased (as HTTP/2 and HTTP/3 need them), values without the trailing whitespace
+        httptools leaves (OWS, not part of the value)."""
+        self._names.append(name.lower())
+        self._values.append(value.rstrip(OWS))
 
     def on_headers_complete(self) -> None:
         self._status = self.parser.get_status_code()
         call = self.call
-        if call is None or self._status < 200:
+        if self._status < 200:
+            return
+        self.responding = True
+        if call is None:
             return
         call.sink.on_headers(self._status, list(zip(self._names, self._values, strict=True)))
         if self._head and self.call is call:
@@ -176,10 +235,18 @@ class H1Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.call is not None:
             self.call.sink.on_data(body)
+        elif self.lingering:
+            self._dropped += len(body)
+            if self._dropped > LINGER_MAX_BYTES:
+                self.close()
 
     def on_message_complete(self) -> None:
-        if self._status >= 200 and self.call is not None:
+        if self._status < 200:
+            return
+        if self.call is not None:
             self._done(reusable=self.parser.should_keep_alive())
+        elif self.lingering:
+            self._linger_over(reusable=self.parser.should_keep_alive())
 
     def _done(self, reusable: bool) -> None:
         call, self.call = self.call, None
@@ -196,11 +263,16 @@ class H1Pool:
     """Keep-alive connections to one backend."""
 
     def __init__(
-        self, host: str, port: int, tls: ssl.SSLContext | None, connect_timeout_s: float, max_idle: int
+        self, host: str, port: int, tls: ssl.SSLContext | None, connect_timeout_s: float, max_idle: int,
+        server_name: str | None = None, linger_s: float = LINGER_S,
     ) -> None:
         self.host = host
         self.port = port
         self.tls = tls
+        self.server_name = server_name
+        """The name sent (SNI) and verified in the VM's certificate; None: the VM's address."""
+        self.linger_s = linger_s
+        """How long an abandoned call's response may take to arrive (0: close at once)."""
         self.connect_timeout_s = connect_timeout_s
         self.max_idle = max_idle
         self.idle: list[H1Connection] = []
@@ -239,7 +311,7 @@ class H1Pool:
     async def _open(self) -> H1Connection:
         loop = asyncio.get_running_loop()
         factory: Callable[[], H1Connection] = lambda: H1Connection(self)  # noqa: E731
-        server_hostname = self.host if self.tls is not None else None
+        server_hostname = (self.server_name or self.host) if self.tls is not None else None
         connecting = loop.create_connection(
             factory, self.host, self.port, ssl=self.tls, server_hostname=server_hostname
         )
@@ -267,10 +339,14 @@ class H1Pool:
         self.idle.clear()
 
 
-def client_tls(verify: bool) -> ssl.SSLContext:
-    """TLS context for upstream connections (VMs often carry self-signed certificates)."""
-    context = ssl.create_default_context()
-    if not verify:
+def client_tls(verify: bool, ca_file: str | None = None) -> ssl.SSLContext:
+    """TLS context for upstream connections (VMs often carry self-signed certificates).
+
+    `ca_file` (a PEM bundle) replaces the system's CAs and turns verification on: an operator who
+    names the CA that signs the VMs' certificates wants them checked.
+    """
+    context = ssl.create_default_context(cafile=ca_file)
+    if not verify and ca_file is None:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context

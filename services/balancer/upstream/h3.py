@@ -14,9 +14,10 @@ from typing import Any, ClassVar
 
 import structlog
 
+from services.balancer.core.framing import upstream_fields
 from services.balancer.core.upstream import CONNECT, RESET, Sink, UpstreamRequest
 from services.balancer.process.sockets import grow_buffers
-from services.balancer.quic import Engine, H3Base, H3Code, ProtocolBase
+from services.balancer.quic import Engine, H3Base, H3Code, Library, ProtocolBase
 
 log = structlog.get_logger("balancer.upstream.h3")
 
@@ -76,6 +77,10 @@ class H3Call:
             return waiting
         return waiting + client.engine.tuning.stream_backlog(client._quic, self.stream_id)
 
+    def abandon(self) -> None:
+        """A stream reset costs the shared connection nothing: the same as `abort`."""
+        self.abort()
+
     def abort(self) -> None:
         self.aborted = True
         if self.client is not None:
@@ -104,11 +109,12 @@ class HeadSafeH3(H3Base):
 class H3Client(ProtocolBase):
     """Client glue on the engine's protocol: H3 events to calls (a mixin, see `quic`)."""
 
-    engine: ClassVar[Engine]
+    engine: ClassVar[Library]
+    h3: ClassVar[type[HeadSafeH3]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.http = self.engine.compose(HeadSafeH3, self.engine.H3Connection)(self._quic)
+        self.http = self.h3(self._quic)
         self.calls: dict[int, H3Call] = {}
         self.queued: deque[H3Call] = deque()
         """Calls waiting for the VM to allow another stream (its MAX_STREAMS), oldest first."""
@@ -137,7 +143,7 @@ class H3Client(ProtocolBase):
             self.http.head_streams.add(stream_id)
         headers = [
             (b":method", request.method), (b":scheme", b"https"),
-            (b":authority", request.authority), (b":path", request.path), *request.headers,
+            (b":authority", request.authority), (b":path", request.path), *upstream_fields(request, h1=False),
         ]
         self.http.send_headers(stream_id, headers, end_stream=not request.has_body)
         self.schedule()
@@ -243,8 +249,11 @@ class H3Upstream:
     """The one QUIC connection to a backend, opened on demand and re-opened when lost."""
 
     def __init__(
-        self, engine: Engine, host: str, port: int, connect_timeout_s: float, verify: bool, ack_delay_s: float
+        self, engine: Engine, host: str, port: int, connect_timeout_s: float, verify: bool, ack_delay_s: float,
+        ca_file: str | None = None, server_name: str | None = None,
     ) -> None:
+        """`ca_file` (PEM) replaces the system's CAs and turns verification on, as in `h1.client_tls`;
+        `server_name` is the name sent and verified (None: the VM's address when verifying)."""
         self.engine = engine
         self.host = host
         self.port = port
@@ -252,7 +261,10 @@ class H3Upstream:
         self.config = engine.QuicConfiguration(
             is_client=True, alpn_protocols=engine.H3_ALPN, idle_timeout=IDLE_TIMEOUT_S
         )
+        verify = verify or ca_file is not None
         self.config.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
+        self.config.cafile = ca_file
+        self.config.server_name = server_name or (host if verify else None)
         self.config.max_datagram_size = 1350
         engine.tuning.prepare(self.config)
         self.ack_delay_s = ack_delay_s
@@ -295,7 +307,7 @@ class H3Upstream:
         quic = engine.QuicConnection(configuration=self.config)
         engine.tuning.harden(quic)
         engine.tuning.set_ack_delay(quic, self.ack_delay_s)
-        protocol = engine.compose(H3Client, engine.QuicConnectionProtocol)
+        protocol: type[H3Client] = engine.UpstreamClient
         _, client = await loop.create_datagram_endpoint(lambda: protocol(quic), remote_addr=(self.host, self.port))
         sock = client._transport.get_extra_info("socket") if client._transport is not None else None
         if sock is not None:

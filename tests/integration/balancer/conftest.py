@@ -58,7 +58,6 @@ async def announce(
     event = VmStateChanged(vm=vm, state=state, address=address, uuid=uuid, identity=uuid is not None)
     await bus.publish(bus.subjects.vm(state), event)
     router = service.router
-    assert router is not None
     identity = uuid if service.settings.balancer_identity_check else None
 
     def applied() -> bool:

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from shared.bus import Bus
+from tests.integration.balancer.abuse import h2_pings_until_goaway
 from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import h3_client
 from tests.support import wait_until
@@ -104,3 +105,15 @@ async def test_dead_backend_with_no_alternative_gives_502(bus: Bus, start_balanc
         async with h3_client(lb.port) as client:
             response = await client.get("/")
     assert response.status == 502
+
+
+async def test_an_http2_connection_kept_alive_by_pings_is_closed_after_the_http_idle_timeout(
+    start_balancer: StartBalancer,
+) -> None:
+    """On TCP the shorter of listen_idle_timeout_s and listen_http_idle_timeout_s applies: an HTTP/2 connection
+    with no request, only PINGs, gets GOAWAY and is closed after the HTTP idle timeout (1 s, not 60)."""
+    async with start_balancer(listen_http_idle_timeout_s=1.0) as balancer:
+        goaway, took = await h2_pings_until_goaway(balancer.port, every_s=0.2, within_s=10)
+        assert balancer.tcp is not None
+        await wait_until(lambda: balancer.tcp.connections == 0, timeout=5, what="the connection uncounted")
+    assert goaway and 0.9 < took < 5

@@ -12,8 +12,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from shared.bus import Bus
-from shared.contract.draining import BackendDrained, DrainBackend
-from shared.contract.events import VmState
+from shared.contract.draining import BackendDrained
+from shared.contract.events import VmState, VmStateChanged
 from shared.contract.load import BalancerReported
 from shared.contract.provisioning import VmList, VmRecord
 from shared.endpoints import ok_reply
@@ -76,7 +76,7 @@ async def test_killed_http3_backend_fails_over(bus: Bus, start_balancer: StartBa
 
 
 async def test_drain_under_load_fails_nothing_and_reports_drained(bus: Bus, start_balancer: StartBalancer) -> None:
-    """A drain request stops new requests to the VM, lets slow in-flight ones finish, then says BackendDrained."""
+    """A draining event stops new requests to the VM, lets slow in-flight ones finish, then says BackendDrained."""
     drained = await _collect(bus, bus.subjects.balancer_drained, BackendDrained)
     async with H1Backend() as a, H1Backend() as b, start_balancer() as lb:
         await announce(bus, lb, "vm-a", a.address)
@@ -84,7 +84,9 @@ async def test_drain_under_load_fails_nothing_and_reports_drained(bus: Bus, star
         async with h3_client(lb.port) as client:
             load = asyncio.create_task(_load(client, "/slow?ms=200", 80, 16))
             await wait_until(lambda: lb.router.table.get("vm-a").outstanding > 0, timeout=20, what="vm-a busy")
-            await bus.publish(bus.subjects.balancer_drain, DrainBackend(vm="vm-a", deadline_s=30, request_id="d-1"))
+            draining = VmStateChanged(vm="vm-a", state=VmState.DRAINING, address=a.address, deadline_s=30,
+                                      request_id="d-1")
+            await bus.publish(bus.subjects.vm(VmState.DRAINING), draining)
             await wait_until(lambda: lb.router.table.get("vm-a").draining, timeout=10, what="drain applied")
             served_at_drain = a.served("/slow") + lb.router.table.get("vm-a").outstanding
             event = await drained.wait_for(lambda m: True, timeout=30)
@@ -92,6 +94,24 @@ async def test_drain_under_load_fails_nothing_and_reports_drained(bus: Bus, star
     assert (event.vm, event.timed_out, event.request_id, event.balancer) == ("vm-a", False, "d-1", lb.balancer_id)
     assert [r.status for r in responses] == [200] * 80
     assert a.served("/slow") <= served_at_drain
+
+
+async def test_draining_event_deadline_bounds_the_drain(bus: Bus, start_balancer: StartBalancer) -> None:
+    """A draining event's `deadline_s` ends the drain (timed out) while a slow request is still in flight."""
+    drained = await _collect(bus, bus.subjects.balancer_drained, BackendDrained)
+    async with H1Backend() as a, start_balancer() as lb:
+        await announce(bus, lb, "vm-a", a.address)
+        async with h3_client(lb.port) as client:
+            slow = asyncio.create_task(client.get("/slow?ms=3000"))
+            await wait_until(lambda: lb.router.table.get("vm-a").outstanding > 0, timeout=20, what="vm-a busy")
+            started = asyncio.get_running_loop().time()
+            draining = VmStateChanged(vm="vm-a", state=VmState.DRAINING, address=a.address, deadline_s=0.3)
+            await bus.publish(bus.subjects.vm(VmState.DRAINING), draining)
+            event = await drained.wait_for(lambda m: True, timeout=10)
+            took = asyncio.get_running_loop().time() - started
+            await slow
+    assert (event.vm, event.timed_out) == ("vm-a", True)
+    assert took < 2.5, f"the drain lasted {took:.1f} s, not the event's 0.3 s"
 
 
 async def test_draining_event_then_destroyed_removes_backend(bus: Bus, start_balancer: StartBalancer) -> None:

@@ -53,7 +53,7 @@ async def all_ok(connections: list[_Client]) -> bool:
 
 
 def forwarded(*balancers: BalancerService) -> int:
-    return sum(b.server.steering.counts.forwarded for b in balancers if b.server and b.server.steering)
+    return sum(b.server.steering.counts.forwarded for b in balancers if b.server.steering is not None)
 
 
 async def test_connections_survive_source_port_changes(bus: Bus, start_balancer: StartBalancer) -> None:

@@ -8,10 +8,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared.contract.commands import DrainVm, GetStatus, PolicyPatch, ScaleFleet
-from shared.contract.draining import BackendDrained, DrainBackend
+from shared.contract.draining import BackendDrained
 from shared.contract.events import ScalingDecided, VmState, VmStateChanged
 from shared.contract.load import BalancerReported, FleetLoaded
-from shared.contract.provisioning import CreateVm, DestroyVm, ListVms
+from shared.contract.provisioning import CreateVm, DestroyVm, ListVms, StartDrain
 from shared.contract.status import DesiredState
 from shared.contract.subjects import Subjects
 
@@ -48,6 +48,8 @@ def commands(s: Subjects, host: str) -> list[Target]:
         Target("prov_create_on", s.prov_create_on(host), CreateVm, create, prov),
         Target("prov_destroy", s.prov_destroy(host), DestroyVm, _valid(DestroyVm, vm="vm-1", request_id="r", epoch=1),
                prov),
+        Target("prov_drain", s.prov_drain(host), StartDrain, _valid(StartDrain, vm="vm-1", request_id="r", epoch=1),
+               prov),
         Target("prov_list", s.prov_list, ListVms, _valid(ListVms), prov),
     ]
 
@@ -57,8 +59,7 @@ def events(s: Subjects) -> list[Target]:
     vm = _valid(VmStateChanged, vm="vm-1", state=VmState.READY)
     trio = frozenset({"scaler", "metrics", "balancer"})
     found = [
-        Target("vm", s.vm(state), VmStateChanged, vm | {"state": state.value},
-               trio | ({"provisioner"} if state is VmState.DRAINING else set()))
+        Target("vm", s.vm(state), VmStateChanged, vm | {"state": state.value}, trio)
         for state in VmState
     ]
     report = _valid(BalancerReported, balancer="lb-1", started_at="2026-01-01T00:00:00Z")
@@ -68,8 +69,6 @@ def events(s: Subjects) -> list[Target]:
         Target("scaler_decision", s.scaler_decision, ScalingDecided,
                _valid(ScalingDecided, current=1, desired=2, reason="test"), frozenset({"metrics"})),
         Target("balancer_report", s.balancer_report, BalancerReported, report, frozenset({"scaler", "metrics"})),
-        Target("balancer_drain", s.balancer_drain, DrainBackend, _valid(DrainBackend, vm="vm-1"),
-               frozenset({"balancer"})),
         Target("balancer_drained", s.balancer_drained, BackendDrained,
                _valid(BackendDrained, vm="vm-1", balancer="lb-1"), frozenset({"scaler"})),
         Target("scaler_state", s.scaler_state, DesiredState, _valid(DesiredState), frozenset({"scaler", "metrics"})),

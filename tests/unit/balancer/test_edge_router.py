@@ -9,83 +9,19 @@ from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
 from services.balancer.core.backends import BackendTable
-from services.balancer.core.headers import Headers, forwarding, request_id_of
+from services.balancer.core.headers import forwarding, request_id_of
 from services.balancer.core.health import HealthPolicy
 from services.balancer.core.options import ProxyOptions
 from services.balancer.core.policy import Picker
 from services.balancer.core.retry import RetryBudget
-from services.balancer.core.upstream import CONNECT, Sink, UpstreamRequest
+from services.balancer.core.upstream import CONNECT, UpstreamRequest
 from services.balancer.process.telemetry import Telemetry, make_registry
 from services.balancer.proxy.accesslog import AccessLog
 from services.balancer.proxy.exchange import Exchange
 from services.balancer.proxy.ids import new_request_id
 from services.balancer.proxy.router import Router
 from tests.support import wait_until
-
-
-class FakeCall:
-    """A call the test answers by hand through its sink."""
-
-    def __init__(self, sink: Sink) -> None:
-        self.sink = sink
-
-    def send_body(self, data: bytes, end: bool) -> None:
-        """The body does not matter here."""
-
-    def pause(self) -> None:
-        """Nothing to pause."""
-
-    def resume(self) -> None:
-        """Nothing to resume."""
-
-    def abort(self) -> None:
-        """Nothing to abort."""
-
-    def buffered(self) -> int:
-        return 0
-
-
-class FakeUpstream:
-    """Records the calls made to one backend."""
-
-    def __init__(self) -> None:
-        self.calls: list[FakeCall] = []
-
-    def request(self, request: UpstreamRequest, sink: Sink) -> FakeCall:
-        self.calls.append(FakeCall(sink))
-        return self.calls[-1]
-
-    def close(self) -> None:
-        """Nothing to close."""
-
-
-class FakeClient:
-    """A client connection that keeps what the exchanges sent it."""
-
-    def __init__(self) -> None:
-        self.headers: dict[int, Headers] = {}
-        self.data: dict[int, bytes] = {}
-
-    def send_headers(self, stream_id: int, headers: Headers, end: bool) -> None:
-        self.headers[stream_id] = headers
-
-    def send_data(self, stream_id: int, data: bytes, end: bool) -> None:
-        self.data[stream_id] = self.data.get(stream_id, b"") + data
-
-    def reset(self, stream_id: int, code: int) -> None:
-        """Not needed here."""
-
-    def grant(self, stream_id: int, buffered: int) -> None:
-        """Not needed here."""
-
-    def backlog(self, stream_id: int) -> int:
-        return 0
-
-    def watch(self, exchange: Exchange) -> None:
-        """Not needed here."""
-
-    def done(self, exchange: Exchange) -> None:
-        """Not needed here."""
+from tests.support.balancer_fakes import FakeClient, FakeUpstream
 
 
 class Rig:
@@ -110,7 +46,7 @@ class Rig:
         request = UpstreamRequest(method, b"/x?y=1", b"example.org", headers, False)
         exchange = Exchange(self.client, self.streams, request, "192.0.2.7", self.router, protocol)
         self.streams += 4
-        self.router.dispatch(exchange)
+        exchange.start()
         return exchange
 
     def answer(self, vm: str, status: int, body: bytes = b"ok") -> None:

@@ -9,6 +9,7 @@ import pytest
 from services.balancer.core.headers import (
     TrustedProxies,
     forwarding,
+    quoted,
     real_client,
     request_id_of,
     response_headers,
@@ -109,7 +110,7 @@ def test_response_echoes_the_request_id_instead_of_the_backends() -> None:
 
 def test_intake_applies_the_options_trusted_proxies() -> None:
     """intake() keeps a trusted peer's chain and id (from ProxyOptions) and replaces an untrusted one's."""
-    headers = [(b":method", b"GET"), (b":path", b"/"), (b":authority", b"a"), *SPOOFED]
+    headers = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"), (b":authority", b"a"), *SPOOFED]
     options = ProxyOptions(trusted_proxies=TrustedProxies(["127.0.0.0/8"]))
     trusted = intake(headers, False, "127.0.0.1", options, 16384, new_request_id())
     untrusted = intake(headers, False, "192.0.2.1", options, 16384, new_request_id())
@@ -118,3 +119,34 @@ def test_intake_applies_the_options_trusted_proxies() -> None:
     assert dict(trusted.headers)[b"x-forwarded-for"] == b"6.6.6.6, 127.0.0.1"
     assert dict(untrusted.headers)[b"x-forwarded-for"] == b"192.0.2.1"
     assert HEX32.fullmatch(request_id_of(untrusted.headers))
+
+
+@pytest.mark.parametrize("authority", [b'a";for=6.6.6.6', b"a, for=6.6.6.6", b"u@a", b"a b", b"a\\", b""])
+def test_an_authority_that_is_no_host_port_is_named_nowhere(authority: bytes) -> None:
+    """`forwarded` gets no host= and `x-forwarded-host` is absent for an invalid authority: no element can be forged."""
+    out = forwarding([], "192.0.2.7", authority, b"3 lb", fresh_id=ID)
+    assert _values(out, b"forwarded") == [b"for=192.0.2.7;proto=https"]
+    assert _values(out, b"x-forwarded-host") == []
+
+
+def test_forwarded_values_are_tokens_or_quoted_strings() -> None:
+    """RFC 7239: an IPv4 node is a token, an IPv6 node and the host are quoted-strings."""
+    out = forwarding([], "2001:db8::7", b"[2001:db8::1]:8443", b"3 lb", fresh_id=ID)
+    assert _values(out, b"forwarded") == [b'for="[2001:db8::7]";proto=https;host="[2001:db8::1]:8443"']
+
+
+def test_quoted_escapes_quote_and_backslash() -> None:
+    """A quoted-string escapes `"` and `\\`, so the value cannot end early."""
+    assert quoted(b'a"b\\c') == b'"a\\"b\\\\c"'
+
+
+def test_x_forwarded_host_is_the_authority_unless_a_trusted_peer_names_a_valid_one() -> None:
+    """An untrusted client's x-forwarded-host is replaced; a trusted peer's is kept only when it is host[:port]."""
+    claim = [(b"x-forwarded-host", b"spoofed.example")]
+    assert _values(forwarding(claim, "192.0.2.7", b"a.example", b"3 lb", fresh_id=ID),
+                   b"x-forwarded-host") == [b"a.example"]
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    kept = forwarding(claim, "10.1.2.3", b"a.example", b"3 lb", proxies, fresh_id=ID)
+    assert _values(kept, b"x-forwarded-host") == [b"spoofed.example"]
+    bad = forwarding([(b"x-forwarded-host", b"u@x")], "10.1.2.3", b"a.example", b"3 lb", proxies, fresh_id=ID)
+    assert _values(bad, b"x-forwarded-host") == [b"a.example"]

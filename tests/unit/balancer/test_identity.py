@@ -15,7 +15,7 @@ from services.balancer.proxy.membership import apply_event, apply_listing
 from services.balancer.proxy.router import Router
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.provisioning import VmList, VmRecord
-from tests.unit.balancer.test_edge_router import FakeUpstream
+from tests.support.balancer_fakes import FakeUpstream
 
 UUID = "6f1c1a52-3c57-4d0e-9a51-0c2b8f1d7e01"
 OTHER = "0b9d8e7f-1111-4222-8333-944455556666"
@@ -164,3 +164,15 @@ async def test_identity_check_off_checks_nothing() -> None:
     backend = router.table.get("vm-a")
     assert backend is not None and backend.identity is None
     assert router.table.candidates(0.0) == [backend]
+
+
+def test_a_draining_vm_bridges_only_while_its_replacement_is_being_verified() -> None:
+    """With no other candidate, a trusted draining VM takes requests while a new VM is being verified, not after."""
+    table = BackendTable(HealthPolicy())
+    table.ready("vm-old", "127.0.0.1:9001", 0.0)
+    table.drain("vm-old")
+    assert table.candidates(1.0) == [], "a drain with no replacement on its way refuses at once"
+    new = table.ready("vm-new", "127.0.0.1:9002", 1.0, identity=UUID)
+    assert [b.vm for b in table.candidates(1.0)] == ["vm-old"]
+    new.verification.confirmed()
+    assert [b.vm for b in table.candidates(2.0)] == ["vm-new"]

@@ -16,49 +16,17 @@ from services.balancer.core.options import ProxyOptions
 from services.balancer.core.policy import Picker
 from services.balancer.core.reporting import build_report
 from services.balancer.core.retry import RetryBudget
-from services.balancer.core.upstream import Sink, UpstreamRequest
+from services.balancer.core.upstream import UpstreamRequest
 from services.balancer.process.telemetry import Telemetry, make_registry
 from services.balancer.proxy.exchange import Exchange
 from services.balancer.proxy.ids import new_request_id
 from services.balancer.proxy.router import Router
 from services.balancer.upstream.checks import record
-from tests.unit.balancer.test_edge_router import FakeCall, FakeClient
+from tests.support.balancer_fakes import FakeClient, FakeUpstream
 
 ID = new_request_id()
 
 UUIDS = {"vm-a": "6f1c1a52-3c57-4d0e-9a51-0c2b8f1d7e01", "vm-b": "0b9d8e7f-1111-4222-8333-944455556666"}
-
-
-class AbortableCall(FakeCall):
-    """A call answered by hand that, like the real upstreams, says nothing more once aborted."""
-
-    def __init__(self, sink: Sink) -> None:
-        super().__init__(sink)
-        self.aborted = False
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def answer(self, status: int, headers: Headers, body: bytes) -> None:
-        self.sink.on_headers(status, headers)
-        if not self.aborted:
-            self.sink.on_data(body)
-        if not self.aborted:
-            self.sink.on_end()
-
-
-class FakeUpstream:
-    """Records the calls made to one backend."""
-
-    def __init__(self) -> None:
-        self.calls: list[AbortableCall] = []
-
-    def request(self, request: UpstreamRequest, sink: Sink) -> AbortableCall:
-        self.calls.append(AbortableCall(sink))
-        return self.calls[-1]
-
-    def close(self) -> None:
-        """Nothing to close."""
 
 
 class Rig:
@@ -92,7 +60,7 @@ class Rig:
         request = UpstreamRequest(method, b"/", b"example.org", headers, has_body)
         exchange = Exchange(self.client, self.streams, request, "192.0.2.7", self.router)
         self.streams += 4
-        self.router.dispatch(exchange)
+        exchange.start()
         return exchange
 
     def answer(self, vm: str, seen: bytes | None, body: bytes) -> None:

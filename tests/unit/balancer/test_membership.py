@@ -11,24 +11,12 @@ from services.balancer.core.health import HealthPolicy
 from services.balancer.core.options import ProxyOptions
 from services.balancer.core.policy import Picker
 from services.balancer.core.retry import RetryBudget
-from services.balancer.core.upstream import Call, Sink, UpstreamRequest
 from services.balancer.proxy.membership import apply_event, apply_listing
 from services.balancer.proxy.router import Router
 from shared.contract.events import VmState, VmStateChanged
 from shared.contract.provisioning import VmList, VmRecord
-
-
-class FakeUpstream:
-    """An upstream that records requests and whether it was closed."""
-
-    def __init__(self) -> None:
-        self.closed = False
-
-    def request(self, request: UpstreamRequest, sink: Sink) -> Call:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        self.closed = True
+from tests.support import wait_until
+from tests.support.balancer_fakes import FakeUpstream
 
 
 def _router(drained: list[DrainOver]) -> Router:
@@ -94,3 +82,17 @@ async def test_listing_adds_only_unknown_ready_vms() -> None:
     assert apply_listing(router, [listing], 1.0) == 1
     assert router.table.get("vm-a").port == 9001  # type: ignore[union-attr]
     assert sorted(router.table.backends) == ["vm-a", "vm-b"]
+
+
+async def test_a_drain_ends_at_its_deadline_even_when_nothing_finishes() -> None:
+    """A draining event's `deadline_s` ends the drain (timed out) on a timer, with its request still in flight."""
+    drained: list[DrainOver] = []
+    router = _router(drained)
+    apply_event(router, _event("vm-a", VmState.READY), 0.0)
+    backend: Backend = router.table.get("vm-a")  # type: ignore[assignment]
+    backend.began()
+    event = VmStateChanged(vm="vm-a", state=VmState.DRAINING, address="127.0.0.1:9000", deadline_s=0.05)
+    assert apply_event(router, event, 1.0) == "draining" and drained == []
+    await wait_until(lambda: drained, timeout=5, what="the drain's deadline")
+    assert drained == [DrainOver("vm-a", timed_out=True, request_ids=(None,))]
+    router.close()

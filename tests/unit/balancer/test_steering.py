@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -124,30 +127,35 @@ def test_malformed_sibling_messages_are_refused() -> None:
 
 
 def test_live_slots_are_read_from_the_unix_socket_table() -> None:
-    """Only this port's and node's abstract names count as live slots."""
+    """Only this port's and node's sockets in the slot directory count as live slots."""
     table = "\n".join([
         "Num RefCount Protocol Flags Type St Inode Path",
-        "0: 00000002 00000000 00000000 0002 01 1 @quicfleet-steer/8443/0/1",
-        "0: 00000002 00000000 00000000 0002 01 2 @quicfleet-steer/8443/0/17",
-        "0: 00000002 00000000 00000000 0002 01 3 @quicfleet-steer/8443/1/2",
-        "0: 00000002 00000000 00000000 0002 01 4 @quicfleet-steer/84430/0/3",
-        "0: 00000002 00000000 00000000 0002 01 5 /run/other.sock",
+        "0: 00000002 00000000 00000000 0002 01 1 /run/q s/8443.0.1",
+        "0: 00000002 00000000 00000000 0002 01 2 /run/q s/8443.0.17",
+        "0: 00000002 00000000 00000000 0002 01 3 /run/q s/8443.1.2",
+        "0: 00000002 00000000 00000000 0002 01 4 /run/q s/84430.0.3",
+        "0: 00000002 00000000 00000000 0002 01 5 /run/other/8443.0.4",
+        "0: 00000002 00000000 00000000 0002 01 6 @/run/q s/8443.0.5",
+        "0: 00000002 00000000 00000000 0002 01 7",
     ])
-    assert peers.live_slots(8443, 0, lambda: table) == {1, 17}
+    assert peers.live_slots(Path("/run/q s"), 8443, 0, lambda: table) == {1, 17}
 
 
 def test_claims_take_distinct_slots_and_free_them_on_close() -> None:
-    """Two claims on one port get different slots; a closed claim's slot is free again and no longer live."""
-    port = 1  # no process uses port 1 for steering: the names are per port
-    first, slot_a = peers.claim(port, 200)
-    second, slot_b = peers.claim(port, 200)
+    """Two claims on one port get different slots; a released claim's slot is free again and no longer live."""
+    where = peers.private_directory(Path(tempfile.mkdtemp(prefix="qf-")) / "s")
+    port = 1
+    first, slot_a = peers.claim(where, port, 200)
+    second, slot_b = peers.claim(where, port, 200)
     try:
         assert slot_a != slot_b
-        assert {slot_a, slot_b} <= peers.live_slots(port, 200)
+        assert {slot_a, slot_b} <= peers.live_slots(where, port, 200)
+        peers.release(where / peers.name_of(port, 200, slot_a))
         first.close()
-        assert slot_a not in peers.live_slots(port, 200)
-        third, slot_c = peers.claim(port, 200)
+        assert slot_a not in peers.live_slots(where, port, 200)
+        third, slot_c = peers.claim(where, port, 200)
         third.close()
         assert slot_c == slot_a
     finally:
         second.close()
+        shutil.rmtree(where.parent)
