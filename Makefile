@@ -5,13 +5,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
 APT_LISTS := $(wildcard deploy/apt/*.txt)
+# What running needs (`make run`: the host's packages and the QEMU lab's); the rest is for `make test`.
+RUN_APT_LISTS := deploy/apt/run.txt deploy/apt/vm.txt
 
 .PHONY: deps run test lint typecheck unit integration e2e chaos bench clean template
 
-$(STAMPS)/apt: $(APT_LISTS) deploy/install-apt.sh
+$(STAMPS)/apt: $(RUN_APT_LISTS) deploy/install-apt.sh
+	@mkdir -p $(STAMPS)
+	@bash deploy/install-apt.sh $(RUN_APT_LISTS)
+	@touch $@
+
+$(STAMPS)/apt-test: $(APT_LISTS) deploy/install-apt.sh
 	@mkdir -p $(STAMPS)
 	@bash deploy/install-apt.sh $(APT_LISTS)
 	@touch $@
+
+# Every test tier (and the benchmarks) also gets the test, bench, browser and docker packages.
+test unit integration e2e chaos bench: $(STAMPS)/apt-test
 
 $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,7 +53,7 @@ chaos: deps ## the reliability matrix (short variants; QUICFLEET_CHAOS_LONG=1 fo
 	$(BIN)/pytest -m chaos tests
 
 test: lint typecheck ## ruff, mypy and every test tier
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --durations=25
 
 bench: deps
 	$(BIN)/python -m bench
@@ -53,6 +63,13 @@ clean:
 
 template: deps ## build the Debian test template VM and define it in libvirt
 	bash deploy/template/build.sh
+
+.PHONY: install constraints
+install: ## a Debian KVM host: run packages, /opt/quicfleet, users, systemd units (as root; docs/operations.md)
+	bash deploy/install-host.sh
+
+constraints: deps ## re-pin deploy/constraints.txt (the image's and the host install's versions) from the venv
+	$(BIN)/python deploy/gen_constraints.py
 
 .PHONY: docs
 docs: deps ## regenerate docs/configuration.md from the Settings classes

@@ -24,8 +24,35 @@ from shared.settings import ENV_PREFIX, ServiceSettings
 HEADER = """# Configuration reference
 
 Generated from the Settings classes by `make docs` (`quicfleet config-docs`); do not edit by hand.
-Every service reads `QUICFLEET_*` environment variables at start and exits with a message naming
-any variable that holds a bad value. The CLI reads the shared ones (NATS, subject prefix).
+
+Every service reads its settings at start from two places, the environment winning:
+
+1. `QUICFLEET_*` environment variables (a systemd unit's `Environment=`, compose's `environment:`);
+2. a TOML file: `--config FILE`, else `$QUICFLEET_CONFIG` (empty: no file), else
+   `/etc/quicfleet/quicfleet.toml` when it exists. Its `[common]` section holds the shared settings
+   below, and `[balancer]`, `[metrics]`, `[scaler]`, `[provisioner]` each service's own (a service
+   section may also override a shared setting for that service). Keys are the variable names
+   without `QUICFLEET_`, in lower case:
+
+```toml
+[common]
+nats_url = "tls://nats1.example.net:4222"
+log_level = "info"
+
+[balancer]
+listen_host = "0.0.0.0"
+listen_port = 443
+tls_cert = "/etc/quicfleet/tls/fullchain.pem"
+tls_key = "/etc/quicfleet/tls/privkey.pem"
+```
+
+A bad value, an unknown section or an unknown key in the file stops the service with one line
+naming it (exit status 2, which the systemd units do not restart). A `QUICFLEET_*` variable that
+no service reads is logged as a warning at start (`settings.unknown_variable`, with the closest
+real name). `quicfleet config check [--service X] [--config FILE]` prints the effective settings
+with secrets masked and exits 2 on any of these mistakes (the misspelt variable included), as
+`nginx -t` does. deploy/quicfleet.toml is a commented example; the CLI reads the shared settings
+from the environment only.
 """
 
 

@@ -1,4 +1,9 @@
-"""structlog, configured once per process: JSON when not on a terminal, readable when on one."""
+"""structlog, configured once per process: JSON when not on a terminal, readable when on one.
+
+The standard library's loggers (asyncio, nats, aiohttp, aioquic, libvirt) go through the same
+processors and renderer (`structlog.stdlib.ProcessorFormatter`), so a journal or a log shipper
+reads one format, and credentials are masked in their lines too.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +13,35 @@ from typing import Any
 
 import structlog
 
+from shared.redact import mask_event
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", service: str | None = None) -> None:
-    """Set up structlog (and route stdlib logging of nats/aioquic/libvirt through the same output)."""
+    """Set up structlog, and route stdlib logging (nats, asyncio, aiohttp, libvirt) through the same renderer."""
     use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
     renderer: Any = structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
+    common: list[Any] = [
         _ServiceName(service),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
-        renderer,
+        mask_event,
     ]
     structlog.configure(
-        processors=processors,
+        processors=[structlog.contextvars.merge_contextvars, *common, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), stream=sys.stderr, force=True)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *common],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    ))
+    logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), handlers=[handler], force=True)
 
 
 def bind_message(**context: Any) -> None:

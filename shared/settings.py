@@ -1,18 +1,50 @@
-"""Settings shared by every service, read from `QUICFLEET_*` environment variables."""
+"""Settings shared by every service: `QUICFLEET_*` environment variables over the TOML file.
+
+Precedence, highest first: environment, the file's `[<service>]` section, its `[common]`
+section, the defaults. `shared.configfile` reads and checks the file; this module feeds it to
+pydantic-settings as one more source and names every bad value by where it came from.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.configfile import COMMON, ConfigFileError, config_path, read_config, suggest, unknown_keys
 from shared.contract.subjects import PREFIX_PATTERN
 
 ENV_PREFIX = "QUICFLEET_"
+EXIT_BAD_SETTINGS = 2
+"""The exit status of a service refused by its settings; the systemd units name it in
+`RestartPreventExitStatus=`, and `quicfleet up` leaves such a service down: restarting cannot help."""
+SETTINGS_GROUP = "quicfleet.settings"
+"""Entry-point group naming each service's Settings class (pyproject.toml), so that a service can
+tell another service's variable from a typo without importing that service."""
+TOOL_VARIABLES = frozenset({
+    "CONFIG", "NATS_AUTH", "NATS_AUTH_ROTATE", "IMAGE", "LAB_RECORDS", "TEMPLATE_BUILD_DIR", "TEMPLATE_KERNEL",
+    "SKIP_E2E", "SKIP_DOCKER", "STACK_TEST", "CHAOS_LONG", "CHAOS_TABLE",
+})
+"""`QUICFLEET_*` names read by the operator tools and tests, not by a service (plus `BENCH_*`)."""
+_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("quicfleet_file_values", default=None)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The config file's values for the class being loaded (empty outside `load_settings`)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return (_FILE_VALUES.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in (_FILE_VALUES.get() or {}).items() if k in self.settings_cls.model_fields}
 
 
 def _default_instance() -> str:
@@ -51,6 +83,22 @@ class ServiceSettings(BaseSettings):
     )
     shutdown_grace_s: float = Field(10.0, gt=0, le=600, description="How long SIGTERM may spend draining.")
 
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment over the config file: the file is the baseline, a variable the override."""
+        return init_settings, env_settings, dotenv_settings, _FileSource(settings_cls), file_secret_settings
+
+    @classmethod
+    def section(cls) -> str:
+        """The config file section this class reads after `[common]`: `BalancerSettings` -> `balancer`."""
+        if cls is ServiceSettings:
+            return COMMON
+        return cls.__name__.removesuffix("Settings").lower()
+
     @field_validator("subject_prefix")
     @classmethod
     def _prefix_ok(cls, value: str) -> str:
@@ -78,21 +126,73 @@ S = TypeVar("S", bound=ServiceSettings)
 
 
 class SettingsError(SystemExit):
-    """Raised at start when the environment holds a bad value; the message names the variable."""
+    """Raised at start when the environment or the file holds a bad value; the message names it."""
 
 
-def load_settings(cls: type[S]) -> S:
-    """Read settings from the environment or exit with a message naming each bad variable."""
+def load_settings(cls: type[S], config: Path | None = None, environ: Mapping[str, str] = os.environ) -> S:
+    """Read settings from the environment over the config file, or exit naming each bad value.
+
+    `config` is `--config`; without it `QUICFLEET_CONFIG`, then /etc/quicfleet/quicfleet.toml.
+    `environ` is where those are looked up (the values themselves come from the process environment).
+    """
+    try:
+        file = read_config(config_path(config, environ))
+    except ConfigFileError as error:
+        raise SettingsError(f"invalid settings:\n  {error}") from None
+    section = cls.section()
+    problems = unknown_keys(file, COMMON, ServiceSettings.model_fields)
+    problems += unknown_keys(file, section, cls.model_fields) if section != COMMON else []
+    if problems:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+    values = file.values(section)
+    token = _FILE_VALUES.set(values)
     try:
         return cls()
     except ValidationError as error:
-        raise SettingsError(describe_settings_error(error)) from None
+        origins = {key: file.origin(section, key) for key in values if f"{ENV_PREFIX}{key.upper()}" not in environ}
+        raise SettingsError(describe_settings_error(error, origins)) from None
+    finally:
+        _FILE_VALUES.reset(token)
 
 
-def describe_settings_error(error: ValidationError) -> str:
-    """One line per bad variable: `QUICFLEET_X: what is wrong`."""
+def describe_settings_error(error: ValidationError, origins: Mapping[str, str] | None = None) -> str:
+    """One line per bad value: `QUICFLEET_X: what is wrong`, or `file [section] x: …` for a file's."""
     lines = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"]) or "?"
-        lines.append(f"{ENV_PREFIX}{field.upper()}: {item['msg']}")
+        where = (origins or {}).get(field) or f"{ENV_PREFIX}{field.upper()}"
+        lines.append(f"{where}: {item['msg']}")
     return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def registered_settings() -> dict[str, type[ServiceSettings]]:
+    """Every service's Settings class, by section, from the installed entry points (empty when not installed)."""
+    found: dict[str, type[ServiceSettings]] = {}
+    for point in entry_points(group=SETTINGS_GROUP):
+        try:
+            loaded = point.load()
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(loaded, type) and issubclass(loaded, ServiceSettings):
+            found[point.name] = loaded
+    return found
+
+
+def known_setting_names(classes: Iterable[type[ServiceSettings]]) -> set[str]:
+    """The field names of the given classes and of every installed service's Settings."""
+    names = set(ServiceSettings.model_fields)
+    for cls in [*classes, *registered_settings().values()]:
+        names |= set(cls.model_fields)
+    return names
+
+
+def unknown_variables(environ: Mapping[str, str], known: Iterable[str]) -> list[str]:
+    """One line per `QUICFLEET_*` variable that names no setting (a typo is otherwise silently ignored)."""
+    names = sorted(f"{ENV_PREFIX}{name.upper()}" for name in known)
+    lines = []
+    for variable in sorted(environ):
+        rest = variable.removeprefix(ENV_PREFIX)
+        if rest == variable or variable in names or rest in TOOL_VARIABLES or rest.startswith("BENCH_"):
+            continue
+        lines.append(f"{variable} is not a setting of any service{suggest(variable, names)}")
+    return lines

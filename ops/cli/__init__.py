@@ -5,9 +5,12 @@ from __future__ import annotations
 
 def main() -> None:
     """Run the CLI; imported lazily so `import ops.cli` stays cheap and side-effect free."""
-    from ops.cli.app import app
+    import sys
 
-    app()
+    from ops.cli.app import app
+    from ops.cli.entry import run
+
+    sys.exit(run(app))
 
 
 __all__ = ["main"]

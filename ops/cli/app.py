@@ -20,7 +20,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.text import Text
 
-from ops.cli import flows, local, login, render
+from ops.cli import configcheck, flows, local, login, render
 from ops.cli.client import EXIT_ERROR, CliError, session
 from ops.cli.console import err, fail, out
 from ops.cli.health import run_health
@@ -31,7 +31,7 @@ from shared.settings import ServiceSettings, describe_settings_error
 
 T = TypeVar("T")
 app = typer.Typer(name="quicfleet", help="Operate a quicfleet: an elastic HTTP/3 load balancer for KVM hosts.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=True)
 policy_app = typer.Typer(help="Show or change the autoscaling policy.", no_args_is_help=True)
 template_app = typer.Typer(help="Build the backend VM template.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -69,12 +69,23 @@ def emit(options: Options, data: BaseModel | dict[str, Any], view: Any = None) -
         out.print_json(json.dumps(render.as_json(data)))
 
 
+def show_version(value: bool) -> None:
+    """`--version`: the installed release (pyproject.toml's version), before anything else is parsed."""
+    if value:
+        from shared.buildinfo import quicfleet_version
+
+        out.print(f"quicfleet {quicfleet_version()}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for NATS and for each reply.", min=0.1)] = 5.0,
     nats_url: Annotated[str | None, typer.Option(help="NATS URL (default $QUICFLEET_NATS_URL).")] = None,
+    _version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                           callback=show_version)] = False,
 ) -> None:
     overrides = {"nats_url": nats_url} if nats_url else {}
     url = nats_url or os.environ.get("QUICFLEET_NATS_URL") or ServiceSettings.model_fields["nats_url"].default
@@ -301,3 +312,4 @@ def load(
 
 # The commands that run local processes rather than talk to the fleet.
 local.register(app, template_app)
+configcheck.register(app)

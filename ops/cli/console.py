@@ -11,6 +11,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from shared.redact import mask_credentials
+
 ROOT = Path(__file__).resolve().parents[2]
 """The checkout the CLI runs from (for `template build` and `config-docs`)."""
 
@@ -19,6 +21,6 @@ err = Console(stderr=True, highlight=False)
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    """Print `quicfleet: message` on stderr; the caller raises the returned exit."""
-    err.print(f"quicfleet: {message}", style="red", markup=False, soft_wrap=True)
+    """Print `quicfleet: message` on stderr (credentials in URLs masked); the caller raises the returned exit."""
+    err.print(f"quicfleet: {mask_credentials(message)}", style="red", markup=False, soft_wrap=True)
     return typer.Exit(code)

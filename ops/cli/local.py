@@ -64,10 +64,12 @@ def serve(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVI
 
 def template_build() -> None:
     """Build the Debian test template VM and define it in libvirt (deploy/template/build.sh)."""
-    script = ROOT / "deploy" / "template" / "build.sh"
+    from ops.paths import DEPLOY
+
+    script = DEPLOY / "template" / "build.sh"
     if not script.exists():
-        raise fail(f"{script} not found (the template builder is not in this checkout)", 2)
-    raise typer.Exit(subprocess.call(["bash", str(script)], cwd=ROOT))
+        raise fail(f"{script} not found (neither in this checkout nor installed with the package)", 2)
+    raise typer.Exit(subprocess.call(["bash", str(script)], cwd=DEPLOY.parent))
 
 
 def config_docs(

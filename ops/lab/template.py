@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 
 from ops.lab import netns
+from ops.paths import DEPLOY
 
 TEMPLATE_NAME = "backend-template"
 POOL_NAME = "quicfleet"
-BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "template" / "build.sh"
+BUILD_SCRIPT = DEPLOY / "template" / "build.sh"
 
 
 def build_dir() -> Path:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from shared.bus import Bus
 from shared.contract.events import LIVE_STATES, VmState
 from shared.contract.provisioning import ListVms, VmList
 from tests.e2e import vms
 from tests.e2e.fleetwatch import FleetWatch
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, log_lines
 from tests.support import wait_until
 from tests.support.chaos import RSS_GROWTH_LIMIT_MIB
 
@@ -100,6 +101,31 @@ class Health:
         return f"max RSS +{grew:.0f} MiB ({name})"
 
 
+MEMBERSHIP_EVENTS = ("vm.event_handled", "drain.started", "backend.identity_verified", "backend.identity_mismatch")
+"""What the balancer logs about its backends: the context of a request it answered with a 5xx itself."""
+
+
+def balancer_answers(stack: Stack, window_s: float = 1.0) -> list[str]:
+    """I2's evidence: every 5xx the balancer logged (its own 503 has `vm` None), each with the membership
+    changes it saw within `window_s` before, so a failed run names the window it fell into."""
+    changes = [r for event in MEMBERSHIP_EVENTS for r in log_lines(stack, "balancer", event)]
+    found = []
+    for answer in log_lines(stack, "balancer", "access"):
+        if int(answer.get("status", 0)) < 500:
+            continue
+        at = _seconds(answer, "time")  # when the request came (the line is written later)
+        before = sorted((r for r in changes if 0 <= at - _seconds(r) <= window_s), key=_seconds)
+        context = "; ".join(f"-{at - _seconds(r):.3f}s {r['event']} {r.get('vm')} {r.get('state') or ''}".rstrip()
+                            for r in before)
+        found.append(f"{answer.get('status')} vm={answer.get('vm')} at {answer.get('time')} after: {context}")
+    return found
+
+
+def _seconds(record: dict[str, object], key: str = "timestamp") -> float:
+    stamp = str(record.get(key) or record.get("timestamp", ""))
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else 0.0
+
+
 def verdict(problems: list[str]) -> str:
     return "pass" if not problems else "fail"
 
@@ -109,8 +135,9 @@ async def check_all(watch: FleetWatch, uri: str, template: str, result: dict[str
     """I1-I4 after a scenario: `result` is the load client's final counts, `since` where the
     scenario's events begin in `watch.history`, `restarted` the processes it killed on purpose."""
     failed = result.get("failed")
+    said = f"; the balancer answered {balancer_answers(health.stack)}" if failed else ""
     return {"I1": await no_orphans(watch.bus, uri, template),
-            "I2": [f"{failed} failed: {result.get('failures')}"] if failed else [],
+            "I2": [f"{failed} failed: {result.get('failures')}{said}"] if failed else [],
             "I3": exactly_once(watch, since), "I4": health.problems(restarted)}
 
 

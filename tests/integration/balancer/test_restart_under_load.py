@@ -12,7 +12,7 @@ import pytest
 from shared.bus import Bus
 from tests.integration.balancer.conftest import list_as_provisioner
 from tests.integration.balancer.load import Load
-from tests.integration.balancer.test_steering_processes import Fleet, process_env, progress
+from tests.integration.balancer.processes import Fleet, process_env, progress
 from tests.support import wait_until
 from tests.support.chaos import Row, long_variants, record
 from tests.support.h1server import H1Backend
