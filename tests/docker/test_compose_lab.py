@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.docker.compose import compose, compose_env, operator_login, skip_or_fail, wait_healthy
 from tests.docker.engine import Engine, why_not
-from tests.docker.test_compose import compose, compose_env, operator_login, skip_or_fail, wait_healthy
 
 
 def lab_or_skip() -> None:

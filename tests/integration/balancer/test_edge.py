@@ -10,8 +10,8 @@ import aiohttp
 from structlog.testing import capture_logs
 
 from shared.bus import Bus
-from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import h3_client
+from tests.integration.balancer.harness import StartBalancer, announce
 from tests.support import wait_until
 from tests.support.h1server import H1Backend
 

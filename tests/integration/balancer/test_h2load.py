@@ -9,7 +9,7 @@ import pytest
 
 from bench import _h2load
 from shared.bus import Bus
-from tests.integration.balancer.conftest import StartBalancer, announce
+from tests.integration.balancer.harness import StartBalancer, announce
 from tests.support.h1server import H1Backend
 
 

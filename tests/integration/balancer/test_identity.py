@@ -14,8 +14,8 @@ from structlog.testing import capture_logs
 from services.balancer.core.identity import IdentityState
 from services.balancer.service import BalancerService
 from shared.bus import Bus
-from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import h3_client
+from tests.integration.balancer.harness import StartBalancer, announce
 from tests.integration.balancer.identity_backends import IdentityH1Backend, IdentityH3Backend
 from tests.support import wait_until
 

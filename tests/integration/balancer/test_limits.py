@@ -8,8 +8,8 @@ import pytest
 
 from shared.bus import Bus
 from tests.integration.balancer.abuse import h2_pings_until_goaway
-from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import h3_client
+from tests.integration.balancer.harness import StartBalancer, announce
 from tests.support import wait_until
 from tests.support.h1server import H1Backend
 

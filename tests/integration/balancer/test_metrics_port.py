@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from services.balancer.settings import BalancerSettings
-from tests.integration.balancer.conftest import StartBalancer
+from tests.integration.balancer.harness import StartBalancer
 
 
 def _free_tcp_port() -> int:

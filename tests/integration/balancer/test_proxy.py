@@ -10,8 +10,8 @@ import niquests
 import pytest
 
 from shared.bus import Bus
-from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import h3_client
+from tests.integration.balancer.harness import StartBalancer, announce
 from tests.support import wait_until
 from tests.support.h1server import H1Backend
 from tests.support.h3server import H3Backend

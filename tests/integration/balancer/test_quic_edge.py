@@ -14,8 +14,8 @@ from tests.integration.balancer.abuse import (
     plant_entry,
     send_block,
 )
-from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import h3_client
+from tests.integration.balancer.harness import StartBalancer, announce
 from tests.integration.chaos.probe import rss_mib
 from tests.support import wait_until
 from tests.support.h1server import H1Backend

@@ -17,8 +17,8 @@ from shared.contract.events import VmState, VmStateChanged
 from shared.contract.load import BalancerReported
 from shared.contract.provisioning import VmList, VmRecord
 from shared.endpoints import ok_reply
-from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import Response, h3_client
+from tests.integration.balancer.harness import StartBalancer, announce
 from tests.support import Collector, wait_until
 from tests.support.h1server import H1Backend
 from tests.support.h3server import H3Backend

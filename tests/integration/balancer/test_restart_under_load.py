@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shared.bus import Bus
-from tests.integration.balancer.conftest import list_as_provisioner
+from tests.integration.balancer.harness import list_as_provisioner
 from tests.integration.balancer.load import Load
 from tests.integration.balancer.processes import Fleet, process_env, progress
 from tests.support import wait_until

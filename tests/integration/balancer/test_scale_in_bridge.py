@@ -7,8 +7,8 @@ import socket
 from services.balancer.core.identity import IdentityState
 from shared.bus import Bus
 from shared.contract.events import VmState
-from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import h3_client
+from tests.integration.balancer.harness import StartBalancer, announce
 from tests.integration.balancer.identity_backends import IdentityH1Backend
 from tests.support import wait_until
 

@@ -12,7 +12,7 @@ import pytest
 from h2.errors import ErrorCodes
 
 from shared.bus import Bus
-from tests.integration.balancer.conftest import StartBalancer, announce
+from tests.integration.balancer.harness import StartBalancer, announce
 from tests.support.recorder import Recorder, recording_backend
 
 TIMEOUT_S = 10

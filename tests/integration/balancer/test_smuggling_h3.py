@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 
 from shared.bus import Bus
-from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import Response, h3_client
+from tests.integration.balancer.harness import StartBalancer, announce
 from tests.integration.balancer.smuggling_corpus import BLOCKS, Block, problems_of_forwarded
 from tests.support.recorder import Recorder, recording_backend
 

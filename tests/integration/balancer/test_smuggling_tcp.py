@@ -17,7 +17,7 @@ import h11
 import pytest
 
 from shared.bus import Bus
-from tests.integration.balancer.conftest import StartBalancer, announce
+from tests.integration.balancer.harness import StartBalancer, announce
 from tests.integration.balancer.smuggling_corpus import BLOCKS, RAW, Block, Raw, problems_of_forwarded
 from tests.support.recorder import Recorder, recording_backend
 

@@ -10,8 +10,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from services.balancer.service import BalancerService
 from services.balancer.steering.cid import Layout
 from shared.bus import Bus
-from tests.integration.balancer.conftest import StartBalancer, announce, list_as_provisioner
 from tests.integration.balancer.h3client import Response, _Client, h3_client
+from tests.integration.balancer.harness import StartBalancer, announce, list_as_provisioner
 from tests.integration.balancer.load import Load
 from tests.support import wait_until
 from tests.support.h1server import H1Backend

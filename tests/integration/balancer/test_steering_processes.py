@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from shared.bus import Bus
-from tests.integration.balancer.conftest import list_as_provisioner
+from tests.integration.balancer.harness import list_as_provisioner
 from tests.integration.balancer.load import Load
 from tests.integration.balancer.processes import CONNECTIONS, Fleet, children, process_env, progress
 from tests.support import wait_until

@@ -17,8 +17,8 @@ import pytest
 from services.balancer.tcp.listener import reuseport_tcp_socket
 from shared.bus import Bus
 from shared.contract.load import BalancerReported
-from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import h3_client
+from tests.integration.balancer.harness import StartBalancer, announce
 from tests.support import Collector, wait_until
 from tests.support.h1server import H1Backend
 

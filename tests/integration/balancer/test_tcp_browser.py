@@ -20,7 +20,7 @@ import pytest
 
 from services.balancer.service import BalancerService
 from shared.bus import Bus
-from tests.integration.balancer.conftest import StartBalancer, announce
+from tests.integration.balancer.harness import StartBalancer, announce
 from tests.support import wait_until
 from tests.support.chromium import Chromium, chromium_binary, spki_hash
 from tests.support.h1server import H1Backend

@@ -7,8 +7,8 @@ from typing import Any
 
 from services.balancer.proxy.exchange import OVERFLOW_FACTOR
 from shared.bus import Bus
-from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import h3_client
+from tests.integration.balancer.harness import StartBalancer, announce
 from tests.support import wait_until
 from tests.support.h1server import H1Backend
 

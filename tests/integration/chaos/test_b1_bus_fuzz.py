@@ -28,7 +28,7 @@ from shared.bus import Bus
 from shared.contract.commands import GetStatus
 from shared.contract.provisioning import ListVms, VmList
 from shared.contract.status import FleetStatus
-from tests.integration.balancer.conftest import StartBalancer
+from tests.integration.balancer.harness import StartBalancer
 from tests.integration.chaos.catalogue import Target, commands, events, uncovered
 from tests.integration.chaos.fuzz import payloads
 from tests.integration.chaos.probe import CountingHypervisor, bounded, invalid_reply_problem, rss_mib

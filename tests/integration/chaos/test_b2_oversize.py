@@ -13,8 +13,8 @@ from services.scaler.bootstrap import bootstrap as scaler_bootstrap
 from services.scaler.settings import ScalerSettings
 from shared.bus import Bus
 from shared.contract.base import MAX_PAYLOAD_BYTES, ErrorReply
-from tests.integration.balancer.conftest import StartBalancer, announce
 from tests.integration.balancer.h3client import h3_client
+from tests.integration.balancer.harness import StartBalancer, announce
 from tests.integration.chaos.probe import invalid_reply_problem, rss_mib
 from tests.support import chaos, wait_until
 from tests.support.h1server import H1Backend

@@ -18,7 +18,7 @@ import pytest
 
 from services.balancer.service import BalancerService
 from shared.bus import Bus
-from tests.integration.balancer.conftest import StartBalancer, announce
+from tests.integration.balancer.harness import StartBalancer, announce
 from tests.integration.chaos.probe import rss_mib
 from tests.integration.chaos.steady import TimedLoad, quantile, steady
 from tests.support import chaos, wait_until

@@ -17,7 +17,7 @@ from shared.bus import Bus
 from shared.contract.commands import GetStatus
 from shared.contract.status import BalancerStatus, FleetStatus
 from shared.settings import ServiceSettings
-from tests.integration.balancer.conftest import announce
+from tests.integration.balancer.harness import announce
 from tests.integration.cli.support import ScriptedFleet, cli
 from tests.support.h3server import H3Backend
 

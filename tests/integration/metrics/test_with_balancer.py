@@ -16,8 +16,8 @@ from services.balancer.settings import BalancerSettings
 from services.metrics.service import MetricsService
 from shared.bus import Bus, decode
 from shared.contract.load import BalancerReported, FleetLoaded
-from tests.integration.balancer.conftest import announce
 from tests.integration.balancer.h3client import h3_client
+from tests.integration.balancer.harness import announce
 from tests.integration.metrics.helpers import collect, scrape
 from tests.support import wait_until
 from tests.support.h1server import H1Backend
