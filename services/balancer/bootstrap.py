@@ -31,7 +31,9 @@ from services.balancer.core.policy import Picker
 from services.balancer.core.retry import RetryBudget
 from services.balancer.core.trim import TrimPolicy
 from services.balancer.core.upstream import Upstream
+from services.balancer.process.certreload import CertificateReload
 from services.balancer.process.endpoint import MetricsEndpoint
+from services.balancer.process.health import LoopLag, Probes
 from services.balancer.process.reclaim import Reclaimer, glibc_trim
 from services.balancer.process.telemetry import Telemetry, make_registry
 from services.balancer.process.workers import Workers
@@ -85,9 +87,21 @@ def make_plane(
         engine=engine, router=router,
         verifier=Verifier(router, settings.health_path.encode(), settings.health_timeout_s),
         reclaimer=Reclaimer(limits.per_ip, policy, telemetry, trim), workers=workers,
-        metrics=make_endpoint(settings, telemetry),
+        metrics=make_endpoint(settings, telemetry, Probes(LoopLag(), readiness(hooks, table))),
         listen=lambda: listen(settings, engine, config, router, limits),
+        reload_certificate=CertificateReload(tls, lambda pair: make_server_config(settings, engine, pair)),
     )
+
+
+def readiness(hooks: Hooks, table: BackendTable) -> Callable[[], str | None]:
+    """`/readyz`'s question: the service's own answer (starting, draining), then whether any VM may take a
+    request now (the same `candidates` a request gets, panic and the identity bridge included)."""
+    loop = asyncio.get_running_loop()
+
+    def not_ready() -> str | None:
+        return hooks.not_ready() or (None if table.candidates(loop.time()) else "no_vm")
+
+    return not_ready
 
 
 def upstream_factory(settings: BalancerSettings, engine: Engine) -> Callable[[Backend], Upstream]:
@@ -166,13 +180,14 @@ def make_limits(settings: BalancerSettings) -> Limits:
     )
 
 
-def make_endpoint(settings: BalancerSettings, telemetry: Telemetry) -> MetricsEndpoint | None:
-    """The `/metrics` endpoint when `balancer_metrics_port` is set (loopback unless told otherwise)."""
+def make_endpoint(settings: BalancerSettings, telemetry: Telemetry, probes: Probes) -> MetricsEndpoint | None:
+    """The admin port (`/metrics`, `/healthz`, `/readyz`) when `balancer_metrics_port` is set (loopback unless
+    told otherwise)."""
     if settings.balancer_metrics_port is None:
         return None
     return MetricsEndpoint(
         make_registry(telemetry), settings.balancer_metrics_host, settings.balancer_metrics_port,
-        settings.balancer_metrics_port_span,
+        settings.balancer_metrics_port_span, probes,
     )
 
 

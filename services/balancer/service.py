@@ -2,12 +2,16 @@
 
 The service is handed its parts built (`Plane`, by `bootstrap`); it connects to NATS, learns
 the fleet, binds the client ports and runs the loops, in that order, and stops them in reverse.
+It is `ready` (the admin port's `/readyz`) from the bound ports until a drain begins; SIGHUP
+re-reads the certificate for new connections (`process.certreload`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +49,8 @@ class Hooks:
 
     drained: Callable[[DrainOver], None]
     rejected_inputs: Callable[[], Mapping[str, int]]
+    not_ready: Callable[[], str | None]
+    """Why the service itself takes no traffic now (`starting`, `draining`), None while it serves."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,8 @@ class Plane:
     metrics: MetricsEndpoint | None
     """None when `/metrics` is off (no `balancer_metrics_port`)."""
     listen: Callable[[], Awaitable[Front]]
+    reload_certificate: Callable[[ProxyServer, TcpListener | None], bool]
+    """Load the certificate and key again into the listeners (SIGHUP); False keeps the old pair."""
 
 
 class BalancerService(BusService):
@@ -85,10 +93,12 @@ class BalancerService(BusService):
         self.settings: BalancerSettings = settings
         self.balancer_id = f"{settings.instance[:50]}-{secrets.token_hex(3)}"
         self.started_at = datetime.now(UTC)
-        plane = build(Hooks(drained=self._drained, rejected_inputs=self._rejected_inputs))
+        plane = build(Hooks(drained=self._drained, rejected_inputs=self._rejected_inputs, not_ready=self._not_ready))
         self.engine, self.router, self.verifier = plane.engine, plane.router, plane.verifier
         self.reclaimer, self.workers, self.metrics = plane.reclaimer, plane.workers, plane.metrics
-        self._listen = plane.listen
+        self._listen, self._reload = plane.listen, plane.reload_certificate
+        self.draining = False
+        """Set when the stop begins, before anything else of it: `/readyz` answers 503 from then on."""
         self._front: Front | None = None
         """Set once the ports are bound (like `bus`, read through properties that say when it is not)."""
 
@@ -129,8 +139,27 @@ class BalancerService(BusService):
         self.spawn(self._report_loop(), "balancer-report")
         self.spawn(self._health_loop(), "balancer-health")
         self.spawn(self.reclaimer.run(self.router.loop), "balancer-reclaim")
+        with contextlib.suppress(ValueError, RuntimeError):  # not the main thread: no signals (some tests)
+            self.router.loop.add_signal_handler(signal.SIGHUP, self.reload_certificate)
         log.info("balancer.listening", balancer=self.balancer_id, address=self.address, engine=self.engine.name,
                  backends=len(self.router.table))
+
+    def _not_ready(self) -> str | None:
+        if self.draining:
+            return "draining"
+        return "starting" if self._front is None else None
+
+    def reload_certificate(self) -> bool:
+        """SIGHUP: new connections get the pair at the configured paths, open ones keep theirs; workers follow."""
+        self.workers.signal(signal.SIGHUP)
+        return self._front is not None and self._reload(self._front.server, self._front.tcp)
+
+    async def stop(self) -> None:
+        """Say `draining` first (an outside balancer's next `/readyz` check stops sending), then drain."""
+        self.draining = True
+        with contextlib.suppress(ValueError, RuntimeError):
+            self.router.loop.remove_signal_handler(signal.SIGHUP)
+        await super().stop()
 
     async def on_stop(self) -> None:
         """Drain: workers first, then TCP (stop accepting at once, so a sibling on the port takes new

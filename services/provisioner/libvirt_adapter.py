@@ -157,7 +157,7 @@ class LibvirtHypervisor:
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
-            raise HypervisorError(f"looking up domain {name}: {_message(error)}") from None
+            raise _failure(f"looking up domain {name}", error) from None
 
     def template(self, name: str) -> Template:
         dom = self._lookup(name)
@@ -255,7 +255,7 @@ class LibvirtHypervisor:
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
                 return False
-            raise HypervisorError(f"looking up volume {path}: {_message(error)}") from None
+            raise _failure(f"looking up volume {path}", error) from None
         with _errors(f"deleting volume {path}"):
             volume.delete(0)
         return True
@@ -286,7 +286,7 @@ class LibvirtHypervisor:
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
-            raise HypervisorError(f"reading domain: {_message(error)}") from None
+            raise _failure("reading domain", error) from None
         return DomainView(name, active, tag, macs, uuid, paused)
 
     def interface_addresses(self, name: str, source: AddressSource) -> Mapping[str, Any]:
@@ -379,4 +379,18 @@ def _errors(what: str) -> Iterator[None]:
     try:
         yield
     except libvirt.libvirtError as error:
-        raise HypervisorError(f"{what}: {_message(error)}") from None
+        raise _failure(what, error) from None
+
+
+_LEVELS = ("VIR_ERR_NONE", "VIR_ERR_WARNING", "VIR_ERR_ERROR")
+"""Error levels, not codes, though they share the prefix (and numbers 0-2 with codes)."""
+_CODES = {getattr(libvirt, name): name[len("VIR_ERR_"):].lower() for name in dir(libvirt)
+          if name.startswith("VIR_ERR_") and isinstance(getattr(libvirt, name), int) and name not in _LEVELS}
+"""libvirt's error numbers by name (`VIR_ERR_NO_DOMAIN` -> `no_domain`), for the error counter's label."""
+
+
+def _failure(what: str, error: libvirt.libvirtError) -> HypervisorError:
+    """A HypervisorError saying what we were doing, carrying libvirt's error code by name."""
+    failure = HypervisorError(f"{what}: {_message(error)}")
+    failure.code = _CODES.get(error.get_error_code(), "unknown")
+    return failure

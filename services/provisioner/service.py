@@ -30,6 +30,7 @@ from services.provisioner.core.machine import VmEntry, to_event
 from services.provisioner.core.ports import DomainEvent, Hypervisor, HypervisorError, TemplateMissing
 from services.provisioner.fleet import Fleet
 from services.provisioner.settings import ProvisionerSettings
+from services.provisioner.telemetry import MetricsServer, ProvisionerTelemetry
 from shared.bus import Bus
 from shared.contract.base import ErrorCode
 from shared.contract.provisioning import CreateVm, DestroyVm, ListVms, StartDrain, VmList, VmRecord
@@ -71,10 +72,16 @@ class ProvisionerService(BusService):
     name = "provisioner"
     description = "quicfleet provisioner: clones, boots and destroys backend VMs through libvirt"
 
-    def __init__(self, settings: ProvisionerSettings, hv: Hypervisor, probe: Probe, bus: Bus | None = None) -> None:
+    def __init__(
+        self, settings: ProvisionerSettings, hv: Hypervisor, probe: Probe, bus: Bus | None = None,
+        telemetry: ProvisionerTelemetry | None = None, metrics: MetricsServer | None = None,
+    ) -> None:
+        """`telemetry` sees every published state (boot and resume times); `metrics` serves it (None: off)."""
         super().__init__(settings, bus)
         self.settings: ProvisionerSettings = settings
         self.hv = hv
+        self.telemetry = telemetry
+        self.metrics = metrics
         self.fleet = Fleet(settings, hv, probe, self._publish)
         self._events: asyncio.Queue[DomainEvent] = asyncio.Queue()
         self._reconciled = asyncio.Event()
@@ -91,6 +98,8 @@ class ProvisionerService(BusService):
         ]
 
     async def on_start(self) -> None:
+        if self.metrics is not None:
+            await self.metrics.start()
         loop = asyncio.get_running_loop()
         await self._connect(loop)
         await self._check_template()
@@ -102,6 +111,8 @@ class ProvisionerService(BusService):
     async def on_stop(self) -> None:
         await self.fleet.stop()
         await asyncio.to_thread(self.hv.close)
+        if self.metrics is not None:
+            await self.metrics.close()
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> bool:
         def sink(event: DomainEvent) -> None:
@@ -124,6 +135,8 @@ class ProvisionerService(BusService):
             log.error("template.unreadable", template=self.settings.template, error=str(error))
 
     async def _publish(self, entry: VmEntry) -> None:
+        if self.telemetry is not None:
+            self.telemetry.observe(entry)
         await self.bus.publish(self.subjects.vm(entry.state), to_event(entry, self.settings.host))
 
     async def _after_first_reconcile(self) -> None:

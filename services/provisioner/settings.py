@@ -51,6 +51,13 @@ class ProvisionerSettings(ServiceSettings):
     provisioner_max_in_flight: int = Field(2, ge=1, le=64, description="Clones/boots running at once.")
     max_vms: int = Field(10, ge=0, le=1000, description="Hard ceiling on VMs this host runs.")
     reconcile_interval_s: float = Field(30.0, ge=0.05, le=3600, description="Seconds between reconciles.")
+    provisioner_metrics_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="TCP port of the provisioner's Prometheus /metrics (boot times, libvirt errors; unset: off).",
+    )
+    provisioner_metrics_host: str = Field(
+        "127.0.0.1", description="Address of the provisioner's /metrics: loopback unless told otherwise."
+    )
 
     @field_validator("host")
     @classmethod

@@ -1,4 +1,4 @@
-"""The balancer's `/metrics` endpoint: a small aiohttp server on a TCP port of its own.
+"""The balancer's admin port: `/metrics`, `/healthz` and `/readyz` on a small aiohttp server of its own.
 
 It binds loopback unless `balancer_metrics_host` says otherwise: the counters name every VM and
 carry no authentication, so they are for a scraper on the host (or inside the deployment's own
@@ -8,15 +8,19 @@ Replicas of one host (`--scale balancer=N` on the host network, or worker proces
 given the same fixed port. The first takes it; each later one takes the next free port of the
 `span` ports from there and logs which, so replicas start instead of crash-looping on "address
 in use". A scraper finds them as consecutive ports (port 0 still picks any free one).
+The health pair (`process.health`) answers here too, when the bootstrap hands its probes over.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from services.balancer.process.health import Probes
 
 log = structlog.get_logger("balancer.metrics")
 
@@ -24,8 +28,11 @@ log = structlog.get_logger("balancer.metrics")
 class MetricsEndpoint:
     """Serves one registry's `/metrics`; `port` is the one it really bound once started."""
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int, span: int = 1) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, host: str, port: int, span: int = 1, probes: Probes | None = None
+    ) -> None:
         self.registry, self.host, self.port, self.span = registry, host, port, max(1, span)
+        self.probes = probes
         self.requested = port
         self._runner: web.AppRunner | None = None
 
@@ -45,6 +52,8 @@ class MetricsEndpoint:
             await runner.cleanup()
             raise
         self._runner = runner
+        if self.probes is not None:
+            self.probes.lag.start()
         self.port = int(runner.addresses[0][1])
         moved = self.requested not in (self.port, 0)
         log.info("metrics.listening", host=self.host, port=self.port, requested=self.requested if moved else None)
@@ -69,9 +78,28 @@ class MetricsEndpoint:
 
         app = web.Application()
         app.router.add_get("/metrics", metrics)
+        if self.probes is not None:
+            add_probes(app, self.probes)
         return app
 
     async def close(self) -> None:
+        if self.probes is not None:
+            await self.probes.lag.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def add_probes(app: web.Application, probes: Probes) -> None:
+    """`/healthz` and `/readyz`: 200 or 503 with a small JSON body saying why."""
+
+    async def healthz(_request: web.Request) -> web.Response:
+        status, body = probes.live(asyncio.get_running_loop().time())
+        return web.json_response(body, status=status)
+
+    async def readyz(_request: web.Request) -> web.Response:
+        status, body = probes.ready()
+        return web.json_response(body, status=status)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from shared.buildinfo import add_standard_collectors
 from shared.contract.load import LATENCY_BOUNDS_S
 from shared.histogram import bucket_of
 from shared.throttle import LineThrottle
@@ -237,6 +238,7 @@ def rejections_family(t: Telemetry) -> Metric:
 
 
 def make_registry(telemetry: Telemetry) -> CollectorRegistry:
+    """The balancer's counters, and `process_*` and `quicfleet_build_info{service="balancer"}`."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BalancerCollector(telemetry))
-    return registry
+    return add_standard_collectors(registry, "balancer")

@@ -42,6 +42,12 @@ class Workers:
         if self.procs:
             log.info("workers.started", workers=len(self.procs) + 1, port=port)
 
+    def signal(self, number: int) -> None:
+        """Pass a signal on to every child still running (SIGHUP: they reload their certificate too)."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(number)
+
     async def stop(self) -> None:
         """SIGTERM every child and wait for it (each drains like the parent)."""
         for proc in self.procs:

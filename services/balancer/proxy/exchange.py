@@ -6,7 +6,8 @@ state per request: it retries an idempotent request once on another backend when
 failed before any response byte, asking the router only for a backend, the budget's yes and the
 books. It turns failures into 502/504 before the response started or a stream reset after, and
 holds both messages to their framing: a request body that breaks its declared length and a VM's
-response head that breaks the field rules (`core.framing`) go no further.
+response head that breaks the field rules (`core.framing`) go no further. What it did besides
+passing the request on is kept in `flags` for the access log (`core.flags`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from services.balancer.core import flags as F
 from services.balancer.core.backends import Backend
 from services.balancer.core.framing import body_problem, response_problem
 from services.balancer.core.headers import Headers, request_id_of, response_headers
@@ -86,6 +88,10 @@ class Exchange:
         self.first_byte_at: float | None = None
         self.reset_by = ""
         """"client" or "upstream" when the stream ended in a reset rather than a whole response."""
+        self.flags = ""
+        """What the balancer did besides passing the request on (`core.flags`), comma-separated."""
+        self.upstream: Backend | None = None
+        """The backend of the last attempt, kept after it (the access log's upstream address)."""
         self.paused = False
         self.body_ended = not request.has_body
         self._timer: asyncio.TimerHandle | None = None
@@ -106,6 +112,7 @@ class Exchange:
         """One attempt: the router chooses a backend (not `exclude`, the one a retry leaves) and books it."""
         backend = self.router.choose(self.request, self.client_ip, exclude)
         if backend is None:
+            self.flags = F.with_flag(self.flags, F.NO_VM)
             self.respond(503, b"no backend available\n", failed=False)
             return
         self.router.track(backend, self)
@@ -116,13 +123,14 @@ class Exchange:
         if not self.retryable or not self.router.may_retry():
             return False
         self._end_attempt(failed=True, upstream_failed=True)
+        self.flags = F.with_flag(F.with_flag(self.flags, F.for_reason(reason)), F.RETRIED)
         self.router.retried(backend, reason)
         self._try(exclude=backend)
         return True
 
     def _attach(self, backend: Backend, upstream: Upstream) -> None:
         """Send the request to `backend` (first attempt or the retry)."""
-        self.backend = backend
+        self.backend = self.upstream = backend
         self.vm = backend.vm
         self.attempts += 1
         self.last_activity = self.attempt_started = self.loop.time()
@@ -153,6 +161,7 @@ class Exchange:
         self.body_bytes += len(data)
         if self.body_bytes > self.router.options.max_body_bytes:
             self._abort_call()
+            self.flags = F.with_flag(self.flags, F.BODY_TOO_LARGE)
             self.respond(413, b"request body too large\n", failed=False)
             return
         if body_problem(self.request.content_length, self.body_bytes, end):
@@ -173,6 +182,7 @@ class Exchange:
         router.peak_body_buffered = max(router.peak_body_buffered, buffered)
         if buffered > OVERFLOW_FACTOR * router.options.request_buffer_bytes:
             self._abort_call()
+            self.flags = F.with_flag(self.flags, F.UPSTREAM_OVERFLOW)
             self.respond(503, b"upstream not taking the request body\n", failed=True)
             return
         self.client.grant(self.stream_id, buffered)
@@ -187,6 +197,7 @@ class Exchange:
         """The client cancelled the stream or went away: the upstream may keep its connection if it can."""
         if not self.finished:
             self.reset_by = "client"
+            self.flags = F.with_flag(self.flags, F.CLIENT_RESET)
             call, self.call = self.call, None
             if call is not None:
                 call.abandon()
@@ -196,6 +207,7 @@ class Exchange:
         """The request body broke its declared length: nothing more goes upstream, and the client gets
         400, or a stream reset when the response already began."""
         self._abort_call()
+        self.flags = F.with_flag(self.flags, F.CLIENT_BODY)
         if self.response_started:
             self.reset_by = "balancer"
             self.client.reset(self.stream_id, H3Code.H3_INTERNAL_ERROR)
@@ -266,6 +278,7 @@ class Exchange:
     def _give_up(self, reason: str) -> None:
         """End the exchange on an upstream failure: a reset once the response began, else 504 or 502."""
         self._abort_call()
+        self.flags = F.with_flag(self.flags, F.for_reason(reason))
         if self.response_started:
             self.reset_by = "upstream"
             self.client.reset(self.stream_id, H3Code.H3_INTERNAL_ERROR)

@@ -90,6 +90,10 @@ class ProxyServer(ServerBase):
         if self._all_closing is not None and all(c.closing for c in self.connections_open()):
             self._all_closing.set()
 
+    def use_configuration(self, config: Any) -> None:
+        """New connections handshake with `config` (a reloaded certificate); open ones keep what they copied."""
+        self._configuration = config
+
     def close(self) -> None:
         super().close()
         if self.steering is not None:

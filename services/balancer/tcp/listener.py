@@ -121,11 +121,18 @@ class TcpListener:
         """Requests taken per protocol (`h1`, `h2`): which one served a browser shows here."""
         self.open: set[TcpConnection] = set()
         self.server: asyncio.Server | None = None
+        self.tls: ssl.SSLContext | None = None
+        """The context every new connection's TLS starts from (`use_certificate` loads a renewed pair into it)."""
         self._empty = asyncio.Event()
 
     def accept(self) -> asyncio.Protocol:
         """The protocol of a new connection: HTTP/2 or HTTP/1.1, as TLS negotiated."""
         return Handoff(self)
+
+    def use_certificate(self, cert: Path, key: Path) -> None:
+        """Serve `cert` on new connections; OpenSSL copied the old one into each open connection, which keeps it."""
+        if self.tls is not None:
+            self.tls.load_cert_chain(cert, key)
 
     @property
     def connections(self) -> int:
@@ -177,8 +184,9 @@ async def start_tcp_listener(
     port = sock.getsockname()[1]
     listener = TcpListener(router, limits, port, settings.listen_alt_svc_max_age_s, settings.listen_idle_timeout_s)
     loop = asyncio.get_running_loop()
+    listener.tls = tls_context(*certificate(settings))
     listener.server = await loop.create_server(
-        listener.accept, sock=sock, ssl=tls_context(*certificate(settings)), backlog=BACKLOG,
+        listener.accept, sock=sock, ssl=listener.tls, backlog=BACKLOG,
         ssl_handshake_timeout=settings.listen_tcp_handshake_timeout_s,
     )
     log.info("tcp.listening", host=sock.getsockname()[0], port=port, alpn=ALPN)

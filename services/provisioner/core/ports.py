@@ -18,6 +18,10 @@ from services.provisioner.core.tags import VmTag
 class HypervisorError(Exception):
     """A hypervisor call failed; `str()` is a message a person can act on (no trace, no repr)."""
 
+    code = "other"
+    """libvirt's error code by name (`no_domain`, `operation_invalid`, ...) when libvirt raised it, for the
+    `quicfleet_provisioner_libvirt_errors_total{code}` counter; `other` for our own refusals."""
+
 
 class TemplateMissing(HypervisorError):
     """The template domain (or its disk volume) does not exist."""

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 from shared.bus import Bus
 from shared.contract.load import BalancerReported
@@ -34,13 +35,15 @@ class Fleet:
 
         await self.bus.subscribe(self.bus.subjects.balancer_report, BalancerReported, on_report)
 
-    async def start(self, port: int, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
+    async def start(
+        self, port: int, workers: int = 1, log: IO[bytes] | None = None
+    ) -> tuple[subprocess.Popen[bytes], int]:
         """A balancer process (with `workers` processes) on `port`; returns it and the bound port once every
-        new process reported."""
+        new process reported. `log` takes its stdout and stderr (else they are dropped)."""
         seen = {r.balancer for r in self.reports.messages}
         env = self.env | {"QUICFLEET_BALANCER_WORKERS": str(workers), "QUICFLEET_LISTEN_PORT": str(port)}
         proc = subprocess.Popen([sys.executable, "-m", "services.balancer"], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=log or subprocess.DEVNULL, stderr=log or subprocess.DEVNULL)
         self.procs.append(proc)
         await wait_until(lambda: len({r.balancer for r in self.reports.messages} - seen) >= workers, timeout=30,
                          what=f"{workers} new balancer(s) reporting")
