@@ -23,10 +23,11 @@ from services.balancer.core.resets import ResetBudget
 from services.balancer.proxy.exchange import Exchange
 from services.balancer.proxy.ids import new_request_id
 from services.balancer.proxy.router import Router
-from services.balancer.quic import Credit, H3Code, Library, ProtocolBase
+from services.balancer.quic import Credit, H3Code
 from services.balancer.quic.departure import Departure
 from services.balancer.quic.lifecycle import FEEDS_HTTP, MAY_DEPART, Phase, moved
 from services.balancer.quic.qpack import BoundedFields
+from services.balancer.quic.streams import StreamSide
 
 log = structlog.get_logger("balancer.client")
 
@@ -52,10 +53,9 @@ class Listener(Protocol):
     def check_closing(self) -> None: ...
 
 
-class ClientConnection(ProtocolBase):
+class ClientConnection(StreamSide):
     """One client connection: HTTP/3 requests become exchanges (a mixin on the engine's protocol)."""
 
-    engine: ClassVar[Library]
     h3: ClassVar[type[BoundedFields]]
     """The engine's declared HTTP/3 layer for client connections."""
 
@@ -280,40 +280,6 @@ class ClientConnection(ProtocolBase):
         self.send_headers(stream_id, headers, False)
         self.send_data(stream_id, body, True)
 
-    # ClientStream for exchanges
-    def send_headers(self, stream_id: int, headers: Headers, end: bool) -> None:
-        if self.http is not None:
-            try:
-                self.http.send_headers(stream_id, headers, end_stream=end)
-            except self.send_errors:
-                return
-            self.schedule()
-
-    def send_data(self, stream_id: int, data: bytes, end: bool) -> None:
-        if self.http is not None:
-            try:
-                self.http.send_data(stream_id, data, end_stream=end)
-            except self.send_errors:
-                return
-            self.schedule()
-
-    def reset(self, stream_id: int, code: int) -> None:
-        try:
-            self._quic.reset_stream(stream_id, code)
-        except self.send_errors:
-            return
-        self.schedule()
-
-    def backlog(self, stream_id: int) -> int:
-        return self.engine.tuning.stream_backlog(self._quic, stream_id)
-
-    def grant(self, stream_id: int, buffered: int) -> None:
-        if self.credit is not None and self.credit.update(stream_id, buffered):
-            self.schedule()
-
-    def watch(self, exchange: Exchange) -> None:
-        self.watched.append(exchange)
-
     def done(self, exchange: Exchange) -> None:
         self.exchanges.pop(exchange.stream_id, None)
         if self.credit is not None:
@@ -390,23 +356,3 @@ class ClientConnection(ProtocolBase):
     @property
     def closing(self) -> bool:
         return self.phase not in FEEDS_HTTP or self.engine.tuning.is_closing(self._quic)
-
-    def schedule(self) -> None:
-        """Coalesce the sends of one loop iteration into one transmit (fewer, fuller datagrams)."""
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _defer(self) -> None:
-        """Transmit within `coalesce_s` at the latest (earlier if a response is ready)."""
-        if self._deferred is None and not self._scheduled:
-            self._deferred = self._loop.call_later(self.coalesce_s, self._flush)
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        if self._deferred is not None:
-            self._deferred.cancel()
-            self._deferred = None
-        if self.ack_early:
-            self.engine.tuning.ack_with_next_packet(self._quic, self._loop.time())
-        self.transmit()
