@@ -4,19 +4,26 @@
 # the system users, directories and systemd units, and /etc/quicfleet/quicfleet.toml when there is none.
 # It enables nothing: docs/operations.md's checklist says which units to enable on which host.
 #
-#   deploy/install-host.sh [--root DIR] [--no-apt] [--no-venv]
+# The wheel's top-level packages are `ops`, `services` and `shared`: they go into /opt/quicfleet's own
+# virtualenv only, never the system's site-packages (docs/operations.md, "Packaging").
+#
+#   deploy/install-host.sh [--root DIR] [--no-apt] [--no-venv] [--python PY]
 #     --root DIR   install into DIR instead of / (a staging tree; tests use it); implies --no-apt
 #     --no-apt     do not install Debian packages
 #     --no-venv    do not build /opt/quicfleet (units and files only)
+#     --python PY  the interpreter the virtualenv is made from (default: Debian's /usr/bin/python3; a
+#                  python3 found first on root's PATH, pyenv's say, may live under /root, which the
+#                  service users cannot enter)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source_tree="$(dirname "$here")"
-root="" apt=1 venv=1
+root="" apt=1 venv=1 python=/usr/bin/python3
 while [ $# -gt 0 ]; do
   case "$1" in
     --root) root="${2%/}"; apt=0; shift 2 ;;
     --no-apt) apt=0; shift ;;
     --no-venv) venv=0; shift ;;
+    --python) python="$2"; shift 2 ;;
     *) echo "install-host: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -25,11 +32,22 @@ prefix=/opt/quicfleet
 if [ "$apt" = 1 ]; then bash "$here/install-apt.sh" "$here/apt/run.txt"; fi
 
 if [ "$venv" = 1 ]; then
-  python3 -m venv "$root$prefix"
-  "$root$prefix/bin/python" -m pip install --quiet --upgrade pip
+  "$python" -m venv "$root$prefix"
+  # pip inside the venv, and nothing in root's environment may send files elsewhere (PIP_PREFIX=/usr/local
+  # or PIP_TARGET would put ops/, services/ and shared/ in a site-packages every Python on the host reads).
+  venv_pip=(env -u PIP_PREFIX -u PIP_TARGET -u PIP_ROOT -u PIP_USER "$root$prefix/bin/python" -m pip
+            --require-virtualenv install --quiet)
+  "${venv_pip[@]}" --upgrade pip
   constraints=()
   [ -f "$here/constraints.txt" ] && constraints=(--constraint "$here/constraints.txt")
-  "$root$prefix/bin/python" -m pip install --quiet "${constraints[@]}" "$source_tree"
+  "${venv_pip[@]}" "${constraints[@]}" "$source_tree"
+  # the packages must load from the venv itself (-I: no PYTHONPATH, no user site, no current directory)
+  if ! "$root$prefix/bin/python" -I -c '
+import sys, ops, services, shared
+sys.exit(any(not m.__file__.startswith(sys.prefix + "/") for m in (ops, services, shared)))'; then
+    echo "install-host: ops, services and shared do not load from $root$prefix: refusing to go on" >&2
+    exit 1
+  fi
 fi
 
 install -d "$root/etc/systemd/system" "$root/etc/sysusers.d" "$root/etc/tmpfiles.d"

@@ -163,12 +163,14 @@ class BalancerService(BusService):
 
     async def on_stop(self) -> None:
         """Drain: workers first, then TCP (stop accepting at once, so a sibling on the port takes new
-        connections, and finish the open ones) and QUIC (GOAWAY, finish, close) side by side."""
+        connections, and finish the open ones) and QUIC (GOAWAY, finish, close) side by side, each given
+        half of `shutdown_grace_s` for its requests in flight."""
         await self.workers.stop()
         front = self._front  # kept after stop: `port` still names the port this balancer had
         if front is not None:
-            tcp_closed = asyncio.create_task(front.tcp.close()) if front.tcp is not None else None
-            await self._finish_in_flight(front.server, self.settings.shutdown_grace_s / 2)
+            within_s = self.settings.shutdown_grace_s / 2  # the other half: unregistering, workers, the bus
+            tcp_closed = asyncio.create_task(front.tcp.close(within_s)) if front.tcp is not None else None
+            await self._finish_in_flight(front.server, within_s)
             if tcp_closed is not None:
                 await tcp_closed
             front.server.close()

@@ -5,23 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
-from tests.support.metricnames import exposed_names, families_in, query_names
+from tests.support.metricnames import dashboard_queries, exposed_names, families_in, query_names, rule_queries
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "quicfleet-dashboard.json"
-RULES = ROOT / "deploy" / "prometheus" / "quicfleet-rules.yml"
-
-
-def dashboard_queries() -> list[str]:
-    panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [target["expr"] for panel in panels for target in panel["targets"]]
-
-
-def rule_queries() -> list[str]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    return [rule["expr"] for group in groups for rule in group["rules"]]
 
 
 def test_the_registry_parser_reads_real_families() -> None:

@@ -33,8 +33,6 @@ ALPN = ["h2", "http/1.1"]
 VERSIONS = {"h1": b"1.1", "h2": b"2"}
 """The protocol version each connection kind puts in `via` (RFC 9110 section 7.6.3: the one received)."""
 BACKLOG = 1024
-CLOSE_GRACE_S = 2.0
-"""How long closing waits for connections to write their last response before cutting them."""
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -148,8 +146,12 @@ class TcpListener:
         if not self.open:
             self._empty.set()
 
-    async def close(self, grace_s: float = CLOSE_GRACE_S) -> None:
-        """Stop accepting; let each connection finish its response and close; cut what is left after `grace_s`."""
+    async def close(self, grace_s: float) -> None:
+        """Stop accepting; let each connection finish its response and close; cut what is left after `grace_s`.
+
+        The service passes the same share of `shutdown_grace_s` that QUIC's requests get, so a request in
+        flight outlives a SIGTERM on either transport when the grace allows it.
+        """
         if self.server is not None:
             self.server.close()
         for connection in list(self.open):

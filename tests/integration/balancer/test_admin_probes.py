@@ -60,7 +60,7 @@ async def test_readiness_turns_503_at_sigterm_while_requests_finish(
         try:
             await wait_until(lambda: _status(admin, "/readyz", 200), timeout=15, what="ready")
             client = await Http1.open(port)
-            client.send("/slow?ms=1500")  # under the TCP listener's 2 s closing grace
+            client.send("/slow?ms=1500")  # well under half the 30 s shutdown grace
             await wait_until(lambda: "/slow" in backend.paths, timeout=10, what="the request at the VM")
             proc.send_signal(signal.SIGTERM)
             await wait_until(lambda: _status(admin, "/readyz", 503), timeout=5, interval=0.01, what="503")
