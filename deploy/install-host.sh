@@ -40,6 +40,7 @@ if [ "$venv" = 1 ]; then
   "${venv_pip[@]}" --upgrade pip
   constraints=()
   [ -f "$here/constraints.txt" ] && constraints=(--constraint "$here/constraints.txt")
+  rm -rf "$source_tree/build"  # setuptools' leftovers of an earlier build would go into the wheel as they are
   "${venv_pip[@]}" "${constraints[@]}" "$source_tree"
   # the packages must load from the venv itself (-I: no PYTHONPATH, no user site, no current directory)
   if ! "$root$prefix/bin/python" -I -c '
