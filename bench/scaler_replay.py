@@ -11,6 +11,9 @@ ratios of each to the HPA's, and on how many seeds "after" meets the target (no 
 half the HPA's actions and requests above capacity, no more running VM-hours).
 
     .venv/bin/python -m bench scaler_replay     (about 3 minutes on 2 cores)
+
+The multi-day traces, with the forecast off and on, are its companion `bench/forecast_replay.py`
+(`python -m bench scaler_replay forecast_replay` runs both).
 """
 
 from __future__ import annotations

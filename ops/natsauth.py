@@ -78,16 +78,17 @@ def permission_table(subjects: Subjects, bucket: str = SCALER_BUCKET) -> dict[st
     return {
         "balancer": _service("balancer", [s.prov_list, s.balancer_report, s.balancer_drained], [s.vm_all]),
         "metrics": _service("metrics", [s.load, SRV_STATS],
-                            [s.balancer_report, s.vm_all, s.scaler_decision, s.scaler_state]),
+                            [s.balancer_report, s.vm_all, s.scaler_decision, s.scaler_state, s.scaler_forecast]),
         "scaler": _service(
             "scaler",
-            [*prov_commands, s.prov_list, s.scaler_state, s.scaler_decision, *kv_api(bucket)],
+            [*prov_commands, s.prov_list, s.scaler_state, s.scaler_decision, s.scaler_forecast, *kv_api(bucket)],
             [*commands, s.vm_all, s.load, s.balancer_report, s.balancer_drained, s.scaler_state],
         ),
         "provisioner": _service("provisioner", [s.vm_all], [*prov_commands, s.prov_list]),
         OPERATOR: Permissions(
             publish=(*commands, "$SRV.>", JS_INFO, f"{inbox_prefix(OPERATOR)}.>"),
-            subscribe=(s.vm_all, s.scaler_decision, s.load, s.scaler_state, f"{inbox_prefix(OPERATOR)}.>"),
+            subscribe=(s.vm_all, s.scaler_decision, s.scaler_forecast, s.load, s.scaler_state,
+                       f"{inbox_prefix(OPERATOR)}.>"),
             responds=False,
         ),
     }

@@ -263,6 +263,16 @@ def _balancer_url(options: Options, path: str, hint: str) -> str:
 
 
 @app.command()
+def forecast(ctx: typer.Context) -> None:
+    """The scaler's load forecast for the next hours against the last days (waits up to a minute for it)."""
+    from ops.cli import forecast as foresee
+
+    options: Options = ctx.obj
+    event = execute(_with_bus(options, foresee.next_forecast))
+    out.print(event.model_dump_json() if options.json else "\n".join(foresee.lines(event)), markup=False)
+
+
+@app.command()
 def load(
     ctx: typer.Context,
     url: Annotated[str | None, typer.Argument(

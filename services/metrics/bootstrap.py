@@ -22,8 +22,8 @@ def bootstrap(settings: MetricsSettings, bus: Bus | None = None) -> MetricsServi
     source = f"{settings.instance[:50]}-{secrets.token_hex(3)}"  # replicas on one host share the instance name
     state = MetricsState(settings.metrics_window_s, settings.metrics_history_s, settings.metrics_interval_s, source)
 
-    def http(healthy: Callable[[], bool]) -> HttpServer:
-        app = make_app(state, healthy)
+    def http(healthy: Callable[[], bool], ready: Callable[[], str | None]) -> HttpServer:
+        app = make_app(state, healthy, ready)
         return HttpServer(app, settings.metrics_host, settings.metrics_port, settings.metrics_reuse_port)
 
     return MetricsService(settings, state, source, http, bus=bus)

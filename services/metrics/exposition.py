@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from services.metrics.aggregate import VmTotals
 from services.metrics.state import MetricsState
 from shared.buildinfo import add_standard_collectors
+from shared.contract.forecast import ForecastMade
 from shared.contract.load import LATENCY_BOUNDS_S, FleetLoaded
 
 QUANTILES = (("0.5", "p50_s"), ("0.95", "p95_s"), ("0.99", "p99_s"))
@@ -83,6 +84,27 @@ def fleet_families(state: MetricsState) -> Iterable[Metric]:
         "quicfleet_scaling_decisions", "Scaling decisions seen since this replica started.",
         value=state.fleet.decisions_seen,
     )
+    yield from forecast_families(state.forecast)
+
+
+def forecast_families(event: ForecastMade | None) -> Iterable[Metric]:
+    """The scaler's forecast (its next points, its upper value over the lead, what it would do) and its error."""
+    if event is None:
+        return
+    point = GaugeMetricFamily("quicfleet_forecast_load", "The scaler's load forecast for the next minutes, in "
+                              "the policy signal's unit.", labels=["quantile"])
+    if event.points:
+        point.add_metric(["point"], event.points[0].point)
+        point.add_metric(["upper"], event.points[0].upper)
+    yield point
+    if event.error is not None:
+        yield GaugeMetricFamily("quicfleet_forecast_error", "The forecast's mean absolute error over the last day "
+                                "divided by the mean load (one minute ahead).", value=event.error)
+    yield GaugeMetricFamily("quicfleet_forecast_working", "1 when the forecast works (not off, held or "
+                            "without history), else 0.", value=1.0 if event.working else 0.0)
+    if event.would is not None:
+        yield GaugeMetricFamily("quicfleet_forecast_would_vms", "The fleet size the forecast asks for where it "
+                                "differs from the reactive one.", value=event.would)
 
 
 def rejections_family(totals: Mapping[tuple[str, str], int]) -> Metric:

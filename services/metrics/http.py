@@ -1,4 +1,4 @@
-"""The HTTP side: `/metrics`, `/healthz`, the dashboard page and its JSON, on aiohttp.
+"""The HTTP side: `/metrics`, `/healthz`, `/readyz`, the dashboard page and its JSON, on aiohttp.
 
 Thin glue: every handler reads the metrics core and renders it; nothing here computes load.
 Static assets (the page, its script and the vendored uPlot) are served from the package, so
@@ -25,8 +25,11 @@ STATIC = Path(__file__).parent / "static"
 MAX_POINTS_PARAM = 100_000
 
 
-def make_app(state: MetricsState, healthy: Callable[[], bool]) -> web.Application:
-    """The aiohttp application; `healthy` says whether the service is connected to NATS."""
+def make_app(
+    state: MetricsState, healthy: Callable[[], bool], ready: Callable[[], str | None] = lambda: None
+) -> web.Application:
+    """The aiohttp application; `healthy` says whether the service is connected to NATS, `ready` why it should
+    not be scraped or sent to now (`draining`, `disconnected`), None when it should."""
     registry = make_registry(state)
 
     async def metrics(_request: web.Request) -> web.Response:
@@ -36,6 +39,11 @@ def make_app(state: MetricsState, healthy: Callable[[], bool]) -> web.Applicatio
     async def healthz(_request: web.Request) -> web.Response:
         ok = healthy()
         return web.json_response({"ok": ok, "nats": "connected" if ok else "disconnected"}, status=200 if ok else 503)
+
+    async def readyz(_request: web.Request) -> web.Response:
+        reason = ready()
+        body = {"ready": True} if reason is None else {"ready": False, "reason": reason}
+        return web.json_response(body, status=200 if reason is None else 503)
 
     async def api(request: web.Request) -> web.Response:
         points = _points(request.query.get("points"))
@@ -47,6 +55,7 @@ def make_app(state: MetricsState, healthy: Callable[[], bool]) -> web.Applicatio
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/dashboard", api)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)

@@ -28,6 +28,7 @@ from services.metrics.window import Outcome
 from shared.bus import Bus
 from shared.contract.base import utcnow
 from shared.contract.events import ScalingDecided, VmStateChanged
+from shared.contract.forecast import ForecastMade
 from shared.contract.load import BalancerReported
 from shared.contract.status import DesiredState
 from shared.logging import bind_message
@@ -51,18 +52,30 @@ class MetricsService(BusService):
 
     def __init__(
         self, settings: MetricsSettings, state: MetricsState, source: str,
-        http: Callable[[Callable[[], bool]], HttpServer], bus: Bus | None = None,
+        http: Callable[[Callable[[], bool], Callable[[], str | None]], HttpServer], bus: Bus | None = None,
     ) -> None:
-        """`http` makes the HTTP server given what its `/healthz` asks: whether the bus is connected."""
+        """`http` makes the HTTP server given what its `/healthz` asks (whether the bus is connected) and what its
+        `/readyz` asks (why not ready: `draining` from the start of the stop, `disconnected`)."""
         super().__init__(settings, bus)
         self.settings: MetricsSettings = settings
         self.state = state
         self.source = source
         """Signs each snapshot: replicas on one host share the instance name (host networking)."""
-        self.http = http(self._connected)
+        self.draining = False
+        self.http = http(self._connected, self._not_ready)
 
     def _connected(self) -> bool:
         return self._bus is not None and self._bus.connected
+
+    def _not_ready(self) -> str | None:
+        if self.draining:
+            return "draining"
+        return None if self._connected() else "disconnected"
+
+    async def stop(self) -> None:
+        """`/readyz` says `draining` from here on, while the service unregisters and its HTTP server closes."""
+        self.draining = True
+        await super().stop()
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -73,6 +86,7 @@ class MetricsService(BusService):
         await self.bus.subscribe(s.vm_all, VmStateChanged, self.on_vm)
         await self.bus.subscribe(s.scaler_decision, ScalingDecided, self.on_decision)
         await self.bus.subscribe(s.scaler_state, DesiredState, self.on_desired)
+        await self.bus.subscribe(s.scaler_forecast, ForecastMade, self.on_forecast)
         await self._subscriptions_registered()
         await self.http.start()
         self.spawn(self._publish_loop(), "metrics.publish")
@@ -92,6 +106,9 @@ class MetricsService(BusService):
 
     async def on_stop(self) -> None:
         await self.http.stop()
+
+    async def on_forecast(self, event: ForecastMade, _msg: Msg) -> None:
+        self.state.forecast = event
 
     async def on_report(self, report: BalancerReported, _msg: Msg) -> None:
         bind_message(subject=self.subjects.balancer_report, balancer=report.balancer)

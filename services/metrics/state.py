@@ -12,6 +12,7 @@ from datetime import datetime
 from services.metrics.aggregate import Aggregator
 from services.metrics.fleet import FleetView
 from services.metrics.rejections import Rejections
+from shared.contract.forecast import ForecastMade
 from shared.contract.load import FleetLoaded
 
 MAX_HISTORY_POINTS = 20_000
@@ -36,6 +37,8 @@ class MetricsState:
         self.latest: FleetLoaded | None = None
         self.rejections = Rejections(forget_after_s=history_s)
         self.source = source
+        self.forecast: ForecastMade | None = None
+        """The scaler leader's latest `fleet.scaler.forecast` (exposed by `exposition.forecast_families`)."""
 
     def tick(self, now: float, at: datetime) -> tuple[FleetLoaded, Expired]:
         """Drop what went stale, take a snapshot and record it in the history."""

@@ -22,7 +22,9 @@ from services.scaler.actuator import Actuator
 from services.scaler.core import edits, reconcile
 from services.scaler.core.autoscale import witness
 from services.scaler.core.decide import decide
+from services.scaler.core.history import merged
 from services.scaler.core.model import AutoscaleMemory, Decision, FleetState, LoadView, without_pool
+from services.scaler.core.predict import learn
 from services.scaler.core.track import (
     LoadSource,
     follow,
@@ -40,9 +42,11 @@ from services.scaler.core.track import (
     on_report,
     on_vm_event,
 )
+from services.scaler.foresight import Foresight, load_history, save_history
 from services.scaler.lease import Lease
 from services.scaler.settings import ScalerSettings
 from services.scaler.store import DesiredStore
+from services.scaler.telemetry import ScalerTelemetry
 from shared.bus import Bus
 from shared.contract.commands import DrainVm, GetStatus, PolicyPatch, ScaleFleet
 from shared.contract.draining import BackendDrained
@@ -73,6 +77,7 @@ class ScalerService(BusService):
         super().__init__(settings, bus)
         self.settings: ScalerSettings = settings
         self.clock = clock
+        self.telemetry = ScalerTelemetry(settings, self)
         self.fleet = FleetState(desired=0, policy=ScalingPolicy(), leader=settings.scaler_id)
         self.load: LoadView | None = None
         self.snapshot: FleetLoaded | None = None
@@ -87,6 +92,7 @@ class ScalerService(BusService):
         self._store: DesiredStore | None = None
         self._lease: Lease | None = None
         self._actuator: Actuator | None = None
+        self._foresight: Foresight | None = None
 
     @property
     def store(self) -> DesiredStore:
@@ -115,10 +121,12 @@ class ScalerService(BusService):
         ]
 
     async def on_start(self) -> None:
+        await self.telemetry.start()
         kv = await open_bucket(self.bus.nc, self.settings.scaler_bucket, replicas=self.settings.nats_replicas)
         self._store = DesiredStore(kv)
         await self._store.refresh()
         self._lease = Lease(kv, self.settings.scaler_id, self.settings.lease_ttl_s)
+        self._foresight = Foresight(kv, self.bus)
         self._actuator = Actuator(self.bus, self, self.spawn, self.settings.scaler_request_timeout_s)
         await self._subscribe()
         self.spawn(self._lease_loop(), "scaler-lease")
@@ -127,6 +135,10 @@ class ScalerService(BusService):
 
     async def on_stop(self) -> None:
         self._stopping = True
+        await self.telemetry.close()
+        if self._foresight is not None and self.leading and self.fleet.history.means:
+            with contextlib.suppress(NatsError, TimeoutError):
+                await save_history(self._foresight.kv, self.fleet.history)
         if self._lease is not None:
             await self._lease.release()
 
@@ -233,12 +245,15 @@ class ScalerService(BusService):
 
     async def _elected(self) -> None:
         now, lease = self.clock(), self.lease
+        stored = await load_history(self._foresight.kv) if self._foresight is not None else None
         await self._resync()
         await lease.outrank(self._obeyed)
         async with self._lock:
             seeded = AutoscaleMemory.seeded(self.store.current.desired, now)
             memory = replace(seeded, observations=self.fleet.memory.observations)
             self.fleet = new_term(self.fleet, lease.epoch, lease.me, memory)
+            if stored is not None:
+                self.fleet = replace(self.fleet, history=merged(self.fleet.history, stored))
             self._term = lease.epoch
         if self.store.revision == 0:
             log.info("scaler.elected", epoch=lease.epoch, desired="not set yet")
@@ -279,6 +294,8 @@ class ScalerService(BusService):
             self.fleet = decision.state
         if self._actuator is not None:
             self._actuator.send(decision.commands, self.fleet)
+        if self._foresight is not None:
+            await self._foresight.after(self.fleet, self.lease.me, self.clock())
         if decision.changed or decision.commands:
             await self._announce(decision)
 
@@ -290,6 +307,7 @@ class ScalerService(BusService):
             signal=sig.signal, observed=sig.observed, target=sig.target, leader=self.lease.me, epoch=self.lease.epoch,
         )
         await self.bus.publish(self.subjects.scaler_decision, event)
+        self.telemetry.decided(event)
         if decision.changed:
             await self.bus.publish(self.subjects.scaler_state, self.store.current)
         log.info(
@@ -322,8 +340,9 @@ class ScalerService(BusService):
 
 
 def _witness(fleet: FleetState, load: LoadView, now: float) -> FleetState:
-    """A follower's demand history, measured on the serving fleet alone (as the leader's `decide` does)."""
-    return replace(fleet, memory=witness(without_pool(fleet), load, now).memory)
+    """A follower's demand history, measured on the serving fleet alone (as the leader's `decide` does), and its
+    minute history (`predict.learn`), so a new leader forecasts from the minutes it saw as a follower."""
+    return replace(learn(fleet, load, now), memory=witness(without_pool(fleet), load, now).memory)
 
 
 def _with_desired(fleet: FleetState, stored: DesiredState, known: bool) -> FleetState:

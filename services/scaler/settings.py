@@ -29,6 +29,10 @@ class ScalerSettings(ServiceSettings):
     scaler_request_timeout_s: float = Field(
         30.0, gt=0, le=600, description="How long a create, drain or destroy request may wait for its reply."
     )
+    scaler_metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="TCP port of the scaler's Prometheus /metrics (leader, epoch; unset: off)."
+    )
+    scaler_metrics_host: str = Field("127.0.0.1", description="Address of the scaler's /metrics (loopback by default).")
 
     @model_validator(mode="after")
     def _default_id(self) -> ScalerSettings:

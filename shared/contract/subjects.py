@@ -64,6 +64,11 @@ class Subjects:
     def scaler_decision(self) -> str:
         return self._s("scaler.decision")
 
+    @property
+    def scaler_forecast(self) -> str:
+        """`fleet.scaler.forecast`: the leader's load forecast, once a minute (`ForecastMade`)."""
+        return self._s("scaler.forecast")
+
     # internal: provisioner commands (requests, queue group per hypervisor host)
     @property
     def prov_create(self) -> str:

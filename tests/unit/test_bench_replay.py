@@ -118,3 +118,13 @@ def test_the_target_check_names_each_miss() -> None:
     assert meets(Tally(actions=5, requests_over=50.0, vm_seconds=3600.0), hpa) == []
     assert meets(Tally(actions=6, flaps=1, requests_over=51.0, vm_seconds=3601.0), hpa) == [
         "1 flaps", "actions 0.60", "req-over 0.51", "VM-h 1.00"]
+
+
+def test_the_multi_day_shapes_repeat_on_weekdays_and_break_on_the_holiday() -> None:
+    """The office's 09:05 job load is the same on two weekdays and gone on the holiday; the week grows 1% a day."""
+    from bench._weeks import HOLIDAY, office_shape, week_shape
+
+    job = 9 * 3600 + 300
+    assert office_shape(1 * DAY_S + job) == pytest.approx(office_shape(2 * DAY_S + job))
+    assert office_shape(HOLIDAY * DAY_S + job) < 0.3 * office_shape(2 * DAY_S + job)
+    assert week_shape(8 * 3600 + 1 * DAY_S) == pytest.approx(1.01 * week_shape(8 * 3600), rel=1e-9)

@@ -44,13 +44,16 @@ MIN_BLOCK_S = 5.0
 Seen = Sequence[tuple[float, float]]
 
 
-def lead_for(state: FleetState) -> Lead:
-    """The wait the next scale-out faces: a resume where a pooled VM is there to take, else a boot."""
+def lead_for(state: FleetState, share: float | None = None) -> Lead:
+    """The wait the next scale-out faces: a resume where a pooled VM is there to take, else a boot.
+
+    `share`: the percentile of the measured waits (the policy's `boot_lead_percentile` when None).
+    """
     lost = lost_hosts(state)
     pooled = {vm.host for vm in state.vms.values()
               if vm.state is VmState.POOLED and vm.host and vm.name not in state.drains and vm.host not in lost}
     hosts = [host for host in state.hosts if host not in lost]
-    return lead(state.boots, state.policy.boot_lead_percentile, pooled, hosts)
+    return lead(state.boots, state.policy.boot_lead_percentile if share is None else share, pooled, hosts)
 
 
 def block_means(seen: Seen, block_s: float, count: int | None = None) -> list[float | None]:

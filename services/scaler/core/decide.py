@@ -14,13 +14,17 @@ from dataclasses import replace
 from services.scaler.core.ahead import lead_for
 from services.scaler.core.autoscale import autoscale
 from services.scaler.core.model import Decision, FleetState, LoadView, without_pool
+from services.scaler.core.predict import LEAD_SHARE, combine, learn
 from services.scaler.core.reconcile import MATCHED, reconcile
 
 
 def decide(state: FleetState, load: LoadView | None, now: float) -> Decision:
     """Choose the desired size and the commands that move the fleet towards it."""
-    outcome = autoscale(without_pool(state), load, now, lead_for(state))  # the lead sees the pool
-    sized = replace(state, desired=outcome.desired, memory=outcome.memory)
+    state = learn(state, load, now)
+    ahead = lead_for(state)  # the lead sees the pool
+    outcome = autoscale(without_pool(state), load, now, ahead)
+    outcome, foreseen = combine(state, outcome, now, ahead if ahead.seconds else lead_for(state, LEAD_SHARE))
+    sized = replace(state, desired=outcome.desired, memory=outcome.memory, forecast=foreseen)
     if not state.desired_known and outcome.desired == state.desired:
         reason = f"{outcome.reason}; no desired size stored yet: the fleet is left as it is"
         return Decision(

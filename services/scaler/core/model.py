@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from services.scaler.core.boottimes import BootTimes
+from services.scaler.core.forecast import ForecastMemory
+from services.scaler.core.history import LoadHistory
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy
 
@@ -201,6 +203,12 @@ class FleetState:
     capacity: Mapping[str, HostCapacity] = field(default_factory=dict)
     """What each host that answered the last list said it has (placement fits creates into it; see `placement`)."""
     boots: BootTimes = field(default_factory=BootTimes)  # create/resume-to-ready times per host (`boottimes`)
+    history: LoadHistory = field(default_factory=LoadHistory)
+    """The load per minute for the last 14 days (`history`; persisted apart, so a new leader has it)."""
+    history_at: float = float("-inf")
+    """When the newest snapshot in `history` arrived (a snapshot is added once, however often it is evaluated)."""
+    forecast: ForecastMemory = field(default_factory=ForecastMemory)
+    """The forecast of the next minutes, its scores and whether it switched itself off (`forecast`, `predict`)."""
 
 
 def without_pool(state: FleetState) -> FleetState:

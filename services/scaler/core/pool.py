@@ -58,8 +58,12 @@ class Size:
     keep: int
 
 
-def per_host(policy: ScalingPolicy, desired: int, hosts: int) -> Size:
-    """The pool each of `hosts` live hosts keeps: `pool_size`, or `pool_share` of the desired fleet where larger."""
+def per_host(policy: ScalingPolicy, desired: int, hosts: int, foreseen: int = 0) -> Size:
+    """The pool each of `hosts` live hosts keeps: `pool_size`, or `pool_share` of the desired fleet where larger,
+    or what the forecast's rise asks for (`predict`, within `pool_max`) where larger still."""
+    if foreseen > 0:
+        plain = per_host(policy, desired, hosts)
+        return Size(max(plain.fill, foreseen), max(plain.keep, foreseen))
     if policy.pool_share <= 0 or hosts <= 0:
         return Size(policy.pool_size, policy.pool_size)
     share = policy.pool_share * desired / hosts
@@ -95,7 +99,7 @@ def plan(state: FleetState, now: float, capacity_short: bool) -> PoolPlan:
     notes: list[str] = []
     deficits: dict[str, int] = {}
     live = sorted(rooms(state))
-    size = per_host(state.policy, state.desired, len(live))
+    size = per_host(state.policy, state.desired, len(live), state.forecast.pool)
     for host in live:
         gone, note, deficit = _host(state, host, now, size)
         discard += gone

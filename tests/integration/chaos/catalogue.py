@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from shared.contract.commands import DrainVm, GetStatus, PolicyPatch, ScaleFleet
 from shared.contract.draining import BackendDrained
 from shared.contract.events import ScalingDecided, VmState, VmStateChanged
+from shared.contract.forecast import ForecastMade
 from shared.contract.load import BalancerReported, FleetLoaded
 from shared.contract.provisioning import CreateVm, DestroyVm, ListVms, StartDrain
 from shared.contract.status import DesiredState
@@ -66,6 +67,8 @@ def events(s: Subjects) -> list[Target]:
     return [
         *found,
         Target("load", s.load, FleetLoaded, _valid(FleetLoaded, window_s=10), frozenset({"scaler"})),
+        Target("scaler_forecast", s.scaler_forecast, ForecastMade,
+               _valid(ForecastMade, mode="watch", signal="rps", working=True), frozenset({"metrics"})),
         Target("scaler_decision", s.scaler_decision, ScalingDecided,
                _valid(ScalingDecided, current=1, desired=2, reason="test"), frozenset({"metrics"})),
         Target("balancer_report", s.balancer_report, BalancerReported, report, frozenset({"scaler", "metrics"})),

@@ -70,9 +70,14 @@ def test_nats_variables_are_shared_fields(compose: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_command_and_healthcheck_name_the_service(compose: dict[str, Any], service: str) -> None:
-    """A service runs `python -m services.<name>` and its healthcheck pings that same name."""
+    """A service runs `python -m services.<name>` (the balancer through a shell that picks CERT_DIR's pair first)
+    and its healthcheck pings that same name."""
     spec = compose["services"][service]
-    assert spec["command"] == ["python", "-m", f"services.{service}"]
+    command = spec["command"]
+    if command[:2] == ["sh", "-c"]:
+        assert command[2].rstrip().endswith(f"exec python -m services.{service}"), command
+    else:
+        assert command == ["python", "-m", f"services.{service}"]
     test = spec["healthcheck"]["test"]
     assert test[:2] == ["CMD", "quicfleet"] and test[test.index("health") + 1] == service
     assert spec["depends_on"]["nats"]["condition"] == "service_healthy"

@@ -1,0 +1,132 @@
+"""The scaler's Prometheus metrics: which replica leads, its epoch, the desired size, the decisions it made.
+
+Off unless `scaler_metrics_port` is set; then a small aiohttp server on loopback (unless
+`scaler_metrics_host` says otherwise) serves `/metrics`. Leader, epoch and desired size are read
+from the service when Prometheus scrapes (so a scrape never shows a stale copy); decisions are
+counted as the leader announces them. Every replica serves its own: `max(quicfleet_scaler_leader)`
+over the replicas is 1 while some replica leads, and a standby's decisions stay at zero.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Protocol
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from services.scaler.settings import ScalerSettings
+from shared.buildinfo import add_standard_collectors
+from shared.contract.events import ScalingDecided
+
+log = structlog.get_logger("scaler.telemetry")
+
+PREFIX = "quicfleet_scaler_"
+
+
+class _Epoch(Protocol):
+    @property
+    def epoch(self) -> int: ...
+
+
+class _Desired(Protocol):
+    @property
+    def desired(self) -> int: ...
+
+
+class _Store(Protocol):
+    @property
+    def current(self) -> _Desired: ...
+
+
+class Watched(Protocol):
+    """What the metrics read of a scaler (`lease` and `store` raise RuntimeError before it started)."""
+
+    @property
+    def leading(self) -> bool: ...
+
+    @property
+    def lease(self) -> _Epoch: ...
+
+    @property
+    def store(self) -> _Store: ...
+
+
+class ScalerTelemetry(Collector):
+    """This replica's figures, and the server of its `/metrics` when a port is set."""
+
+    def __init__(self, settings: ScalerSettings, scaler: Watched) -> None:
+        self.scaler_id = settings.scaler_id
+        self.scaler = scaler
+        self.decisions: Counter[str] = Counter()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        self.registry = add_standard_collectors(registry, "scaler")
+        port = settings.scaler_metrics_port
+        self.server = MetricsServer(self.registry, settings.scaler_metrics_host, port) if port is not None else None
+
+    def decided(self, event: ScalingDecided) -> None:
+        self.decisions[event.signal or "none"] += 1
+
+    async def start(self) -> None:
+        if self.server is not None:
+            await self.server.start()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+
+    def collect(self) -> Iterator[Metric]:
+        leader = GaugeMetricFamily(PREFIX + "leader", "1 while this replica leads (holds the lease).",
+                                   labels=["scaler"])
+        leader.add_metric([self.scaler_id], 1 if self.scaler.leading else 0)
+        yield leader
+        try:
+            epoch, desired = self.scaler.lease.epoch, self.scaler.store.current.desired
+        except RuntimeError:  # not started yet
+            epoch, desired = 0, 0
+        yield GaugeMetricFamily(PREFIX + "epoch", "The lease epoch this replica last saw.", value=epoch)
+        yield GaugeMetricFamily(PREFIX + "desired_vms", "The desired size in the store, as this replica read it.",
+                                value=desired)
+        decisions = CounterMetricFamily(
+            PREFIX + "decisions", "Decisions this replica announced while leading, by the signal that drove them "
+            "(`none`: a command or a replacement).", labels=["signal"],
+        )
+        for signal, count in sorted(self.decisions.items()):
+            decisions.add_metric([signal], count)
+        yield decisions
+
+
+class MetricsServer:
+    """`/metrics` of one registry on host:port (0: any free port; `port` is the bound one once started)."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        self.registry, self.host, self.port = registry, host, port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        registry = self.registry
+
+        async def metrics(_request: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner, self.port = runner, int(runner.addresses[0][1])
+        log.info("metrics.listening", host=self.host, port=self.port)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
