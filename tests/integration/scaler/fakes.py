@@ -17,6 +17,7 @@ from shared.contract.events import VmState, VmStateChanged
 from shared.contract.load import BackendLoad, BalancerReported
 from shared.contract.provisioning import CreateVm, DestroyVm, StartDrain, VmList, VmRecord
 from shared.endpoints import error_reply, ok_reply
+from tests.support import Collector
 
 
 class FakeProvisioner:
@@ -231,3 +232,14 @@ class FakeBalancer:
         self.outstanding.pop(event.vm, None)
         done = BackendDrained(vm=event.vm, balancer=self.name, request_id=event.request_id)
         await self.bus.publish(self.bus.subjects.balancer_drained, done)
+
+
+async def decisions(bus: Bus) -> Collector:
+    """Every `fleet.scaler.decision` from now on."""
+    collector = Collector()
+
+    async def on_message(msg: object) -> None:
+        await collector(msg)
+
+    await bus.nc.subscribe(bus.subjects.scaler_decision, cb=on_message)
+    return collector

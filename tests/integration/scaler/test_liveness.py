@@ -17,8 +17,8 @@ from shared.contract.commands import GetStatus, PolicyPatch, ScaleFleet
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy
 from shared.contract.status import DesiredState, FleetStatus
-from tests.integration.scaler.fakes import FakeBalancer, FakeProvisioner
-from tests.support import Collector, wait_until
+from tests.integration.scaler.fakes import FakeBalancer, FakeProvisioner, decisions
+from tests.support import wait_until
 
 
 @asynccontextmanager
@@ -40,17 +40,6 @@ async def fleet_of_three(
 
 def ready(scaler: ScalerService) -> list[str]:
     return sorted(v.name for v in scaler.fleet.vms.values() if v.state is VmState.READY)
-
-
-async def decisions(bus: Bus) -> Collector:
-    """Every `fleet.scaler.decision` from now on."""
-    collector = Collector()
-
-    async def on_message(msg: object) -> None:
-        await collector(msg)
-
-    await bus.nc.subscribe(bus.subjects.scaler_decision, cb=on_message)
-    return collector
 
 
 async def test_a_vm_every_balancer_calls_unhealthy_is_replaced(bus: Bus, settings_env: dict[str, str]) -> None:

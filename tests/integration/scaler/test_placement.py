@@ -20,8 +20,7 @@ from shared.contract.commands import ScaleFleet
 from shared.contract.events import VmState
 from shared.contract.status import DesiredState
 from tests.integration.scaler import conftest
-from tests.integration.scaler.fakes import FakeBalancer, FakeProvisioner
-from tests.integration.scaler.test_liveness import decisions
+from tests.integration.scaler.fakes import FakeBalancer, FakeProvisioner, decisions
 from tests.support import wait_until
 from tests.support.h3server import H3Backend
 

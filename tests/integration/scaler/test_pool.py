@@ -16,8 +16,7 @@ from shared.contract.commands import GetStatus, PolicyPatch, ScaleFleet
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy
 from shared.contract.status import DesiredState, FleetStatus, PoolStatus
-from tests.integration.scaler.fakes import FakeBalancer, FakeProvisioner
-from tests.integration.scaler.test_liveness import decisions
+from tests.integration.scaler.fakes import FakeBalancer, FakeProvisioner, decisions
 from tests.support import wait_until
 
 
