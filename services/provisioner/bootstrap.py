@@ -8,8 +8,9 @@ from services.provisioner.libvirt_adapter import LibvirtHypervisor
 from services.provisioner.readiness import ReadinessProbe
 from services.provisioner.service import ProvisionerService
 from services.provisioner.settings import ProvisionerSettings
-from services.provisioner.telemetry import MetricsServer, ProvisionerTelemetry, counting, make_registry
+from services.provisioner.telemetry import ProvisionerTelemetry, counting, make_registry
 from shared.bus import Bus
+from shared.metricsserver import MetricsServer
 
 
 def bootstrap(

@@ -30,12 +30,13 @@ from services.provisioner.core.machine import VmEntry, to_event
 from services.provisioner.core.ports import DomainEvent, Hypervisor, HypervisorError, TemplateMissing
 from services.provisioner.fleet import Fleet
 from services.provisioner.settings import ProvisionerSettings
-from services.provisioner.telemetry import MetricsServer, ProvisionerTelemetry
+from services.provisioner.telemetry import ProvisionerTelemetry
 from shared.bus import Bus
 from shared.contract.base import ErrorCode
 from shared.contract.provisioning import CreateVm, DestroyVm, ListVms, StartDrain, VmList, VmRecord
 from shared.endpoints import Endpoint
 from shared.errors import BusError
+from shared.metricsserver import MetricsServer
 from shared.runtime import BusService
 
 log = structlog.get_logger("provisioner.service")

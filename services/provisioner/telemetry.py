@@ -15,8 +15,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import structlog
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -153,35 +152,3 @@ def make_registry(telemetry: ProvisionerTelemetry) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ProvisionerCollector(telemetry))
     return add_standard_collectors(registry, "provisioner")
-
-
-class MetricsServer:
-    """`/metrics` of one registry on host:port (0: any free port; `port` is the bound one once started)."""
-
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
-        self.registry, self.host, self.port = registry, host, port
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> int:
-        registry = self.registry
-
-        async def metrics(_request: web.Request) -> web.Response:
-            return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, self.port).start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner, self.port = runner, int(runner.addresses[0][1])
-        log.info("metrics.listening", host=self.host, port=self.port)
-        return self.port
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None

@@ -14,14 +14,14 @@ from collections.abc import Iterator
 from typing import Protocol
 
 import structlog
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from services.scaler.settings import ScalerSettings
 from shared.buildinfo import add_standard_collectors
 from shared.contract.events import ScalingDecided
+from shared.metricsserver import MetricsServer
 
 log = structlog.get_logger("scaler.telemetry")
 
@@ -99,34 +99,3 @@ class ScalerTelemetry(Collector):
         for signal, count in sorted(self.decisions.items()):
             decisions.add_metric([signal], count)
         yield decisions
-
-
-class MetricsServer:
-    """`/metrics` of one registry on host:port (0: any free port; `port` is the bound one once started)."""
-
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
-        self.registry, self.host, self.port = registry, host, port
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        registry = self.registry
-
-        async def metrics(_request: web.Request) -> web.Response:
-            return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, self.port).start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner, self.port = runner, int(runner.addresses[0][1])
-        log.info("metrics.listening", host=self.host, port=self.port)
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
