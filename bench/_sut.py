@@ -109,7 +109,8 @@ def caddy_backends(work: Path, core: str, gomaxprocs: int = 1) -> tuple[Sut, int
 async def _announce(nats_url: str, backend_port: int, prefix: str) -> None:
     bus = Bus(await connect(ServiceSettings(nats_url=nats_url), "bench"), Subjects(prefix))
     event = VmStateChanged(vm="bench-vm", state=VmState.READY, address=f"127.0.0.1:{backend_port}")
-    await bus.publish(bus.subjects.vm(VmState.READY), event)
+    # only the fields set: a baseline revision's balancer may refuse fields added since (e.g. `deadline_s`)
+    await bus.nc.publish(bus.subjects.vm(VmState.READY), event.model_dump_json(exclude_unset=True).encode())
     await bus.drain()
 
 
