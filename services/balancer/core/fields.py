@@ -28,6 +28,21 @@ VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7
 character, no leading or trailing whitespace."""
 
 
+NAMES = re.compile(rb"%s(?:\n%s)*" % (LOWER_TOKEN.pattern, LOWER_TOKEN.pattern))
+ANY_CASE_NAMES = re.compile(rb"%s(?:\n%s)*" % (TOKEN.pattern, TOKEN.pattern))
+VALUES = re.compile(rb"%s(?:\n%s)*" % (VALUE.pattern, VALUE.pattern))
+"""Every name (value) of a block joined by LF: one scan of the whole block per grammar (see `all_match`)."""
+
+
+def all_match(pattern: re.Pattern[bytes], items: list[bytes]) -> bool:
+    """Whether each item fits the grammar `pattern` repeats, joined by LF. LF is in no valid item, and
+    an LF inside an item shows as one separator too many, so the count tells the two apart."""
+    if not items:
+        return True
+    joined = b"\n".join(items)
+    return joined.count(b"\n") == len(items) - 1 and pattern.fullmatch(joined) is not None
+
+
 def valid_name(name: bytes, lower: bool = True) -> bool:
     """Whether `name` is a field name the balancer forwards (lower-case unless `lower` is False)."""
     return (LOWER_TOKEN if lower else TOKEN).fullmatch(name) is not None

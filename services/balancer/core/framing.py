@@ -11,7 +11,7 @@ slipped past one front can then never reach a VM that reads the message differen
 
 from __future__ import annotations
 
-from services.balancer.core.fields import valid_name, valid_value
+from services.balancer.core.fields import ANY_CASE_NAMES, NAMES, VALUES, all_match
 from services.balancer.core.headers import Headers
 from services.balancer.core.upstream import UpstreamRequest
 
@@ -21,7 +21,8 @@ CHUNKED = (b"transfer-encoding", b"chunked")
 
 
 def without_framing(headers: Headers) -> Headers:
-    """The fields minus any `content-length` or `transfer-encoding`, whatever their case."""
+    """The fields minus any `content-length` or `transfer-encoding`, whatever their case (the request model
+    already dropped them; this stands behind it for any other caller of the upstream)."""
     return [(n, v) for n, v in headers if n.lower() not in FRAMING]
 
 
@@ -62,12 +63,15 @@ def response_problem(headers: Headers, lower: bool) -> str | None:
     a name or value outside the field grammar, two `content-length`s that differ or one that is not a
     number, and a `content-length` together with a `transfer-encoding` (two framings of one body).
     """
+    names = [name for name, _ in headers]
+    if not all_match(NAMES if lower else ANY_CASE_NAMES, names) or not all_match(VALUES, [v for _, v in headers]):
+        return "field"
+    keys = names if lower else [name.lower() for name in names]
+    if b"content-length" not in keys and b"transfer-encoding" not in keys:
+        return None  # the usual head: nothing more to look at
     lengths: set[bytes] = set()
     coded = False
-    for name, value in headers:
-        if not valid_name(name, lower) or not valid_value(value):
-            return "field"
-        key = name if lower else name.lower()
+    for key, (_, value) in zip(keys, headers, strict=True):
         if key == b"content-length":
             lengths.update(part.strip(b" \t") for part in value.split(b","))
         elif key == b"transfer-encoding":

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from services.balancer.core.fields import LOWER_TOKEN, TOKEN, VALUE, valid_authority
+from services.balancer.core.fields import NAMES, TOKEN, VALUES, all_match, valid_authority
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -39,9 +39,6 @@ SCHEMES = frozenset({b"http", b"https"})
 
 PATH = re.compile(rb"/[\x21-\x7e]*")
 """origin-form (RFC 9112 §3.2.1): a slash, then visible ASCII (what `h11` allows in a target)."""
-NAMES = re.compile(rb"%s(?:\n%s)*" % (LOWER_TOKEN.pattern, LOWER_TOKEN.pattern))
-VALUES = re.compile(rb"%s(?:\n%s)*" % (VALUE.pattern, VALUE.pattern))
-"""Every name (value) of a block joined by LF: one scan of the whole block per grammar (see `all_match`)."""
 LENGTH = re.compile(rb"[0-9]{1,15}")
 """A `content-length`: digits only, no sign, space, `_` or list; 15 digits are far beyond any body limit."""
 
@@ -110,15 +107,6 @@ def _fields_problem(fields: Headers, names: list[bytes]) -> str | None:
     if b"te" in names and any(name == b"te" and value != b"trailers" for name, value in fields):
         return BAD_TE
     return None
-
-
-def all_match(pattern: re.Pattern[bytes], items: list[bytes]) -> bool:
-    """Whether each item fits the grammar `pattern` repeats, joined by LF. LF is in no valid item, and
-    an LF inside an item shows as one separator too many, so the count tells the two apart."""
-    if not items:
-        return True
-    joined = b"\n".join(items)
-    return joined.count(b"\n") == len(items) - 1 and pattern.fullmatch(joined) is not None
 
 
 def _request(pseudo: dict[bytes, bytes], fields: Headers, names: list[bytes], has_body: bool) -> Request | str:
