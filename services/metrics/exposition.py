@@ -88,11 +88,17 @@ def fleet_families(state: MetricsState) -> Iterable[Metric]:
 
 
 def forecast_families(event: ForecastMade | None) -> Iterable[Metric]:
-    """The scaler's forecast (its next points, its upper value over the lead, what it would do) and its error."""
-    if event is None:
-        return
+    """The scaler's forecast (its next points, its upper value over the lead, what it would do) and its error.
+
+    Before any forecast arrives the load family is declared empty and `working` is 0, so a dashboard's
+    "forecast vs actual" panel names series that exist from the start (and shows no forecast, truly)."""
     point = GaugeMetricFamily("quicfleet_forecast_load", "The scaler's load forecast for the next minutes, in "
                               "the policy signal's unit.", labels=["quantile"])
+    if event is None:
+        yield point
+        yield GaugeMetricFamily("quicfleet_forecast_working", "1 when the forecast works (not off, held or "
+                                "without history), else 0.", value=0.0)
+        return
     if event.points:
         point.add_metric(["point"], event.points[0].point)
         point.add_metric(["upper"], event.points[0].upper)
