@@ -30,6 +30,15 @@ $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
 	@touch $@
 
 deps: $(STAMPS)/venv
+	@$(MAKE) --no-print-directory bpf-if-clang
+
+.PHONY: bpf bpf-if-clang
+bpf: ## the l4 mode's connection-ID learning program (clang -target bpf) -> deploy/bpf/build/quic_cid.o
+	$(MAKE) -C deploy/bpf
+
+bpf-if-clang:
+	@if command -v clang >/dev/null; then $(MAKE) --no-print-directory bpf; \
+	else echo "no clang: the l4 mode's connection-ID learning program is not built (apt-get install clang llvm libbpf-dev)"; fi
 
 run: deps ## the whole system on embedded defaults (local NATS, local libvirt)
 	$(BIN)/quicfleet up
@@ -67,6 +76,8 @@ template: deps ## build the Debian test template VM and define it in libvirt
 .PHONY: install constraints
 install: ## a Debian KVM host: run packages, /opt/quicfleet, users, systemd units (as root; docs/operations.md)
 	bash deploy/install-host.sh
+	@$(MAKE) --no-print-directory bpf-if-clang
+	@if [ -f deploy/bpf/build/quic_cid.o ]; then install -D -m 0644 deploy/bpf/build/quic_cid.o /opt/quicfleet/lib/bpf/quic_cid.o; fi
 
 constraints: deps ## re-pin deploy/constraints.txt (the image's and the host install's versions) from the venv
 	$(BIN)/python deploy/gen_constraints.py

@@ -12,7 +12,9 @@ a DHCP network and the test template, so real VMs boot and serve without a packe
 Each lab records its owner (`ops.lab.owner`): a lab left behind by a process that died is
 reclaimed by the next `start()` under its name, or by `reclaim_stale()`; a lab whose owner still
 runs, or a namespace with no record, is refused and left alone. Two of them routed to each other
-make the two-host lab (`ops.lab.twohost`).
+make the two-host lab (`ops.lab.twohost`). `Lab(workdir, edge=True)` is the lab of an `l4` balancer:
+its guests' network forwards (mode `open`) and a client namespace on a wire reaches a VIP
+(`ops.lab.edge`), while only the balancer's DNAT'ed flows reach the guests from there.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 import libvirt
 import structlog
 
-from ops.lab import daemons, netns, network, owner, template
+from ops.lab import daemons, edge, netns, network, owner, template
 from ops.lab.netns import LabError
 from ops.lab.network import SUBNET_PREFIX
 
@@ -58,29 +60,38 @@ class LabInfo:
     template: str
     subnet: str = SUBNET_PREFIX
     """The network's /24 (`<subnet>.0/24`; the bridge is `<subnet>.1`)."""
+    client_namespace: str | None = None
+    """An edge lab's client namespace (`ops.lab.edge`): where clients of an `l4` balancer run."""
+    vip: str | None = None
+    """An edge lab's virtual address, on the lab's side of the wire: what an `l4` balancer serves."""
 
 
 class Lab:
     """One namespace, one private libvirtd, one DHCP network, one template; all under `workdir`.
 
     `subnet` and `routed` are for labs that are routed to each other (`ops.lab.twohost`): each
-    needs its own subnet, and a network whose guests have a gateway and no firewall rule.
+    needs its own subnet, and a network whose guests have a gateway and no firewall rule. `edge`
+    adds the client side of an `l4` balancer (`ops.lab.edge`; its network is routed too).
     """
 
     def __init__(
-        self, workdir: Path, name: str = "quicfleet-lab", subnet: str = SUBNET_PREFIX, routed: bool = False
+        self, workdir: Path, name: str = "quicfleet-lab", subnet: str = SUBNET_PREFIX, routed: bool = False,
+        edge: bool = False,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.name = name
         self.subnet = subnet
-        self.routed = routed
+        self.routed = routed or edge
+        self.edge = edge
         self.paths = daemons.DaemonPaths(self.workdir / "libvirt")
         self._daemon: subprocess.Popen[bytes] | None = None
         self._info: LabInfo | None = None
 
     @property
     def info(self) -> LabInfo:
-        return LabInfo(self.name, self.paths.uri, self.name, template.TEMPLATE_NAME, self.subnet)
+        side = edge.Edge(self.name) if self.edge else None
+        return LabInfo(self.name, self.paths.uri, self.name, template.TEMPLATE_NAME, self.subnet,
+                       side.namespace if side else None, side.vip if side else None)
 
     def start(self) -> LabInfo:
         """Bring the lab up (a second call returns the running lab); on failure, undo it all."""
@@ -126,6 +137,8 @@ class Lab:
             network.ensure_network(conn, self.name, self.subnet, self.routed)
         finally:
             conn.close()
+        if self.edge:
+            edge.connect(self.name)
         template.define(self.paths.uri, self.workdir, self.name)
 
     def restart_libvirtd(self) -> None:
@@ -150,12 +163,20 @@ class Lab:
         """The command line that runs `argv` inside the lab's namespace."""
         return ["ip", "netns", "exec", self.name, *argv]
 
+    def wrap_client(self, argv: list[str]) -> list[str]:
+        """The command line that runs `argv` in an edge lab's client namespace (where `l4` clients come from)."""
+        if not self.edge:
+            raise LabError(f"lab {self.name} has no client side: start it with Lab(..., edge=True)")
+        return ["ip", "netns", "exec", edge.client_namespace(self.name), *argv]
+
     def stop(self) -> None:
         """Remove domains, volumes, pools, network, daemons and namespace; never raises for
         something already gone, so it is safe after a half-done start and when called twice."""
         problems = self._teardown_libvirt()
         daemons.stop(self.paths, self._daemon)
         self._daemon = None
+        if self.edge:
+            edge.remove(self.name)
         netns.delete(self.name)
         owner.release(self.name)
         self._info = None

@@ -18,9 +18,9 @@ from pathlib import Path
 CLONE_NEWNET = 0x40000000
 
 
-def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a short command; on failure the error names the command and its stderr."""
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+def run(argv: list[str], check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a short command (fed `stdin` when given); on failure the error names the command and its stderr."""
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, input=stdin)
     if check and done.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()[:400]}")
     return done

@@ -7,6 +7,10 @@ each) wired together by a veth pair, so a fleet can be spread over two hosts and
     pair.cut(); pair.mend()           # the second host's end of the wire down / up again
     pair.stop()                       # both labs and the wire; safe after a failure and twice
 
+`TwoHostLab(workdir, spread=True)` adds the outer spread of an `l4` fleet (`ops.lab.edge.Spread`):
+a client namespace `<name>-c` wired to both hosts, the anycast VIP 10.75.255.10 on each, and the
+client's ECMP route over both (L4 hash), so each host's balancer serves its own VMs.
+
 | namespace  | guests (bridge `qfbr0` at .1) | wire (`qflink`) | route                      |
 |------------|-------------------------------|-----------------|----------------------------|
 | `<name>-a` | 10.77.0.0/24                  | 10.76.0.1/30    | 10.77.1.0/24 via 10.76.0.2 |
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import structlog
 
-from ops.lab import Lab, LabError, LabInfo, link, netns
+from ops.lab import Lab, LabError, LabInfo, edge, link, netns
 
 SUBNETS = ("10.77.0", "10.77.1")
 WIRE = ("10.76.0.1", "10.76.0.2")
@@ -55,9 +59,11 @@ def disk_mib(root: Path) -> float:
 class TwoHostLab:
     """Two labs routed to each other over a veth pair; the first is where NATS and the balancer run."""
 
-    def __init__(self, workdir: Path, name: str = "quicfleet-lab2") -> None:
+    def __init__(self, workdir: Path, name: str = "quicfleet-lab2", spread: bool = False) -> None:
         self.workdir = Path(workdir).resolve()
         self.name = name
+        self.spread: edge.Spread | None = None
+        self._wants_spread = spread
         self.hosts = tuple(
             Lab(self.workdir / suffix, f"{name}-{suffix}", subnet=subnet, routed=True)
             for suffix, subnet in zip(SUFFIXES, SUBNETS, strict=True)
@@ -88,6 +94,8 @@ class TwoHostLab:
             for lab in self.hosts:
                 self.costs.append(self._start_host(lab))
             link.connect(self.end(0), self.end(1))
+            if self._wants_spread:
+                self.spread = edge.connect_spread([lab.name for lab in self.hosts], f"{self.name}-c")
         except BaseException:
             log.error("lab.pair_start_failed", name=self.name, workdir=str(self.workdir))
             self.stop()
@@ -123,6 +131,9 @@ class TwoHostLab:
     def stop(self) -> None:
         """Stop both labs (the wire goes with their namespaces); never raises for what is already gone."""
         problems = []
+        if self._wants_spread:
+            netns.delete(f"{self.name}-c")
+            self.spread = None
         for lab in reversed(self.hosts):
             try:
                 lab.stop()

@@ -45,6 +45,10 @@ class Plan:
     provisioner_env: dict[str, str] = field(default_factory=dict)
     namespace: str | None = None
     warning: str | None = None
+    balancer_env: dict[str, str] = field(default_factory=dict)
+    """Defaults for the balancer (the caller's own variables win): an `l4` balancer's lab side."""
+    client_namespace: str | None = None
+    """An `l4` lab's client namespace: where clients reach the balancer's VIP from."""
 
 
 def choose_mode(env: Mapping[str, str], lab_wanted: bool, lab_ok: tuple[bool, str]) -> tuple[Mode, str | None]:
@@ -62,6 +66,22 @@ def choose_mode(env: Mapping[str, str], lab_wanted: bool, lab_ok: tuple[bool, st
 def lab_env(libvirt_uri: str, network: str, template: str) -> dict[str, str]:
     """The provisioner's variables for the lab's libvirt, network and template."""
     return {"QUICFLEET_LIBVIRT_URI": libvirt_uri, "QUICFLEET_NETWORK": network, "QUICFLEET_TEMPLATE": template}
+
+
+def wants_l4(env: Mapping[str, str]) -> bool:
+    """Whether the caller runs the balancer in `l4` mode (`QUICFLEET_BALANCER_MODE=l4`): the lab then needs a
+    client side (`ops.lab.edge`), since the kernel's DNAT sees only packets that arrive on an interface."""
+    return env.get("QUICFLEET_BALANCER_MODE", "").strip().lower() == "l4"
+
+
+def l4_lab_env(vip: str, subnet: str) -> dict[str, str]:
+    """An `l4` balancer's variables in the lab: the VIP on the guests' port, the lab's bridge and wire, the guests'
+    subnet, and the test template's connection-ID length (Caddy 2.6.2, quic-go: 4 bytes)."""
+    return {
+        "QUICFLEET_LISTEN_HOST": vip, "QUICFLEET_LISTEN_PORT": "443", "QUICFLEET_BALANCER_L4_VM_IFACE": "qfbr0",
+        "QUICFLEET_BALANCER_L4_CLIENT_IFACES": "qfedge", "QUICFLEET_BALANCER_L4_VM_NETWORK": f"{subnet}.0/24",
+        "QUICFLEET_BALANCER_L4_CID_LENGTH": "4",
+    }
 
 
 def style_of(child: str) -> str:
@@ -104,6 +124,9 @@ def service_env(
             env.setdefault(key, value)
     if service == "provisioner":
         env.update(plan.provisioner_env)
+    if service == "balancer":
+        for key, value in plan.balancer_env.items():
+            env.setdefault(key, value)
     return env
 
 
@@ -131,8 +154,9 @@ def hints(plan: Plan, bindir: str, nats_url: str, env: Mapping[str, str]) -> lis
     """What to type next, from another shell (inside the lab's namespace when there is one)."""
     pre = f"ip netns exec {plan.namespace} " if plan.namespace else ""
     cli = f"{pre}{bindir}/quicfleet"
+    client = f"ip netns exec {plan.client_namespace} " if plan.client_namespace else pre
     get = (f"import niquests; r = niquests.Session(disable_http1=True, disable_http2=True)"
-           f".get({balancer_url(env)!r}, verify=False); print(r.http_version, r.text)")
+           f".get({balancer_url({**plan.balancer_env, **env})!r}, verify=False); print(r.http_version, r.text)")
     lines = [
         f"quicfleet is up: NATS at {nats_url}, libvirt via {plan.mode.value}",
         "from another shell:",
@@ -140,8 +164,9 @@ def hints(plan: Plan, bindir: str, nats_url: str, env: Mapping[str, str]) -> lis
         f"  {cli} scale 2             # clone two VMs and wait until they are ready",
         f"  {cli} watch               # live VM events, decisions and load",
         f"  {cli} get --count 4       # HTTP/3 GETs through the balancer: which VM answered",
-        "or with a third-party HTTP/3 client:",
-        f"  {pre}{bindir}/python -c {shlex.quote(get)}",
+        "or with a third-party HTTP/3 client" + (" (l4: from the lab's client side)" if plan.client_namespace else "")
+        + ":",
+        f"  {client}{bindir}/python -c {shlex.quote(get)}",
         "Ctrl-C stops everything.",
     ]
     if plan.warning:

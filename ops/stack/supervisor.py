@@ -29,7 +29,19 @@ from ops.cli.health import SERVICES
 from ops.natsauth import Auth
 from ops.natsserver import fixed_node_ports, nats_server_binary, write_config, write_node_config
 from ops.stack.natsusers import cli_env, close_users, open_users
-from ops.stack.plan import TEST_URI, Mode, Plan, choose_mode, hints, lab_env, nats_children, service_argv, style_of
+from ops.stack.plan import (
+    TEST_URI,
+    Mode,
+    Plan,
+    choose_mode,
+    hints,
+    l4_lab_env,
+    lab_env,
+    nats_children,
+    service_argv,
+    style_of,
+    wants_l4,
+)
 from ops.stack.plan import service_env as make_service_env
 from ops.stack.restarts import Restarts, restarted
 from ops.stack.say import say
@@ -269,12 +281,15 @@ def _plan(options: StackOptions, lab_module: ModuleType | None) -> tuple[Plan, A
     if mode is Mode.TEST:
         return Plan(mode, {"QUICFLEET_LIBVIRT_URI": TEST_URI}, warning=warning), None
     assert lab_module is not None
-    lab = lab_module.Lab(options.workdir / "lab", name=options.lab_name)
+    edge = wants_l4(os.environ)  # an l4 balancer's clients come from the lab's client side
+    lab = lab_module.Lab(options.workdir / "lab", name=options.lab_name, edge=edge)
     try:
         info = lab.start()
     except (RuntimeError, OSError, subprocess.SubprocessError, lab_module.libvirt.libvirtError) as error:
         raise LabFailed(f"the lab did not start: {error}; `quicfleet up --no-lab` runs without it") from None
-    return Plan(mode, lab_env(info.libvirt_uri, info.network, info.template), namespace=info.namespace), lab
+    balancer = l4_lab_env(info.vip, info.subnet) if edge and info.vip else {}
+    return Plan(mode, lab_env(info.libvirt_uri, info.network, info.template), namespace=info.namespace,
+                balancer_env=balancer, client_namespace=info.client_namespace), lab
 
 
 class LabFailed(Exception):

@@ -26,11 +26,15 @@ from services.balancer.core.admission import PeerCounts
 from services.balancer.core.backends import Backend, BackendTable
 from services.balancer.core.headers import TrustedProxies
 from services.balancer.core.health import HealthPolicy
+from services.balancer.core.l4plane import FlowBook, drain_load
 from services.balancer.core.options import Limits, ProxyOptions
 from services.balancer.core.policy import Picker
 from services.balancer.core.retry import RetryBudget
 from services.balancer.core.trim import TrimPolicy
 from services.balancer.core.upstream import Upstream
+from services.balancer.l4.build import make_l4, passthrough_of
+from services.balancer.l4.plane import PassthroughPort
+from services.balancer.l4.service import L4Service
 from services.balancer.process.certreload import CertificateReload
 from services.balancer.process.endpoint import MetricsEndpoint
 from services.balancer.process.health import LoopLag, Probes
@@ -61,8 +65,11 @@ def bootstrap(
 ) -> BalancerService:
     """Build the balancer service; nothing connects or binds until it is entered.
 
-    Tests may pass a `bus`, an `engine`, a `trim` (instead of glibc's) or `workers`.
+    Tests may pass a `bus`, an `engine`, a `trim` (instead of glibc's) or `workers`. In `l4` mode
+    (`balancer_mode`) no certificate, listener, steering or worker is made (`bootstrap_l4`).
     """
+    if settings.balancer_mode == "l4":
+        return bootstrap_l4(settings, bus, engine=engine)
     tls = tls_files(settings)
     engine = engine or load_engine(settings.quic_engine)
 
@@ -91,6 +98,46 @@ def make_plane(
         listen=lambda: listen(settings, engine, config, router, limits),
         reload_certificate=CertificateReload(tls, lambda pair: make_server_config(settings, engine, pair)),
     )
+
+
+def bootstrap_l4(
+    settings: BalancerSettings, bus: Bus | None = None, *, engine: Engine | None = None,
+    kernel: Callable[[BalancerSettings], PassthroughPort] | None = None,
+) -> L4Service:
+    """The balancer in `l4` mode: the router's table, checks, drains and reports, and the kernel's map.
+
+    `kernel` makes the passthrough (tests: a fake of the port); by default the nftables one.
+    The engine only speaks HTTP/3 to the VMs' health checks.
+    """
+    engine = engine or load_engine(settings.quic_engine)
+
+    def build(hooks: Hooks) -> Plane:
+        return make_l4_plane(settings, engine, hooks, (kernel or passthrough_of)(settings))
+
+    return L4Service(settings, build, bus=bus)
+
+
+def make_l4_plane(settings: BalancerSettings, engine: Engine, hooks: Hooks, passthrough: PassthroughPort) -> Plane:
+    """An l4 balancer's parts: the table and router as in l7 (drains held open by flows), and the l4 loop."""
+    table, book = make_table(settings), FlowBook()
+    telemetry = Telemetry(panic=lambda: table.panic, rejected_inputs=hooks.rejected_inputs, flows=lambda: book.flows)
+    router = make_router(settings, engine, table, telemetry, hooks, busy=drain_load(table, book))
+    policy = TrimPolicy(min_interval_s=settings.balancer_memory_trim_s)
+
+    def no_certificate(*_: object) -> bool:
+        return False
+
+    return Plane(
+        engine=engine, router=router,
+        verifier=Verifier(router, settings.health_path.encode(), settings.health_timeout_s),
+        reclaimer=Reclaimer(make_limits(settings).per_ip, policy, telemetry, None), workers=Workers(),
+        metrics=make_endpoint(settings, telemetry, Probes(LoopLag(), readiness(hooks, table))),
+        listen=no_listener, reload_certificate=no_certificate, l4=make_l4(settings, router, book, passthrough),
+    )
+
+
+async def no_listener() -> Front:
+    raise RuntimeError("an l4 balancer binds no client port: the kernel forwards the clients' packets")
 
 
 def readiness(hooks: Hooks, table: BackendTable) -> Callable[[], str | None]:
@@ -150,15 +197,16 @@ def make_options(settings: BalancerSettings) -> ProxyOptions:
 
 
 def make_router(
-    settings: BalancerSettings, engine: Engine, table: BackendTable, telemetry: Telemetry, hooks: Hooks
+    settings: BalancerSettings, engine: Engine, table: BackendTable, telemetry: Telemetry, hooks: Hooks,
+    busy: Callable[[str], int] | None = None,
 ) -> Router:
-    """The router and its pure core, configured from settings (needs a running loop)."""
+    """The router and its pure core, configured from settings (needs a running loop); `busy`: what holds a drain."""
     picker = Picker(settings.balancer_policy, settings.balancer_slow_start_s, rng=random.Random())
     budget = RetryBudget(ratio=settings.balancer_retry_budget)
     access = AccessLog(asyncio.get_running_loop(), settings.balancer_access_log, settings.balancer_access_log_sample)
     return Router(
         table, picker, budget, upstream_factory(settings, engine), make_options(settings), hooks.drained,
-        telemetry, access,
+        telemetry, access, busy,
     )
 
 

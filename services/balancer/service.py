@@ -21,10 +21,11 @@ from nats.aio.msg import Msg
 
 from services.balancer.core.drain import DrainOver
 from services.balancer.core.reporting import build_report
+from services.balancer.l4.plane import L4Plane
 from services.balancer.process.endpoint import MetricsEndpoint
 from services.balancer.process.reclaim import Reclaimer
 from services.balancer.process.workers import Workers
-from services.balancer.proxy.membership import apply_event, apply_listing
+from services.balancer.proxy.membership import apply_event, apply_listing, serves
 from services.balancer.proxy.router import Router
 from services.balancer.quic import Engine
 from services.balancer.quic.server import ProxyServer
@@ -76,6 +77,8 @@ class Plane:
     listen: Callable[[], Awaitable[Front]]
     reload_certificate: Callable[[ProxyServer, TcpListener | None], bool]
     """Load the certificate and key again into the listeners (SIGHUP); False keeps the old pair."""
+    l4: L4Plane | None = None
+    """The kernel's map in `l4` mode (`l4.service.L4Service`); None in `l7`."""
 
 
 class BalancerService(BusService):
@@ -96,7 +99,7 @@ class BalancerService(BusService):
         plane = build(Hooks(drained=self._drained, rejected_inputs=self._rejected_inputs, not_ready=self._not_ready))
         self.engine, self.router, self.verifier = plane.engine, plane.router, plane.verifier
         self.reclaimer, self.workers, self.metrics = plane.reclaimer, plane.workers, plane.metrics
-        self._listen, self._reload = plane.listen, plane.reload_certificate
+        self._listen, self._reload, self.l4 = plane.listen, plane.reload_certificate, plane.l4
         self.draining = False
         """Set when the stop begins, before anything else of it: `/readyz` answers 503 from then on."""
         self._front: Front | None = None
@@ -141,8 +144,8 @@ class BalancerService(BusService):
         self.spawn(self.reclaimer.run(self.router.loop), "balancer-reclaim")
         with contextlib.suppress(ValueError, RuntimeError):  # not the main thread: no signals (some tests)
             self.router.loop.add_signal_handler(signal.SIGHUP, self.reload_certificate)
-        log.info("balancer.listening", balancer=self.balancer_id, address=self.address, engine=self.engine.name,
-                 backends=len(self.router.table))
+        log.info("balancer.listening", balancer=self.balancer_id, mode="l7", address=self.address,
+                 engine=self.engine.name, backends=len(self.router.table))
 
     def _not_ready(self) -> str | None:
         if self.draining:
@@ -196,6 +199,7 @@ class BalancerService(BusService):
     async def _learn_fleet(self) -> None:
         """Ask the provisioners which VMs exist, so a restarted balancer serves at once."""
         lists = await self.bus.gather(self.subjects.prov_list, ListVms(), VmList, self.settings.balancer_list_window_s)
+        lists = [listing for listing in lists if serves(self.settings.balancer_hosts, listing.host)]
         added = apply_listing(self.router, lists, self.router.loop.time())
         self._verify_new()
         log.info("balancer.fleet_listed", hosts=len(lists), added=added)
@@ -203,6 +207,8 @@ class BalancerService(BusService):
     async def _vm_event(self, event: VmStateChanged, _msg: Msg) -> None:
         """Apply a provisioner's VM event; `draining` starts a drain with the event's deadline."""
         bind_message(subject=_msg.subject, vm=event.vm, state=event.state.value, request_id=event.request_id)
+        if not serves(self.settings.balancer_hosts, event.host):
+            return  # another host's VM (`balancer_hosts`): not a line per event of every other host
         outcome = apply_event(self.router, event, self.router.loop.time())
         self._verify_new()
         log.info("vm.event_handled", outcome=outcome, address=event.address)

@@ -148,6 +148,56 @@ class BalancerSettings(ServiceSettings):
         "/run/quicfleet/steering as root, else $XDG_RUNTIME_DIR/quicfleet/steering, else <balancer_state_dir>/steering."
     )
 
+    balancer_hosts: str = Field(
+        "", description="Comma-separated provisioner hosts whose VMs this balancer serves (unset: every host's). An "
+        "l4 balancer must name its own host: its kernel can forward only to the VMs it routes to.",
+    )
+    balancer_mode: Literal["l7", "l4"] = Field(
+        "l7", description="`l7`: terminate QUIC and proxy requests; `l4`: program the host's kernel (nftables DNAT and "
+        "conntrack) to pass clients' QUIC to the VMs untouched (see docs/services/balancer.md, L4 passthrough).",
+    )
+    balancer_l4_netns: str | None = Field(
+        None, description="l4: the netns whose kernel is programmed (unset: the balancer's own; the lab, tests)."
+    )
+    balancer_l4_address: str | None = Field(
+        None, description="l4: the virtual address clients reach (the VIP, one of this host's; unset: listen_host)."
+    )
+    balancer_l4_buckets: int = Field(
+        256, ge=1, le=65536, description="l4: hash buckets of the map; more spread new flows more evenly over the VMs."
+    )
+    balancer_l4_conntrack_timeout_s: int = Field(
+        600, ge=10, le=86400, description="l4: how long conntrack keeps a silent flow on its VM. Must be longer than "
+        "the VMs' QUIC idle timeout, or a live but quiet connection is re-hashed to another VM; a drain also waits "
+        "up to this long after a VM's last packet (UDP has no close a router can see).",
+    )
+    balancer_l4_vm_network: str | None = Field(
+        None, description="l4: the VMs' subnet (CIDR): no UDP from it on a VM's service port leaves un-NATed (unset: "
+        "only the VMs in the map are guarded).",
+    )
+    balancer_l4_flow_live_s: int = Field(
+        30, ge=1, le=3600, description="l4: a flow counts as open (drains, reports, the scaler's flows signal) while a "
+        "packet passed within this many seconds; UDP has no close the kernel sees. Set it to the VMs' QUIC idle "
+        "timeout (a drain then ends this long after its last flow's last packet, or at its deadline).",
+    )
+    balancer_l4_sync_interval_s: float = Field(
+        0.2, gt=0, le=60, description="l4: seconds between two syncs of the VM map and reads of the per-VM flows."
+    )
+    balancer_l4_client_ifaces: str = Field(
+        "", description="l4: comma-separated client-facing interfaces for connection-ID learning (unset: every "
+        "interface but balancer_l4_vm_iface and lo).",
+    )
+    balancer_l4_vm_iface: str = Field(
+        "virbr0", description="l4: the bridge the VMs are on (connection-ID learning watches their answers there)."
+    )
+    balancer_l4_cid_length: int = Field(
+        20, ge=4, le=20, description="l4: length of the VMs' server connection IDs, learned by the tc program (a "
+        "property of the template's QUIC server: nginx 20, aioquic 8, quic-go 4).",
+    )
+    balancer_l4_bpf_object: Path | None = Field(
+        None, description="l4: the connection-ID learning program (unset: deploy/bpf/build/quic_cid.o of a source "
+        "tree, else /opt/quicfleet/lib/bpf/quic_cid.o; missing: l4 runs without learning and says so at start).",
+    )
+
     @field_validator("balancer_trusted_proxies")
     @classmethod
     def _cidrs_ok(cls, value: str) -> str:

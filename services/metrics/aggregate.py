@@ -153,6 +153,7 @@ def _accumulate(into: VmDelta, delta: VmDelta) -> None:
     into.sum_s += delta.sum_s
     into.rps += delta.rps
     into.outstanding += delta.outstanding
+    into.flows += delta.flows
 
 
 def _load_fields(delta: VmDelta) -> dict[str, float | None]:
@@ -160,6 +161,7 @@ def _load_fields(delta: VmDelta) -> dict[str, float | None]:
     return {
         "rps": min(delta.rps, MAX_RPS),
         "outstanding": min(delta.outstanding, MAX_RPS),
+        "flows": min(delta.flows, MAX_RPS),
         "error_rate": min(1.0, delta.errors / delta.requests) if delta.requests > 0 else 0.0,
         "p50_s": quantile(delta.counts, 0.50),
         "p95_s": quantile(delta.counts, 0.95),

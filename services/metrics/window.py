@@ -54,6 +54,8 @@ class VmDelta:
     sum_s: float = 0.0
     rps: float = 0.0
     outstanding: float = 0.0
+    flows: float = 0.0
+    """Open flows (l4 balancers), a gauge averaged over the window like `outstanding`."""
 
 
 def went_backwards(before: BackendLoad, after: BackendLoad) -> bool:
@@ -125,19 +127,21 @@ class RunTrack:
         baseline, latest = self.samples[0], self.latest
         span = latest.at - baseline.at
         result = {vm: _delta(baseline.backends.get(vm), load, span) for vm, load in latest.backends.items()}
-        for vm, mean in self._mean_outstanding(now).items():
-            result.setdefault(vm, VmDelta()).outstanding = mean
+        for vm, (outstanding, flows) in self._mean_gauges(now).items():
+            delta = result.setdefault(vm, VmDelta())
+            delta.outstanding, delta.flows = outstanding, flows
         return result
 
-    def _mean_outstanding(self, now: float) -> dict[str, float]:
-        """Mean outstanding per VM over the real reports inside the window (absent counts as 0)."""
+    def _mean_gauges(self, now: float) -> dict[str, tuple[float, float]]:
+        """Mean outstanding and flows per VM over the real reports inside the window (absent counts as 0)."""
         start = now - self.window_s
         inside = [s for s in self.samples if not s.virtual and s.received > start] or [self.latest]
-        sums: dict[str, float] = {}
+        sums: dict[str, tuple[float, float]] = {}
         for sample in inside:
             for vm, load in sample.backends.items():
-                sums[vm] = sums.get(vm, 0.0) + load.outstanding
-        return {vm: total / len(inside) for vm, total in sums.items()}
+                outstanding, flows = sums.get(vm, (0.0, 0.0))
+                sums[vm] = (outstanding + load.outstanding, flows + load.flows)
+        return {vm: (o / len(inside), f / len(inside)) for vm, (o, f) in sums.items()}
 
 
 _ZERO = BackendLoad(vm="zero")

@@ -44,6 +44,9 @@ class BackendLoad(EventPart):
     latency: LatencyHistogram = Field(default_factory=LatencyHistogram.empty)
     routable: bool = True
     draining: bool = False
+    flows: Count = Field(0, description="l4: the VM's open flows now (conntrack entries; a gauge, not cumulative).")
+    packets: Count = Field(0, description="l4: packets the kernel passed to the VM (cumulative, nft counter).")
+    bytes: Count = Field(0, description="l4: bytes the kernel passed to the VM (cumulative, nft counter).")
 
 
 class BalancerReported(Event):
@@ -73,6 +76,7 @@ class LoadFigures(EventPart):
     p50_s: NonNegative | None = None
     p95_s: NonNegative | None = None
     p99_s: NonNegative | None = None
+    flows: NonNegative = Field(0.0, description="l4: open flows (connections) over the window, mean of the reports.")
 
 
 class VmLoad(LoadFigures):

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from services.balancer.core.l4plane import FlowFigures
 from shared.buildinfo import add_standard_collectors
 from shared.contract.load import LATENCY_BOUNDS_S
 from shared.histogram import bucket_of
@@ -50,7 +51,8 @@ class Telemetry:
     """
 
     def __init__(
-        self, panic: Callable[[], bool] = _never, rejected_inputs: Callable[[], Mapping[str, int]] = _nothing
+        self, panic: Callable[[], bool] = _never, rejected_inputs: Callable[[], Mapping[str, int]] = _nothing,
+        flows: Callable[[], Mapping[str, FlowFigures]] | None = None,
     ) -> None:
         self.requests: dict[tuple[str, str, str], int] = {}
         """Finished requests by (vm, code_class, protocol); vm "" when no VM was tried."""
@@ -79,6 +81,8 @@ class Telemetry:
         self.panics = 0
         self.rejected_inputs = rejected_inputs
         """Malformed events dropped per subject (the service's bus's throttle totals)."""
+        self.flows = flows
+        """l4 mode: the kernel's latest flows, packets and bytes per VM (None in l7: no such series)."""
 
     # request level: the router calls these
     def request_done(self, vm: str, status: int, protocol: str, bytes_sent: int, seconds: float) -> None:
@@ -153,6 +157,8 @@ class BalancerCollector(Collector):
         yield from gauge_families(self.t)
         yield latency_family(self.t)
         yield rejections_family(self.t)
+        if self.t.flows is not None:
+            yield from l4_families(self.t.flows())
 
 
 def requests_family(t: Telemetry) -> Metric:
@@ -235,6 +241,18 @@ def rejections_family(t: Telemetry) -> Metric:
     for subject, count in sorted(t.rejected_inputs().items()):
         family.add_metric(["balancer", subject], count)
     return family
+
+
+def l4_families(flows: Mapping[str, FlowFigures]) -> Iterator[Metric]:
+    """Per VM in l4 mode: its open flows (conntrack), and the packets and bytes the kernel passed to it (nft)."""
+    open_flows = GaugeMetricFamily(PREFIX + "vm_flows", "l4: open flows (conntrack entries) to a VM.", labels=["vm"])
+    packets = CounterMetricFamily(PREFIX + "vm_packets", "l4: packets passed to a VM by the kernel.", labels=["vm"])
+    sent = CounterMetricFamily(PREFIX + "vm_bytes", "l4: bytes passed to a VM by the kernel.", labels=["vm"])
+    for vm, figures in sorted(flows.items()):
+        open_flows.add_metric([vm], figures.entries)
+        packets.add_metric([vm], figures.packets)
+        sent.add_metric([vm], figures.bytes)
+    yield from (open_flows, packets, sent)
 
 
 def make_registry(telemetry: Telemetry) -> CollectorRegistry:

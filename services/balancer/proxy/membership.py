@@ -22,6 +22,13 @@ def expected(router: Router, uuid: str | None, identity: bool) -> str | None:
     return uuid if identity and router.options.identity_check else None
 
 
+def serves(hosts: str, host: str | None) -> bool:
+    """Whether a VM of provisioner `host` is this balancer's, given `balancer_hosts` (empty: every host's; a VM
+    whose event names no host is nobody's once hosts are named)."""
+    named = {h.strip() for h in hosts.split(",") if h.strip()}
+    return not named or host in named
+
+
 def apply_event(router: Router, event: VmStateChanged, now: float) -> str:
     """Apply one VM event to the router; returns what it did (for the log line)."""
     if event.state is VmState.READY:

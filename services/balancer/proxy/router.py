@@ -55,8 +55,11 @@ class Router:
         on_drained: Callable[[DrainOver], None],
         telemetry: Telemetry | None = None,
         access_log: AccessLog | None = None,
+        busy: Callable[[str], int] | None = None,
     ) -> None:
+        """`busy` says per VM what keeps its drain open: requests in flight (default), or the l4 mode's flows."""
         self.loop = asyncio.get_running_loop()
+        self.busy = busy or self._outstanding
         self.telemetry = telemetry or Telemetry()
         self.access_log = access_log or AccessLog(self.loop, enabled=False)
         self._panicking = False
@@ -231,7 +234,7 @@ class Router:
         self.check_drains()
 
     def check_drains(self) -> None:
-        for over in self.drains.finished(self.loop.time(), self._outstanding):
+        for over in self.drains.finished(self.loop.time(), self.busy):
             self.on_drained(over)
 
     def _outstanding(self, vm: str) -> int:
