@@ -51,8 +51,9 @@ naming it (exit status 2, which the systemd units do not restart). A `QUICFLEET_
 no service reads is logged as a warning at start (`settings.unknown_variable`, with the closest
 real name). `quicfleet config check [--service X] [--config FILE]` prints the effective settings
 with secrets masked and exits 2 on any of these mistakes (the misspelt variable included), as
-`nginx -t` does. deploy/quicfleet.toml is a commented example; the CLI reads the shared settings
-from the environment only.
+`nginx -t` does. deploy/quicfleet.toml is a commented example. The CLI reads the same file's
+`[common]` only (`quicfleet --config FILE …`), under the same variables and below `--nats-url`: with
+NATS users, `[common]` holds the operator's login and each service's section its own.
 """
 
 

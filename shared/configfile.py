@@ -53,7 +53,20 @@ def config_path(explicit: Path | None = None, environ: Mapping[str, str] = os.en
         return explicit
     if CONFIG_ENV in environ:
         return Path(environ[CONFIG_ENV]) if environ[CONFIG_ENV] else None
-    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+    return DEFAULT_CONFIG if _present(DEFAULT_CONFIG) else None
+
+
+def _present(path: Path) -> bool:
+    """Whether `path` is a file, counting one behind a directory this user may not enter.
+
+    /etc/quicfleet is 0750 root:quicfleet. For a user outside the group `is_file()` raises (a
+    traceback), and treating the file as absent would be worse (the CLI would try the default
+    NATS without a login): reading it then says "Permission denied" in one line instead.
+    """
+    try:
+        return path.is_file()
+    except PermissionError:
+        return True
 
 
 def read_config(path: Path | None) -> ConfigFile:

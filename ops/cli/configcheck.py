@@ -104,6 +104,7 @@ def config_check(
     """Print each service's effective settings (secrets masked); exit 2 on any mistake, as `nginx -t` does."""
     if service is not None and service not in SERVICES:
         raise fail(f"unknown service {service!r}; known: {', '.join(SERVICES)}", EXIT_INVALID)
+    config = config or getattr(getattr(ctx.obj, "nats", None), "config", None)  # `quicfleet --config F config check`
     report = check([service] if service else list(SERVICES), config, dict(os.environ))
     if getattr(ctx.obj, "json", False):
         out.print(json.dumps({"ok": not report.errors, "file": str(report.file) if report.file else None,

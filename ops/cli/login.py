@@ -3,10 +3,10 @@
 `up` leaves one small file per NATS client port in this user's state directory
 (`$XDG_STATE_HOME/quicfleet/logins/nats-<port>.json`, 0700): the user name, the path of the
 password file in its run directory (never the password itself) and the reply prefix. The CLI
-reads it only when no QUICFLEET_NATS_USER, _PASSWORD, _TOKEN or _CREDS is set and only for a
-loopback URL: a login made for this machine's `up` is never sent anywhere else. The directory
-is the user's own, so another user on the machine finds nothing (and could not read the
-password file if they did).
+reads it only when no QUICFLEET_NATS_USER, _PASSWORD, _TOKEN or _CREDS is set (nor the settings
+file's `[common]` names a login: `ops.cli.client.cli_settings`) and only for a loopback URL: a
+login made for this machine's `up` is never sent anywhere else. The directory is the user's own,
+so another user on the machine finds nothing (and could not read the password file if they did).
 """
 
 from __future__ import annotations
