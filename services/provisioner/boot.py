@@ -123,7 +123,7 @@ def plan_for(settings: ProvisionerSettings, entry: VmEntry, template: Template, 
     identity = checks_identity(settings.ready_identity, template.xml)
     tag = VmTag(
         settings.fleet_id, entry.request_id, entry.created_at, settings.host, entry.address, epoch=epoch,
-        identity=identity, pooled=entry.pooled,
+        identity=identity, pooled=entry.pooled, version=entry.version,
     )
     macs = random_macs(interface_count(template.xml))
     plan = plan_clone(template.xml, entry.name, macs, tag, template.sources, settings.clone_mode, uuid=random_uuid())

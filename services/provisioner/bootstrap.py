@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.provisioner.basevolumes import BaseVolumes
 from services.provisioner.boot import Probe
 from services.provisioner.core.ports import Hypervisor
 from services.provisioner.libvirt_adapter import LibvirtHypervisor
@@ -26,4 +27,7 @@ def bootstrap(
     )
     port, host = settings.provisioner_metrics_port, settings.provisioner_metrics_host
     server = MetricsServer(make_registry(telemetry), host, port) if port is not None else None
-    return ProvisionerService(settings, hypervisor, readiness, bus=bus, telemetry=telemetry, metrics=server)
+    store = BaseVolumes(settings.libvirt_uri)  # template base images: a libvirt connection of its own
+    return ProvisionerService(
+        settings, hypervisor, readiness, bus=bus, telemetry=telemetry, metrics=server, store=store
+    )

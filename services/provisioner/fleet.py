@@ -22,10 +22,17 @@ from services.provisioner.boot import Probe, Tools, load_template, provision, wa
 from services.provisioner.core.addresses import parse_static_pool
 from services.provisioner.core.capacity import Capacity
 from services.provisioner.core.commands import check_room, draining, obeyed_epoch, static_address
-from services.provisioner.core.errors import NotOurs, Refused
+from services.provisioner.core.errors import CannotClone, NotOurs, Refused
 from services.provisioner.core.machine import RUNNING, adopted, requested, to_record
 from services.provisioner.core.pauses import paused_by, plan_pauses, with_pause
-from services.provisioner.core.ports import DomainEvent, DomainEventKind, DomainView, Hypervisor, HypervisorError
+from services.provisioner.core.ports import (
+    DomainEvent,
+    DomainEventKind,
+    DomainView,
+    Hypervisor,
+    HypervisorError,
+    Template,
+)
 from services.provisioner.core.reconcile import (
     Action,
     Adopt,
@@ -35,6 +42,7 @@ from services.provisioner.core.reconcile import (
     plan_reconcile,
     plan_volumes,
 )
+from services.provisioner.core.versions import version_domain_name
 from services.provisioner.core.warmpool import adopted_entry, pick, taken
 from services.provisioner.execute import clone_disks
 from services.provisioner.room import RoomReader
@@ -106,10 +114,10 @@ class Fleet(VmTable):
         self.check_epoch(command.epoch)
         if (known := self._known(command.request_id)) is not None:
             return known
-        if not command.pooled and (pooled := pick(self.entries, self.removing)) is not None:
+        if not command.pooled and (pooled := pick(self.entries, self.removing, command.version)) is not None:
             return await self._take(pooled, command.request_id)
         check_room(self.entries.values(), self.settings.max_vms, self.settings.host)
-        template = await load_template(self.hv, self.settings.template)
+        template = await self._load(command.version)
         # checked again: another create may have run while the template was read
         if (known := self._known(command.request_id)) is not None:
             return known
@@ -119,9 +127,22 @@ class Fleet(VmTable):
         if s.address_strategy == "static":
             address = static_address(self.addresses, template.xml, template.name, s.backend_port, self.entries.values())
         name = f"{s.vm_prefix}{uuid.uuid4().hex[:8]}"
-        await self.put(requested(name, command.request_id, self.clock(), address, pooled=command.pooled))
+        await self.put(
+            requested(name, command.request_id, self.clock(), address, pooled=command.pooled, version=command.version)
+        )
         self.spawn(name, provision(self._tools(), self.entries[name], template, command.epoch, self.slots))
         return self._record(name)
+
+    async def _load(self, version: str | None) -> Template:
+        """The domain a create clones: the template itself, or the version's domain (`core/versions.py`), which
+        exists only once the version's base is complete and checked on this host."""
+        s = self.settings
+        if version is None:
+            return await load_template(self.hv, s.template)
+        try:
+            return await load_template(self.hv, version_domain_name(s.template, version, s.host))
+        except CannotClone as error:
+            raise CannotClone(f"template version {version} is not ready on {s.host}: {error}") from None
 
     async def _take(self, name: str, request_id: str) -> VmRecord:
         """Hand out pooled VM `name`: marked taken (`booting`, the new request id) before any await, so no

@@ -1,6 +1,7 @@
 """The provisioner service: NATS endpoints and loops around `Fleet` and the libvirt adapter.
 
-Commands come from the leader scaler (`fleet.prov.*`: create, destroy, drain, list); every state
+Commands come from the leader scaler (`fleet.prov.*`: create, destroy, drain, list; and the template
+versions' push, list, protect and retire, `templates.py`, from it or from people); every state
 change goes out as a `fleet.vm.<state>` event, and this is the only process that publishes them.
 libvirt lifecycle events arrive on libvirt's thread and are handed to the event loop through a
 queue; a periodic reconcile rebuilds the picture from libvirt. This is the edge: the fleet's
@@ -15,6 +16,7 @@ from typing import TypeVar
 
 import structlog
 
+from services.provisioner.basevolumes import BaseVolumes
 from services.provisioner.boot import Probe
 from services.provisioner.core.errors import (
     CannotClone,
@@ -24,16 +26,29 @@ from services.provisioner.core.errors import (
     Refused,
     RemovalIncomplete,
     StaleEpoch,
+    UnknownVersion,
     UnknownVm,
+    VersionConflict,
 )
 from services.provisioner.core.machine import VmEntry, to_event
 from services.provisioner.core.ports import DomainEvent, Hypervisor, HypervisorError, TemplateMissing
 from services.provisioner.fleet import Fleet
 from services.provisioner.settings import ProvisionerSettings
 from services.provisioner.telemetry import ProvisionerTelemetry
+from services.provisioner.templates import TemplateVersions
 from shared.bus import Bus
 from shared.contract.base import ErrorCode
 from shared.contract.provisioning import CreateVm, DestroyVm, ListVms, StartDrain, VmList, VmRecord
+from shared.contract.templates import (
+    HostTemplateVersion,
+    ListTemplates,
+    ProtectTemplate,
+    PushTemplate,
+    RetireTemplate,
+    TemplateList,
+    TemplateVersionReady,
+    TemplateVersionRetired,
+)
 from shared.endpoints import Endpoint
 from shared.errors import BusError
 from shared.metricsserver import MetricsServer
@@ -49,6 +64,8 @@ CODES: dict[type[Refused], ErrorCode] = {
     RemovalIncomplete: ErrorCode.UNAVAILABLE,
     NotOurs: ErrorCode.NOT_FOUND,
     UnknownVm: ErrorCode.NOT_FOUND,
+    VersionConflict: ErrorCode.CONFLICT,
+    UnknownVersion: ErrorCode.NOT_FOUND,
 }
 """How each refusal reads on the wire; libvirt failing (`HypervisorError`) is `unavailable`."""
 
@@ -76,8 +93,10 @@ class ProvisionerService(BusService):
     def __init__(
         self, settings: ProvisionerSettings, hv: Hypervisor, probe: Probe, bus: Bus | None = None,
         telemetry: ProvisionerTelemetry | None = None, metrics: MetricsServer | None = None,
+        store: BaseVolumes | None = None,
     ) -> None:
-        """`telemetry` sees every published state (boot and resume times); `metrics` serves it (None: off)."""
+        """`telemetry` sees every published state (boot and resume times); `metrics` serves it (None: off);
+        `store` reads and writes template base images (its own libvirt connection, opened on first use)."""
         super().__init__(settings, bus)
         self.settings: ProvisionerSettings = settings
         self.hv = hv
@@ -86,6 +105,8 @@ class ProvisionerService(BusService):
         self.fleet = Fleet(settings, hv, probe, self._publish)
         self._events: asyncio.Queue[DomainEvent] = asyncio.Queue()
         self._reconciled = asyncio.Event()
+        self.store = store or BaseVolumes(settings.libvirt_uri)
+        self.templates = TemplateVersions(settings, self.store, self._announce)
 
     def endpoints(self) -> list[Endpoint]:
         subjects = self.subjects
@@ -96,6 +117,19 @@ class ProvisionerService(BusService):
             Endpoint("destroy", subjects.prov_destroy(host), DestroyVm, self._destroy, queue=f"provisioner-{host}"),
             Endpoint("drain", subjects.prov_drain(host), StartDrain, self._drain, queue=f"provisioner-{host}"),
             Endpoint("list", subjects.prov_list, ListVms, self._list, queue=f"provisioner-{host}"),
+            *self._template_endpoints(),
+        ]
+
+    def _template_endpoints(self) -> list[Endpoint]:
+        subjects, host = self.subjects, self.settings.host
+        mine = f"provisioner-{host}"
+        return [
+            Endpoint("template-push", subjects.prov_template_push(host), PushTemplate, self._push, queue=mine),
+            Endpoint("template-retire", subjects.prov_template_retire(host), RetireTemplate, self._retire, queue=mine),
+            Endpoint(
+                "template-protect", subjects.prov_template_protect(host), ProtectTemplate, self._protect, queue=mine
+            ),
+            Endpoint("template-list", subjects.prov_template_list, ListTemplates, self._list_templates, queue=mine),
         ]
 
     async def on_start(self) -> None:
@@ -112,6 +146,7 @@ class ProvisionerService(BusService):
     async def on_stop(self) -> None:
         await self.fleet.stop()
         await asyncio.to_thread(self.hv.close)
+        await asyncio.to_thread(self.store.close)
         if self.metrics is not None:
             await self.metrics.close()
 
@@ -169,6 +204,40 @@ class ProvisionerService(BusService):
         structlog.contextvars.bind_contextvars(vms=len(result.vms))
         return result
 
+    async def _announce(self, event: TemplateVersionReady | TemplateVersionRetired) -> None:
+        ready = isinstance(event, TemplateVersionReady)
+        await self.bus.publish(self.subjects.template_ready if ready else self.subjects.template_retired, event)
+
+    def _template_epoch(self, epoch: int | None) -> None:
+        """A template command from the leader carries its epoch: a deposed leader's is refused like a create."""
+        if epoch is None:
+            return
+        try:
+            self.fleet.check_epoch(epoch)
+        except Refused as error:
+            raise bus_error(error) from None
+
+    async def _push(self, command: PushTemplate) -> HostTemplateVersion:
+        structlog.contextvars.bind_contextvars(template_source=command.source, version=command.version)
+        await self._after_first_reconcile()
+        self._template_epoch(command.epoch)
+        return await answered(self.templates.push(command))
+
+    async def _retire(self, command: RetireTemplate) -> TemplateList:
+        structlog.contextvars.bind_contextvars(version=command.version)
+        await self._after_first_reconcile()
+        self._template_epoch(command.epoch)
+        return await answered(self.templates.retire(command))
+
+    async def _protect(self, command: ProtectTemplate) -> HostTemplateVersion:
+        structlog.contextvars.bind_contextvars(version=command.version, protected=command.protected)
+        await self._after_first_reconcile()
+        self._template_epoch(command.epoch)
+        return await answered(self.templates.protect(command))
+
+    async def _list_templates(self, _command: ListTemplates) -> TemplateList:
+        return await answered(self.templates.listing())
+
     async def _consume_events(self) -> None:
         while True:
             event = await self._events.get()
@@ -192,4 +261,13 @@ class ProvisionerService(BusService):
         except Exception as error:  # noqa: BLE001 - the loop must outlive any one bad reconcile
             log.error("reconcile.failed", error=str(error) or type(error).__name__)
             return
-        log.info("reconcile.done", vms=len(self.fleet.live()))
+        log.info("reconcile.done", vms=len(self.fleet.live()), template_versions=await self._versions_in_use())
+
+    async def _versions_in_use(self) -> dict[str, int] | str:
+        """Domains of this host on each template version (`(template)`: clones of the template domain itself), for
+        the reconcile's log line; the error in words when libvirt cannot say."""
+        try:
+            listed = await self.templates.listing()
+        except Exception as error:  # noqa: BLE001 - a report, never a reason to fail the reconcile
+            return f"unread: {error or type(error).__name__}"
+        return {v.version: v.in_use for v in listed.versions} | {"(template)": listed.unversioned_in_use}

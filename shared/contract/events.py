@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import Field
 
 from shared.contract.base import Address, Event, Name, Reason, RequestId, VmUuid, utcnow
+from shared.contract.templates import VersionId
 
 
 class VmState(StrEnum):
@@ -50,6 +51,9 @@ class VmStateChanged(Event):
         default=None,
         description="`draining` only: how long a balancer waits for its in-flight requests before it reports "
                     "`fleet.balancer.drained` anyway.",
+    )
+    version: VersionId | None = Field(
+        default=None, description="The template version it was cloned from (None: the template domain itself)."
     )
 
 

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from shared.contract.base import Address, Message, Model, Name, RequestId, VmUuid
 from shared.contract.events import VmState
+from shared.contract.templates import VersionId
 
 Epoch = Annotated[int, Field(ge=0, le=2**53)]
 MEMORY_MIB_MAX = 2**32
@@ -31,6 +32,11 @@ class CreateVm(Message):
         default=False,
         description="Make a VM for the warm pool (booted, checked, paused: state `pooled`); a plain create "
                     "takes a pooled VM of this host first (resume, check again, ready).",
+    )
+    version: VersionId | None = Field(
+        default=None,
+        description="Clone from this template version (it must be ready on the host, else `unavailable`); "
+                    "None: the host's template domain itself. A pooled VM is taken only when its version matches.",
     )
 
 
@@ -72,6 +78,7 @@ class VmRecord(Model):
     uuid: VmUuid | None = None
     identity: bool = Field(default=False, description="As in `VmStateChanged`: responses carry `uuid` to check.")
     paused: bool = Field(default=False, description="libvirt reports the domain paused: it serves nothing.")
+    version: VersionId | None = Field(default=None, description="The template version it was cloned from.")
 
 
 class VmList(Model):

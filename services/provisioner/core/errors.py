@@ -38,3 +38,11 @@ class CannotDrain(Refused):
 
 class RemovalIncomplete(Refused):
     """libvirt did not let a teardown finish (the VM is `failed`; the reconcile reaps what is left)."""
+
+
+class VersionConflict(Refused):
+    """A template command that would break a version: a digest that differs, a label taken, a base still held."""
+
+
+class UnknownVersion(Refused):
+    """No template version of that name on this host."""

@@ -58,6 +58,8 @@ class VmEntry:
     """Made for the warm pool and not taken yet: its first readiness ends in a pause and `pooled`, not `ready`."""
     deadline_s: float | None = None
     """While `draining`: how long the balancers wait for in-flight requests (from `StartDrain`, republished)."""
+    version: str | None = None
+    """The template version it is cloned from (in its tag; None: the template domain itself)."""
 
     @property
     def finished(self) -> bool:
@@ -65,11 +67,13 @@ class VmEntry:
 
 
 def requested(
-    name: str, request_id: str | None, now: datetime, address: str | None = None, pooled: bool = False
+    name: str, request_id: str | None, now: datetime, address: str | None = None, pooled: bool = False,
+    version: str | None = None,
 ) -> VmEntry:
-    """A new VM, accepted but not yet cloned (`pooled`: for the warm pool)."""
+    """A new VM, accepted but not yet cloned (`pooled`: for the warm pool; `version`: cloned from it)."""
     return VmEntry(
-        name=name, state=S.REQUESTED, since=now, created_at=now, request_id=request_id, address=address, pooled=pooled
+        name=name, state=S.REQUESTED, since=now, created_at=now, request_id=request_id, address=address, pooled=pooled,
+        version=version,
     )
 
 
@@ -92,7 +96,7 @@ def to_event(entry: VmEntry, host: str) -> VmStateChanged:
         vm=entry.name, state=entry.state, address=entry.address, at=entry.since,
         reason=_short(entry.reason), request_id=entry.request_id, host=host,
         uuid=entry.uuid, identity=entry.identity and entry.uuid is not None, paused=entry.paused,
-        deadline_s=entry.deadline_s if entry.state is S.DRAINING else None,
+        deadline_s=entry.deadline_s if entry.state is S.DRAINING else None, version=entry.version,
     )
 
 
@@ -101,7 +105,7 @@ def to_record(entry: VmEntry, host: str) -> VmRecord:
     return VmRecord(
         vm=entry.name, state=entry.state, address=entry.address, since=entry.since,
         request_id=entry.request_id, host=host, uuid=entry.uuid, identity=entry.identity and entry.uuid is not None,
-        paused=entry.paused,
+        paused=entry.paused, version=entry.version,
     )
 
 
@@ -116,4 +120,5 @@ def adopted(
     return VmEntry(
         name=name, state=state, since=now, created_at=tag.created_at, request_id=tag.request_id,
         address=tag.address, macs=macs, volumes=tag.volumes, uuid=uuid, identity=tag.identity, pooled=tag.pooled,
+        version=tag.version,
     )

@@ -34,6 +34,8 @@ class VmTag:
     pooled: bool = False
     """Made for the warm pool and not taken yet (`<qf:pool>1</qf:pool>`): a restarted provisioner adopts it
     paused as `pooled`; a take rewrites the tag without it before it resumes the VM (`warmpool.py`)."""
+    version: str | None = None
+    """The template version it was cloned from (`<qf:version>`; None: the template domain itself)."""
 
 
 def tag_element(tag: VmTag) -> ET.Element:
@@ -64,6 +66,7 @@ def _element(tag: VmTag, namespace: str) -> ET.Element:
     child("epoch", str(tag.epoch))
     child("identity", "uuid" if tag.identity else None)
     child("pool", "1" if tag.pooled else None)
+    child("version", tag.version)
     return root
 
 
@@ -132,6 +135,7 @@ def _read(element: ET.Element) -> VmTag | None:
         fleet=fleet, request_id=_one(values, "request"), created_at=created, host=_one(values, "host"),
         address=_one(values, "address"), volumes=tuple(values.get("volume", [])), epoch=_epoch(_one(values, "epoch")),
         identity=_one(values, "identity") == "uuid", pooled=_one(values, "pool") == "1",
+        version=_one(values, "version"),
     )
 
 

@@ -21,12 +21,15 @@ TAKE_FAILED = "taken from the warm pool but did not answer again"
 """The start of the reason a taken VM fails with (the rest says what was seen)."""
 
 
-def pick(entries: Mapping[str, VmEntry], busy: Collection[str]) -> str | None:
+def pick(entries: Mapping[str, VmEntry], busy: Collection[str], version: str | None = None) -> str | None:
     """The pooled VM a plain create takes: the most recently pooled one (its DHCP lease and clock the freshest).
 
-    None when the pool is empty; `busy` VMs (being removed) are never handed out.
+    None when the pool is empty; `busy` VMs (being removed) are never handed out, nor one of another
+    template version than the create asks for (a rollout must not get an old VM out of the pool).
     """
-    pooled = [e for e in entries.values() if e.state is VmState.POOLED and e.name not in busy]
+    pooled = [
+        e for e in entries.values() if e.state is VmState.POOLED and e.name not in busy and e.version == version
+    ]
     return max(pooled, key=lambda e: (e.since, e.name)).name if pooled else None
 
 
