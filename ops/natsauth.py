@@ -74,21 +74,26 @@ def permission_table(subjects: Subjects, bucket: str = SCALER_BUCKET) -> dict[st
     """Every role's permissions, from the subjects each service really uses (see each service's on_start)."""
     s = subjects
     prov_commands = [s.prov_create, _any_host(s.prov_create_on), _any_host(s.prov_destroy), _any_host(s.prov_drain)]
-    commands = [s.cmd_status, s.cmd_scale, s.cmd_policy, s.cmd_drain]
+    templates = [_any_host(s.prov_template_push), _any_host(s.prov_template_retire), s.prov_template_list]
+    """What `quicfleet template push/retire/list` sends; protecting a version is the rollout's (the scaler's)."""
+    commands = [s.cmd_status, s.cmd_scale, s.cmd_policy, s.cmd_drain, s.cmd_rollout_start, s.cmd_rollout_pause,
+                s.cmd_rollout_resume, s.cmd_rollout_abort, s.cmd_rollout_status]
     return {
         "balancer": _service("balancer", [s.prov_list, s.balancer_report, s.balancer_drained], [s.vm_all]),
         "metrics": _service("metrics", [s.load, SRV_STATS],
                             [s.balancer_report, s.vm_all, s.scaler_decision, s.scaler_state, s.scaler_forecast]),
         "scaler": _service(
             "scaler",
-            [*prov_commands, s.prov_list, s.scaler_state, s.scaler_decision, s.scaler_forecast, *kv_api(bucket)],
-            [*commands, s.vm_all, s.load, s.balancer_report, s.balancer_drained, s.scaler_state],
+            [*prov_commands, s.prov_list, s.scaler_state, s.scaler_decision, s.scaler_forecast, s.scaler_rollout,
+             _any_host(s.prov_template_protect), *kv_api(bucket)],
+            [*commands, s.vm_all, s.load, s.balancer_report, s.balancer_drained, s.scaler_state, s.scaler_rollout],
         ),
-        "provisioner": _service("provisioner", [s.vm_all], [*prov_commands, s.prov_list]),
+        "provisioner": _service("provisioner", [s.vm_all, s.template_ready, s.template_retired],
+                                [*prov_commands, s.prov_list, *templates, _any_host(s.prov_template_protect)]),
         OPERATOR: Permissions(
-            publish=(*commands, "$SRV.>", JS_INFO, f"{inbox_prefix(OPERATOR)}.>"),
-            subscribe=(s.vm_all, s.scaler_decision, s.scaler_forecast, s.load, s.scaler_state,
-                       f"{inbox_prefix(OPERATOR)}.>"),
+            publish=(*commands, *templates, "$SRV.>", JS_INFO, f"{inbox_prefix(OPERATOR)}.>"),
+            subscribe=(s.vm_all, s.scaler_decision, s.scaler_forecast, s.scaler_rollout, s.load, s.scaler_state,
+                       s.template_ready, s.template_retired, f"{inbox_prefix(OPERATOR)}.>"),
             responds=False,
         ),
     }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -20,31 +19,35 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.text import Text
 
-from ops.cli import configcheck, flows, local, login, render
-from ops.cli.client import EXIT_ERROR, CliError, session
+from ops.cli import configcheck, flows, local, render, rollout, templates
+from ops.cli.client import EXIT_ERROR, CliError, NatsSettings, session
 from ops.cli.console import err, fail, out
 from ops.cli.health import run_health
 from ops.cli.progress import FleetTracker
 from shared.contract.base import utcnow
 from shared.errors import describe_validation_error
-from shared.settings import ServiceSettings, describe_settings_error
+from shared.settings import ServiceSettings
 
 T = TypeVar("T")
 app = typer.Typer(name="quicfleet", help="Operate a quicfleet: an elastic HTTP/3 load balancer for KVM hosts.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=True)
 policy_app = typer.Typer(help="Show or change the autoscaling policy.", no_args_is_help=True)
-template_app = typer.Typer(help="Build the backend VM template.", no_args_is_help=True)
+template_app = typer.Typer(help="Build the backend VM template; push and list its versions.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(template_app, name="template")
 
 
 @dataclass(frozen=True)
 class Options:
-    """Global options, from the command line and QUICFLEET_* variables."""
+    """Global options; the NATS settings (command line, QUICFLEET_* variables, config file) read on first use."""
 
     json: bool
     timeout: float
-    settings: ServiceSettings
+    nats: NatsSettings
+
+    @property
+    def settings(self) -> ServiceSettings:
+        return self.nats.get()
 
 
 def execute(coro: Coroutine[Any, Any, T]) -> T:
@@ -84,17 +87,13 @@ def main_options(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for NATS and for each reply.", min=0.1)] = 5.0,
     nats_url: Annotated[str | None, typer.Option(help="NATS URL (default $QUICFLEET_NATS_URL).")] = None,
+    config: Annotated[Path | None, typer.Option(help="Settings file whose common section names NATS and the "
+                                                "login (default: $QUICFLEET_CONFIG, else "
+                                                "/etc/quicfleet/quicfleet.toml).")] = None,
     _version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
                                            callback=show_version)] = False,
 ) -> None:
-    overrides = {"nats_url": nats_url} if nats_url else {}
-    url = nats_url or os.environ.get("QUICFLEET_NATS_URL") or ServiceSettings.model_fields["nats_url"].default
-    overrides |= login.discover(url, os.environ)
-    try:
-        settings = ServiceSettings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as error:
-        raise fail(describe_settings_error(error), 2) from None
-    ctx.obj = Options(as_json, timeout, settings)
+    ctx.obj = Options(as_json, timeout, NatsSettings(nats_url, config))
 
 
 async def _with_bus(options: Options, call: Any) -> Any:
@@ -322,4 +321,6 @@ def load(
 
 # The commands that run local processes rather than talk to the fleet.
 local.register(app, template_app)
+templates.register(template_app)
 configcheck.register(app)
+rollout.register(app)

@@ -106,6 +106,10 @@ def status_view(status: FleetStatus, now: datetime) -> RenderableType:
     parts.append(load_line(status.load))
     if status.reason:
         parts.append(Text(f"scaler: {status.reason}"))
+    if status.rollout is not None:
+        from ops.cli.rollout import summary
+
+        parts.append(Text(summary(status.rollout)))
     return Group(*parts)
 
 

@@ -65,7 +65,7 @@ class Actuator:
     async def _create(self, command: CreateCommand, epoch: int) -> None:
         bind_message(command="create", request_id=command.request_id, epoch=epoch, host=command.host,
                      pooled=command.pooled)
-        request = CreateVm(request_id=command.request_id, epoch=epoch, pooled=command.pooled)
+        request = CreateVm(request_id=command.request_id, epoch=epoch, pooled=command.pooled, version=command.version)
         subjects = self.bus.subjects
         subject = subjects.prov_create_on(command.host) if command.host else subjects.prov_create
         try:

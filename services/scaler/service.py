@@ -44,6 +44,7 @@ from services.scaler.core.track import (
 )
 from services.scaler.foresight import Foresight, load_history, save_history
 from services.scaler.lease import Lease
+from services.scaler.rollout import RolloutRunner
 from services.scaler.settings import ScalerSettings
 from services.scaler.store import DesiredStore
 from services.scaler.telemetry import ScalerTelemetry
@@ -93,6 +94,7 @@ class ScalerService(BusService):
         self._lease: Lease | None = None
         self._actuator: Actuator | None = None
         self._foresight: Foresight | None = None
+        self._rollout: RolloutRunner | None = None
 
     @property
     def store(self) -> DesiredStore:
@@ -107,6 +109,14 @@ class ScalerService(BusService):
         return self._lease
 
     @property
+    def rollout(self) -> RolloutRunner:
+        """The template rollout (`rollout.py`): its commands, its KV state and the leader's hooks."""
+        if self._rollout is None:
+            self._rollout = RolloutRunner(self.bus, lambda: self.fleet, lambda: self.lease.holder, lambda: self.leading,
+                                          self._wake.set, self.spawn, self.clock)
+        return self._rollout
+
+    @property
     def leading(self) -> bool:
         """Holding the lease, and this term's view of the fleet is set up (only then may it act)."""
         return self._lease is not None and self._lease.leading and self._term == self._lease.epoch
@@ -118,6 +128,7 @@ class ScalerService(BusService):
             Endpoint("scale", s.cmd_scale, ScaleFleet, self.scale),
             Endpoint("policy", s.cmd_policy, PolicyPatch, self.set_policy),
             Endpoint("drain", s.cmd_drain, DrainVm, self.drain),
+            *self.rollout.endpoints(),
         ]
 
     async def on_start(self) -> None:
@@ -128,7 +139,9 @@ class ScalerService(BusService):
         self._lease = Lease(kv, self.settings.scaler_id, self.settings.lease_ttl_s)
         self._foresight = Foresight(kv, self.bus)
         self._actuator = Actuator(self.bus, self, self.spawn, self.settings.scaler_request_timeout_s)
+        self.rollout.attach(kv)
         await self._subscribe()
+        await self.rollout.subscribe()
         self.spawn(self._lease_loop(), "scaler-lease")
         self.spawn(self._control_loop(), "scaler-control")
         self.spawn(self._resync_loop(), "scaler-resync")
@@ -171,6 +184,8 @@ class ScalerService(BusService):
         self._source = followed
         at = news_at(snapshot, self.snapshot, self.load.at if self.load else now, now)
         self.snapshot, self.load = snapshot, load_view(snapshot, at)
+        if self.leading:
+            self.rollout.on_load(snapshot, now)
         if not self.leading:
             view, stored, known = self.load, self.store.current, self.store.revision > 0
             await self._mutate(lambda f: _witness(_with_desired(f, stored, known), view, now))
@@ -213,8 +228,11 @@ class ScalerService(BusService):
 
     async def status(self, _cmd: GetStatus) -> FleetStatus:
         lease = self.lease
-        return edits.status(self.store.current, self.fleet, lease.holder, lease.epoch, self.snapshot, self.clock(),
-                            lease.reason)
+        with contextlib.suppress(NatsError, TimeoutError, BusError):  # the status answers without it as well
+            await self.rollout.sync(self.leading)
+        status = edits.status(self.store.current, self.fleet, lease.holder, lease.epoch, self.snapshot, self.clock(),
+                              lease.reason)
+        return status.model_copy(update={"rollout": self.rollout.state})
 
     async def scale(self, cmd: ScaleFleet) -> DesiredState:
         return await self._store_change(lambda s: edits.scale(s, cmd, self.clock()))
@@ -272,6 +290,7 @@ class ScalerService(BusService):
             self._wake.clear()
             try:
                 await self.store.sync(self.store.current.policy.evaluation_interval_s)
+                await self.rollout.sync(self.leading)
                 if self.leading:
                     await self._evaluate()
                 else:
@@ -283,8 +302,8 @@ class ScalerService(BusService):
         """One decision: store a new size first (revision-checked), then send the commands."""
         async with self._lock:
             stored = self.store.current
-            self.fleet = _with_desired(self.fleet, stored, known=self.store.revision > 0)
-            decision = decide(self.fleet, self.load, self.clock())
+            shaped = self.rollout.shape(_with_desired(self.fleet, stored, known=self.store.revision > 0), self.clock())
+            decision = self.rollout.finish(decide(shaped, self.load, self.clock()))
             self.lease.reason = decision.reason[:1000]  # the lease and status fields' bound, cut once here
             if decision.changed:
                 update = {"desired": decision.desired, "leader": self.lease.me, "epoch": self.lease.epoch}
@@ -292,6 +311,7 @@ class ScalerService(BusService):
                     log.info("scaler.decision_superseded")
                     return
             self.fleet = decision.state
+        await self.rollout.save(self.fleet)
         if self._actuator is not None:
             self._actuator.send(decision.commands, self.fleet)
         if self._foresight is not None:
@@ -335,6 +355,7 @@ class ScalerService(BusService):
                 on_capacity(on_hosts(on_lists(f, records, asked, now), hosts), lists), hosts, now
             ))
             self._obeyed = max(vl.epoch for vl in lists)
+            self.rollout.on_lists(lists)
             if self.leading and await self.lease.outrank(self._obeyed):
                 await self._elected()
 

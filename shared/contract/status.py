@@ -12,6 +12,7 @@ from shared.contract.events import VmState
 from shared.contract.load import FleetLoaded
 from shared.contract.policy import MAX_FLEET, ScalingPolicy
 from shared.contract.provisioning import Epoch
+from shared.contract.rollout import RolloutState
 
 
 class DesiredState(Message):
@@ -73,3 +74,5 @@ class FleetStatus(Model):
     """The leader's latest evaluation in words (why it holds or moves); a follower relays it from the lease."""
     pools: Annotated[list[PoolStatus], Field(max_length=MAX_FLEET)] = []
     """Each host's warm pool, hosts with none left out (sum `pooled` for the total)."""
+    rollout: RolloutState | None = None
+    """The template rollout as stored (its phase and reason; None: none was ever started)."""

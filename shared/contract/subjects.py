@@ -46,6 +46,32 @@ class Subjects:
     def cmd_drain(self) -> str:
         return self._s("cmd.drain")
 
+    # the template rollout (shared/contract/rollout.py), answered by the scaler
+    @property
+    def cmd_rollout_start(self) -> str:
+        return self._s("cmd.rollout.start")
+
+    @property
+    def cmd_rollout_pause(self) -> str:
+        return self._s("cmd.rollout.pause")
+
+    @property
+    def cmd_rollout_resume(self) -> str:
+        return self._s("cmd.rollout.resume")
+
+    @property
+    def cmd_rollout_abort(self) -> str:
+        return self._s("cmd.rollout.abort")
+
+    @property
+    def cmd_rollout_status(self) -> str:
+        return self._s("cmd.rollout.status")
+
+    @property
+    def scaler_rollout(self) -> str:
+        """`fleet.scaler.rollout`: the leader's rollout moved (`RolloutChanged`)."""
+        return self._s("scaler.rollout")
+
     # public events
     def vm(self, state: VmState) -> str:
         """`fleet.vm.<state>`: one VM changed state."""
@@ -97,6 +123,34 @@ class Subjects:
     def prov_list(self) -> str:
         """Ask every provisioner for the VMs libvirt says it owns (scatter-gather request)."""
         return self._s("prov.list")
+
+    # internal: template versions (shared/contract/templates.py)
+    def prov_template_push(self, host: str) -> str:
+        """`PushTemplate` to one host: it copies the image into its own pool and checks the digest."""
+        return self._s(f"prov.{self._host(host)}.template.push")
+
+    def prov_template_retire(self, host: str) -> str:
+        """`RetireTemplate` to one host: delete a version's base image once no backing chain holds it."""
+        return self._s(f"prov.{self._host(host)}.template.retire")
+
+    def prov_template_protect(self, host: str) -> str:
+        """`ProtectTemplate` to one host: keep (or stop keeping) a version a rollout may roll back to."""
+        return self._s(f"prov.{self._host(host)}.template.protect")
+
+    @property
+    def prov_template_list(self) -> str:
+        """Ask every provisioner for its template versions and their use (scatter-gather request)."""
+        return self._s("prov.template.list")
+
+    @property
+    def template_ready(self) -> str:
+        """`TemplateVersionReady`: a version is complete and checked on one host."""
+        return self._s("template.ready")
+
+    @property
+    def template_retired(self) -> str:
+        """`TemplateVersionRetired`: a version's base image was deleted on one host."""
+        return self._s("template.retired")
 
     # internal: balancer traffic
     @property

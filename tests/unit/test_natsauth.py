@@ -198,11 +198,11 @@ def test_a_password_file_must_be_readable_and_a_password_wins_over_it(tmp_path: 
 def _every_subject(s: Subjects) -> list[str]:
     """Every subject `Subjects` can name: its properties, and its per-state and per-host builders."""
     builders = {name for name in vars(Subjects) if not name.startswith("_") and callable(getattr(Subjects, name))}
-    known = {"vm", "prov_create_on", "prov_destroy", "prov_drain"}
-    assert builders == known, "a new subject builder: add it here and to the table"
+    per_host = {"prov_create_on", "prov_destroy", "prov_drain", "prov_template_push", "prov_template_retire",
+                "prov_template_protect"}
+    assert builders == {"vm", *per_host}, "a new subject builder: add it here and to the table"
     properties = [getattr(s, name) for name, value in vars(Subjects).items() if isinstance(value, property)]
-    return [*properties, *(s.vm(state) for state in VmState), s.prov_create_on("h1"), s.prov_destroy("h1"),
-            s.prov_drain("h1")]
+    return [*properties, *(s.vm(state) for state in VmState), *(getattr(s, name)("h1") for name in sorted(per_host))]
 
 
 @pytest.mark.parametrize("subject", _every_subject(S))

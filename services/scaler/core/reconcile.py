@@ -35,7 +35,7 @@ DESTROY_RETRY_S = 15.0
 
 def counted(state: FleetState) -> list[VmView]:
     """VMs that are, or will be, serving and are not leaving (nor on a lost host); the pool's are not serving."""
-    leaving = set(state.drains) | state.drain_requests
+    leaving = set(state.drains) | state.drain_requests | state.retiring
     lost = lost_hosts(state)
     return [vm for vm in state.vms.values() if vm.capacity and vm.name not in leaving and vm.host not in lost]
 
@@ -46,7 +46,8 @@ def outstanding(state: FleetState, vm: str, now: float) -> int:
 
 
 def pick_victims(state: FleetState, count: int, now: float) -> list[VmView]:
-    """Scale-in order: VMs written off with a lost host that came back first, then VMs not serving yet,
+    """Scale-in order: VMs written off with a lost host that came back first, then those of a version a rollout
+    replaces (`outdated`), then VMs not serving yet,
     then fewest outstanding requests, then the one on the host with the most VMs, the oldest on a tie.
 
     A VM still booting serves nothing: removing it costs no capacity, while draining a ready VM
@@ -59,9 +60,11 @@ def pick_victims(state: FleetState, count: int, now: float) -> list[VmView]:
     per_host = Counter(vm.host for vm in left)
     per_host.update(host for request_id, host in state.placed.items() if request_id in state.pending)
 
-    def rank(vm: VmView) -> tuple[bool, bool, int, int, float, str]:
+    def rank(vm: VmView) -> tuple[bool, bool, bool, int, int, float, str]:
         written_off = vm.name in state.written_off  # replaced while its host was lost: the surplus itself
-        return not written_off, vm.state is VmState.READY, busy[vm.name], -per_host[vm.host], vm.created, vm.name
+        current = vm.name not in state.outdated  # a rollout replaces the outdated ones anyway
+        return (not written_off, current, vm.state is VmState.READY, busy[vm.name], -per_host[vm.host], vm.created,
+                vm.name)
 
     chosen: list[VmView] = []
     for _ in range(min(count, len(left))):

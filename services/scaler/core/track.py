@@ -239,10 +239,14 @@ def on_create_failed(state: FleetState, request_id: str, now: float, counted: bo
 
 
 def on_report(state: FleetState, report: BalancerReported, now: float) -> FleetState:
-    """A balancer's per-second report: it is alive, and this is what it has in flight per VM."""
+    """A balancer's per-second report: it is alive, and this is what it has in flight per VM.
+
+    In flight is requests, plus open flows from a balancer in `l4` mode (it sees no requests):
+    a scale-in then drains the VM with the fewest connections, whose drain ends soonest.
+    """
     view = BalancerView(
         id=report.balancer, last_seen=now, interval_s=report.interval_s, address=report.address,
-        outstanding={b.vm: b.outstanding for b in report.backends},
+        outstanding={b.vm: b.outstanding + b.flows for b in report.backends},
         unroutable=frozenset(b.vm for b in report.backends if not b.routable and not b.draining),
     )
     alive = {k: b for k, b in state.balancers.items() if b.live(now)}
@@ -301,6 +305,6 @@ def news_at(snapshot: FleetLoaded, before: FleetLoaded | None, before_at: float,
 
 def load_view(snapshot: FleetLoaded, now: float) -> LoadView:
     """A `fleet.load` snapshot, stamped with the local time its news arrived (staleness uses our clock)."""
-    vms = {v.vm: VmLoadView(rps=v.rps, outstanding=v.outstanding, p95_s=v.p95_s) for v in snapshot.vms}
+    vms = {v.vm: VmLoadView(rps=v.rps, outstanding=v.outstanding, p95_s=v.p95_s, flows=v.flows) for v in snapshot.vms}
     return LoadView(at=now, rps=snapshot.rps, outstanding=snapshot.outstanding, p95_s=snapshot.p95_s, vms=vms,
-                    window_s=snapshot.window_s)
+                    window_s=snapshot.window_s, flows=snapshot.flows)
