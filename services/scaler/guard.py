@@ -4,7 +4,8 @@ A host deletes a base image only when no domain's backing chain holds it and the
 protected (the provisioner's rule). Once every VM runs the new version, no chain holds the old base,
 yet a rollback would need it: so the leader asks each host it knows to protect the old version for
 the rollout's whole life, and lifts the protection when it is over. Each (host, version, protected)
-is asked once per leader; a host that does not answer is asked again after `RETRY_S`.
+is asked once per change (a later rollout from the same version asks again); a host that does not
+answer is asked again after `RETRY_S`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class TemplateGuard:
         now = self.clock()
         for host in hosts:
             key = (host, state.old_version, state.active)
+            self._asked.pop((host, state.old_version, not state.active), None)  # the next flip is asked again
             if self._asked.get(key, float("-inf")) > now:
                 continue
             self._asked[key] = float("inf")

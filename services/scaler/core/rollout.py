@@ -89,10 +89,11 @@ def step(rollout: RolloutState, fleet: FleetState, versions: Versions, now: floa
         done = Phase.ROLLED_BACK if rollout.phase is Phase.ROLLING_BACK else Phase.DONE
         finished = moved(rollout, done, now, _finished(rollout, done), batch=[], paused_phase=None)
         return Step(finished, Plan(version=target), f"rollout {_label(rollout)} {done.value}")
-    return _replace(rollout, fleet, outdated, now)
+    ready_new = sum(vm.state is VmState.READY and versions.get(vm.name) == target for vm in serving(fleet))
+    return _replace(rollout, fleet, outdated, now, ready_new)
 
 
-def _replace(rollout: RolloutState, fleet: FleetState, outdated: frozenset[str], now: float) -> Step:
+def _replace(rollout: RolloutState, fleet: FleetState, outdated: frozenset[str], now: float, ready_new: int) -> Step:
     """Keep the batch moving, start the next one where the phase allows, and move the phase on."""
     if rollout.phase is Phase.BAKING and now - rollout.phase_since.timestamp() >= rollout.settings.bake_s:
         rollout = moved(rollout, Phase.ROLLING, now, f"canary baked {rollout.settings.bake_s:g} s: no worse than "
@@ -116,7 +117,7 @@ def _replace(rollout: RolloutState, fleet: FleetState, outdated: frozenset[str],
     ready -= len(more)
     batch = kept + [vm.name for vm in added if vm.name not in more and vm.name not in discard]
     rollout = rollout.model_copy(update={"batch": batch, "replaced": rollout.replaced + len(added)})
-    rollout = _advance(rollout, fleet, len(candidates) - len(added), now)
+    rollout = _advance(rollout, fleet, len(candidates) - len(added), now, ready_new)
     plan = Plan(version=rollout.target, retiring=frozenset(batch), outdated=outdated, drains=frozenset(drains),
                 discard=tuple(discard))
     return Step(rollout, plan, _note(rollout, fleet, outdated, batch, drains, ready < floor + 1))
@@ -162,10 +163,14 @@ def settled(fleet: FleetState, batch: list[str]) -> bool:
     return not batch and not coming and not fleet.pending
 
 
-def _advance(rollout: RolloutState, fleet: FleetState, waiting: int, now: float) -> RolloutState:
-    """Move the phase on once the batch has settled: canary ready -> baking; a checkpoint reached -> paused."""
+def _advance(rollout: RolloutState, fleet: FleetState, waiting: int, now: float, ready_new: int) -> RolloutState:
+    """Move the phase on once the batch has settled: canary ready -> baking; a checkpoint reached -> paused.
+
+    The canary bakes only once its VMs of the new version are ready (`ready_new`): a drain-first
+    canary (healthy share < 1) leaves an empty batch and no create yet in the step that drains the old VM."""
     calm = settled(fleet, rollout.batch)
-    if rollout.phase is Phase.CANARY and calm and (rollout.replaced >= rollout.settings.canary or not waiting):
+    if rollout.phase is Phase.CANARY and calm and ready_new >= min(rollout.replaced, rollout.settings.canary) \
+            and (rollout.replaced >= rollout.settings.canary or not waiting):
         bake = rollout.settings.bake_s
         return moved(rollout, Phase.BAKING, now, f"canary of {rollout.replaced} on {rollout.new_version} ready: "
                                                   f"baking {bake:g} s beside {_name(rollout.old_version)}")

@@ -58,6 +58,20 @@ def test_the_canary_batch_replaces_one_vm_surge_first() -> None:
     assert not any(isinstance(c, DrainCommand) for c in creates)
 
 
+def test_a_drain_first_canary_bakes_only_once_its_new_vm_is_ready() -> None:
+    """At min healthy 0.66 the canary's old VM drains before its successor exists: the phase stays canary until a
+    v2 VM is ready, then bakes."""
+    state, versions = versioned(3)
+    first = step(rollout(Phase.CANARY, canary=1, max_surge=1, min_healthy_share=0.66), state, versions, NOW)
+    assert first.plan.drains == {"vm0"} and first.rollout.phase is Phase.CANARY
+    later, later_versions = versioned(2, 1, desired=3)
+    later = replace(later, vms={n: v for n, v in later.vms.items() if n != "vm0"} | {
+        "vm1": state.vms["vm1"], "vm2": state.vms["vm2"]})
+    later_versions = {n: later_versions.get(n, "v1") for n in later.vms}
+    baked = step(first.rollout, later, later_versions, NOW + 30)
+    assert baked.rollout.phase is Phase.BAKING
+
+
 def test_batches_stay_within_max_surge_at_full_healthy_share() -> None:
     """Rolling with max surge 2 and min healthy 1.0: two VMs retire at once and none drains before its successor."""
     state, versions = versioned(5)
