@@ -24,12 +24,15 @@ class Signal(StrEnum):
     OUTSTANDING = "outstanding"
     RPS = "rps"
     P95_LATENCY = "p95_latency"
+    FLOWS = "flows"
+    """Open flows (connections) per VM, reported by balancers in `l4` mode (they see no requests)."""
 
 
 TARGET_RANGES: dict[Signal, tuple[float, float, str]] = {
     Signal.OUTSTANDING: (0.1, 100_000, "requests in flight per VM"),
     Signal.RPS: (0.1, 10_000_000, "requests per second per VM"),
     Signal.P95_LATENCY: (0.001, 60, "seconds of p95 latency"),
+    Signal.FLOWS: (0.1, 10_000_000, "open flows (connections) per VM"),
 }
 """Sane targets per signal: the schema's bound (> 0) let `target=1e-308` drive any load to max_replicas."""
 

@@ -24,7 +24,7 @@ from services.scaler.core.churn import Budget, budget, guard, would_flap
 from services.scaler.core.churn import span as churn_span
 from services.scaler.core.level import scale_in_size
 from services.scaler.core.model import CAPACITY_STATES, AutoscaleMemory, FleetState, LoadView, Signals, VmView
-from services.scaler.core.reading import demand, observe
+from services.scaler.core.reading import demand, fleet_total, observe
 from shared.contract.events import VmState
 from shared.contract.policy import ScalingPolicy, Signal
 
@@ -280,7 +280,8 @@ def _scale_in(seen: tuple[tuple[float, float], ...], policy: ScalingPolicy, now:
 def _from_zero(state: FleetState, load: LoadView, warming: int, signals: Signals) -> Outcome:
     """No warm VM to measure: hold, unless the fleet is empty and traffic is waiting."""
     policy, current = state.policy, state.desired
-    demand = load.outstanding if policy.signal is Signal.OUTSTANDING else load.rps
+    total = fleet_total(policy.signal, load)
+    demand = load.rps if total is None else total  # p95 latency: any request waiting says "start one"
     if warming or current > 0 or demand <= 0:
         return Outcome(current, "no warm VM to measure: hold", state.memory, signals)
     size = clamp(max(1, math.ceil(demand / policy.target)) if policy.signal is not Signal.P95_LATENCY else 1, policy)

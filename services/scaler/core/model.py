@@ -137,6 +137,8 @@ class VmLoadView:
     rps: float = 0.0
     outstanding: float = 0.0
     p95_s: float | None = None
+    flows: float = 0.0
+    """Open flows (connections) to the VM, from balancers in `l4` mode."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ class LoadView:
     vms: Mapping[str, VmLoadView] = field(default_factory=dict)
     window_s: float = 1.0
     """The rates are averages over this many seconds (the metrics service's window)."""
+    flows: float = 0.0
+    """Open flows over the fleet (l4 balancers)."""
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,10 @@ class FleetState:
     """When the newest snapshot in `history` arrived (a snapshot is added once, however often it is evaluated)."""
     forecast: ForecastMemory = field(default_factory=ForecastMemory)
     """The forecast of the next minutes, its scores and whether it switched itself off (`forecast`, `predict`)."""
+    retiring: frozenset[str] = frozenset()
+    """VMs a rollout is replacing now (`rollout`): not counted, so their successors are made; serving till drained."""
+    outdated: frozenset[str] = frozenset()
+    """VMs of a version a rollout is replacing: a scale-in takes them first."""
 
 
 def without_pool(state: FleetState) -> FleetState:
@@ -232,6 +240,8 @@ class CreateCommand:
     request_id: str
     host: str | None = None
     pooled: bool = False
+    version: str | None = None
+    """The template version to clone (a rollout's; None: the host's template domain)."""
 
 
 @dataclass(frozen=True)

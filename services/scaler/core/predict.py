@@ -28,7 +28,7 @@ from services.scaler.core.history import DAY_MINUTES, MINUTE_S, minute_of, recor
 from services.scaler.core.model import AutoscaleMemory, FleetState, LoadView
 from shared.contract.policy import ForecastMode, ScalingPolicy, Signal
 
-UNITS = {Signal.RPS: "req/s", Signal.OUTSTANDING: "in flight"}
+UNITS = {Signal.RPS: "req/s", Signal.OUTSTANDING: "in flight", Signal.FLOWS: "flows"}
 """Signals whose fleet-wide value adds up over VMs (so it can be forecast and divided by the target)."""
 LEAD_SHARE = 0.9
 """The boot-time percentile of the forecast's lead when the policy's own boot lead is off."""
@@ -40,6 +40,8 @@ def load_value(signal: Signal, load: LoadView) -> float | None:
         return load.rps
     if signal is Signal.OUTSTANDING:
         return load.outstanding
+    if signal is Signal.FLOWS:
+        return load.flows
     return None
 
 

@@ -19,6 +19,8 @@ def observe(signal: Signal, warm: list[VmView], load: LoadView) -> float | None:
         return sum(v.outstanding for v in views) / len(views)
     if signal is Signal.RPS:
         return sum(v.rps for v in views) / len(views)
+    if signal is Signal.FLOWS:
+        return sum(v.flows for v in views) / len(views)
     return _weighted_p95([(v.p95_s, v.rps) for v in views]) or load.p95_s
 
 
@@ -30,6 +32,8 @@ def _fleet_wide(signal: Signal, warm: int, load: LoadView) -> float | None:
         return load.outstanding / warm
     if signal is Signal.RPS:
         return load.rps / warm
+    if signal is Signal.FLOWS:
+        return load.flows / warm
     return load.p95_s
 
 
@@ -42,9 +46,17 @@ def _weighted_p95(pairs: list[tuple[float | None, float]]) -> float | None:
 
 
 def demand(signal: Signal, observed: float, counted: int, load: LoadView) -> float:
-    """The fleet-wide amount of the signal: totals for rates and in-flight requests, latency x VMs otherwise."""
+    """The fleet-wide amount of the signal: totals for rates, in-flight requests and flows, latency x VMs otherwise."""
+    total = fleet_total(signal, load)
+    return observed * counted if total is None else total
+
+
+def fleet_total(signal: Signal, load: LoadView) -> float | None:
+    """The fleet-wide total of a signal that adds up over VMs (None: p95 latency, which does not)."""
     if signal is Signal.RPS:
         return load.rps
     if signal is Signal.OUTSTANDING:
         return load.outstanding
-    return observed * counted
+    if signal is Signal.FLOWS:
+        return load.flows
+    return None
