@@ -11,12 +11,20 @@ figures, ratios to the HPA, the holiday's figures against forecast off, and the 
 error (mean absolute error / mean load, one minute ahead, over the scored days).
 
     .venv/bin/python -m bench forecast_replay      (also run by `bench scaler_replay`)
+
+A reduced run for iterating (all three optional, comma-separated; the holiday lines need `off`):
+
+    FORECAST_REPLAY_TRACES=week FORECAST_REPLAY_SEEDS=7 FORECAST_REPLAY_RUNS=hpa,off,on \
+        nice .venv/bin/python -m bench forecast_replay
+
+`FORECAST_REPLAY_DUMP=file` also pickles the raw results (a subset can be reported from them again).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import pickle
 from dataclasses import replace
 from functools import lru_cache
 from multiprocessing import Pool
@@ -41,6 +49,22 @@ POLICIES: dict[str, ScalingPolicy] = {
     "on+pool": LIVE.model_copy(update={"forecast_mode": ForecastMode.ON, "pool_size": 1, "pool_max": 4}),
 }
 RUNS = ("hpa", *POLICIES)
+POLICIES["on+fpool"] = LIVE.model_copy(update={"forecast_mode": ForecastMode.ON, "pool_max": 4})
+"""Not in the default runs (FORECAST_REPLAY_RUNS=on+fpool): a pool only the forecast sizes (`pool_size` 0)."""
+
+
+def _chosen(variable: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated subset from the environment (a reduced run), or `default`."""
+    value = os.environ.get(variable, "")
+    return tuple(v.strip() for v in value.split(",") if v.strip()) or default
+
+
+def selection() -> tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...]]:
+    """The traces, seeds and runs to replay: all, unless FORECAST_REPLAY_{TRACES,SEEDS,RUNS} narrow them."""
+    traces = _chosen("FORECAST_REPLAY_TRACES", tuple(WEEKS))
+    seeds = tuple(int(s) for s in _chosen("FORECAST_REPLAY_SEEDS", tuple(str(s) for s in SEEDS)))
+    runs = _chosen("FORECAST_REPLAY_RUNS", RUNS)
+    return traces, seeds, ("hpa", *(r for r in runs if r != "hpa"))
 
 
 def history_of(load: list[float], days: int) -> LoadHistory:
@@ -111,36 +135,46 @@ def ratios(ours: Tally, theirs: Tally) -> str:
             f"VM-h {ratio(ours.vm_hours, theirs.vm_hours):>5}  pool VM-h {ratio(ours.pool_hours, theirs.vm_hours):>5}")
 
 
-def report(results: list[tuple[str, str, int, list[Tally], float | None]]) -> None:
+def report(results: list[tuple[str, str, int, list[Tally], float | None]],
+           chosen: tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...]] | None = None) -> None:
     """Per trace: the scored days' sums, ratios to the HPA, the holiday against forecast off, and the error."""
     holiday = HOLIDAY - HISTORY_DAYS
-    for name in WEEKS:
+    traces, seeds, runs = chosen or (tuple(WEEKS), SEEDS, RUNS)
+    for name in traces:
         got = {(k, s): (t, e) for k, n, s, t, e in results if n == name}
-        whole = {k: total([day for s in SEEDS for day in got[(k, s)][0]]) for k in RUNS}
-        off_day = {k: total([got[(k, s)][0][holiday] for s in SEEDS]) for k in RUNS}
-        print(f"{name}: {len(got[('hpa', SEEDS[0])][0])} scored days after {HISTORY_DAYS} of history, seeds {SEEDS}")
-        for kind in RUNS:
+        whole = {k: total([day for s in seeds for day in got[(k, s)][0]]) for k in runs}
+        off_day = {k: total([got[(k, s)][0][holiday] for s in seeds]) for k in runs}
+        print(f"{name}: {len(got[('hpa', seeds[0])][0])} scored days after {HISTORY_DAYS} of history, seeds {seeds}")
+        for kind in runs:
             t = whole[kind]
             print(f"  {kind:<8} actions {t.actions:5d}  flaps {t.flaps:3d}  req-over {t.requests_over:10.0f}"
                   f"  VM-h {t.vm_hours:8.2f}  pool VM-h {t.pool_hours:7.2f}")
         print("  ours / HPA (scored days):")
-        for kind in POLICIES:
+        for kind in runs[1:]:
             print(f"  {kind:<8} {ratios(whole[kind], whole['hpa'])}")
-        print("  the holiday (day that breaks the pattern), forecast on / forecast off:")
-        for on, off in (("on", "off"), ("on+pool", "off+pool")):
+        pairs = [(on, off) for on, off in (("on", "off"), ("on+pool", "off+pool")) if on in runs and off in runs]
+        if pairs:
+            print("  the holiday (day that breaks the pattern), forecast on / forecast off:")
+        for on, off in pairs:
             print(f"  {on:<8} {ratios(off_day[on], off_day[off])}")
-        errs = [e for k, s in got if k == "on" and (e := got[(k, s)][1]) is not None]
+        first = next((k for k in runs if k.startswith("on")), "on")
+        errs = [e for k, s in got if k == first and (e := got[(k, s)][1]) is not None]
         print("  forecast error (MAE / mean load, 1 min ahead, scored days): "
               + ", ".join(f"{e:.1%}" for e in errs))
 
 
 def main() -> None:
-    jobs = [(kind, name, seed) for name in WEEKS for seed in SEEDS for kind in RUNS]
+    chosen = selection()
+    traces, seeds, runs = chosen
+    jobs = [(kind, name, seed) for name in traces for seed in seeds for kind in runs]
     with Pool(os.cpu_count() or 1) as pool:
         results = pool.map(run, jobs, chunksize=1)
     print(f"fleet: {MODEL.capacity_rps:g} rps per VM, boot {MODEL.boot_s:g} s, resume {MODEL.resume_s:g} s, "
           f"{MODEL.hosts} hosts; target {TARGET_RPS:g} rps per VM")
-    report(results)
+    report(results, chosen)
+    if dump := os.environ.get("FORECAST_REPLAY_DUMP"):  # the raw tallies, to report a subset again without a rerun
+        with open(dump, "wb") as out:
+            pickle.dump(results, out)
 
 
 if __name__ == "__main__":
