@@ -1,4 +1,4 @@
-"""`quicfleet template push` and `template list`: template versions on every host, over NATS.
+"""`quicfleet template push`, `list` and `retire`: template versions on every host, over NATS.
 
 A push goes to one host first (no digest known yet), then to the others with the digest the first
 one reported, so every host checks that its own copy has the same bytes. Hosts are the ones named
@@ -21,7 +21,7 @@ from rich.table import Table
 from ops.cli.client import CliError, ask, lost, session
 from ops.cli.console import fail, out
 from shared.bus import Bus
-from shared.contract.templates import HostTemplateVersion, ListTemplates, PushTemplate, TemplateList
+from shared.contract.templates import HostTemplateVersion, ListTemplates, PushTemplate, RetireTemplate, TemplateList
 from shared.errors import describe_validation_error
 
 T = TypeVar("T")
@@ -49,6 +49,16 @@ async def push(bus: Bus, command: PushTemplate, targets: list[str], timeout: flo
                                                                     "version": done[0].version})
         done.append(await ask(bus, bus.subjects.prov_template_push(host), bound, HostTemplateVersion, timeout))
     return done
+
+
+async def retire(bus: Bus, version: str, targets: list[str], timeout: float) -> list[TemplateList]:
+    """Retire `version` on `targets` (or every host that has it) in turn; a refusal (a backing chain or a rollout
+    holds it) stops here with the host's reason."""
+    names = targets or [t.host for t in await hosts(bus) if any(v.version == version for v in t.versions)]
+    if not names:
+        raise CliError(f"no host has template version {version}", 1)
+    command = RetireTemplate(version=version)
+    return [await ask(bus, bus.subjects.prov_template_retire(host), command, TemplateList, timeout) for host in names]
 
 
 def versions_table(lists: list[TemplateList]) -> Table:
@@ -124,7 +134,25 @@ def template_list(ctx: typer.Context) -> None:
     _print(ctx, lists, versions_table(lists))
 
 
+def template_retire(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="The version whose base image goes.")],
+    host: Annotated[list[str] | None, typer.Option(help="Retire on this host (repeat; default: every host that "
+                                                   "has it).")] = None,
+) -> None:
+    """Delete VERSION's base image on each host, refused while any domain's backing chain or a rollout holds it."""
+    options = ctx.obj
+
+    async def work() -> list[TemplateList]:
+        async with session(options.settings, options.timeout) as bus:
+            return await retire(bus, version, list(host or []), options.timeout)
+
+    lists = _run(work())
+    _print(ctx, lists, versions_table(lists))
+
+
 def register(template_app: typer.Typer) -> None:
-    """Add `push` and `list` to the CLI's `template` group (beside `build`)."""
+    """Add `push`, `list` and `retire` to the CLI's `template` group (beside `build`)."""
     template_app.command("push")(template_push)
     template_app.command("list")(template_list)
+    template_app.command("retire")(template_retire)

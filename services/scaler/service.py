@@ -78,7 +78,7 @@ class ScalerService(BusService):
         super().__init__(settings, bus)
         self.settings: ScalerSettings = settings
         self.clock = clock
-        self.telemetry = ScalerTelemetry(settings, self)
+        self.telemetry = ScalerTelemetry(settings, self, lambda: self._rollout.state if self._rollout else None)
         self.fleet = FleetState(desired=0, policy=ScalingPolicy(), leader=settings.scaler_id)
         self.load: LoadView | None = None
         self.snapshot: FleetLoaded | None = None

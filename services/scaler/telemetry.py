@@ -10,7 +10,7 @@ over the replicas is 1 while some replica leads, and a standby's decisions stay 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import structlog
@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from services.scaler.settings import ScalerSettings
 from shared.buildinfo import add_standard_collectors
 from shared.contract.events import ScalingDecided
+from shared.contract.rollout import RolloutState
 from shared.metricsserver import MetricsServer
 
 log = structlog.get_logger("scaler.telemetry")
@@ -59,9 +60,12 @@ class Watched(Protocol):
 class ScalerTelemetry(Collector):
     """This replica's figures, and the server of its `/metrics` when a port is set."""
 
-    def __init__(self, settings: ScalerSettings, scaler: Watched) -> None:
+    def __init__(self, settings: ScalerSettings, scaler: Watched,
+                 rollout: Callable[[], RolloutState | None] = lambda: None) -> None:
+        """`rollout`: the rollout state this replica knows (from KV), read at scrape time."""
         self.scaler_id = settings.scaler_id
         self.scaler = scaler
+        self.rollout = rollout
         self.decisions: Counter[str] = Counter()
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self)
@@ -99,3 +103,14 @@ class ScalerTelemetry(Collector):
         for signal, count in sorted(self.decisions.items()):
             decisions.add_metric([signal], count)
         yield decisions
+        yield rollout_family(self.rollout())
+
+
+def rollout_family(state: RolloutState | None) -> Metric:
+    """The template rollout as this replica knows it: 1 on its phase (declared empty before the first one), so a
+    dashboard shows which versions it moves between and where it stands, a rollback with its phase."""
+    family = GaugeMetricFamily(PREFIX + "rollout", "The template rollout this replica knows: 1 on its phase.",
+                               labels=["phase", "old_version", "new_version"])
+    if state is not None:
+        family.add_metric([state.phase.value, state.old_version or "", state.new_version], 1)
+    return family
