@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from ops.lab import Lab, LabInfo, lab_possible, netns
+from ops.lab import Lab, LabInfo, lab_possible
 from shared.bus import Bus, connect
 from shared.contract.policy import PolicyPatch, ScalingPolicy
 from shared.contract.subjects import Subjects
 from shared.settings import ServiceSettings
 from tests.e2e.fleetwatch import FleetWatch, services_answer
 from tests.e2e.load import LoadRun
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, running_in
 
 TIMINGS: list[str] = []
 """Figures a test measured (one line each), printed at the end of the run."""
@@ -83,13 +83,8 @@ def lab_workdir(lab_handle: Lab) -> Path:
 @pytest.fixture(scope="module")
 def stack(lab_handle: Lab, e2e_workdir: Path) -> Iterator[Stack]:
     """NATS and the services in the namespace; this thread stays inside it for the module."""
-    running = Stack(lab_handle, e2e_workdir / "stack")
-    with netns.entered(lab_handle.name):
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
+    with running_in(lab_handle, Stack(lab_handle, e2e_workdir / "stack")) as running:
+        yield running
 
 
 @pytest.fixture

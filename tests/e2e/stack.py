@@ -11,8 +11,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ops.lab import Lab, netns
 from ops.natsserver import NatsServer
@@ -127,3 +129,17 @@ def log_lines(stack: Stack, service: str, event: str) -> list[dict[str, Any]]:
             if record.get("event") == event:
                 found.append(record)
     return found
+
+
+S = TypeVar("S", bound=Stack)
+
+
+@contextmanager
+def running_in(lab: Lab, stack: S) -> Iterator[S]:
+    """`stack` started inside the lab's namespace, this thread staying there until it is stopped (module fixtures)."""
+    with netns.entered(lab.name):
+        try:
+            stack.start()
+            yield stack
+        finally:
+            stack.stop()

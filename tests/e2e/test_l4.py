@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from ops.lab import Lab, netns
+from ops.lab import Lab
 from tests.e2e import vms
 from tests.e2e.fleetwatch import FleetWatch
-from tests.e2e.stack import REPO, Stack
+from tests.e2e.stack import REPO, Stack, running_in
 from tests.support import wait_until
 from tests.support.l4client import L4Client
 
@@ -75,13 +75,8 @@ def lab_handle(e2e_workdir: Path) -> Iterator[Lab]:
 @pytest.fixture(scope="module")
 def stack(lab_handle: Lab, e2e_workdir: Path) -> Iterator[Stack]:
     """NATS and the services in the lab's namespace, the balancer in `l4` mode."""
-    running = L4Stack(lab_handle, e2e_workdir / "stack-l4")
-    with netns.entered(lab_handle.name):
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
+    with running_in(lab_handle, L4Stack(lab_handle, e2e_workdir / "stack-l4")) as running:
+        yield running
 
 
 def mapped(lab: Lab) -> set[str]:

@@ -8,17 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from ops.lab import Lab, netns
+from ops.lab import Lab
 from tests.e2e.chaos.stack import ChaosStack
+from tests.e2e.stack import running_in
 
 
 @pytest.fixture(scope="module")
 def stack(lab_handle: Lab, e2e_workdir: Path, request: pytest.FixtureRequest) -> Iterator[ChaosStack]:
     """NATS and five service processes in the namespace; this thread stays inside it for the module."""
-    running = ChaosStack(lab_handle, e2e_workdir / f"chaos-{request.module.__name__.rsplit('.', 1)[-1]}")
-    with netns.entered(lab_handle.name):
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
+    workdir = e2e_workdir / f"chaos-{request.module.__name__.rsplit('.', 1)[-1]}"
+    with running_in(lab_handle, ChaosStack(lab_handle, workdir)) as running:
+        yield running
