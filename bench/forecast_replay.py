@@ -3,10 +3,11 @@
 Each trace of `bench/_weeks.py` (ten days from a Monday) is split: the first `HISTORY_DAYS` are
 history (given to the scaler as its persisted minute history, the last of them fed through the
 forecast's own `learn` so it has a day of scores), the rest are replayed a second at a time on
-the fleet model of `bench/scaler_replay.py` and scored. Five controllers, all from the same
+the fleet model of `bench/scaler_replay.py` and scored. Six controllers, all from the same
 fleet: the HPA model, and `decide()` with the default policy (boot lead on) with the forecast
 off / on, each without and with the warm pool (pool on: `pool_size` 1; with the forecast also
-`pool_max` 4, sized from the forecast's rise). Printed per trace (summed over the seeds):
+`pool_max` 4, sized from the forecast's rise), and `on+fpool`: the forecast with a pool it alone
+sizes (`pool_size` 0, `pool_max` 4). Printed per trace (summed over the seeds):
 figures, ratios to the HPA, the holiday's figures against forecast off, and the forecast's
 error (mean absolute error / mean load, one minute ahead, over the scored days).
 
@@ -47,10 +48,11 @@ POLICIES: dict[str, ScalingPolicy] = {
     "on": LIVE.model_copy(update={"forecast_mode": ForecastMode.ON}),
     "off+pool": LIVE.model_copy(update={"forecast_mode": ForecastMode.OFF, "pool_size": 1}),
     "on+pool": LIVE.model_copy(update={"forecast_mode": ForecastMode.ON, "pool_size": 1, "pool_max": 4}),
+    "on+fpool": LIVE.model_copy(update={"forecast_mode": ForecastMode.ON, "pool_max": 4}),
 }
+"""`on+fpool`: a pool only the forecast sizes (`pool_size` 0, up to `pool_max` 4 per host before a rise): the
+pool-on configuration to use with the forecast; `on+pool` keeps a floor of 1 per host as well."""
 RUNS = ("hpa", *POLICIES)
-POLICIES["on+fpool"] = LIVE.model_copy(update={"forecast_mode": ForecastMode.ON, "pool_max": 4})
-"""Not in the default runs (FORECAST_REPLAY_RUNS=on+fpool): a pool only the forecast sizes (`pool_size` 0)."""
 
 
 def _chosen(variable: str, default: tuple[str, ...]) -> tuple[str, ...]:
