@@ -99,7 +99,12 @@ def guard(edge: Edge) -> None:
 
 
 def remove(lab: str) -> None:
-    """Delete the client namespace (the wire goes with it; the guard table goes with the lab's namespace)."""
+    """Delete the wire, then the client namespace (the guard table goes with the lab's namespace).
+
+    The lab's end of the wire is deleted first by name: a namespace's veth ends go only when the kernel's
+    deferred namespace cleanup runs, so right after `ip netns del` the lab's end may still be there."""
+    if netns.exists(lab):
+        netns.run(["ip", "-n", lab, "link", "del", DEVICE], check=False)
     netns.delete(client_namespace(lab))
 
 

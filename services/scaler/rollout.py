@@ -105,12 +105,13 @@ class RolloutRunner:
 
     async def subscribe(self) -> None:
         s = self.bus.subjects
-        await self.bus.subscribe(s.vm_all, VmStateChanged, self._on_vm)
         await self.bus.subscribe(s.scaler_rollout, RolloutChanged, self._on_changed)
 
     # --- news ---
 
-    async def _on_vm(self, event: VmStateChanged, _msg: Msg) -> None:
+    def vm_seen(self, event: VmStateChanged) -> None:
+        """Each VM's version, from the service's one `fleet.vm.*` subscription (a second one would parse, and
+        count as rejected, every bad event twice)."""
         if event.state is VmState.DESTROYED:
             self.versions.pop(event.vm, None)
         elif event.version is not None or event.vm not in self.versions:  # a drain's event may not repeat it

@@ -170,6 +170,7 @@ class ScalerService(BusService):
             self.fleet = reducer(self.fleet)
 
     async def _on_vm(self, event: VmStateChanged, _msg: Msg) -> None:
+        self.rollout.vm_seen(event)
         await self._mutate(lambda f: on_vm_event(f, event, self.clock()))
         log.info("scaler.vm_event", vm=event.vm, state=event.state.value, host=event.host)
         self._wake.set()

@@ -13,8 +13,24 @@ from shared.contract.events import ScalingDecided, VmState, VmStateChanged
 from shared.contract.forecast import ForecastMade
 from shared.contract.load import BalancerReported, FleetLoaded
 from shared.contract.provisioning import CreateVm, DestroyVm, ListVms, StartDrain
+from shared.contract.rollout import (
+    AbortRollout,
+    GetRollout,
+    PauseRollout,
+    ResumeRollout,
+    RolloutChanged,
+    StartRollout,
+)
 from shared.contract.status import DesiredState
 from shared.contract.subjects import Subjects
+from shared.contract.templates import (
+    ListTemplates,
+    ProtectTemplate,
+    PushTemplate,
+    RetireTemplate,
+    TemplateVersionReady,
+    TemplateVersionRetired,
+)
 
 WILDCARDS = frozenset({"vm_all"})
 """Subscription patterns, not subjects one publishes to (their members are listed one by one)."""
@@ -52,6 +68,18 @@ def commands(s: Subjects, host: str) -> list[Target]:
         Target("prov_drain", s.prov_drain(host), StartDrain, _valid(StartDrain, vm="vm-1", request_id="r", epoch=1),
                prov),
         Target("prov_list", s.prov_list, ListVms, _valid(ListVms), prov),
+        Target("cmd_rollout_start", s.cmd_rollout_start, StartRollout, _valid(StartRollout, version="v9"), scaler),
+        Target("cmd_rollout_pause", s.cmd_rollout_pause, PauseRollout, _valid(PauseRollout), scaler),
+        Target("cmd_rollout_resume", s.cmd_rollout_resume, ResumeRollout, _valid(ResumeRollout), scaler),
+        Target("cmd_rollout_abort", s.cmd_rollout_abort, AbortRollout, _valid(AbortRollout), scaler),
+        Target("cmd_rollout_status", s.cmd_rollout_status, GetRollout, _valid(GetRollout), scaler),
+        Target("prov_template_push", s.prov_template_push(host), PushTemplate,
+               _valid(PushTemplate, source="no-such-domain"), prov),
+        Target("prov_template_retire", s.prov_template_retire(host), RetireTemplate,
+               _valid(RetireTemplate, version="v9"), prov),
+        Target("prov_template_protect", s.prov_template_protect(host), ProtectTemplate,
+               _valid(ProtectTemplate, version="v9", protected=True), prov),
+        Target("prov_template_list", s.prov_template_list, ListTemplates, _valid(ListTemplates), prov),
     ]
 
 
@@ -75,6 +103,12 @@ def events(s: Subjects) -> list[Target]:
         Target("balancer_drained", s.balancer_drained, BackendDrained,
                _valid(BackendDrained, vm="vm-1", balancer="lb-1"), frozenset({"scaler"})),
         Target("scaler_state", s.scaler_state, DesiredState, _valid(DesiredState), frozenset({"scaler", "metrics"})),
+        Target("scaler_rollout", s.scaler_rollout, RolloutChanged,
+               _valid(RolloutChanged, phase="rolling", new_version="v2"), frozenset({"scaler"})),
+        Target("template_ready", s.template_ready, TemplateVersionReady,
+               _valid(TemplateVersionReady, host="h1", template="t", version="v2", digest="ab" * 32), frozenset()),
+        Target("template_retired", s.template_retired, TemplateVersionRetired,
+               _valid(TemplateVersionRetired, host="h1", version="v2"), frozenset()),
     ]
 
 

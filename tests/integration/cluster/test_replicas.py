@@ -52,7 +52,8 @@ async def test_a_one_replica_bucket_opened_with_three_is_reported_and_raised(clu
 
 
 async def test_more_replicas_than_servers_is_refused_at_once(cluster_bus: Bus, bus: Bus) -> None:
-    """replicas=5 on three nodes, or 3 on one server, raises ReplicasUnavailable naming the setting within a second."""
+    """replicas=5 on three nodes, or 3 on one server, raises ReplicasUnavailable naming the setting at once (no wait
+    for servers that will not come: the bound is loose for a loaded machine, far under any retry-until-up wait)."""
     started = time.monotonic()
     with pytest.raises(ReplicasUnavailable) as cluster_refusal:
         await open_bucket(cluster_bus.nc, "five", replicas=5)
@@ -61,7 +62,7 @@ async def test_more_replicas_than_servers_is_refused_at_once(cluster_bus: Bus, b
         await open_bucket(cluster_bus.nc, "three", replicas=5)
     with pytest.raises(ReplicasUnavailable) as single_refusal:
         await open_bucket(bus.nc, "alone", replicas=3)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 15
     for refusal in (cluster_refusal, raise_refusal, single_refusal):
         assert "QUICFLEET_NATS_REPLICAS" in str(refusal.value) and refusal.value.code == 2
     assert "non-clustered" in str(single_refusal.value)
