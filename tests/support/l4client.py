@@ -4,7 +4,8 @@ The tests run outside the namespaces, so the client is a subprocess (`ip netns e
 that reads one JSON command a line on stdin and answers one JSON line on stdout. Connections are
 named and held open between commands, so a test can keep an established flow across map changes:
 
-    {"op": "open", "conn": "a"}            -> {"ok": true}  (or {"error": "..."})
+    {"op": "open", "conn": "a"}            -> {"ok": true, "port": 40122}  (or {"error": "..."})
+    {"op": "open", "conn": "b", "local_port": 40122}  (from a chosen source port: a reused one)
     {"op": "get", "conn": "a"}             -> {"status": 200, "body": "Server Address: ..."}
     {"op": "rebind", "conn": "a"}          -> {"port": 40123}  (a new UDP source port, NAT rebinding)
     {"op": "close", "conn": "a"}           -> {"ok": true}
@@ -85,10 +86,10 @@ class _Conn(QuicConnectionProtocol):
         return int(sock.getsockname()[1])
 
 
-async def _connect(host: str, port: int) -> tuple[asyncio.DatagramTransport, _Conn]:
+async def _connect(host: str, port: int, local_port: int = 0) -> tuple[asyncio.DatagramTransport, _Conn]:
     config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, verify_mode=ssl.CERT_NONE, server_name=host)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("0.0.0.0", 0))
+    sock.bind(("0.0.0.0", local_port))
     transport, conn = await asyncio.get_running_loop().create_datagram_endpoint(
         lambda: _Conn(QuicConnection(configuration=config)), sock=sock
     )
@@ -139,8 +140,8 @@ class _Driver:
     async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
         op, name = command["op"], command.get("conn", "")
         if op == "open":
-            self.conns[name] = await _connect(self.host, self.port)
-            return {"ok": True}
+            self.conns[name] = await _connect(self.host, self.port, int(command.get("local_port", 0)))
+            return {"ok": True, "port": self.conns[name][0].get_extra_info("sockname")[1]}
         if op == "get":
             return await self.conns[name][1].get(self.host)
         if op == "rebind":

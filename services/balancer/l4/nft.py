@@ -26,7 +26,7 @@ from services.balancer.core.passthrough import (
     timeout_command,
 )
 from services.balancer.core.passthrough_reading import read_counters, read_drops, vm_flows
-from services.balancer.l4.conntrack import conntrack_lines
+from services.balancer.l4.conntrack import conntrack_lines, expire_entries
 from services.balancer.l4.tool import ToolError, run_tool
 
 log = structlog.get_logger("balancer.l4")
@@ -77,13 +77,27 @@ class Passthrough:
         return True
 
     async def flows(self) -> dict[str, VmFlows]:
-        """Every member VM's conntrack entries and counted packets/bytes (key: VM id)."""
+        """Every member VM's live conntrack entries and counted packets/bytes (key: VM id).
+
+        A member out of the map found with no live flow has its leftover entries expired here, before the
+        drain that waits on this reading can end (`l4.conntrack`), and leaves the plan at the next apply.
+        """
         plan = self.plan
         entries = await conntrack_lines(self.spec, plan, self.netns)
         found = vm_flows(plan, entries, read_counters(await self._counters(), plan))
         mapped = set(plan.buckets)
-        self._idle = {vm for vm, seen in found.items() if seen.entries == 0 and vm not in mapped}
+        idle = {vm for vm, seen in found.items() if seen.entries == 0 and vm not in mapped}
+        for vm in sorted(idle - self._idle):
+            await self._expire(vm)
+        self._idle = idle
         return found
+
+    async def _expire(self, vm: str) -> None:
+        """A member out of the map with no live flow: its leftover entries must not steer a reused client port."""
+        member = self.plan.member(vm)
+        if member is not None:
+            await expire_entries(self.spec, member, self.netns)
+            log.info("l4.entries_expired", vm=vm, address=member.address)
 
     async def _counters(self) -> dict[str, Any]:
         listing: dict[str, Any] = json.loads(await run_tool(

@@ -4,6 +4,7 @@ move no established connection (namespaces: client -> host with the VIP -> bridg
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -123,6 +124,29 @@ async def test_a_drained_vm_keeps_its_flows_until_they_end(net: L4Net, table: Pa
         await asyncio.sleep(0.5)
     assert await table.apply([target(second)]) is True
     assert "vm0" not in await table.flows() and "vm0" not in table.slots()
+
+
+async def test_a_reused_client_port_reaches_the_map_not_a_left_vm(net: L4Net, client: L4Client) -> None:
+    """A client port reused after its VM left the map and went idle reaches a mapped VM, not the left one."""
+    first, second = net.vms
+    spec = dataclasses.replace(spec_of(net), conntrack_timeout_s=300, live_within_s=1)  # entries outlive the test
+    passthrough = Passthrough(spec, netns=net.host_ns)
+    await passthrough.start()
+    try:
+        await passthrough.apply([target(first)])
+        port = (await client.call(op="open", conn="old"))["port"]
+        assert await get(client, "old") == answer_of(first)
+        assert (await client.call(op="close", conn="old")).get("ok")
+        await passthrough.apply([target(second)])
+        deadline = time.monotonic() + 30
+        while (await passthrough.flows())["vm0"].entries > 0:
+            assert time.monotonic() < deadline, "the left VM's flow never went idle"
+            await asyncio.sleep(0.5)
+        assert await passthrough.apply([target(second)]) is True
+        assert (await client.call(op="open", conn="new", local_port=port)).get("port") == port
+        assert await get(client, "new") == answer_of(second)
+    finally:
+        await passthrough.close()
 
 
 async def test_map_swaps_under_load_fail_no_request(net: L4Net, table: Passthrough, client: L4Client) -> None:
