@@ -13,7 +13,8 @@ the host's room (`capacity`) and the hypervisor port (`ports`). The glue around 
 - `boot`: one VM's clone, boot and readiness wait, as steps that yield changes.
 - `warmpool`: a take from the warm pool (retag, resume, check again), likewise.
 - `execute`: the blocking libvirt steps of a clone plan, and teardown.
-- `libvirt_adapter`: the `Hypervisor` port over libvirt-python.
+- `libvirt_adapter`: the `Hypervisor` port over libvirt-python; `libvirt_errors`, `libvirt_events`
+  and `libvirt_views`: its error mapping (shared with `basevolumes`), event thread and readers.
 - `readiness`: the HTTP/3 probe; `room`: the host's figures in time; `identities`: fresh UUIDs
   and MACs; `settings`; `bootstrap`: the composition root.
 

@@ -14,7 +14,7 @@ import os
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 
 import libvirt
@@ -24,6 +24,7 @@ from services.provisioner.core.clone import template_disk_paths
 from services.provisioner.core.ports import HypervisorError, TemplateMissing
 from services.provisioner.core.tags import parse_tag
 from services.provisioner.core.versions import base_volume_xml, has_backing_file
+from services.provisioner.libvirt_errors import errors, failure
 
 CHUNK = 1 << 20
 _STATES = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused",
@@ -86,7 +87,7 @@ class BaseVolumes:
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
-            raise _failure(f"reading domain {name}", error) from None
+            raise failure(f"reading domain {name}", error) from None
 
     def image(self, source: str, template: str, uri: str | None = None) -> Image:
         """The image `source` names on `uri` (None: here): a domain's one writable disk, or a disk path (then
@@ -233,7 +234,7 @@ class BaseVolumes:
             volume.upload(stream, 0, image.size, 0)
         except libvirt.libvirtError as error:
             if error.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-                raise _failure(f"uploading into {volume.name()}", error) from None
+                raise failure(f"uploading into {volume.name()}", error) from None
             self._write_local(str(volume.path()), image)
             return
         with errors(f"uploading into {volume.name()}"):
@@ -270,16 +271,3 @@ def _alive(conn: libvirt.virConnect) -> bool:
         return bool(conn.isAlive())
     except libvirt.libvirtError:
         return False
-
-
-@contextmanager
-def errors(what: str) -> Iterator[None]:
-    """libvirt's exceptions as HypervisorError saying what we were doing."""
-    try:
-        yield
-    except libvirt.libvirtError as error:
-        raise _failure(what, error) from None
-
-
-def _failure(what: str, error: libvirt.libvirtError) -> HypervisorError:
-    return HypervisorError(f"{what}: {error.get_error_message() or 'unknown libvirt error'}")
