@@ -11,7 +11,8 @@ wants done; the glue around it does it:
   there, on which host, the warm pool, and which sick VM to replace.
 - `core/edits`: what each public command does to the desired state, and the status answer.
 
-Glue: `service` (subscriptions, loops, the public commands), `actuator` (commands out to the
-provisioners, their answers back), `lease` (leadership in KV), `store` (the desired state in KV,
-one revision-checked write per change), `bootstrap` (the composition root) and `settings`.
+Glue: `service` (loops, the public commands), `events` (the subscriptions every replica folds
+in), `actuator` (commands out to the provisioners, their answers back), `lease` (leadership in
+KV), `store` (the desired state in KV, one revision-checked write per change), `bootstrap` (the composition
+root) and `settings`.
 """

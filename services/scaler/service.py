@@ -15,33 +15,24 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import structlog
-from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
 from services.scaler.actuator import Actuator
 from services.scaler.core import edits, reconcile
-from services.scaler.core.autoscale import witness
 from services.scaler.core.decide import decide
 from services.scaler.core.history import merged
-from services.scaler.core.model import AutoscaleMemory, Decision, FleetState, LoadView, without_pool
-from services.scaler.core.predict import learn
+from services.scaler.core.model import AutoscaleMemory, Decision, FleetState, LoadView
 from services.scaler.core.track import (
-    LoadSource,
-    follow,
     forget,
-    load_view,
     new_term,
-    news_at,
     on_capacity,
     on_create_failed,
     on_created,
-    on_drained,
     on_heard,
     on_hosts,
     on_lists,
-    on_report,
-    on_vm_event,
 )
+from services.scaler.events import FleetEvents, Reducer, with_desired
 from services.scaler.foresight import Foresight, load_history, save_history
 from services.scaler.lease import Lease
 from services.scaler.rollout import RolloutRunner
@@ -50,9 +41,8 @@ from services.scaler.store import DesiredStore
 from services.scaler.telemetry import ScalerTelemetry
 from shared.bus import Bus
 from shared.contract.commands import DrainVm, GetStatus, PolicyPatch, ScaleFleet
-from shared.contract.draining import BackendDrained
-from shared.contract.events import ScalingDecided, VmStateChanged
-from shared.contract.load import BalancerReported, FleetLoaded
+from shared.contract.events import ScalingDecided
+from shared.contract.load import FleetLoaded
 from shared.contract.policy import PolicyPatchBase, ScalingPolicy
 from shared.contract.provisioning import ListVms, VmList, VmRecord
 from shared.contract.status import DesiredState, FleetStatus
@@ -62,8 +52,6 @@ from shared.kv import open_bucket
 from shared.runtime import BusService
 
 log = structlog.get_logger("services.scaler")
-
-Reducer = Callable[[FleetState], FleetState]
 
 
 class ScalerService(BusService):
@@ -82,9 +70,9 @@ class ScalerService(BusService):
         self.fleet = FleetState(desired=0, policy=ScalingPolicy(), leader=settings.scaler_id)
         self.load: LoadView | None = None
         self.snapshot: FleetLoaded | None = None
-        self._source = LoadSource()
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._events = FleetEvents(self, self._mutate, self._wake.set)
         self._stopping = False
         self._term = 0
         self._missed = False
@@ -140,7 +128,7 @@ class ScalerService(BusService):
         self._foresight = Foresight(kv, self.bus)
         self._actuator = Actuator(self.bus, self, self.spawn, self.settings.scaler_request_timeout_s)
         self.rollout.attach(kv)
-        await self._subscribe()
+        await self._events.subscribe(self.bus)
         await self.rollout.subscribe()
         self.spawn(self._lease_loop(), "scaler-lease")
         self.spawn(self._control_loop(), "scaler-control")
@@ -155,58 +143,11 @@ class ScalerService(BusService):
         if self._lease is not None:
             await self._lease.release()
 
-    async def _subscribe(self) -> None:
-        s, bus = self.subjects, self.bus
-        await bus.subscribe(s.vm_all, VmStateChanged, self._on_vm)
-        await bus.subscribe(s.load, FleetLoaded, self._on_load)
-        await bus.subscribe(s.balancer_report, BalancerReported, self._on_report)
-        await bus.subscribe(s.balancer_drained, BackendDrained, self._on_drained)
-        await bus.subscribe(s.scaler_state, DesiredState, self._on_state)
-
-    # --- events (every replica) ---
+    # --- events (every replica; the handlers are in `events.py`) ---
 
     async def _mutate(self, reducer: Reducer) -> None:
         async with self._lock:
             self.fleet = reducer(self.fleet)
-
-    async def _on_vm(self, event: VmStateChanged, _msg: Msg) -> None:
-        self.rollout.vm_seen(event)
-        await self._mutate(lambda f: on_vm_event(f, event, self.clock()))
-        log.info("scaler.vm_event", vm=event.vm, state=event.state.value, host=event.host)
-        self._wake.set()
-
-    async def _on_load(self, snapshot: FleetLoaded, _msg: Msg) -> None:
-        now = self.clock()
-        followed = follow(self._source, snapshot.source, now, self.fleet.policy.stale_after_s / 2)
-        if followed is None:
-            return
-        if followed.name != self._source.name:
-            log.info("scaler.load_source", source=followed.name, previous=self._source.name)
-        self._source = followed
-        at = news_at(snapshot, self.snapshot, self.load.at if self.load else now, now)
-        self.snapshot, self.load = snapshot, load_view(snapshot, at)
-        if self.leading:
-            self.rollout.on_load(snapshot, now)
-        if not self.leading:
-            view, stored, known = self.load, self.store.current, self.store.revision > 0
-            await self._mutate(lambda f: _witness(_with_desired(f, stored, known), view, now))
-        log.debug("scaler.load", rps=snapshot.rps, outstanding=snapshot.outstanding)
-        self._wake.set()
-
-    async def _on_report(self, report: BalancerReported, _msg: Msg) -> None:
-        await self._mutate(lambda f: on_report(f, report, self.clock()))
-        log.debug("scaler.balancer_report", balancer=report.balancer)
-
-    async def _on_drained(self, event: BackendDrained, _msg: Msg) -> None:
-        await self._mutate(lambda f: on_drained(f, event))
-        log.info("scaler.backend_drained", vm=event.vm, balancer=event.balancer, timed_out=event.timed_out)
-        self._wake.set()
-
-    async def _on_state(self, state: DesiredState, _msg: Msg) -> None:
-        """Another replica's change is read once, by the control loop it wakes; our own echo is not news."""
-        self.store.heard(state)
-        log.debug("scaler.state_seen", desired=state.desired, news=self.store.stale)
-        self._wake.set()
 
     # --- feedback from the actuator (leader) ---
 
@@ -303,7 +244,7 @@ class ScalerService(BusService):
         """One decision: store a new size first (revision-checked), then send the commands."""
         async with self._lock:
             stored = self.store.current
-            shaped = self.rollout.shape(_with_desired(self.fleet, stored, known=self.store.revision > 0), self.clock())
+            shaped = self.rollout.shape(with_desired(self.fleet, stored, known=self.store.revision > 0), self.clock())
             decision = self.rollout.finish(decide(shaped, self.load, self.clock()))
             self.lease.reason = decision.reason[:1000]  # the lease and status fields' bound, cut once here
             if decision.changed:
@@ -359,18 +300,3 @@ class ScalerService(BusService):
             self.rollout.on_lists(lists)
             if self.leading and await self.lease.outrank(self._obeyed):
                 await self._elected()
-
-
-def _witness(fleet: FleetState, load: LoadView, now: float) -> FleetState:
-    """A follower's demand history, measured on the serving fleet alone (as the leader's `decide` does), and its
-    minute history (`predict.learn`), so a new leader forecasts from the minutes it saw as a follower."""
-    return replace(learn(fleet, load, now), memory=witness(without_pool(fleet), load, now).memory)
-
-
-def _with_desired(fleet: FleetState, stored: DesiredState, known: bool) -> FleetState:
-    """The KV desired state (which any replica may have changed) copied into the fleet view."""
-    hold = stored.hold_until.timestamp() if stored.hold_until else None
-    return replace(
-        fleet, desired=stored.desired, policy=stored.policy, hold_until=hold,
-        drain_requests=frozenset(stored.draining), desired_known=known,
-    )
