@@ -9,7 +9,7 @@ leftovers never steer traffic.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -62,13 +62,19 @@ class Passthrough:
         log.info("l4.table_created", table=self.spec.table, vip=self.spec.vip, port=self.spec.port,
                  netns=self.netns, conntrack_timeout_s=self.spec.conntrack_timeout_s)
 
-    async def apply(self, targets: Sequence[L4Target]) -> bool:
+    async def apply(self, targets: Sequence[L4Target], known: Collection[str] | None = None) -> bool:
         """New flows go to `targets` from now on (one transaction); False when nothing changed.
 
         A VM left out keeps its established flows (conntrack) and stays a member (slot, counters, flows)
-        until a `flows()` reading finds none left.
+        until a `flows()` reading finds none left. A member not in `known` (the VMs that still exist,
+        when given) is dropped at once and its entries expired: its flows have nothing to reach, and
+        their packets re-hashed to a live VM get a stateless reset there instead of silence.
         """
-        keep = {m.vm for m in self.plan.members} - self._idle
+        members = {m.vm for m in self.plan.members}
+        gone = members - set(known) if known is not None else set()
+        for vm in sorted(gone):
+            await self._expire(vm)
+        keep = members - self._idle - gone
         plan = make_plan(self.plan, targets, self.spec.buckets, keep=keep)
         if plan == self.plan:
             return False

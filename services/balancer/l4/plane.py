@@ -10,7 +10,7 @@ conntrack keeps their established flows where they are.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -28,7 +28,7 @@ class PassthroughPort(Protocol):
 
     async def start(self) -> None: ...
 
-    async def apply(self, targets: Sequence[Any]) -> bool: ...
+    async def apply(self, targets: Sequence[Any], known: Collection[str] | None = None) -> bool: ...
 
     async def flows(self) -> Mapping[str, FlowFigures]: ...
 
@@ -118,7 +118,7 @@ class L4Plane:
         return any(b.draining for b in self.router.table.backends.values())
 
     async def _write(self, chosen: list[Backend]) -> None:
-        changed = await self.passthrough.apply([self.target_of(b) for b in chosen])
+        changed = await self.passthrough.apply([self.target_of(b) for b in chosen], self.router.table.backends.keys())
         mapped = tuple(b.vm for b in chosen)
         self.book.applied(mapped, self.router.table.backends, self.router.loop.time())
         if mapped != self.mapped:

@@ -149,6 +149,20 @@ async def test_a_reused_client_port_reaches_the_map_not_a_left_vm(net: L4Net, cl
         await passthrough.close()
 
 
+async def test_a_vm_gone_from_the_fleet_leaves_at_once_with_its_entries(
+        net: L4Net, table: Passthrough, client: L4Client) -> None:
+    """A member the fleet no longer has leaves the plan at the next apply and its conntrack entries go with it."""
+    first, second = net.vms
+    await table.apply([target(first), target(second)])
+    for index in range(6):
+        assert (await client.call(op="open", conn=f"c{index}")).get("ok")
+    assert (await table.flows())["vm0"].entries >= 1
+    assert await table.apply([target(second)], known={"vm1"}) is True
+    assert "vm0" not in table.slots()
+    listed = net.run_in(net.host_ns, ["conntrack", "-L", "-p", "udp", "--reply-src", first.ip]).stdout
+    assert first.ip not in listed
+
+
 async def test_map_swaps_under_load_fail_no_request(net: L4Net, table: Passthrough, client: L4Client) -> None:
     """A steady client load (a new connection per GET) sees 0 failures while the map is rewritten 100 times."""
     first, second = net.vms

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -118,12 +118,14 @@ class FakeKernel:
     def __init__(self) -> None:
         self.maps: list[list[str]] = []
         self.current: dict[str, Flows] = {}
+        self.known: set[str] | None = None
         self.closed = False
 
     async def start(self) -> None:
         """Nothing to set up."""
 
-    async def apply(self, targets: Sequence[object]) -> bool:
+    async def apply(self, targets: Sequence[object], known: Collection[str] | None = None) -> bool:
+        self.known = None if known is None else set(known)
         wanted = [str(getattr(t, "vm", t)) for t in targets]
         changed = not self.maps or self.maps[-1] != wanted
         if changed:
@@ -155,6 +157,7 @@ async def test_loop_drops_a_draining_vm_from_the_map_and_ends_its_drain_when_its
     assert drained == []  # no reading since it left the map: busy
     await plane.sync()
     assert kernel.maps[-1] == ["vm-a"] and drained == []  # out of the map, its one flow still there
+    assert kernel.known == {"vm-a", "vm-b"}  # the fleet's VMs: a draining one is still known
     kernel.current = {"vm-a": Flows(2)}
     await plane.sync()
     assert [d.vm for d in drained] == ["vm-b"] and not drained[0].timed_out
@@ -174,7 +177,7 @@ def test_client_side_interfaces_are_all_but_lo_the_vm_bridge_and_its_ports() -> 
 class BrokenKernel(FakeKernel):
     """A kernel whose writes fail (nft refused the batch)."""
 
-    async def apply(self, targets: Sequence[object]) -> bool:
+    async def apply(self, targets: Sequence[object], known: Collection[str] | None = None) -> bool:
         raise RuntimeError("nft: Could not process rule")
 
 
