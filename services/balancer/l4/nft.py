@@ -68,7 +68,7 @@ class Passthrough:
         A VM left out keeps its established flows (conntrack) and stays a member (slot, counters, flows)
         until a `flows()` reading finds none left. A member not in `known` (the VMs that still exist,
         when given) is dropped at once and its entries expired: its flows have nothing to reach, and
-        their packets re-hashed to a live VM get a stateless reset there instead of silence.
+        their packets are re-hashed to a live VM (which may answer with a stateless reset) instead of silence.
         """
         members = {m.vm for m in self.plan.members}
         gone = members - set(known) if known is not None else set()
