@@ -1,4 +1,5 @@
-"""The `quicfleet` command line: typer commands that parse arguments, call a flow, print.
+"""The `quicfleet` command line: typer commands that parse arguments, call a flow, print
+(the options, running and printing they share are in `ops.cli.runner`).
 
 All fleet commands talk only NATS; `up`, `serve` and `template build` run local processes.
 Failures print one line on stderr and exit non-zero (1: refused or not reached, 2: bad usage
@@ -10,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Coroutine
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from rich.text import Text
 
 from ops.cli import configcheck, flows, local, render, rollout, templates
@@ -24,52 +23,15 @@ from ops.cli.client import EXIT_ERROR, CliError, NatsSettings, session
 from ops.cli.console import err, fail, out
 from ops.cli.health import run_health
 from ops.cli.progress import FleetTracker
+from ops.cli.runner import Options, emit, execute
 from shared.contract.base import utcnow
-from shared.errors import describe_validation_error
-from shared.settings import ServiceSettings
 
-T = TypeVar("T")
 app = typer.Typer(name="quicfleet", help="Operate a quicfleet: an elastic HTTP/3 load balancer for KVM hosts.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=True)
 policy_app = typer.Typer(help="Show or change the autoscaling policy.", no_args_is_help=True)
 template_app = typer.Typer(help="Build the backend VM template; push and list its versions.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(template_app, name="template")
-
-
-@dataclass(frozen=True)
-class Options:
-    """Global options; the NATS settings (command line, QUICFLEET_* variables, config file) read on first use."""
-
-    json: bool
-    timeout: float
-    nats: NatsSettings
-
-    @property
-    def settings(self) -> ServiceSettings:
-        return self.nats.get()
-
-
-def execute(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one command's coroutine; CliError becomes its one line and exit code."""
-    try:
-        return asyncio.run(coro)
-    except CliError as error:
-        raise fail(error.message, error.code) from None
-    except ValidationError as error:
-        raise fail(f"invalid argument: {describe_validation_error(error)}", 2) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-
-
-def emit(options: Options, data: BaseModel | dict[str, Any], view: Any = None) -> None:
-    """Print a result: JSON for scripts, else the rich view (or the JSON pretty-printed)."""
-    if options.json:
-        sys.stdout.write(json.dumps(render.as_json(data)) + "\n")
-    elif view is not None:
-        out.print(view)
-    else:
-        out.print_json(json.dumps(render.as_json(data)))
 
 
 def show_version(value: bool) -> None:

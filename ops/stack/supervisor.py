@@ -2,16 +2,15 @@
 
 Children run in their own sessions, so the terminal's Ctrl-C reaches only this supervisor,
 which then stops them in order: SIGTERM to the services (they drain), wait, then NATS last.
-Each child also gets SIGTERM from the kernel if this process dies (PR_SET_PDEATHSIG), so not
-even a `kill -9` of `up` leaves a process behind. A service that exits on its own is started
-again after a backoff (`ops.stack.restarts`), as compose's `restart: unless-stopped` would.
+Each child also gets SIGTERM from the kernel if this process dies (PR_SET_PDEATHSIG, set in
+`ops.stack.child`), so not even a `kill -9` of `up` leaves a process behind. A service that exits
+on its own is started again after a backoff (`ops.stack.restarts`), as compose's
+`restart: unless-stopped` would.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -23,11 +22,11 @@ from types import ModuleType
 from typing import Any
 
 from rich.console import Console
-from rich.text import Text
 
 from ops.cli.health import SERVICES
 from ops.natsauth import Auth
 from ops.natsserver import fixed_node_ports, nats_server_binary, write_config, write_node_config
+from ops.stack.child import Child, spawn
 from ops.stack.natsusers import cli_env, close_users, open_users
 from ops.stack.plan import (
     TEST_URI,
@@ -39,7 +38,6 @@ from ops.stack.plan import (
     lab_env,
     nats_children,
     service_argv,
-    style_of,
     wants_l4,
 )
 from ops.stack.plan import service_env as make_service_env
@@ -47,9 +45,7 @@ from ops.stack.restarts import Restarts, restarted
 from ops.stack.say import say
 from ops.stack.watch import watch_children
 
-PR_SET_PDEATHSIG = 1
 SERVICE_GRACE_S = 20.0
-NATS_READY = b"Server is ready"
 JETSTREAM_WAIT_S = 30.0
 Wrap = Callable[[list[str]], list[str]]
 
@@ -65,62 +61,6 @@ class StackOptions:
     ready_timeout_s: float = 90.0
     nats_auth: bool = True
     """One NATS user per service and one for the CLI (ops.natsauth); off: anyone on loopback may do anything."""
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the supervisor dies, however it dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class Child:
-    """One supervised process whose output is printed line by line behind its coloured name."""
-
-    def __init__(self, name: str, process: asyncio.subprocess.Process, console: Console) -> None:
-        self.name = name
-        self.process = process
-        self.console = console
-        self.ready = asyncio.Event()
-        self.pump = asyncio.create_task(self._pump(), name=f"pump-{name}")
-
-    async def _pump(self) -> None:
-        assert self.process.stdout is not None
-        async for raw in self.process.stdout:
-            if NATS_READY in raw:
-                self.ready.set()
-            line = raw.decode(errors="replace").rstrip("\n")
-            prefix = Text(f"{self.name:>11} | ", style=style_of(self.name))
-            self.console.print(prefix + Text.from_ansi(line), soft_wrap=True)
-
-    @property
-    def running(self) -> bool:
-        return self.process.returncode is None
-
-    async def stop(self, grace_s: float) -> int:
-        """SIGTERM, wait `grace_s`, then SIGKILL; returns the exit code."""
-        if self.running:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.terminate()
-            try:
-                async with asyncio.timeout(grace_s):
-                    await self.process.wait()
-            except TimeoutError:
-                say(self.console, f"{self.name} did not stop within {grace_s:g} s; killing it", "red")
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
-        code = await self.process.wait()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                await self.pump
-        return code
-
-
-async def spawn(name: str, argv: list[str], env: dict[str, str], console: Console) -> Child:
-    process = await asyncio.create_subprocess_exec(
-        *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
-    )
-    return Child(name, process, console)
 
 
 class Stack:
