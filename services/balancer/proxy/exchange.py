@@ -7,7 +7,8 @@ failed before any response byte, asking the router only for a backend, the budge
 books. It turns failures into 502/504 before the response started or a stream reset after, and
 holds both messages to their framing: a request body that breaks its declared length and a VM's
 response head that breaks the field rules (`core.framing`) go no further. What it did besides
-passing the request on is kept in `flags` for the access log (`core.flags`).
+passing the request on is kept in `flags` for the access log (`core.flags`). Each attempt's course
+(the retry, a VM lost, the timer, the books) is its base class's, `attempts.Attempts`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from services.balancer.core.backends import Backend
 from services.balancer.core.framing import body_problem, response_problem
 from services.balancer.core.headers import Headers, request_id_of, response_headers
 from services.balancer.core.identity import identity_of
-from services.balancer.core.upstream import IDENTITY, INVALID, RESET, TIMEOUT, Call, Upstream, UpstreamRequest
+from services.balancer.core.upstream import IDENTITY, INVALID, TIMEOUT, Call, Upstream, UpstreamRequest
+from services.balancer.proxy.attempts import Attempts
 from services.balancer.proxy.router import Router
 from services.balancer.quic import H3Code
 
@@ -31,7 +33,6 @@ CREDIT_POLL_S = 0.005
 """While an upload waits on a slow upstream, how often its drained bytes are credited back."""
 OVERFLOW_FACTOR = 4
 """A body buffered beyond this many windows (credit control unavailable) fails with 503."""
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 FAILED = (502, b"upstream failed\n")
 FAILED_AS = {TIMEOUT: (504, b"upstream timed out\n"), INVALID: (502, b"invalid response from upstream\n")}
 """The balancer's answer to an upstream failure before the response began, by reason (else `FAILED`)."""
@@ -55,7 +56,7 @@ class ClientStream(Protocol):
     def done(self, exchange: Exchange) -> None: ...
 
 
-class Exchange:
+class Exchange(Attempts):
     """A client request and its (at most two) upstream attempts."""
 
     def __init__(
@@ -97,10 +98,6 @@ class Exchange:
         self._timer: asyncio.TimerHandle | None = None
         self._poll: asyncio.TimerHandle | None = None
 
-    @property
-    def retryable(self) -> bool:
-        return self.request.method in IDEMPOTENT and not self.request.has_body and self.attempts < 2
-
     def start(self) -> None:
         """Send the request to the backend the router chooses (503 when none may take it)."""
         if body_problem(self.request.content_length, 0, not self.request.has_body):
@@ -118,16 +115,6 @@ class Exchange:
         self.router.track(backend, self)
         self._attach(backend, self.router.upstream_for(backend))
 
-    def _retry(self, backend: Backend, reason: str) -> bool:
-        """Retry an idempotent request that failed before any response byte, if the router's budget allows."""
-        if not self.retryable or not self.router.may_retry():
-            return False
-        self._end_attempt(failed=True, upstream_failed=True)
-        self.flags = F.with_flag(F.with_flag(self.flags, F.for_reason(reason)), F.RETRIED)
-        self.router.retried(backend, reason)
-        self._try(exclude=backend)
-        return True
-
     def _attach(self, backend: Backend, upstream: Upstream) -> None:
         """Send the request to `backend` (first attempt or the retry)."""
         self.backend = self.upstream = backend
@@ -138,20 +125,6 @@ class Exchange:
         if self._timer is None:
             self._timer = self.loop.call_at(self.last_activity + self._first_byte_limit(), self._tick)
         self.call = upstream.request(self.request, self)
-
-    def backend_lost(self, reason: str = RESET) -> None:
-        """The VM is gone (destroyed, failed, unhealthy, another machine at its address): give up on it now.
-
-        A VM killed behind our back sends no RST, so without this its requests would wait for
-        the first-byte or idle timeout. Failing the attempt retries an idempotent request that
-        has no response byte yet; anything else gets 502 (or a reset once the response began).
-        """
-        if self.finished:
-            return
-        call, self.call = self.call, None
-        if call is not None:
-            call.abort()
-        self.on_failed(reason)
 
     # client side
     def client_data(self, data: bytes, end: bool) -> None:
@@ -300,14 +273,6 @@ class Exchange:
         self.client.send_data(self.stream_id, body, end=True)
         self._finish(failed=failed, upstream_failed=upstream_failed)
 
-    def _end_attempt(self, failed: bool, upstream_failed: bool) -> None:
-        """Account the current attempt on its backend (latency, counters, health: a 5xx counts there)."""
-        backend, self.backend, self.call = self.backend, None, None
-        if backend is not None:
-            self.router.untrack(backend, self)
-            status = self.status if self.response_started else 0
-            self.router.attempt_over(backend, self.loop.time() - self.attempt_started, failed, upstream_failed, status)
-
     def _finish(self, failed: bool, upstream_failed: bool = False) -> None:
         self.finished = True
         if self._timer is not None:
@@ -317,31 +282,3 @@ class Exchange:
         self._end_attempt(failed, upstream_failed)
         self.client.done(self)
         self.router.finished(self)
-
-    def _abort_call(self) -> None:
-        if self.call is not None:
-            self.call.abort()
-
-    def _first_byte_limit(self) -> float:
-        """The per-try timeout while a retry is still possible, else the full first-byte timeout.
-
-        A first attempt that can still be retried is cut sooner (HAProxy/Envoy's per-try
-        timeout), so a VM that hangs costs an idempotent request `try_timeout_s`, not 30 s; the
-        retry then gets the full first-byte timeout measured from its own start.
-        """
-        options = self.router.options
-        if self.retryable and 0 < options.try_timeout_s < options.first_byte_timeout_s:
-            return options.try_timeout_s
-        return options.first_byte_timeout_s
-
-    def _tick(self) -> None:
-        """Timer: first-byte timeout before the response, idle timeout during it."""
-        self._timer = None
-        if self.finished:
-            return
-        limit = self.router.options.idle_timeout_s if self.response_started else self._first_byte_limit()
-        due = self.last_activity + limit
-        if self.loop.time() >= due:
-            self.on_failed(TIMEOUT)
-        else:
-            self._timer = self.loop.call_at(due, self._tick)

@@ -122,7 +122,7 @@ class Engine(Library):
     Server: type[Any]
     """The client-facing listener: a `server.ProxyServer` (e.g. `aioquic_engine.AioquicProxyServer`)."""
     UpstreamClient: type[Any]
-    """A QUIC client connection to a VM: an `upstream.h3.H3Client` (e.g. `aioquic_engine.AioquicUpstreamClient`)."""
+    """A QUIC client connection to a VM: an `upstream.h3client.H3Client` (`aioquic_engine.AioquicUpstreamClient`)."""
 
 
 __all__ = ["ENGINES", "Credit", "Engine", "EngineName", "H3Base", "H3Code", "Library", "ProtocolBase", "ServerBase",

@@ -6,28 +6,29 @@ rules close a connection that costs more than it asks for: a field section over 
 is never decoded (`qpack.BoundedFields`, answered 431), a client resetting streams faster than
 `max_resets_per_s` is closed with H3_EXCESSIVE_LOAD (rapid reset), and a connection with no request
 in flight for `http_idle_timeout_s` gets GOAWAY and closes, however many PINGs keep QUIC alive.
+The way out (that idle timer, GOAWAY, the close) is `leaving`'s, the writes are `streams`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, ClassVar, cast
 
 import structlog
 
-from services.balancer.core.admission import Admission, Ticket
+from services.balancer.core.admission import Ticket
 from services.balancer.core.headers import Headers
 from services.balancer.core.intake import TOO_LARGE, Refusal, intake
-from services.balancer.core.options import Limits
 from services.balancer.core.resets import ResetBudget
 from services.balancer.proxy.exchange import Exchange
 from services.balancer.proxy.ids import new_request_id
-from services.balancer.proxy.router import Router
 from services.balancer.quic import Credit, H3Code
 from services.balancer.quic.departure import Departure
-from services.balancer.quic.lifecycle import FEEDS_HTTP, MAY_DEPART, Phase, moved
+from services.balancer.quic.leaving import LeavingSide, Listener
+from services.balancer.quic.lifecycle import FEEDS_HTTP, Phase
 from services.balancer.quic.qpack import BoundedFields
-from services.balancer.quic.streams import StreamSide
+
+__all__ = ["REFUSALS", "SEND_ERRORS", "ClientConnection", "Listener"]  # Listener re-exported: declared in `leaving`
 
 log = structlog.get_logger("balancer.client")
 
@@ -39,21 +40,7 @@ REFUSALS = {"limit": "too many connections", "per_ip": "too many connections fro
 """The CONNECTION_CLOSE reason a refused client reads, by `Admission.enter`'s reason."""
 
 
-class Listener(Protocol):
-    """What a connection needs from the listener that accepted it: limits, router, admission.
-
-    The listener (`server.ProxyServer`) is the transport's protocol; a connection reads it from
-    there, so this module does not import the listener.
-    """
-
-    router: Router
-    limits: Limits
-    admission: Admission
-
-    def check_closing(self) -> None: ...
-
-
-class ClientConnection(StreamSide):
+class ClientConnection(LeavingSide):
     """One client connection: HTTP/3 requests become exchanges (a mixin on the engine's protocol)."""
 
     h3: ClassVar[type[BoundedFields]]
@@ -86,9 +73,6 @@ class ClientConnection(StreamSide):
         self.next_request_id = 0
         """One past the highest request stream the client opened: where a GOAWAY draws the line."""
         self.departure: Departure | None = None
-
-    def _become(self, phase: Phase) -> None:
-        self.phase = moved(self.phase, phase)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -287,72 +271,3 @@ class ClientConnection(StreamSide):
         if self.departure is not None:
             self.departure.idle()
         self._arm_idle()
-
-    # the HTTP idle timer: no request in flight for `http_idle_timeout_s`
-    def _arm_idle(self) -> None:
-        """Note that nothing is in flight since now; one timer per connection checks it (none per request)."""
-        if self.exchanges or self.server is None:
-            return
-        self._idle_since = self._loop.time()
-        if self._idle is None and self.phase in FEEDS_HTTP:
-            self._idle = self._loop.call_later(self.server.limits.http_idle_timeout_s, self._idle_expired)
-
-    def _disarm_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-
-    def _idle_expired(self) -> None:
-        self._idle = None
-        if self.phase not in MAY_DEPART or self.server is None:
-            return
-        timeout = self.server.limits.http_idle_timeout_s
-        left = timeout if self.exchanges else self._idle_since + timeout - self._loop.time()
-        if left > 0:  # busy, or idle for less than the timeout: look again when it could be due
-            self._idle = self._loop.call_later(left, self._idle_expired)
-            return
-        log.debug("client.http_idle", ip=self.peer_ip)
-        if self.http is None:
-            self._close_now()  # still no HTTP/3 after the whole timeout: nothing to say GOAWAY on
-        else:
-            self.go_away()
-
-    # going away (drain of this process, or idle)
-    def go_away(self) -> None:
-        """HTTP/3 GOAWAY: the client opens new requests on a new connection (a sibling takes it), the
-        requests it already sent finish here, then the connection closes with H3_NO_ERROR."""
-        if self.phase not in MAY_DEPART:
-            return
-        handshaking = self.ticket is None or self.ticket.half_open
-        if self.http is None and not handshaking:
-            self._close_now()
-            return
-        self._become(Phase.DEPARTING)
-        if self.http is not None:
-            self._send_goaway()
-        # else mid-handshake: closing now would fail the client's connect; GOAWAY goes once HTTP/3 is negotiated
-
-    def _send_goaway(self) -> None:
-        self.departure = Departure(self._loop, self.next_request_id, lambda: bool(self.exchanges), self._close_now)
-        if not self.engine.tuning.send_goaway(self.http, self.departure.line):
-            self._close_now()
-            return
-        self.schedule()
-        self.departure.idle()
-
-    def _close_now(self) -> None:
-        self._close(H3Code.H3_NO_ERROR, "going away")
-
-    def _close(self, code: int, reason: str) -> None:
-        """Send CONNECTION_CLOSE (once); the engine reports the end after the draining period."""
-        if self.phase in FEEDS_HTTP:
-            self._become(Phase.CLOSING)
-            self._disarm_idle()
-            self._quic.close(error_code=code, reason_phrase=reason)
-            self.transmit()
-        if self.server is not None:
-            self.server.check_closing()
-
-    @property
-    def closing(self) -> bool:
-        return self.phase not in FEEDS_HTTP or self.engine.tuning.is_closing(self._quic)

@@ -1,9 +1,10 @@
 """The sending side of a client connection: what an exchange calls to answer (`proxy.exchange.ClientStream`).
 
-Split from `connection` so that module keeps the connection's life (admission, phases, GOAWAY, idle) and
-this one the writes: headers, data and resets onto the engine's HTTP/3 layer, stream credit, and one
-coalesced transmit per loop iteration (fewer, fuller datagrams). A mixin: the engine's declared class
-puts it on the engine's protocol; `ClientConnection.__init__` sets the attributes it reads.
+Split from `connection` so that module and `leaving` keep the connection's life (admission and phases;
+GOAWAY, idle and close) and this one the writes: headers, data and resets onto the engine's HTTP/3
+layer, stream credit, and one coalesced transmit per loop iteration (fewer, fuller datagrams). A
+mixin: the engine's declared class puts it on the engine's protocol; `ClientConnection.__init__`
+sets the attributes it reads.
 """
 
 from __future__ import annotations
