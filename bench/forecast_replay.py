@@ -51,7 +51,7 @@ POLICIES: dict[str, ScalingPolicy] = {
     "on+fpool": LIVE.model_copy(update={"forecast_mode": ForecastMode.ON, "pool_max": 4}),
 }
 """`on+fpool`: a pool only the forecast sizes (`pool_size` 0, up to `pool_max` 4 per host before a rise): the
-pool-on configuration to use with the forecast; `on+pool` keeps a floor of 1 per host as well."""
+cheap pool for the rises the forecast sees; `on+pool` keeps a floor of 1 per host as well, for random steps."""
 RUNS = ("hpa", *POLICIES)
 
 
